@@ -1,0 +1,56 @@
+/**
+ * The one catalogue of errors OnAir can send to a client. Every code is stable: clients, docs and tests rely on it.
+ * Shape on the wire (SPEC): `{ "error": { "code", "message" } }` with the catalogued status.
+ */
+export const ERRORS = {
+  ONAIR_ERR_VALIDATION: { status: 400, message: 'The request is not valid' },
+  ONAIR_ERR_BAD_JSON: { status: 400, message: 'The request body is not valid JSON' },
+  ONAIR_ERR_UNAUTHORIZED: { status: 401, message: 'An admin token is required: Authorization: Bearer <token>' },
+  ONAIR_ERR_FORBIDDEN: { status: 403, message: 'The token is not valid' },
+  ONAIR_ERR_NOT_FOUND: { status: 404, message: 'Not found' },
+  ONAIR_ERR_STREAM_NOT_FOUND: { status: 404, message: 'No stream with this id' },
+  ONAIR_ERR_STREAM_LIVE: { status: 409, message: 'The stream is live' },
+  ONAIR_ERR_PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported Content-Type' },
+  ONAIR_ERR_RATE_LIMITED: { status: 429, message: 'Too many requests' },
+  ONAIR_ERR_NOT_READY: { status: 503, message: 'The node is not ready' },
+  ONAIR_ERR_INTERNAL: { status: 500, message: 'Internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error that maps to one catalogued code; `message` may be more precise than the catalogue's default. */
+export class OnAirError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message?: string) {
+    super(message ?? ERRORS[code].message);
+    this.name = 'OnAirError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string } } {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+/** Thrown at start-up when an environment variable has a bad value; the message names the variable. */
+export class ConfigError extends Error {
+  readonly variable: string;
+
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+    this.variable = variable;
+  }
+}
+
+/** An operation on something already closed, or in the wrong state for it (mediasoup's InvalidStateError). */
+export class InvalidStateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidStateError';
+  }
+}

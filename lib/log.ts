@@ -1,0 +1,26 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * The one pino logger. Child loggers carry context (`{ streamId }`). Paths that could carry a secret are redacted
+ * here so that no module has to remember it.
+ */
+export function createLogger(options: { level?: string; pretty?: boolean } = {}): Logger {
+  return pino({
+    level: options.level ?? process.env.ONAIR_LOG_LEVEL ?? 'info',
+    base: undefined,
+    redact: {
+      paths: [
+        'streamKey', '*.streamKey', 'token', '*.token', 'adminToken', '*.adminToken',
+        'req.headers.authorization', 'headers.authorization', 'password', '*.password',
+      ],
+      censor: '[redacted]',
+    },
+  });
+}
+
+/** Replaces the stream key in an RTMP path (`/live/<key>`) so log lines never carry it. */
+export function redactStreamPath(text: string): string {
+  return text.replace(/(\/live\/)[^\s/?]+/g, '$1[redacted]');
+}

@@ -1,0 +1,319 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { TypedEmitter } from '../lib/emitter.js';
+import type { Logger } from '../lib/log.js';
+import { formatCommandLine } from './ffmpegArgs.js';
+import { Fmp4Splitter, type Fragment, type InitSegment } from './fmp4.js';
+import type { VideoEncoderKind } from './hwaccel.js';
+import { planLadder, type LadderOptions, type LadderPlan, type Rendition, type SourceInfo } from './ladder.js';
+import { FIRST_RENDITION_FD, liveLadderArgs, PROGRESS_FD } from './liveCommand.js';
+import { ProgressParser, type Progress } from './progress.js';
+
+export interface LiveTranscoderOptions {
+  streamId: string;
+  ffmpegPath: string;
+  encoder: VideoEncoderKind;
+  x264Preset: string;
+  /** LL-HLS part target: the fragment duration asked of ffmpeg. */
+  partTargetMs: number;
+  vaapiDevice: string;
+  ladder: LadderOptions;
+  log: Logger;
+  /** Delays before successive restarts after crashes; the last one repeats. */
+  restartBackoffMs?: readonly number[];
+  /** A run that lasted this long resets the backoff. */
+  healthyRunMs?: number;
+  /** No fragment for this long while input flows: ffmpeg is hung, kill it (it is then restarted). */
+  stallTimeoutMs?: number;
+}
+
+/** The input of a run: what the source is, and a decodable start (headers + GOP) for a fresh ffmpeg. */
+export interface TranscoderInput {
+  source: SourceInfo;
+  prelude(): Buffer;
+}
+
+export type DiscontinuityReason = 'restart' | 'reconnect';
+
+export type LiveTranscoderEvents = {
+  /** A run starts. `generation` counts runs of this transcoder from 0; every run after the first is a discontinuity. */
+  start: [{ generation: number; plan: LadderPlan; reason: 'publish' | DiscontinuityReason }];
+  /** Timeline break before a new run's output: downstream starts a new discontinuity with a new init segment. */
+  discontinuity: [{ generation: number; reason: DiscontinuityReason }];
+  init: [{ generation: number; rendition: Rendition; init: InitSegment }];
+  fragment: [{ generation: number; rendition: Rendition; fragment: Fragment }];
+  progress: [Progress];
+  /** A run ended; `expected` is false for crashes (a restart follows). */
+  exit: [{ generation: number; code: number | null; signal: NodeJS.Signals | null; expected: boolean }];
+  close: [];
+};
+
+export interface RenditionStats {
+  name: string;
+  width: number;
+  height: number;
+  /** Measured output bitrate (video + audio) over the last seconds, kbit/s. */
+  kbps: number;
+  /** Measured output frame rate over the last seconds. */
+  fps: number;
+  fragments: number;
+}
+
+export interface TranscoderStats {
+  encoder: VideoEncoderKind;
+  /** ffmpeg's `speed`: media seconds encoded per wall-clock second (≥ 1 keeps up with real time). */
+  speed: number | undefined;
+  fps: number | undefined;
+  restarts: number;
+  generation: number;
+  pid: number | undefined;
+  renditions: RenditionStats[];
+}
+
+const STATS_WINDOW_MS = 4000;
+
+interface Run {
+  generation: number;
+  plan: LadderPlan;
+  child: ChildProcess;
+  startedAt: number;
+  expectedExit: boolean;
+  lastFragmentAt: number;
+}
+
+interface Window {
+  samples: { at: number; bytes: number; frames: number; durationMs: number }[];
+  fragments: number;
+}
+
+/**
+ * The one ffmpeg process of a live stream and its supervision. Feeds FLV on stdin, reads one CMAF pipe per rendition,
+ * splits it into init + fragments, restarts a crashed ffmpeg with backoff and reports each restart (and each
+ * publisher reconnect) as a discontinuity.
+ */
+export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
+  readonly streamId: string;
+  readonly #options: LiveTranscoderOptions;
+  readonly #log: Logger;
+  #input: TranscoderInput | undefined;
+  #run: Run | undefined;
+  #generation = -1;
+  #restarts = 0;
+  #crashesInARow = 0;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #stallTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #progress: Progress | undefined;
+  #windows = new Map<string, Window>();
+
+  constructor(options: LiveTranscoderOptions) {
+    super();
+    this.streamId = options.streamId;
+    this.#options = options;
+    this.#log = options.log;
+  }
+
+  get plan(): LadderPlan | undefined {
+    return this.#run?.plan;
+  }
+
+  get pid(): number | undefined {
+    return this.#run?.child.pid;
+  }
+
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  get stats(): TranscoderStats {
+    const now = Date.now();
+    const renditions = (this.#run?.plan.renditions ?? []).map((r) => {
+      const window = this.#windows.get(r.name);
+      const samples = window?.samples.filter((s) => now - s.at <= STATS_WINDOW_MS) ?? [];
+      const bytes = samples.reduce((sum, s) => sum + s.bytes, 0);
+      const mediaMs = samples.reduce((sum, s) => sum + s.durationMs, 0);
+      const frames = samples.reduce((sum, s) => sum + s.frames, 0);
+      return {
+        name: r.name,
+        width: r.width,
+        height: r.height,
+        kbps: mediaMs > 0 ? Math.round((bytes * 8) / mediaMs) : 0,
+        fps: mediaMs > 0 ? Math.round((frames * 1000 * 10) / mediaMs) / 10 : 0,
+        fragments: window?.fragments ?? 0,
+      };
+    });
+    return {
+      encoder: this.#options.encoder,
+      speed: this.#progress?.speed,
+      fps: this.#progress?.fps,
+      restarts: this.#restarts,
+      generation: Math.max(0, this.#generation),
+      pid: this.pid,
+      renditions,
+    };
+  }
+
+  /** A publisher is ready: start ffmpeg for it, or restart it with a discontinuity after a reconnect. */
+  attach(input: TranscoderInput): void {
+    if (this.#closed) return;
+    this.#input = input;
+    this.#crashesInARow = 0;
+    clearTimeout(this.#restartTimer);
+    this.#stopRun('SIGKILL');
+    this.#startRun(this.#generation < 0 ? 'publish' : 'reconnect');
+  }
+
+  /** One FLV tag from the publisher. Dropped while ffmpeg is being restarted; the restart begins at a keyframe. */
+  write(tag: Buffer): void {
+    const stdin = this.#run?.child.stdin;
+    if (!stdin || stdin.destroyed || stdin.writableEnded) return;
+    stdin.write(tag);
+  }
+
+  /** The publisher is gone: let ffmpeg finish what it has (flush the last fragments) and exit. */
+  detach(): void {
+    this.#input = undefined;
+    clearTimeout(this.#restartTimer);
+    const run = this.#run;
+    if (!run) return;
+    run.expectedExit = true;
+    run.child.stdin?.end();
+  }
+
+  /** Stops ffmpeg at once; idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#input = undefined;
+    clearTimeout(this.#restartTimer);
+    const run = this.#run;
+    this.#stopRun('SIGKILL');
+    if (run && run.child.exitCode === null && run.child.signalCode === null) {
+      await new Promise<void>((resolve) => run.child.once('close', () => resolve()));
+    }
+    this.safeEmit('close');
+    this.removeAllListeners();
+  }
+
+  #stopRun(signal: NodeJS.Signals): void {
+    const run = this.#run;
+    if (!run) return;
+    run.expectedExit = true;
+    this.#run = undefined;
+    clearInterval(this.#stallTimer);
+    run.child.kill(signal);
+  }
+
+  #startRun(reason: 'publish' | DiscontinuityReason): void {
+    const input = this.#input;
+    if (!input || this.#closed) return;
+    const generation = ++this.#generation;
+    const plan = planLadder(input.source, this.#options.ladder);
+    const argv = liveLadderArgs({
+      plan,
+      encoder: this.#options.encoder,
+      x264Preset: this.#options.x264Preset,
+      partTargetMs: this.#options.partTargetMs,
+      vaapiDevice: this.#options.vaapiDevice,
+    });
+    this.#log.debug({ generation, command: formatCommandLine(this.#options.ffmpegPath, argv) }, 'starting ffmpeg');
+    const stdio: ('pipe' | 'ignore')[] = ['pipe', 'ignore', 'pipe', 'pipe', ...plan.renditions.map(() => 'pipe' as const)];
+    const child = spawn(this.#options.ffmpegPath, argv, { stdio });
+    const run: Run = { generation, plan, child, startedAt: Date.now(), expectedExit: false, lastFragmentAt: Date.now() };
+    this.#run = run;
+    this.#windows = new Map(plan.renditions.map((r) => [r.name, { samples: [], fragments: 0 }]));
+
+    if (generation > 0) this.safeEmit('discontinuity', { generation, reason: reason as DiscontinuityReason });
+    this.safeEmit('start', { generation, plan, reason });
+
+    child.stdin!.on('error', () => { /* EPIPE when ffmpeg dies; the exit handler restarts it */ });
+    this.#readStderr(child.stderr!, generation);
+    const progress = new ProgressParser();
+    progress.on('progress', (p) => {
+      if (this.#run !== run) return;
+      this.#progress = p;
+      this.safeEmit('progress', p);
+    });
+    (child.stdio[PROGRESS_FD] as Readable).on('data', (chunk: Buffer) => progress.push(chunk));
+
+    plan.renditions.forEach((rendition, i) => {
+      const splitter = new Fmp4Splitter();
+      splitter.on('init', (init) => {
+        if (this.#run === run) this.safeEmit('init', { generation, rendition, init });
+      });
+      splitter.on('fragment', (fragment) => {
+        if (this.#run !== run) return;
+        run.lastFragmentAt = Date.now();
+        this.#account(rendition.name, fragment);
+        this.safeEmit('fragment', { generation, rendition, fragment });
+      });
+      splitter.on('error', (error) => {
+        this.#log.error({ generation, rendition: rendition.name, err: error.message }, 'bad fMP4 from ffmpeg; restarting');
+        if (this.#run === run) child.kill('SIGKILL');
+      });
+      (child.stdio[FIRST_RENDITION_FD + i] as Readable).on('data', (chunk: Buffer) => splitter.push(chunk));
+    });
+
+    child.on('error', (error) => this.#log.error({ generation, err: error.message }, 'ffmpeg could not start'));
+    child.on('close', (code, signal) => this.#onExit(run, code, signal));
+
+    const stallTimeoutMs = this.#options.stallTimeoutMs ?? 10_000;
+    clearInterval(this.#stallTimer);
+    this.#stallTimer = setInterval(() => {
+      if (this.#run === run && Date.now() - run.lastFragmentAt > stallTimeoutMs) {
+        this.#log.warn({ generation, stallTimeoutMs }, 'ffmpeg produced nothing; killing it');
+        child.kill('SIGKILL');
+      }
+    }, Math.min(1000, stallTimeoutMs));
+    this.#stallTimer.unref();
+
+    const prelude = input.prelude();
+    child.stdin!.write(prelude);
+  }
+
+  #onExit(run: Run, code: number | null, signal: NodeJS.Signals | null): void {
+    const expected = run.expectedExit;
+    this.safeEmit('exit', { generation: run.generation, code, signal, expected });
+    if (this.#run === run) {
+      this.#run = undefined;
+      clearInterval(this.#stallTimer);
+    }
+    if (expected || this.#closed || !this.#input || this.#run) return;
+
+    const ranMs = Date.now() - run.startedAt;
+    if (ranMs >= (this.#options.healthyRunMs ?? 30_000)) this.#crashesInARow = 0;
+    const backoff = this.#options.restartBackoffMs ?? [0, 500, 1000, 2000, 5000];
+    const delay = backoff[Math.min(this.#crashesInARow, backoff.length - 1)] ?? 0;
+    this.#crashesInARow += 1;
+    this.#restarts += 1;
+    this.#log.warn({ generation: run.generation, code, signal, restartInMs: delay }, 'ffmpeg exited unexpectedly; restarting');
+    this.#restartTimer = setTimeout(() => this.#startRun('restart'), delay);
+  }
+
+  #account(name: string, fragment: Fragment): void {
+    const window = this.#windows.get(name);
+    if (!window) return;
+    const now = Date.now();
+    const video = fragment.tracks[0];
+    window.fragments += 1;
+    window.samples.push({ at: now, bytes: fragment.data.length, frames: video?.sampleCount ?? 0, durationMs: fragment.durationMs });
+    while (window.samples.length > 0 && now - window.samples[0]!.at > STATS_WINDOW_MS) window.samples.shift();
+  }
+
+  #readStderr(stderr: Readable, generation: number): void {
+    let buffered = '';
+    stderr.setEncoding('utf8').on('data', (text: string) => {
+      buffered += text;
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        // Audio starting after video: harmless in fragmented MP4, where every fragment carries its decode time (tfdt).
+        const benign = /starts with a nonzero dts/.test(line);
+        this.#log[benign ? 'debug' : 'warn']({ generation, ffmpeg: line.trim() }, 'ffmpeg');
+      }
+    });
+  }
+}
+
+export type { Writable };

@@ -1,0 +1,12 @@
+export { LiveTranscoder } from './LiveTranscoder.js';
+export type { LiveTranscoderOptions, LiveTranscoderEvents, TranscoderInput, TranscoderStats, RenditionStats, DiscontinuityReason } from './LiveTranscoder.js';
+export { planLadder, AUDIO_KBPS } from './ladder.js';
+export type { SourceInfo, Rendition, LadderPlan, LadderOptions } from './ladder.js';
+export { chooseEncoder, probeArgs, videoEncoderOptions } from './hwaccel.js';
+export type { EncoderChoice, HwaccelSetting, VideoEncoderKind } from './hwaccel.js';
+export { liveLadderArgs } from './liveCommand.js';
+export { buildFfmpegArgs, formatCommandLine } from './ffmpegArgs.js';
+export { Fmp4Splitter, parseInit, parseFragment } from './fmp4.js';
+export type { InitSegment, TrackInfo, Fragment } from './fmp4.js';
+export { ProgressParser } from './progress.js';
+export type { Progress } from './progress.js';

@@ -1,0 +1,84 @@
+import { buildFfmpegArgs, type Option } from './ffmpegArgs.js';
+import { hwGlobalOptions, hwUploadFilter, videoEncoderOptions, type VideoEncoderKind } from './hwaccel.js';
+import type { LadderPlan } from './ladder.js';
+
+export interface LiveCommandOptions {
+  plan: LadderPlan;
+  encoder: VideoEncoderKind;
+  x264Preset: string;
+  /** Fragment (LL-HLS part) target in ms: `-frag_duration`. */
+  partTargetMs: number;
+  vaapiDevice: string;
+}
+
+/** File descriptors of the spawned process: 0 = FLV in, 3 = `-progress`, 4.. = one fMP4 pipe per rendition. */
+export const PROGRESS_FD = 3;
+export const FIRST_RENDITION_FD = 4;
+
+/**
+ * CMAF fragments on a pipe: an empty moov up front (the init segment), every fragment self-contained, cut at every
+ * keyframe and every `partTargetMs` — each moof+mdat becomes one LL-HLS part.
+ */
+const FMP4_MOVFLAGS = 'empty_moov+default_base_moof+frag_keyframe+cmaf+skip_trailer';
+
+/** The one ffmpeg command for a live stream's whole ladder: FLV on stdin, one fMP4 pipe per rendition. */
+export function liveLadderArgs(o: LiveCommandOptions): string[] {
+  const { plan } = o;
+  const gopSec = plan.gopMs / 1000;
+  const encoded = plan.renditions.filter((r) => !r.passthrough);
+  const hasAudio = plan.source.audioCodec !== undefined;
+
+  const branches = encoded.map((_, i) => `[s${i}]`).join('');
+  const chains = encoded.map((r, i) => {
+    const fps = r.fps < plan.source.fps - 0.5 ? `,fps=${r.fps}` : '';
+    return `[s${i}]scale=${r.width}:${r.height}:flags=bicubic${fps}${hwUploadFilter(o.encoder)}[v${i}]`;
+  });
+  const filterComplex = encoded.length === 0 ? undefined : [`[0:v:0]split=${encoded.length}${branches}`, ...chains].join(';');
+
+  let encodedIndex = 0;
+  const outputs = plan.renditions.map((r, i) => {
+    const options: Option[] = [];
+    if (r.passthrough) {
+      options.push(['-map', '0:v:0'], ['-c:v', 'copy']);
+    } else {
+      const index = encodedIndex++;
+      options.push(['-map', `[v${index}]`]);
+      options.push(...videoEncoderOptions(o.encoder, 0, {
+        kbps: r.videoKbps,
+        gopFrames: Math.max(1, Math.round(r.fps * gopSec)),
+        x264Preset: o.x264Preset,
+      }));
+      // Keyframes by time from the first frame, not by frame count, so that rungs of different frame rates cut at
+      // the same instants (the tolerance absorbs float error in frame times).
+      options.push(['-force_key_frames:v:0', `expr:if(isnan(prev_forced_t),1,gte(t-prev_forced_t,${gopSec}-0.005))`]);
+    }
+    if (hasAudio) {
+      options.push(['-map', '0:a:0']);
+      if (plan.copyAudio) options.push(['-c:a', 'copy']);
+      else options.push(['-c:a', 'aac'], ['-b:a', `${r.audioKbps}k`], ['-ar', 48000], ['-ac', 2]);
+    }
+    options.push(
+      ['-max_muxing_queue_size', 1024],
+      ['-f', 'mp4'],
+      ['-movflags', FMP4_MOVFLAGS],
+      ['-frag_duration', o.partTargetMs * 1000],
+      ['-flush_packets', 1],
+    );
+    return { options, url: `pipe:${FIRST_RENDITION_FD + i}` };
+  });
+
+  return buildFfmpegArgs({
+    global: [
+      ['-hide_banner'], ['-nostdin'], ['-loglevel', 'warning'],
+      ['-progress', `pipe:${PROGRESS_FD}`], ['-stats_period', 0.5],
+      ...hwGlobalOptions(o.encoder, o.vaapiDevice),
+    ],
+    inputs: [{
+      // The ingest already knows the streams; a short probe keeps start-up (and restarts) fast.
+      options: [['-fflags', '+nobuffer+genpts'], ['-probesize', 65536], ['-analyzeduration', 500000], ['-f', 'flv']],
+      url: 'pipe:0',
+    }],
+    ...(filterComplex === undefined ? {} : { filterComplex }),
+    outputs,
+  });
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// Idempotent set-up for `npm start`, `npm test` and `npm run bench` on a fresh Debian machine: checks Node, installs the
+// Debian packages OnAir runs (as root: apt-get; otherwise prints the exact command), installs npm dependencies when
+// they are missing or stale, and compiles the TypeScript. Plain JavaScript so that it runs before anything is built.
+import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const mode = process.argv.includes('--test') ? 'test' : process.argv.includes('--bench') ? 'bench' : 'run';
+
+const say = (text) => process.stderr.write(`[onair setup] ${text}\n`);
+
+function run(command, args, options = {}) {
+  const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, ...options });
+  if (result.error) throw result.error;
+  if (result.status !== 0) {
+    say(`failed: ${command} ${args.join(' ')} (exit ${result.status})`);
+    process.exit(result.status ?? 1);
+  }
+}
+
+const onPath = (binary) => spawnSync('sh', ['-c', `command -v ${binary}`], { stdio: 'ignore' }).status === 0;
+
+// 1. Node
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 20) {
+  say(`Node ${process.versions.node} is too old: OnAir needs Node 20 or newer.`);
+  process.exit(1);
+}
+
+// 2. Debian packages: what each mode needs, and how to tell whether it is there.
+const packages = [
+  { name: 'ffmpeg', present: () => onPath('ffmpeg') && onPath('ffprobe'), modes: ['run', 'test', 'bench'] },
+  { name: 'redis-server', present: () => onPath('redis-server'), modes: ['run', 'test', 'bench'] },
+  { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test'] },
+];
+const missing = packages.filter((p) => p.modes.includes(mode) && !p.present()).map((p) => p.name);
+if (missing.length > 0) {
+  const command = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(' ')}`;
+  if (process.getuid?.() !== 0) {
+    say(`missing Debian packages: ${missing.join(', ')}. Install them with:\n\n    sudo sh -c '${command}'\n`);
+    process.exit(1);
+  }
+  say(`installing Debian packages: ${missing.join(', ')}`);
+  run('sh', ['-c', command], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+}
+
+// 3. npm dependencies, when node_modules is missing or older than the lockfile.
+const lock = path.join(root, 'package-lock.json');
+const installed = path.join(root, 'node_modules', '.package-lock.json');
+const stale = !existsSync(installed) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(installed).mtimeMs + 1000);
+if (stale) {
+  say('installing npm dependencies');
+  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund']);
+}
+
+// 4. Compile.
+say('compiling TypeScript');
+run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')]);

@@ -1,0 +1,181 @@
+import path from 'node:path';
+import { ConfigError } from '../lib/errors.js';
+
+/**
+ * One schema for every environment variable OnAir reads. Each entry parses a raw string (or its absence) into a typed
+ * value, and a bad value stops start-up with a message that names the variable. The table is the documentation:
+ * README's configuration section lists the same variables.
+ */
+type Parser<T> = (raw: string | undefined, name: string) => T;
+
+const integer = (fallback: number, min: number, max: number): Parser<number> => (raw, name) => {
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `expected an integer, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${value}`);
+  return value;
+};
+
+const port = (fallback: number): Parser<number> => integer(fallback, 0, 65535);
+
+const oneOf = <T extends string>(fallback: T, values: readonly T[]): Parser<T> => (raw, name) => {
+  if (raw === undefined || raw === '') return fallback;
+  if (!values.includes(raw as T)) throw new ConfigError(name, `expected one of ${values.join(', ')}, got "${raw}"`);
+  return raw as T;
+};
+
+const optionalString: Parser<string | undefined> = (raw) => (raw === undefined || raw === '' ? undefined : raw);
+
+const string = (fallback: string): Parser<string> => (raw) => (raw === undefined || raw === '' ? fallback : raw);
+
+const boolean = (fallback: boolean): Parser<boolean> => (raw, name) => {
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(name, `expected true or false, got "${raw}"`);
+};
+
+const url = (protocols: readonly string[]): Parser<string | undefined> => (raw, name) => {
+  if (raw === undefined || raw === '') return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, 'expected a URL');
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `expected a ${protocols.map((p) => p.replace(':', '://')).join(' or ')} URL`);
+  }
+  return raw.replace(/\/+$/, '');
+};
+
+/** A comma-separated list of rung heights, highest first (`1080,720,480`). */
+const heights: Parser<number[]> = (raw, name) => {
+  const text = raw === undefined || raw === '' ? '720,480,360' : raw;
+  const values = text.split(',').map((part) => part.trim());
+  const result: number[] = [];
+  for (const value of values) {
+    if (!/^\d+$/.test(value) || Number(value) < 144 || Number(value) > 4320 || Number(value) % 2 !== 0) {
+      throw new ConfigError(name, `expected even heights from 144 to 4320 separated by commas, got "${text}"`);
+    }
+    result.push(Number(value));
+  }
+  return [...new Set(result)].sort((a, b) => b - a);
+};
+
+const X264_PRESETS = ['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium'] as const;
+
+const schema = {
+  ONAIR_HOST: string('0.0.0.0'),
+  ONAIR_HTTP_PORT: port(8080),
+  ONAIR_RTMP_PORT: port(1935),
+  ONAIR_DATA_DIR: string('./data'),
+  ONAIR_ADMIN_TOKEN: (raw: string | undefined, name: string) => {
+    if (raw === undefined || raw === '') return undefined;
+    if (raw.length < 16) throw new ConfigError(name, 'must be at least 16 characters long');
+    return raw;
+  },
+  ONAIR_REDIS_URL: url(['redis:', 'rediss:', 'unix:']),
+  ONAIR_DATABASE_URL: url(['postgres:', 'postgresql:']),
+  ONAIR_S3_ENDPOINT: url(['http:', 'https:']),
+  ONAIR_S3_BUCKET: optionalString,
+  ONAIR_S3_REGION: string('us-east-1'),
+  ONAIR_S3_ACCESS_KEY_ID: optionalString,
+  ONAIR_S3_SECRET_ACCESS_KEY: optionalString,
+  ONAIR_PUBLIC_URL: url(['http:', 'https:']),
+  ONAIR_ROLE: oneOf('all', ['all', 'origin', 'edge', 'worker'] as const),
+  ONAIR_HWACCEL: oneOf('auto', ['auto', 'none', 'nvenc', 'vaapi', 'qsv'] as const),
+  ONAIR_LLHLS_PART_MS: integer(200, 100, 2000),
+  ONAIR_SEGMENT_MS: integer(2000, 500, 10000),
+  ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
+  ONAIR_RECONNECT_GRACE_SEC: integer(10, 0, 600),
+  ONAIR_LADDER: heights,
+  ONAIR_PASSTHROUGH: boolean(false),
+  ONAIR_X264_PRESET: oneOf('superfast', X264_PRESETS),
+  ONAIR_FFMPEG: string('ffmpeg'),
+  ONAIR_FFPROBE: string('ffprobe'),
+  ONAIR_VAAPI_DEVICE: string('/dev/dri/renderD128'),
+  ONAIR_LOG_LEVEL: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+} satisfies Record<string, Parser<unknown>>;
+
+type Schema = typeof schema;
+type Raw = { [K in keyof Schema]: ReturnType<Schema[K]> };
+
+export interface Config {
+  host: string;
+  httpPort: number;
+  rtmpPort: number;
+  /** Absolute path of the data directory. */
+  dataDir: string;
+  /** Unset: generated once and kept in the data dir (see `adminToken.ts`). */
+  adminToken: string | undefined;
+  redisUrl: string | undefined;
+  databaseUrl: string | undefined;
+  s3: { endpoint: string; bucket: string; region: string; accessKeyId: string; secretAccessKey: string } | undefined;
+  publicUrl: string | undefined;
+  role: Raw['ONAIR_ROLE'];
+  hwaccel: Raw['ONAIR_HWACCEL'];
+  partTargetMs: number;
+  segmentTargetMs: number;
+  playbackSigningKey: string | undefined;
+  reconnectGraceMs: number;
+  ladderHeights: number[];
+  passthrough: boolean;
+  x264Preset: Raw['ONAIR_X264_PRESET'];
+  ffmpegPath: string;
+  ffprobePath: string;
+  vaapiDevice: string;
+  logLevel: Raw['ONAIR_LOG_LEVEL'];
+}
+
+/** Reads the environment into a typed config; throws a `ConfigError` naming the first bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const raw = {} as Record<string, unknown>;
+  for (const [name, parse] of Object.entries(schema)) {
+    raw[name] = (parse as Parser<unknown>)(env[name], name);
+  }
+  const r = raw as Raw;
+  if (r.ONAIR_SEGMENT_MS < 2 * r.ONAIR_LLHLS_PART_MS) {
+    throw new ConfigError('ONAIR_SEGMENT_MS', `must be at least twice ONAIR_LLHLS_PART_MS (${r.ONAIR_LLHLS_PART_MS})`);
+  }
+  let s3: Config['s3'];
+  if (r.ONAIR_S3_ENDPOINT !== undefined || r.ONAIR_S3_BUCKET !== undefined) {
+    for (const name of ['ONAIR_S3_ENDPOINT', 'ONAIR_S3_BUCKET', 'ONAIR_S3_ACCESS_KEY_ID', 'ONAIR_S3_SECRET_ACCESS_KEY'] as const) {
+      if (r[name] === undefined) throw new ConfigError(name, 'is required when S3 storage is configured');
+    }
+    s3 = {
+      endpoint: r.ONAIR_S3_ENDPOINT!,
+      bucket: r.ONAIR_S3_BUCKET!,
+      region: r.ONAIR_S3_REGION,
+      accessKeyId: r.ONAIR_S3_ACCESS_KEY_ID!,
+      secretAccessKey: r.ONAIR_S3_SECRET_ACCESS_KEY!,
+    };
+  }
+  return {
+    host: r.ONAIR_HOST,
+    httpPort: r.ONAIR_HTTP_PORT,
+    rtmpPort: r.ONAIR_RTMP_PORT,
+    dataDir: path.resolve(r.ONAIR_DATA_DIR),
+    adminToken: r.ONAIR_ADMIN_TOKEN,
+    redisUrl: r.ONAIR_REDIS_URL,
+    databaseUrl: r.ONAIR_DATABASE_URL,
+    s3,
+    publicUrl: r.ONAIR_PUBLIC_URL,
+    role: r.ONAIR_ROLE,
+    hwaccel: r.ONAIR_HWACCEL,
+    partTargetMs: r.ONAIR_LLHLS_PART_MS,
+    segmentTargetMs: r.ONAIR_SEGMENT_MS,
+    playbackSigningKey: r.ONAIR_PLAYBACK_SIGNING_KEY,
+    reconnectGraceMs: r.ONAIR_RECONNECT_GRACE_SEC * 1000,
+    ladderHeights: r.ONAIR_LADDER,
+    passthrough: r.ONAIR_PASSTHROUGH,
+    x264Preset: r.ONAIR_X264_PRESET,
+    ffmpegPath: r.ONAIR_FFMPEG,
+    ffprobePath: r.ONAIR_FFPROBE,
+    vaapiDevice: r.ONAIR_VAAPI_DEVICE,
+    logLevel: r.ONAIR_LOG_LEVEL,
+  };
+}
+
+/** The variable names the schema knows, for the README and for tests. */
+export const CONFIG_VARIABLES = Object.keys(schema);

@@ -1,0 +1,142 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { OnAirError, ERRORS, type ErrorCode } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import { tokenMatches } from './adminToken.js';
+import type { Metrics } from './metrics.js';
+import type { StreamRecord } from './streams.js';
+
+/** The stream view the API returns (never the key, except right after creation or rotation). */
+export interface StreamView extends StreamRecord {
+  ingest: { rtmpUrl: string };
+  playback: { hls: string; whep: string; watchPage: string };
+  stats?: unknown;
+}
+
+/** What the HTTP layer needs from the node: plain functions, so routes stay thin. */
+export interface HttpDeps {
+  log: Logger;
+  adminToken: string;
+  metrics: Metrics;
+  ready: () => Promise<{ ok: boolean; checks: Record<string, boolean | string> }>;
+  streams: {
+    create(input: { title: string; description?: string }): Promise<{ stream: StreamView; streamKey: string }>;
+    list(): Promise<StreamView[]>;
+    get(id: string): Promise<StreamView | undefined>;
+    rotateKey(id: string): Promise<{ stream: StreamView; streamKey: string } | undefined>;
+    delete(id: string): Promise<boolean>;
+  };
+}
+
+const streamIdParams = {
+  type: 'object',
+  properties: { id: { type: 'string', pattern: '^[a-z0-9]{12}$' } },
+  required: ['id'],
+} as const;
+
+const createStreamBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    title: { type: 'string', minLength: 1, maxLength: 200, pattern: '\\S' },
+    description: { type: 'string', maxLength: 5000 },
+  },
+  required: ['title'],
+} as const;
+
+function sendError(reply: FastifyReply, code: ErrorCode, message?: string): FastifyReply {
+  const error = new OnAirError(code, message);
+  return reply.code(error.status).send(error.toJSON());
+}
+
+/** Maps fastify's own errors (validation, body parsing) onto the catalogue. */
+function toOnAirError(error: Error & { code?: string; statusCode?: number; validation?: unknown; validationContext?: string }): OnAirError {
+  if (error instanceof OnAirError) return error;
+  if (error.validation) return new OnAirError('ONAIR_ERR_VALIDATION', `${error.validationContext ?? 'request'} ${error.message.replace(/^(body|params|querystring)\s*/, '')}`.trim());
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new OnAirError('ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE', error.message);
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new OnAirError('ONAIR_ERR_PAYLOAD_TOO_LARGE');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new OnAirError('ONAIR_ERR_BAD_JSON', error.message);
+  }
+  if (error instanceof SyntaxError || error.statusCode === 400) return new OnAirError('ONAIR_ERR_BAD_JSON', error.message);
+  if (error.statusCode === 413) return new OnAirError('ONAIR_ERR_PAYLOAD_TOO_LARGE');
+  if (error.statusCode === 415) return new OnAirError('ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE', error.message);
+  return new OnAirError('ONAIR_ERR_INTERNAL');
+}
+
+export function buildHttpServer(deps: HttpDeps): FastifyInstance {
+  const app = Fastify({
+    // Request lines only at debug: a busy origin would drown the log, and URLs can carry playback tokens.
+    loggerInstance: deps.log.child({ component: 'http' }, { level: deps.log.isLevelEnabled('debug') ? 'debug' : 'warn' }) as FastifyBaseLogger,
+    bodyLimit: 1024 * 1024,
+    // Admin tokens travel in headers; query strings are logged by nobody, but keep ids strict anyway.
+    routerOptions: { maxParamLength: 200 },
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const mapped = toOnAirError(error as Error);
+    if (mapped.status >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(mapped.status).send(mapped.toJSON());
+  });
+  app.setNotFoundHandler((_request, reply) => sendError(reply, 'ONAIR_ERR_NOT_FOUND'));
+
+  const requireAdmin = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const header = request.headers.authorization;
+    if (header === undefined) {
+      await sendError(reply, 'ONAIR_ERR_UNAUTHORIZED');
+      return;
+    }
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match || !tokenMatches(match[1]!, deps.adminToken)) {
+      await sendError(reply, 'ONAIR_ERR_FORBIDDEN');
+    }
+  };
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    const result = await deps.ready();
+    return reply.code(result.ok ? 200 : 503).send({ status: result.ok ? 'ready' : 'not-ready', checks: result.checks });
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const text = await deps.metrics.registry.metrics();
+    return reply.type(deps.metrics.registry.contentType).send(text);
+  });
+
+  app.post('/api/streams', {
+    preHandler: requireAdmin,
+    schema: { body: createStreamBody },
+  }, async (request, reply) => {
+    const body = request.body as { title: string; description?: string };
+    const { stream, streamKey } = await deps.streams.create({ title: body.title.trim(), ...(body.description === undefined ? {} : { description: body.description }) });
+    return reply.code(201).send({ ...stream, streamKey, ingest: { ...stream.ingest, streamKey } });
+  });
+
+  app.get('/api/streams', async () => ({ streams: await deps.streams.list() }));
+
+  app.get('/api/streams/:id', { schema: { params: streamIdParams } }, async (request, reply) => {
+    const stream = await deps.streams.get((request.params as { id: string }).id);
+    if (!stream) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
+    return stream;
+  });
+
+  app.post('/api/streams/:id/key', { preHandler: requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
+    const result = await deps.streams.rotateKey((request.params as { id: string }).id);
+    if (!result) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
+    return { ...result.stream, streamKey: result.streamKey, ingest: { ...result.stream.ingest, streamKey: result.streamKey } };
+  });
+
+  app.delete('/api/streams/:id', { preHandler: requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
+    const deleted = await deps.streams.delete((request.params as { id: string }).id);
+    if (!deleted) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
+    return reply.code(204).send();
+  });
+
+  return app;
+}
+
+export { ERRORS };

@@ -1,0 +1,65 @@
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+
+/** What the metrics read at scrape time: the composition root's view of every live stream. */
+export interface LiveStreamSample {
+  streamId: string;
+  inputKbps: number;
+  inputFps: number;
+  encoderSpeed: number | undefined;
+  encoderFps: number | undefined;
+  renditions: { name: string; kbps: number; fps: number }[];
+}
+
+/** Prometheus metrics: process metrics plus per-stream input, encoder and rendition figures. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly publishRefused: Counter<'reason'>;
+  readonly transcoderRestarts: Counter<'stream'>;
+
+  constructor(sample: () => LiveStreamSample[]) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'onair_' });
+    const registers = [this.registry];
+
+    this.publishRefused = new Counter({
+      name: 'onair_publish_refused_total',
+      help: 'RTMP publishes refused, by reason (bad-key, busy, bad-app, play-not-supported, unsupported).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.transcoderRestarts = new Counter({
+      name: 'onair_transcoder_restarts_total',
+      help: 'ffmpeg restarts after a crash or a hang, by stream.',
+      labelNames: ['stream'],
+      registers,
+    });
+
+    const gauge = (name: string, help: string, labelNames: string[], read: (g: Gauge<string>) => void): void => {
+      new Gauge({
+        name, help, labelNames, registers,
+        collect() {
+          this.reset();
+          read(this);
+        },
+      });
+    };
+    gauge('onair_streams_live', 'Streams with a live event.', [], (g) => g.set(sample().length));
+    gauge('onair_stream_input_bitrate_kbps', 'Publisher input bitrate, kbit/s.', ['stream'], (g) => {
+      for (const s of sample()) g.set({ stream: s.streamId }, s.inputKbps);
+    });
+    gauge('onair_stream_input_fps', 'Publisher video frames per second.', ['stream'], (g) => {
+      for (const s of sample()) g.set({ stream: s.streamId }, s.inputFps);
+    });
+    gauge('onair_encoder_speed', 'ffmpeg speed: media seconds per wall second (below 1 falls behind real time).', ['stream'], (g) => {
+      for (const s of sample()) if (s.encoderSpeed !== undefined) g.set({ stream: s.streamId }, s.encoderSpeed);
+    });
+    gauge('onair_encoder_fps', 'ffmpeg output frames per second.', ['stream'], (g) => {
+      for (const s of sample()) if (s.encoderFps !== undefined) g.set({ stream: s.streamId }, s.encoderFps);
+    });
+    gauge('onair_rendition_bitrate_kbps', 'Measured output bitrate per rendition, kbit/s.', ['stream', 'rendition'], (g) => {
+      for (const s of sample()) for (const r of s.renditions) g.set({ stream: s.streamId, rendition: r.name }, r.kbps);
+    });
+    gauge('onair_rendition_fps', 'Measured output frame rate per rendition.', ['stream', 'rendition'], (g) => {
+      for (const s of sample()) for (const r of s.renditions) g.set({ stream: s.streamId, rendition: r.name }, r.fps);
+    });
+  }
+}

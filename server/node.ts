@@ -1,0 +1,330 @@
+import { mkdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { Redis } from 'ioredis';
+import type { FastifyInstance } from 'fastify';
+import { TypedEmitter } from '../lib/emitter.js';
+import type { Logger } from '../lib/log.js';
+import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
+import { chooseEncoder, LiveTranscoder, type EncoderChoice } from '../live-transcoder/index.js';
+import { loadAdminToken } from './adminToken.js';
+import type { Config } from './config.js';
+import { openDatabase, type Database } from './db.js';
+import { buildHttpServer, type StreamView } from './http.js';
+import { Metrics, type LiveStreamSample } from './metrics.js';
+import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from './redis.js';
+import { StreamStore, type StreamRecord } from './streams.js';
+
+/** A stream with a live event: its publisher (absent during the reconnect grace) and its transcoder. */
+interface LiveStream {
+  streamId: string;
+  eventId: string;
+  startedAt: number;
+  publisher: PublishSession | undefined;
+  transcoder: LiveTranscoder;
+}
+
+export type OnAirNodeEvents = {
+  /** A live event began: its transcoder is ready to listen to. */
+  live: [{ streamId: string; eventId: string; transcoder: LiveTranscoder }];
+  /** A live event ended (grace ran out, stream deleted, node closing). */
+  ended: [{ streamId: string; eventId: string }];
+};
+
+/**
+ * The composition root: reads config, builds the rooms, wires their events and listens. Only this file knows all of
+ * them; rooms talk to each other through the events wired here.
+ */
+export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly adminToken: string;
+  readonly encoder: EncoderChoice;
+  readonly streams: StreamStore;
+  readonly #database: Database;
+  readonly #redis: Redis;
+  readonly #embeddedRedis: EmbeddedRedis | undefined;
+  readonly #ingest: RtmpIngest;
+  readonly #http: FastifyInstance;
+  readonly #metrics: Metrics;
+  readonly #live = new Map<string, LiveStream>();
+  #httpPort = 0;
+  #rtmpPort = 0;
+  #closed = false;
+
+  private constructor(parts: {
+    config: Config; log: Logger; adminToken: string; encoder: EncoderChoice; database: Database;
+    redis: Redis; embeddedRedis: EmbeddedRedis | undefined;
+  }) {
+    super();
+    this.config = parts.config;
+    this.log = parts.log;
+    this.adminToken = parts.adminToken;
+    this.encoder = parts.encoder;
+    this.#database = parts.database;
+    this.streams = new StreamStore(parts.database);
+    this.#redis = parts.redis;
+    this.#embeddedRedis = parts.embeddedRedis;
+    this.#metrics = new Metrics(() => this.#samples());
+    this.#ingest = new RtmpIngest({
+      host: this.config.host,
+      port: this.config.rtmpPort,
+      reconnectGraceMs: this.config.reconnectGraceMs,
+      log: this.log.child({ component: 'ingest' }),
+      authorize: async (streamKey) => {
+        const stream = await this.streams.verifyKey(streamKey);
+        return stream ? { ok: true, streamId: stream.id } : { ok: false, reason: 'bad-key' };
+      },
+    });
+    this.#wireIngest();
+    this.#http = buildHttpServer({
+      log: this.log,
+      adminToken: this.adminToken,
+      metrics: this.#metrics,
+      ready: () => this.#ready(),
+      streams: {
+        create: async (input) => {
+          const { stream, streamKey } = await this.streams.create(input);
+          return { stream: this.#view(stream), streamKey };
+        },
+        list: async () => (await this.streams.list()).map((s) => this.#view(s)),
+        get: async (id) => {
+          const stream = await this.streams.get(id);
+          return stream && this.#view(stream);
+        },
+        rotateKey: async (id) => {
+          const streamKey = await this.streams.rotateKey(id);
+          const stream = streamKey === undefined ? undefined : await this.streams.get(id);
+          return stream && streamKey ? { stream: this.#view(stream), streamKey } : undefined;
+        },
+        delete: async (id) => {
+          this.#ingest.end(id);
+          return this.streams.delete(id);
+        },
+      },
+    });
+  }
+
+  /** Builds and starts a node: data dir, Redis, database, encoder probe, RTMP and HTTP listeners. */
+  static async start(config: Config, log: Logger): Promise<OnAirNode> {
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    const adminToken = await loadAdminToken(config.dataDir, config.adminToken);
+    const embeddedRedis = config.redisUrl === undefined
+      ? await startEmbeddedRedis({ dataDir: config.dataDir, logger: log.child({ component: 'redis' }) })
+      : undefined;
+    const redisUrl = config.redisUrl ?? embeddedRedis!.url;
+    const redis = new Redis({ ...redisOptionsFromUrl(redisUrl), lazyConnect: true, maxRetriesPerRequest: 1 });
+    redis.on('error', (error) => log.debug({ err: error.message }, 'redis connection error'));
+    let database: Database | undefined;
+    try {
+      await redis.connect();
+      database = await openDatabase({ dataDir: config.dataDir, ...(config.databaseUrl === undefined ? {} : { databaseUrl: config.databaseUrl }) });
+      const encoder = await chooseEncoder(config.hwaccel, { ffmpegPath: config.ffmpegPath, vaapiDevice: config.vaapiDevice });
+      log.info({ encoder: encoder.kind, reason: encoder.reason }, 'video encoder chosen');
+      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis });
+      await node.#recoverAfterCrash();
+      await node.#listen();
+      return node;
+    } catch (error) {
+      redis.disconnect();
+      await database?.close();
+      await embeddedRedis?.stop();
+      throw error;
+    }
+  }
+
+  get httpUrl(): string {
+    return `http://${connectHost(this.config.host)}:${this.#httpPort}`;
+  }
+
+  /** The public origin: ONAIR_PUBLIC_URL or the listening address. */
+  get publicUrl(): string {
+    return this.config.publicUrl ?? this.httpUrl;
+  }
+
+  /** What OBS calls "Server": the RTMP URL without the key. */
+  get rtmpUrl(): string {
+    const host = this.config.publicUrl ? new URL(this.config.publicUrl).hostname : connectHost(this.config.host);
+    return `rtmp://${host}:${this.#rtmpPort}/${RTMP_APP}`;
+  }
+
+  get rtmpPort(): number {
+    return this.#rtmpPort;
+  }
+
+  /** The live transcoder of a stream, while its event lasts. */
+  transcoder(streamId: string): LiveTranscoder | undefined {
+    return this.#live.get(streamId)?.transcoder;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#http.close();
+    await this.#ingest.close();
+    await Promise.all([...this.#live.values()].map((live) => live.transcoder.close()));
+    this.#redis.disconnect();
+    await this.#database.close();
+    await this.#embeddedRedis?.stop();
+  }
+
+  async #listen(): Promise<void> {
+    const { port } = await this.#ingest.listen();
+    this.#rtmpPort = port;
+    await this.#http.listen({ host: this.config.host, port: this.config.httpPort });
+    this.#httpPort = (this.#http.server.address() as AddressInfo).port;
+  }
+
+  /** A node that died mid-event left streams marked live: their events are over. */
+  async #recoverAfterCrash(): Promise<void> {
+    for (const stream of await this.streams.list()) {
+      if (stream.status !== 'live') continue;
+      const event = await this.streams.currentEvent(stream.id);
+      if (event) await this.streams.endEvent(event.id);
+      await this.streams.setStatus(stream.id, 'ended');
+    }
+  }
+
+  #wireIngest(): void {
+    this.#ingest.on('refused', (refusal) => this.#metrics.publishRefused.inc({ reason: refusal.reason }));
+    this.#ingest.on('publish', (session, { resumed }) => {
+      void this.#onPublish(session, resumed).catch((error: unknown) => {
+        this.log.error({ err: error, streamId: session.streamId }, 'could not start the live event');
+        this.#ingest.end(session.streamId);
+      });
+    });
+    this.#ingest.on('end', (streamId) => {
+      void this.#onEnd(streamId).catch((error: unknown) => this.log.error({ err: error, streamId }, 'could not end the live event'));
+    });
+  }
+
+  async #onPublish(session: PublishSession, resumed: boolean): Promise<void> {
+    const streamId = session.streamId;
+    let live = this.#live.get(streamId);
+    if (!live || !resumed) {
+      const log = this.log.child({ streamId });
+      const startedAt = Date.now();
+      const eventId = await this.streams.startEvent(streamId, startedAt);
+      await this.streams.setStatus(streamId, 'live');
+      const transcoder = new LiveTranscoder({
+        streamId,
+        ffmpegPath: this.config.ffmpegPath,
+        encoder: this.encoder.kind,
+        x264Preset: this.config.x264Preset,
+        partTargetMs: this.config.partTargetMs,
+        vaapiDevice: this.config.vaapiDevice,
+        ladder: { heights: this.config.ladderHeights, passthrough: this.config.passthrough, gopMs: this.config.segmentTargetMs },
+        log: log.child({ component: 'transcoder' }),
+      });
+      transcoder.on('exit', ({ expected }) => {
+        if (!expected) this.#metrics.transcoderRestarts.inc({ stream: streamId });
+      });
+      live = { streamId, eventId, startedAt, publisher: undefined, transcoder };
+      this.#live.set(streamId, live);
+      this.safeEmit('live', { streamId, eventId, transcoder });
+    }
+    if (session.closed) return;
+    const current = live;
+    current.publisher = session;
+    const feed = (tag: Buffer): void => current.transcoder.write(tag);
+    const start = (): void => {
+      current.transcoder.attach({ source: session.source!, prelude: () => session.prelude() });
+      session.on('tag', feed);
+    };
+    if (session.source) start();
+    else session.once('source', start);
+    session.once('close', () => {
+      session.off('tag', feed);
+      if (current.publisher === session) {
+        current.publisher = undefined;
+        current.transcoder.detach();
+      }
+    });
+  }
+
+  async #onEnd(streamId: string): Promise<void> {
+    const live = this.#live.get(streamId);
+    if (!live) return;
+    this.#live.delete(streamId);
+    await live.transcoder.close();
+    if (!this.#closed || (await this.streams.get(streamId))) {
+      await this.streams.endEvent(live.eventId);
+      await this.streams.setStatus(streamId, 'ended');
+    }
+    this.safeEmit('ended', { streamId, eventId: live.eventId });
+  }
+
+  async #ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
+    const checks: Record<string, boolean | string> = {};
+    try {
+      checks['redis'] = (await this.#redis.ping()) === 'PONG';
+    } catch {
+      checks['redis'] = false;
+    }
+    try {
+      await this.streams.list();
+      checks['database'] = true;
+    } catch {
+      checks['database'] = false;
+    }
+    checks['encoder'] = this.encoder.kind;
+    return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks };
+  }
+
+  #view(stream: StreamRecord): StreamView {
+    const base = this.publicUrl;
+    const view: StreamView = {
+      ...stream,
+      ingest: { rtmpUrl: this.rtmpUrl },
+      playback: {
+        hls: `${base}/live/${stream.id}/index.m3u8`,
+        whep: `${base}/live/${stream.id}/whep`,
+        watchPage: `${base}/watch/${stream.id}`,
+      },
+    };
+    const live = this.#live.get(stream.id);
+    if (live) view.stats = this.#stats(live);
+    return view;
+  }
+
+  #stats(live: LiveStream): unknown {
+    const source = live.publisher?.source;
+    const input = live.publisher?.stats;
+    const transcoder = live.transcoder.stats;
+    return {
+      eventId: live.eventId,
+      startedAt: live.startedAt,
+      publishing: live.publisher !== undefined,
+      input: {
+        kbps: input?.inKbps ?? 0,
+        fps: input?.inFps ?? 0,
+        width: source?.width,
+        height: source?.height,
+        videoCodec: source?.videoCodec,
+        audioCodec: source?.audioCodec,
+      },
+      encoder: { kind: transcoder.encoder, speed: transcoder.speed, fps: transcoder.fps, restarts: transcoder.restarts },
+      renditions: transcoder.renditions,
+      viewers: 0,
+    };
+  }
+
+  #samples(): LiveStreamSample[] {
+    return [...this.#live.values()].map((live) => {
+      const input = live.publisher?.stats;
+      const stats = live.transcoder.stats;
+      return {
+        streamId: live.streamId,
+        inputKbps: input?.inKbps ?? 0,
+        inputFps: input?.inFps ?? 0,
+        encoderSpeed: stats.speed,
+        encoderFps: stats.fps,
+        renditions: stats.renditions.map((r) => ({ name: r.name, kbps: r.kbps, fps: r.fps })),
+      };
+    });
+  }
+}
+
+/** A wildcard listen address is not something a client can dial. */
+function connectHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+}
