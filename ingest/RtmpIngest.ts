@@ -168,6 +168,8 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
           return;
         }
         session = this.#startSession(result.streamId, remoteAddress, broadcast);
+        // `end()` (stream deleted or ended by the operator) closes the session: the publisher must be cut off too.
+        session.once('close', () => socket.destroy());
         session.on('unsupported', (message) => {
           this.#log.warn({ streamId: result.streamId, message }, 'unsupported publish');
           refuse({ reason: 'unsupported', remoteAddress, streamId: result.streamId });

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -6,8 +6,13 @@ export type { Logger };
  * The one pino logger. Child loggers carry context (`{ streamId }`). Paths that could carry a secret are redacted
  * here so that no module has to remember it.
  */
-export function createLogger(options: { level?: string; pretty?: boolean } = {}): Logger {
-  return pino({
+export function createLogger(options: {
+  level?: string;
+  pretty?: boolean;
+  /** Where the JSON lines go; default stdout. Tests pass a stream that keeps them. */
+  destination?: DestinationStream;
+} = {}): Logger {
+  const settings = {
     level: options.level ?? process.env.ONAIR_LOG_LEVEL ?? 'info',
     base: undefined,
     redact: {
@@ -17,7 +22,8 @@ export function createLogger(options: { level?: string; pretty?: boolean } = {})
       ],
       censor: '[redacted]',
     },
-  });
+  };
+  return options.destination === undefined ? pino(settings) : pino(settings, options.destination);
 }
 
 /** Replaces the stream key in an RTMP path (`/live/<key>`) so log lines never carry it. */

@@ -31,7 +31,7 @@ export function liveLadderArgs(o: LiveCommandOptions): string[] {
   const branches = encoded.map((_, i) => `[s${i}]`).join('');
   const chains = encoded.map((r, i) => {
     const fps = r.fps < plan.source.fps - 0.5 ? `,fps=${r.fps}` : '';
-    return `[s${i}]scale=${r.width}:${r.height}:flags=bicubic${fps}${hwUploadFilter(o.encoder)}[v${i}]`;
+    return `[s${i}]scale=${r.width}:${r.height}:flags=bicubic,setsar=1${fps}${hwUploadFilter(o.encoder)}[v${i}]`;
   });
   const filterComplex = encoded.length === 0 ? undefined : [`[0:v:0]split=${encoded.length}${branches}`, ...chains].join(';');
 

@@ -35,6 +35,7 @@ const packages = [
   { name: 'ffmpeg', present: () => onPath('ffmpeg') && onPath('ffprobe'), modes: ['run', 'test', 'bench'] },
   { name: 'redis-server', present: () => onPath('redis-server'), modes: ['run', 'test', 'bench'] },
   { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test'] },
+  { name: 'chromium', present: () => existsSync('/usr/bin/chromium'), modes: ['test', 'bench'] },
 ];
 const missing = packages.filter((p) => p.modes.includes(mode) && !p.present()).map((p) => p.name);
 if (missing.length > 0) {

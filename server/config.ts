@@ -89,6 +89,10 @@ const schema = {
   ONAIR_SEGMENT_MS: integer(2000, 500, 10000),
   ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
   ONAIR_RECONNECT_GRACE_SEC: integer(10, 0, 600),
+  ONAIR_DVR_WINDOW_SEC: integer(30, 10, 6 * 3600),
+  ONAIR_PLAYBACK_TOKEN_TTL_SEC: integer(24 * 3600, 60, 365 * 24 * 3600),
+  ONAIR_TLS_CERT: optionalString,
+  ONAIR_TLS_KEY: optionalString,
   ONAIR_LADDER: heights,
   ONAIR_PASSTHROUGH: boolean(false),
   ONAIR_X264_PRESET: oneOf('superfast', X264_PRESETS),
@@ -119,6 +123,12 @@ export interface Config {
   segmentTargetMs: number;
   playbackSigningKey: string | undefined;
   reconnectGraceMs: number;
+  /** Media each live playlist keeps for seeking back (and at least CAN-SKIP-UNTIL). */
+  dvrWindowMs: number;
+  /** Lifetime of the playback tokens the admin API hands out when signing is on. */
+  playbackTokenTtlSec: number;
+  /** PEM files: when both are set, HTTP is served as HTTP/2 over TLS (HTTP/1.1 still accepted). */
+  tls: { certFile: string; keyFile: string } | undefined;
   ladderHeights: number[];
   passthrough: boolean;
   x264Preset: Raw['ONAIR_X264_PRESET'];
@@ -137,6 +147,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const r = raw as Raw;
   if (r.ONAIR_SEGMENT_MS < 2 * r.ONAIR_LLHLS_PART_MS) {
     throw new ConfigError('ONAIR_SEGMENT_MS', `must be at least twice ONAIR_LLHLS_PART_MS (${r.ONAIR_LLHLS_PART_MS})`);
+  }
+  if ((r.ONAIR_TLS_CERT === undefined) !== (r.ONAIR_TLS_KEY === undefined)) {
+    throw new ConfigError(r.ONAIR_TLS_CERT === undefined ? 'ONAIR_TLS_CERT' : 'ONAIR_TLS_KEY', 'ONAIR_TLS_CERT and ONAIR_TLS_KEY go together');
   }
   let s3: Config['s3'];
   if (r.ONAIR_S3_ENDPOINT !== undefined || r.ONAIR_S3_BUCKET !== undefined) {
@@ -167,6 +180,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     segmentTargetMs: r.ONAIR_SEGMENT_MS,
     playbackSigningKey: r.ONAIR_PLAYBACK_SIGNING_KEY,
     reconnectGraceMs: r.ONAIR_RECONNECT_GRACE_SEC * 1000,
+    dvrWindowMs: r.ONAIR_DVR_WINDOW_SEC * 1000,
+    playbackTokenTtlSec: r.ONAIR_PLAYBACK_TOKEN_TTL_SEC,
+    tls: r.ONAIR_TLS_CERT !== undefined && r.ONAIR_TLS_KEY !== undefined ? { certFile: r.ONAIR_TLS_CERT, keyFile: r.ONAIR_TLS_KEY } : undefined,
     ladderHeights: r.ONAIR_LADDER,
     passthrough: r.ONAIR_PASSTHROUGH,
     x264Preset: r.ONAIR_X264_PRESET,

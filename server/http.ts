@@ -1,4 +1,5 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { AjvCompiler } from '@fastify/ajv-compiler';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchemaCompiler } from 'fastify';
 import { OnAirError, ERRORS, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { tokenMatches } from './adminToken.js';
@@ -15,13 +16,18 @@ export interface StreamView extends StreamRecord {
 /** What the HTTP layer needs from the node: plain functions, so routes stay thin. */
 export interface HttpDeps {
   log: Logger;
+  /** HTTP/2 over TLS (HTTP/1.1 still accepted) when set. */
+  tls?: { cert: Buffer; key: Buffer } | undefined;
+  /** Routes owned by rooms (e.g. /live from ll-hls-packager). */
+  plugins?: ((app: FastifyInstance) => void)[];
   adminToken: string;
   metrics: Metrics;
   ready: () => Promise<{ ok: boolean; checks: Record<string, boolean | string> }>;
   streams: {
     create(input: { title: string; description?: string }): Promise<{ stream: StreamView; streamKey: string }>;
     list(): Promise<StreamView[]>;
-    get(id: string): Promise<StreamView | undefined>;
+    /** `admin`: the caller proved the admin token (playback URLs may then carry a signed token). */
+    get(id: string, admin: boolean): Promise<StreamView | undefined>;
     rotateKey(id: string): Promise<{ stream: StreamView; streamKey: string } | undefined>;
     delete(id: string): Promise<boolean>;
   };
@@ -43,6 +49,31 @@ const createStreamBody = {
   required: ['title'],
 } as const;
 
+type ValidatorFactory = NonNullable<NonNullable<NonNullable<Parameters<typeof Fastify>[0]>['schemaController']>['compilersFactory']>['buildValidator'];
+
+/**
+ * fastify's validators with two changes. Unknown properties are refused, not silently dropped (`removeAdditional`),
+ * so that a typo in a field name is a 400 and not a default. JSON bodies are validated as sent, without coercion: JSON
+ * has types of its own, and `{"description": 5}` is a client bug to report. Path, query string and headers are text,
+ * so they keep fastify's coercion (`?limit=10` is a number).
+ */
+const buildValidator = ((externalSchemas: Record<string, unknown>, options: { customOptions?: object } = {}) => {
+  const pool = AjvCompiler();
+  const customOptions = { ...options.customOptions, removeAdditional: false };
+  const text = pool(externalSchemas as never, { ...options, customOptions }) as unknown as FastifySchemaCompiler<unknown>;
+  const json = pool(externalSchemas as never, { ...options, customOptions: { ...customOptions, coerceTypes: false } }) as unknown as FastifySchemaCompiler<unknown>;
+  return (route: Parameters<FastifySchemaCompiler<unknown>>[0]) => (route.httpPart === 'body' ? json : text)(route);
+}) as unknown as ValidatorFactory;
+
+/** ajv names the offending property in `params`, not in its message; a client needs the name. */
+function validationMessage(error: Error & { validation?: unknown; validationContext?: string }): string {
+  const first = Array.isArray(error.validation) ? (error.validation[0] as { params?: Record<string, unknown> } | undefined) : undefined;
+  const property = first?.params?.['additionalProperty'];
+  // fastify already prefixes the part and path (`body/title must …`); older messages lack it.
+  const text = /^(body|params|querystring|headers)\b/.test(error.message) ? error.message : `${error.validationContext ?? 'request'} ${error.message}`;
+  return typeof property === 'string' ? `${text}: "${property}"` : text;
+}
+
 function sendError(reply: FastifyReply, code: ErrorCode, message?: string): FastifyReply {
   const error = new OnAirError(code, message);
   return reply.code(error.status).send(error.toJSON());
@@ -51,7 +82,7 @@ function sendError(reply: FastifyReply, code: ErrorCode, message?: string): Fast
 /** Maps fastify's own errors (validation, body parsing) onto the catalogue. */
 function toOnAirError(error: Error & { code?: string; statusCode?: number; validation?: unknown; validationContext?: string }): OnAirError {
   if (error instanceof OnAirError) return error;
-  if (error.validation) return new OnAirError('ONAIR_ERR_VALIDATION', `${error.validationContext ?? 'request'} ${error.message.replace(/^(body|params|querystring)\s*/, '')}`.trim());
+  if (error.validation) return new OnAirError('ONAIR_ERR_VALIDATION', validationMessage(error));
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new OnAirError('ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE', error.message);
@@ -68,13 +99,19 @@ function toOnAirError(error: Error & { code?: string; statusCode?: number; valid
 }
 
 export function buildHttpServer(deps: HttpDeps): FastifyInstance {
-  const app = Fastify({
+  const options = {
     // Request lines only at debug: a busy origin would drown the log, and URLs can carry playback tokens.
     loggerInstance: deps.log.child({ component: 'http' }, { level: deps.log.isLevelEnabled('debug') ? 'debug' : 'warn' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
-    // Admin tokens travel in headers; query strings are logged by nobody, but keep ids strict anyway.
     routerOptions: { maxParamLength: 200 },
-  });
+    schemaController: { compilersFactory: { buildValidator } },
+    ...(deps.tls ? { http2: true, https: { allowHTTP1: true, cert: deps.tls.cert, key: deps.tls.key } } : {}),
+  };
+  // One code path for both: the HTTP/2 instance differs only in its raw server type.
+  const app = Fastify(options as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+  // fastify parses text/plain by default; every route here takes JSON (or registers its own type), so anything else
+  // is a 415, not a string that fails validation as "body must be object".
+  app.removeContentTypeParser('text/plain');
 
   app.setErrorHandler((error, request, reply) => {
     const mapped = toOnAirError(error as Error);
@@ -118,8 +155,13 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
 
   app.get('/api/streams', async () => ({ streams: await deps.streams.list() }));
 
+  const isAdmin = (request: FastifyRequest): boolean => {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
+    return match !== null && tokenMatches(match[1]!, deps.adminToken);
+  };
+
   app.get('/api/streams/:id', { schema: { params: streamIdParams } }, async (request, reply) => {
-    const stream = await deps.streams.get((request.params as { id: string }).id);
+    const stream = await deps.streams.get((request.params as { id: string }).id, isAdmin(request));
     if (!stream) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     return stream;
   });
@@ -135,6 +177,8 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
     if (!deleted) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     return reply.code(204).send();
   });
+
+  for (const plugin of deps.plugins ?? []) plugin(app);
 
   return app;
 }

@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
@@ -6,11 +6,13 @@ import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
 import { chooseEncoder, LiveTranscoder, type EncoderChoice } from '../live-transcoder/index.js';
+import { registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
 import { loadAdminToken } from './adminToken.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db.js';
 import { buildHttpServer, type StreamView } from './http.js';
 import { Metrics, type LiveStreamSample } from './metrics.js';
+import { registerWebRoutes } from './web.js';
 import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from './redis.js';
 import { StreamStore, type StreamRecord } from './streams.js';
 
@@ -21,7 +23,11 @@ interface LiveStream {
   startedAt: number;
   publisher: PublishSession | undefined;
   transcoder: LiveTranscoder;
+  packager: StreamPackager;
 }
+
+/** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
+const ENDED_PLAYLIST_RETENTION_MS = 10 * 60_000;
 
 export type OnAirNodeEvents = {
   /** A live event began: its transcoder is ready to listen to. */
@@ -47,13 +53,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
   readonly #live = new Map<string, LiveStream>();
+  /** LL-HLS packagers by stream: live ones, and ended ones kept for ENDED_PLAYLIST_RETENTION_MS. */
+  readonly #packagers = new Map<string, StreamPackager>();
+  readonly #retentionTimers = new Set<NodeJS.Timeout>();
   #httpPort = 0;
   #rtmpPort = 0;
   #closed = false;
 
   private constructor(parts: {
     config: Config; log: Logger; adminToken: string; encoder: EncoderChoice; database: Database;
-    redis: Redis; embeddedRedis: EmbeddedRedis | undefined;
+    redis: Redis; embeddedRedis: EmbeddedRedis | undefined; tls: { cert: Buffer; key: Buffer } | undefined;
   }) {
     super();
     this.config = parts.config;
@@ -78,23 +87,28 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#wireIngest();
     this.#http = buildHttpServer({
       log: this.log,
+      tls: parts.tls,
       adminToken: this.adminToken,
       metrics: this.#metrics,
+      plugins: [registerWebRoutes, (app) => registerLiveRoutes(app, {
+        packager: (id) => this.#packagers.get(id),
+        playbackSigningKey: this.config.playbackSigningKey,
+      })],
       ready: () => this.#ready(),
       streams: {
         create: async (input) => {
           const { stream, streamKey } = await this.streams.create(input);
-          return { stream: this.#view(stream), streamKey };
+          return { stream: this.#view(stream, true), streamKey };
         },
-        list: async () => (await this.streams.list()).map((s) => this.#view(s)),
-        get: async (id) => {
+        list: async () => (await this.streams.list()).map((s) => this.#view(s, false)),
+        get: async (id, admin) => {
           const stream = await this.streams.get(id);
-          return stream && this.#view(stream);
+          return stream && this.#view(stream, admin);
         },
         rotateKey: async (id) => {
           const streamKey = await this.streams.rotateKey(id);
           const stream = streamKey === undefined ? undefined : await this.streams.get(id);
-          return stream && streamKey ? { stream: this.#view(stream), streamKey } : undefined;
+          return stream && streamKey ? { stream: this.#view(stream, true), streamKey } : undefined;
         },
         delete: async (id) => {
           this.#ingest.end(id);
@@ -120,7 +134,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       database = await openDatabase({ dataDir: config.dataDir, ...(config.databaseUrl === undefined ? {} : { databaseUrl: config.databaseUrl }) });
       const encoder = await chooseEncoder(config.hwaccel, { ffmpegPath: config.ffmpegPath, vaapiDevice: config.vaapiDevice });
       log.info({ encoder: encoder.kind, reason: encoder.reason }, 'video encoder chosen');
-      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis });
+      const tls = config.tls
+        ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
+        : undefined;
+      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls });
       await node.#recoverAfterCrash();
       await node.#listen();
       return node;
@@ -133,7 +150,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   }
 
   get httpUrl(): string {
-    return `http://${connectHost(this.config.host)}:${this.#httpPort}`;
+    return `${this.config.tls ? 'https' : 'http'}://${connectHost(this.config.host)}:${this.#httpPort}`;
   }
 
   /** The public origin: ONAIR_PUBLIC_URL or the listening address. */
@@ -151,6 +168,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return this.#rtmpPort;
   }
 
+  /** The LL-HLS packager of a stream: while it is live, and for a while after it ended. */
+  packager(streamId: string): StreamPackager | undefined {
+    return this.#packagers.get(streamId);
+  }
+
   /** The live transcoder of a stream, while its event lasts. */
   transcoder(streamId: string): LiveTranscoder | undefined {
     return this.#live.get(streamId)?.transcoder;
@@ -159,6 +181,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const timer of this.#retentionTimers) clearTimeout(timer);
     await this.#http.close();
     await this.#ingest.close();
     await Promise.all([...this.#live.values()].map((live) => live.transcoder.close()));
@@ -218,7 +241,18 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoder.on('exit', ({ expected }) => {
         if (!expected) this.#metrics.transcoderRestarts.inc({ stream: streamId });
       });
-      live = { streamId, eventId, startedAt, publisher: undefined, transcoder };
+      const packager = new StreamPackager({
+        streamId,
+        partTargetMs: this.config.partTargetMs,
+        segmentTargetMs: this.config.segmentTargetMs,
+        windowMs: this.config.dvrWindowMs,
+      });
+      transcoder.on('start', ({ plan }) => packager.setPlan(plan));
+      transcoder.on('init', ({ generation, rendition, init }) => packager.playlist(rendition.name)?.addInit(generation, init));
+      transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.playlist(rendition.name)?.addFragment(generation, fragment));
+      this.#packagers.get(streamId)?.end();
+      this.#packagers.set(streamId, packager);
+      live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager };
       this.#live.set(streamId, live);
       this.safeEmit('live', { streamId, eventId, transcoder });
     }
@@ -246,6 +280,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     if (!live) return;
     this.#live.delete(streamId);
     await live.transcoder.close();
+    live.packager.end();
+    const timer = setTimeout(() => {
+      this.#retentionTimers.delete(timer);
+      if (this.#packagers.get(streamId) === live.packager) this.#packagers.delete(streamId);
+    }, ENDED_PLAYLIST_RETENTION_MS);
+    this.#retentionTimers.add(timer);
     if (!this.#closed || (await this.streams.get(streamId))) {
       await this.streams.endEvent(live.eventId);
       await this.streams.setStatus(streamId, 'ended');
@@ -270,15 +310,20 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks };
   }
 
-  #view(stream: StreamRecord): StreamView {
+  /** `admin`: playback URLs carry a signed token when signing is on (the public view cannot hand out tokens). */
+  #view(stream: StreamRecord, admin: boolean): StreamView {
     const base = this.publicUrl;
+    const key = this.config.playbackSigningKey;
+    const query = key !== undefined && admin
+      ? `?token=${signPlaybackToken(key, stream.id, Math.floor(Date.now() / 1000) + this.config.playbackTokenTtlSec)}`
+      : '';
     const view: StreamView = {
       ...stream,
       ingest: { rtmpUrl: this.rtmpUrl },
       playback: {
-        hls: `${base}/live/${stream.id}/index.m3u8`,
-        whep: `${base}/live/${stream.id}/whep`,
-        watchPage: `${base}/watch/${stream.id}`,
+        hls: `${base}/live/${stream.id}/index.m3u8${query}`,
+        whep: `${base}/live/${stream.id}/whep${query}`,
+        watchPage: `${base}/watch/${stream.id}${query}`,
       },
     };
     const live = this.#live.get(stream.id);

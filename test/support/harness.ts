@@ -2,12 +2,21 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { createLogger } from '../../lib/log.js';
 import { loadConfig } from '../../server/config.js';
 import { OnAirNode } from '../../server/node.js';
 
+export interface TestNodeOptions {
+  /** Where the node's log lines go (see `captureLog`); default stdout. */
+  logDestination?: Writable;
+  /** Log level; default `ONAIR_LOG_LEVEL` or `warn`. */
+  logLevel?: string;
+}
+
 /** A node on loopback with ephemeral ports and a fresh data dir; `env` overrides the environment. */
-export async function startTestNode(env: Record<string, string> = {}, dataDir?: string): Promise<{
+export async function startTestNode(env: Record<string, string> = {}, dataDir?: string, options: TestNodeOptions = {}): Promise<{
   node: OnAirNode; dataDir: string; close(options?: { keepData?: boolean }): Promise<void>;
 }> {
   const dir = dataDir ?? await mkdtemp(path.join(os.tmpdir(), 'onair-test-'));
@@ -20,7 +29,11 @@ export async function startTestNode(env: Record<string, string> = {}, dataDir?: 
     ONAIR_X264_PRESET: 'ultrafast',
     ...env,
   });
-  const node = await OnAirNode.start(config, createLogger({ level: process.env.ONAIR_LOG_LEVEL ?? 'warn' }));
+  const log = createLogger({
+    level: options.logLevel ?? process.env.ONAIR_LOG_LEVEL ?? 'warn',
+    ...(options.logDestination === undefined ? {} : { destination: options.logDestination }),
+  });
+  const node = await OnAirNode.start(config, log);
   return {
     node,
     dataDir: dir,
@@ -99,5 +112,96 @@ export function isAlive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** A writable that keeps everything written to it, for asserting on a node's log output. */
+export function captureLog(): { stream: Writable; text(): string } {
+  const chunks: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer | string, _encoding, callback) {
+      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      callback();
+    },
+  });
+  return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
+}
+
+/** `dist/server/main.js`, what `npm start` runs. */
+export const MAIN_JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../server/main.js');
+
+export interface NodeProcess {
+  child: ChildProcess;
+  /** Resolves with the exit code and signal once the process has exited and its pipes are closed. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once stdout matches `pattern`; rejects when the process exits first or `timeoutMs` passes. */
+  waitForStdout(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+}
+
+/** `node dist/server/main.js` as a child process, with `env` added to this process's environment. */
+export function spawnNode(env: Record<string, string>): NodeProcess {
+  const child = spawn(process.execPath, [MAIN_JS], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const waiters = new Set<() => void>();
+  let done = false;
+  child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+    out += text;
+    for (const waiter of waiters) waiter();
+  });
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+    err += text;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('close', (code, signal) => {
+      done = true;
+      for (const waiter of waiters) waiter();
+      resolve({ code, signal });
+    });
+  });
+  return {
+    child,
+    exited,
+    stdout: () => out,
+    stderr: () => err,
+    waitForStdout(pattern, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const finish = (): void => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        const check = (): void => {
+          const match = pattern.exec(out);
+          if (match) {
+            finish();
+            resolve(match);
+          } else if (done) {
+            finish();
+            reject(new Error(`the node exited before printing ${pattern}; stderr:\n${err.slice(-4000)}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${pattern} on stdout; stderr:\n${err.slice(-4000)}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Resolves as `promise` does, or rejects once `timeoutMs` passes first (for a promise with no deadline of its own). */
+export async function within<T>(what: string, promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }

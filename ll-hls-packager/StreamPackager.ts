@@ -1,0 +1,147 @@
+import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
+import { MediaPlaylist, serverControlFor, type ServerControl } from './MediaPlaylist.js';
+
+export interface StreamPackagerOptions {
+  streamId: string;
+  partTargetMs: number;
+  segmentTargetMs: number;
+  /** Media kept in each playlist (DVR window), ms. */
+  windowMs: number;
+  /** Makes every URI of this packager unique across node restarts and stream restarts. */
+  uriPrefix?: string;
+}
+
+interface RenditionState {
+  rendition: Rendition;
+  playlist: MediaPlaylist;
+}
+
+/**
+ * All renditions of one live stream: their media playlists and the multivariant playlist, with BANDWIDTH and
+ * AVERAGE-BANDWIDTH measured from the segments actually produced and CODECS read from the real init segments.
+ */
+export class StreamPackager {
+  readonly streamId: string;
+  readonly serverControl: ServerControl;
+  readonly uriPrefix: string;
+  readonly #options: StreamPackagerOptions;
+  readonly #renditions = new Map<string, RenditionState>();
+  #ended = false;
+  #endedAt: number | undefined;
+
+  constructor(options: StreamPackagerOptions) {
+    this.#options = options;
+    this.streamId = options.streamId;
+    this.serverControl = serverControlFor(options.partTargetMs, options.segmentTargetMs);
+    this.uriPrefix = options.uriPrefix ?? Date.now().toString(36);
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  get endedAt(): number | undefined {
+    return this.#endedAt;
+  }
+
+  /** Sum of the renditions' versions: changes whenever any playlist (and so any rendition report) changes. */
+  get version(): number {
+    let version = 0;
+    for (const { playlist } of this.#renditions.values()) version += playlist.version;
+    return version;
+  }
+
+  playlist(name: string): MediaPlaylist | undefined {
+    return this.#renditions.get(name)?.playlist;
+  }
+
+  get renditionNames(): string[] {
+    return [...this.#renditions.keys()];
+  }
+
+  /** A transcoder run starts with this plan; new renditions get a playlist, known ones keep theirs. */
+  setPlan(plan: LadderPlan): void {
+    for (const rendition of plan.renditions) {
+      const known = this.#renditions.get(rendition.name);
+      if (known) {
+        known.rendition = rendition;
+        continue;
+      }
+      this.#renditions.set(rendition.name, {
+        rendition,
+        playlist: new MediaPlaylist({
+          name: rendition.name,
+          partTargetMs: this.#options.partTargetMs,
+          segmentTargetMs: this.#options.segmentTargetMs,
+          uriPrefix: this.uriPrefix,
+          windowMs: Math.max(this.#options.windowMs, (this.serverControl.canSkipUntil + 2 * Math.ceil(this.#options.segmentTargetMs / 1000)) * 1000),
+        }),
+      });
+    }
+  }
+
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#endedAt = Date.now();
+    for (const { playlist } of this.#renditions.values()) playlist.end();
+  }
+
+  /** Is every rendition's init known (CODECS can be written)? */
+  get ready(): boolean {
+    return this.#renditions.size > 0 && [...this.#renditions.values()].every(({ playlist }) => playlist.init !== undefined
+      && playlist.segments.length > 0);
+  }
+
+  /** EXT-X-RENDITION-REPORT entries for every rendition but `name` (§4.4.5.4). */
+  reportsFor(name: string): { uri: string; lastMsn: number; lastPart: number }[] {
+    const reports: { uri: string; lastMsn: number; lastPart: number }[] = [];
+    for (const [other, { playlist }] of this.#renditions) {
+      if (other === name) continue;
+      const last = playlist.last;
+      if (last) reports.push({ uri: `../${other}/index.m3u8`, lastMsn: last.msn, lastPart: last.part });
+    }
+    return reports;
+  }
+
+  /** The multivariant playlist (§4.4.6), highest rendition first. */
+  renderMultivariant(query = ''): string {
+    const lines = ['#EXTM3U', '#EXT-X-VERSION:9', '#EXT-X-INDEPENDENT-SEGMENTS'];
+    for (const [name, { rendition, playlist }] of this.#renditions) {
+      const init = playlist.init;
+      if (!init) continue;
+      const { peak, average } = measureBandwidth(playlist, rendition);
+      const codecs = init.tracks.filter((t) => t.kind !== 'other').map((t) => t.codec).join(',');
+      // The coded size from the plan: an init's tkhd carries the display size, which a sample aspect ratio can skew.
+      const { width, height } = rendition;
+      lines.push(
+        `#EXT-X-STREAM-INF:BANDWIDTH=${peak},AVERAGE-BANDWIDTH=${average},CODECS="${codecs}",` +
+          `RESOLUTION=${width}x${height},FRAME-RATE=${rendition.fps.toFixed(3)}`,
+        `${name}/index.m3u8${query}`,
+      );
+    }
+    return `${lines.join('\n')}\n`;
+  }
+}
+
+/**
+ * BANDWIDTH is the peak segment bitrate, AVERAGE-BANDWIDTH the mean over the window (§4.4.6.2); until a segment is
+ * complete, the ladder's targets plus 10 % for the container stand in.
+ */
+function measureBandwidth(playlist: MediaPlaylist, rendition: Rendition): { peak: number; average: number } {
+  const complete = playlist.segments.filter((s) => s.complete && s.durationMs > 0 && s.data);
+  if (complete.length === 0) {
+    const estimate = Math.round((rendition.videoKbps + rendition.audioKbps) * 1000 * 1.1);
+    return { peak: estimate, average: estimate };
+  }
+  let peak = 0;
+  let bits = 0;
+  let ms = 0;
+  for (const segment of complete) {
+    const segmentBits = segment.data!.length * 8;
+    peak = Math.max(peak, Math.round((segmentBits * 1000) / segment.durationMs));
+    bits += segmentBits;
+    ms += segment.durationMs;
+  }
+  return { peak, average: Math.round((bits * 1000) / ms) };
+}

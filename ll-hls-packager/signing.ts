@@ -1,0 +1,21 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Signed playback: `?token=<expiry unix seconds>.<HMAC-SHA256(key, "<streamId>.<expiry>") base64url>`. The same token
+ * is carried into every URI a playlist lists, so a player needs only the first URL.
+ */
+export function signPlaybackToken(key: string, streamId: string, expiresAtSec: number): string {
+  return `${expiresAtSec}.${createHmac('sha256', key).update(`${streamId}.${expiresAtSec}`).digest('base64url')}`;
+}
+
+export function verifyPlaybackToken(key: string, streamId: string, token: unknown, nowSec = Math.floor(Date.now() / 1000)): boolean {
+  if (typeof token !== 'string') return false;
+  const match = /^(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(token);
+  if (!match) return false;
+  const expiresAtSec = Number(match[1]);
+  const expected = Buffer.from(signPlaybackToken(key, streamId, expiresAtSec));
+  const presented = Buffer.from(token);
+  // Same length by construction of the regex; compare in constant time before looking at the expiry.
+  const valid = presented.length === expected.length && timingSafeEqual(presented, expected);
+  return valid && expiresAtSec >= nowSec;
+}

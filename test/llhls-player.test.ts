@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Page } from 'playwright-core';
+import type { OnAirNode } from '../server/node.js';
+import { launchChromium } from './support/browser.js';
+import { api, publish, startTestNode, waitFor } from './support/harness.js';
+
+/** What the page shows: playback position, hls.js latency, stalls, and the mean brightness of the current frame. */
+async function sample(page: Page): Promise<{ currentTime: number; latency: number; stalls: number; brightness: number; latencyText: string }> {
+  return page.evaluate(async () => {
+    const video = document.querySelector('video')!;
+    // Sample a frame that has been presented, not whatever the element holds between frames.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      video.requestVideoFrameCallback(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    const canvas = document.createElement('canvas');
+    canvas.width = 64;
+    canvas.height = 36;
+    const context = canvas.getContext('2d')!;
+    context.drawImage(video, 0, 0, 64, 36);
+    const pixels = context.getImageData(0, 0, 64, 36).data;
+    let sum = 0;
+    for (let i = 0; i < pixels.length; i += 4) sum += pixels[i]! + pixels[i + 1]! + pixels[i + 2]!;
+    const onair = (window as unknown as { onair: { stalls: number; hls: { latency: number } | null } }).onair;
+    return {
+      currentTime: video.currentTime,
+      latency: onair.hls?.latency ?? NaN,
+      stalls: onair.stalls,
+      brightness: sum / (pixels.length / 4) / 3,
+      latencyText: document.getElementById('latency')!.textContent ?? '',
+    };
+  });
+}
+
+describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { timeout: 170_000 }, () => {
+  let node: OnAirNode;
+  let close: () => Promise<void>;
+  let chromium: Awaited<ReturnType<typeof launchChromium>>;
+  let page: Page;
+  let publisher: ReturnType<typeof publish>;
+  let streamId: string;
+  let streamKey: string;
+
+  before(async () => {
+    ({ node, close } = await startTestNode({ ONAIR_LADDER: '360,240', ONAIR_RECONNECT_GRACE_SEC: '20' }));
+    const created = await api(node, 'POST', '/api/streams', { body: { title: 'Player test' } });
+    streamId = created.body.id;
+    streamKey = created.body.streamKey;
+    publisher = publish(`${node.rtmpUrl}/${streamKey}`, { width: 640, height: 360 });
+    await waitFor('the stream to have segments', () => node.packager(streamId)?.ready, 30_000);
+    chromium = await launchChromium();
+    page = await chromium.browser.newPage();
+  });
+
+  after(async () => {
+    publisher?.stop();
+    await chromium?.close();
+    await close();
+  });
+
+  test('frames decode, latency stays under 2.5 s and nothing stalls over 20 s of play', async () => {
+    await page.goto(`${node.httpUrl}/watch/${streamId}`);
+    await waitFor('playback to start', async () => (await sample(page)).currentTime > 1, 30_000);
+    const start = await sample(page);
+    const latencies: number[] = [];
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline) {
+      const s = await sample(page);
+      latencies.push(s.latency);
+      assert.ok(s.brightness > 20, `the picture is not black (mean ${s.brightness.toFixed(1)})`);
+      await page.waitForTimeout(1000);
+    }
+    const end = await sample(page);
+    assert.ok(end.currentTime - start.currentTime > 18, `played ${(end.currentTime - start.currentTime).toFixed(1)} s in 20 s`);
+    assert.equal(end.stalls - start.stalls, 0, 'no stalls');
+    const worst = Math.max(...latencies);
+    assert.ok(worst < 2.5, `hls.latency peaked at ${worst.toFixed(2)} s (${latencies.map((l) => l.toFixed(2)).join(', ')})`);
+    assert.match(end.latencyText, /^\d+\.\d\d s$/, 'the page shows the latency');
+  });
+
+  test('an ffmpeg restart keeps hls.js playing across the discontinuity', async () => {
+    const transcoder = node.transcoder(streamId)!;
+    const before = await sample(page);
+    const restarted = transcoder.next('discontinuity', 10_000);
+    process.kill(transcoder.pid!, 'SIGKILL');
+    await restarted;
+    await waitFor('playback to move 6 s past the restart', async () => (await sample(page)).currentTime > before.currentTime + 6, 30_000, 250);
+    const after = await sample(page);
+    assert.ok(after.brightness > 20);
+  });
+
+  test('a publisher reconnect keeps hls.js playing across the discontinuity', async () => {
+    const transcoder = node.transcoder(streamId)!;
+    const before = await sample(page);
+    publisher.stop();
+    await publisher.exited;
+    const reconnected = transcoder.next('discontinuity', 20_000, (d) => d.reason === 'reconnect');
+    publisher = publish(`${node.rtmpUrl}/${streamKey}`, { width: 640, height: 360 });
+    await reconnected;
+    await waitFor('playback to move 6 s past the reconnect', async () => (await sample(page)).currentTime > before.currentTime + 6, 40_000, 250);
+    assert.ok((await sample(page)).brightness > 20);
+  });
+});

@@ -1,0 +1,51 @@
+// The watch page: plays /live/:id/index.m3u8 with hls.js in low-latency mode (or natively where the browser plays
+// HLS itself, as Safari does) and shows the live latency. Everything is served by OnAir: no external requests.
+(function () {
+  'use strict';
+  var parts = location.pathname.split('/');
+  var streamId = parts[parts.length - 1];
+  var token = new URLSearchParams(location.search).get('token');
+  var query = token ? '?token=' + encodeURIComponent(token) : '';
+  var src = '/live/' + streamId + '/index.m3u8' + query;
+  var video = document.getElementById('video');
+  var state = document.getElementById('state');
+  var latency = document.getElementById('latency');
+  var level = document.getElementById('level');
+  var onair = (window.onair = { streamId: streamId, stalls: 0, hls: null });
+
+  fetch('/api/streams/' + streamId).then(function (r) { return r.ok ? r.json() : null; }).then(function (stream) {
+    if (stream) document.getElementById('title').textContent = stream.title;
+  }).catch(function () {});
+
+  video.addEventListener('waiting', function () { if (video.currentTime > 0) onair.stalls += 1; });
+  video.addEventListener('playing', function () { state.textContent = 'live'; });
+
+  if (window.Hls && window.Hls.isSupported()) {
+    var hls = new window.Hls({ lowLatencyMode: true, backBufferLength: 30 });
+    onair.hls = hls;
+    hls.on(window.Hls.Events.LEVEL_SWITCHED, function (_e, data) {
+      var l = hls.levels[data.level];
+      if (l) level.textContent = l.height + 'p';
+    });
+    hls.on(window.Hls.Events.ERROR, function (_e, data) {
+      if (!data.fatal) return;
+      state.textContent = 'reconnecting…';
+      if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+      else setTimeout(function () { hls.loadSource(src); hls.startLoad(); }, 1000);
+    });
+    hls.loadSource(src);
+    hls.attachMedia(video);
+    setInterval(function () {
+      if (hls.latency > 0) latency.textContent = hls.latency.toFixed(2) + ' s';
+    }, 250);
+  } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
+    video.src = src;
+    setInterval(function () {
+      var date = video.getStartDate && video.getStartDate();
+      if (date && !isNaN(date.getTime())) latency.textContent = ((Date.now() - date.getTime()) / 1000 - video.currentTime).toFixed(2) + ' s';
+    }, 250);
+  } else {
+    state.textContent = 'this browser cannot play HLS';
+  }
+  video.play().catch(function () {});
+})();
