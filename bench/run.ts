@@ -112,9 +112,24 @@ async function main(): Promise<number> {
   return failed || abort.signal.aborted ? 1 : 0;
 }
 
+/** After the summary, a process still alive this long is held by something a benchmark (or OnAir) left behind. */
+const EXIT_GRACE_MS = 5000;
+
+// The node's own logs are noise between the figures; ONAIR_LOG_LEVEL=warn brings them back.
+process.env['ONAIR_LOG_LEVEL'] ??= 'error';
+
 main().then((code) => {
   process.exitCode = code;
 }, (error: unknown) => {
   process.stderr.write(`${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
   process.exitCode = 1;
+}).finally(() => {
+  // Unref'd: fires only if something else keeps the process alive. Say what, then exit rather than hang.
+  setTimeout(() => {
+    const held = process.getActiveResourcesInfo();
+    held.splice(held.indexOf('Timeout'), 1); // this one
+    process.stderr.write(`warning: the process was still held ${EXIT_GRACE_MS} ms after the last benchmark ` +
+      `(active resources, stdio included: ${held.join(', ')}); exiting\n`);
+    process.exit();
+  }, EXIT_GRACE_MS).unref();
 });

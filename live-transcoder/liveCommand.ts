@@ -74,8 +74,9 @@ export function liveLadderArgs(o: LiveCommandOptions): string[] {
       ...hwGlobalOptions(o.encoder, o.vaapiDevice),
     ],
     inputs: [{
-      // The ingest already knows the streams; a short probe keeps start-up (and restarts) fast.
-      options: [['-fflags', '+nobuffer+genpts'], ['-probesize', 65536], ['-analyzeduration', 500000], ['-f', 'flv']],
+      // The probe stops at 0.5 s of media: short start-ups and restarts, yet enough to meet an audio packet after a
+      // big keyframe (a byte limit alone can end inside a 6 Mbit/s keyframe and miss the audio parameters).
+      options: [['-fflags', '+nobuffer+genpts'], ['-probesize', 2_000_000], ['-analyzeduration', 500000], ['-f', 'flv']],
       url: 'pipe:0',
     }],
     ...(filterComplex === undefined ? {} : { filterComplex }),

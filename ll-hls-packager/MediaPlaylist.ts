@@ -40,6 +40,12 @@ export interface MediaPlaylistOptions {
   uriPrefix: string;
   /** How much media the playlist keeps (DVR window), ms; at least CAN-SKIP-UNTIL plus a margin. */
   windowMs: number;
+  /**
+   * Shares the PROGRAM-DATE-TIME anchor of a run between the renditions of a stream, so that one media time has one
+   * date in all of them (rfc8216bis §6.2.4). Gets this playlist's own anchor for `generation`; returns the one to use.
+   * Absent: the playlist keeps its own.
+   */
+  clockAnchor?: (generation: number, own: { mediaMs: number; wallMs: number }) => { mediaMs: number; wallMs: number };
 }
 
 export interface ServerControl {
@@ -67,8 +73,8 @@ export function serverControlFor(partTargetMs: number, segmentTargetMs: number):
 
 type Waiter = { ready: () => boolean; resolve: () => void };
 
-/** Up to this many parts past the preload hint may be requested (and wait); beyond, 404. */
-const PART_REQUEST_AHEAD = 1;
+/** Only the hinted part may be requested before it exists (§6.2.6); anything further is 404 at once. */
+const PART_REQUEST_AHEAD = 0;
 
 /**
  * The state and rendering of one rendition's LL-HLS Media Playlist: parts from fragments, segments cut at keyframes
@@ -181,7 +187,10 @@ export class MediaPlaylist {
     if (fragment.durationMs <= 0) return;
     const videoStart = this.#mediaStartMs(fragment);
     // PROGRAM-DATE-TIME follows the media timeline, anchored when the first fragment of a run arrives.
-    if (!this.#clock) this.#clock = { mediaMs: videoStart, wallMs: now - fragment.durationMs };
+    if (!this.#clock) {
+      const own = { mediaMs: videoStart, wallMs: now - fragment.durationMs };
+      this.#clock = this.#options.clockAnchor?.(generation, own) ?? own;
+    }
     let open = this.#segments[this.#segments.length - 1];
     if (!open || open.complete) {
       if (!fragment.independent) return; // a segment must start with a keyframe; wait for one

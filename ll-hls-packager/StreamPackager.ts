@@ -26,6 +26,8 @@ export class StreamPackager {
   readonly uriPrefix: string;
   readonly #options: StreamPackagerOptions;
   readonly #renditions = new Map<string, RenditionState>();
+  /** PROGRAM-DATE-TIME anchor of each transcoder run, set by the first rendition to get a fragment of it. */
+  readonly #clockAnchors = new Map<number, { mediaMs: number; wallMs: number }>();
   #ended = false;
   #endedAt: number | undefined;
 
@@ -75,6 +77,12 @@ export class StreamPackager {
           segmentTargetMs: this.#options.segmentTargetMs,
           uriPrefix: this.uriPrefix,
           windowMs: Math.max(this.#options.windowMs, (this.serverControl.canSkipUntil + 2 * Math.ceil(this.#options.segmentTargetMs / 1000)) * 1000),
+          // rfc8216bis §6.2.4: the same date for the same media in every rendition, whichever got its fragment first.
+          clockAnchor: (generation, own) => {
+            const anchor = this.#clockAnchors.get(generation) ?? own;
+            this.#clockAnchors.set(generation, anchor);
+            return anchor;
+          },
         }),
       });
     }

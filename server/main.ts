@@ -17,6 +17,19 @@ async function main(): Promise<void> {
   }
   const log = createLogger({ level: config.logLevel });
   const node = await OnAirNode.start(config, log);
+  // Before the banner: whoever reads "on air" may send SIGTERM at once, and must get a clean stop.
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    node.close().then(() => process.exit(0), (error: unknown) => {
+      log.error({ err: error }, 'error while stopping');
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
   const banner = [
     '',
     `  OnAir is on air.`,
@@ -30,19 +43,6 @@ async function main(): Promise<void> {
   // The banner is for the operator's terminal, not for the log stream (it carries the admin token).
   process.stdout.write(`${banner}\n`);
   log.info({ http: node.httpUrl, rtmp: node.rtmpUrl, encoder: node.encoder.kind }, 'listening');
-
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    node.close().then(() => process.exit(0), (error: unknown) => {
-      log.error({ err: error }, 'error while stopping');
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
 main().catch((error: unknown) => {

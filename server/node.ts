@@ -56,6 +56,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   /** LL-HLS packagers by stream: live ones, and ended ones kept for ENDED_PLAYLIST_RETENTION_MS. */
   readonly #packagers = new Map<string, StreamPackager>();
   readonly #retentionTimers = new Set<NodeJS.Timeout>();
+  /** Event endings in progress: close() waits for them before it closes the database. */
+  readonly #endings = new Set<Promise<void>>();
   #httpPort = 0;
   #rtmpPort = 0;
   #closed = false;
@@ -181,10 +183,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const timer of this.#retentionTimers) clearTimeout(timer);
     await this.#http.close();
     await this.#ingest.close();
+    await Promise.all([...this.#endings]);
     await Promise.all([...this.#live.values()].map((live) => live.transcoder.close()));
+    for (const timer of this.#retentionTimers) clearTimeout(timer);
     this.#redis.disconnect();
     await this.#database.close();
     await this.#embeddedRedis?.stop();
@@ -216,7 +219,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       });
     });
     this.#ingest.on('end', (streamId) => {
-      void this.#onEnd(streamId).catch((error: unknown) => this.log.error({ err: error, streamId }, 'could not end the live event'));
+      const ending = this.#onEnd(streamId)
+        .catch((error: unknown) => this.log.error({ err: error, streamId }, 'could not end the live event'))
+        .finally(() => this.#endings.delete(ending));
+      this.#endings.add(ending);
     });
   }
 
@@ -281,15 +287,17 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#live.delete(streamId);
     await live.transcoder.close();
     live.packager.end();
-    const timer = setTimeout(() => {
-      this.#retentionTimers.delete(timer);
-      if (this.#packagers.get(streamId) === live.packager) this.#packagers.delete(streamId);
-    }, ENDED_PLAYLIST_RETENTION_MS);
-    this.#retentionTimers.add(timer);
-    if (!this.#closed || (await this.streams.get(streamId))) {
-      await this.streams.endEvent(live.eventId);
-      await this.streams.setStatus(streamId, 'ended');
+    if (!this.#closed) {
+      const timer = setTimeout(() => {
+        this.#retentionTimers.delete(timer);
+        if (this.#packagers.get(streamId) === live.packager) this.#packagers.delete(streamId);
+      }, ENDED_PLAYLIST_RETENTION_MS);
+      timer.unref();
+      this.#retentionTimers.add(timer);
     }
+    // A deleted stream has no row left: both updates then touch nothing.
+    await this.streams.endEvent(live.eventId);
+    await this.streams.setStatus(streamId, 'ended');
     this.safeEmit('ended', { streamId, eventId: live.eventId });
   }
 

@@ -31,6 +31,21 @@ function redisOf(dataDir: string): number {
   return servers[0]!.pid;
 }
 
+/** The child processes of `pid`, by the parent field of /proc/<pid>/stat. */
+function childrenOf(pid: number): { pid: number; comm: string }[] {
+  const found: { pid: number; comm: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const match = /^\d+ \((.*)\) \S+ (\d+)/.exec(readFileSync(`/proc/${entry}/stat`, 'utf8'));
+      if (match && Number(match[2]) === pid) found.push({ pid: Number(entry), comm: match[1]! });
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return found;
+}
+
 /** Gone, or a zombie nobody has reaped yet: either way no longer running. */
 function running(pid: number): boolean {
   if (!isAlive(pid)) return false;
@@ -162,8 +177,8 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 12
       ({ proc } = await startNodeProcess(dir));
       const redisPid = redisOf(dir);
       proc.child.kill('SIGTERM');
-      const { code } = await within('the node to exit', proc.exited, 15_000);
-      assert.equal(code, 0, proc.stderr());
+      const { code, signal } = await within('the node to exit', proc.exited, 15_000);
+      assert.deepEqual({ code, signal }, { code: 0, signal: null }, proc.stderr());
       assert.ok(!running(redisPid), 'redis-server stopped before the node exited');
       await waitFor('nothing left running on the data dir', () => processesMentioning(dir).length === 0, 5_000, 50);
     } finally {
@@ -185,10 +200,16 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 12
       publisher = publish(`${started.rtmpUrl}/${streamKey}`, { width: 640, height: 360 });
       await waitFor('the stream to go live', async () => (await statusOf(started.remote, id)) === 'live', 20_000);
 
+      const transcoders = await waitFor('the node to start its ffmpeg', () => {
+        const found = childrenOf(proc!.child.pid!).filter((c) => c.comm === 'ffmpeg');
+        return found.length > 0 ? found : undefined;
+      }, 10_000);
+      assert.equal(transcoders.length, 1, 'one ffmpeg transcodes the live stream');
       proc.child.kill('SIGKILL');
       await within('the node to die', proc.exited, 10_000);
       publisher.stop();
       await waitFor('the dead node\'s redis-server to exit', () => processesMentioning(dir).length === 0, 5_000, 50);
+      await waitFor('the dead node\'s ffmpeg to exit', () => !running(transcoders[0]!.pid), 5_000, 50);
 
       const next = await startTestNode({ ONAIR_LADDER: '360' }, dir);
       try {
