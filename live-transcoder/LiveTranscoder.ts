@@ -8,6 +8,7 @@ import type { VideoEncoderKind } from './hwaccel.js';
 import { planLadder, type LadderOptions, type LadderPlan, type Rendition, type SourceInfo } from './ladder.js';
 import { FIRST_RENDITION_FD, liveLadderArgs, PROGRESS_FD } from './liveCommand.js';
 import { ProgressParser, type Progress } from './progress.js';
+import { rtpFeed, type RtpFeed, type RtpTargets } from './rtpOutput.js';
 
 export interface LiveTranscoderOptions {
   streamId: string;
@@ -25,6 +26,13 @@ export interface LiveTranscoderOptions {
   healthyRunMs?: number;
   /** No fragment for this long while input flows: ffmpeg is hung, kill it (it is then restarted). */
   stallTimeoutMs?: number;
+  /**
+   * Where to send the WebRTC feed (plain RTP on loopback), asked at every (re)start so that the WebRTC room may hand
+   * out other ports or SSRCs for a new run; `undefined` sends none for that run. Not called when the plan has no
+   * WebRTC part (`ONAIR_WEBRTC_LAYERS=off`). Bad targets are logged and that run goes without RTP: HLS never waits
+   * on WebRTC.
+   */
+  rtp?: (plan: LadderPlan) => RtpTargets | undefined;
 }
 
 /** The input of a run: what the source is, and a decodable start (headers + GOP) for a fresh ffmpeg. */
@@ -79,6 +87,7 @@ interface Run {
   startedAt: number;
   expectedExit: boolean;
   lastFragmentAt: number;
+  rtp: RtpFeed | undefined;
 }
 
 interface Window {
@@ -115,6 +124,11 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
 
   get plan(): LadderPlan | undefined {
     return this.#run?.plan;
+  }
+
+  /** What the current run sends over RTP (layers with their ports and SSRCs, audio), if anything; set before `start`. */
+  get rtp(): RtpFeed | undefined {
+    return this.#run?.rtp;
   }
 
   get pid(): number | undefined {
@@ -209,17 +223,19 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     if (!input || this.#closed) return;
     const generation = ++this.#generation;
     const plan = planLadder(input.source, this.#options.ladder);
+    const rtp = this.#rtpTargets(plan, generation);
     const argv = liveLadderArgs({
       plan,
       encoder: this.#options.encoder,
       x264Preset: this.#options.x264Preset,
       partTargetMs: this.#options.partTargetMs,
       vaapiDevice: this.#options.vaapiDevice,
+      ...(rtp ? { rtp: rtp.targets } : {}),
     });
     this.#log.debug({ generation, command: formatCommandLine(this.#options.ffmpegPath, argv) }, 'starting ffmpeg');
     const stdio: ('pipe' | 'ignore')[] = ['pipe', 'ignore', 'pipe', 'pipe', ...plan.renditions.map(() => 'pipe' as const)];
     const child = spawn(this.#options.ffmpegPath, argv, { stdio });
-    const run: Run = { generation, plan, child, startedAt: Date.now(), expectedExit: false, lastFragmentAt: Date.now() };
+    const run: Run = { generation, plan, child, startedAt: Date.now(), expectedExit: false, lastFragmentAt: Date.now(), rtp: rtp?.feed };
     this.#run = run;
     this.#windows = new Map(plan.renditions.map((r) => [r.name, { samples: [], fragments: 0 }]));
 
@@ -269,6 +285,24 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
 
     const prelude = input.prelude();
     child.stdin!.write(prelude);
+  }
+
+  /** Asks the WebRTC room for this run's targets; a failure there costs the run its RTP output, never its HLS. */
+  #rtpTargets(plan: LadderPlan, generation: number): { targets: RtpTargets; feed: RtpFeed } | undefined {
+    if (!plan.webrtc || !this.#options.rtp) return undefined;
+    try {
+      const targets = this.#options.rtp(plan);
+      const feed = targets === undefined ? undefined : rtpFeed(plan, targets);
+      if (!targets || !feed) return undefined;
+      if (feed.video.length < plan.webrtc.layers.length) {
+        this.#log.warn({ generation, layers: plan.webrtc.layers.length, ports: targets.videoPorts.length, ssrcs: targets.videoSsrcs.length },
+          'fewer RTP targets than WebRTC layers; sending the lowest layers only');
+      }
+      return { targets, feed };
+    } catch (error) {
+      this.#log.error({ generation, err: (error as Error).message }, 'no RTP output for this run: bad RTP targets');
+      return undefined;
+    }
   }
 
   #onExit(run: Run, code: number | null, signal: NodeJS.Signals | null): void {

@@ -1,7 +1,9 @@
 export { LiveTranscoder } from './LiveTranscoder.js';
 export type { LiveTranscoderOptions, LiveTranscoderEvents, TranscoderInput, TranscoderStats, RenditionStats, DiscontinuityReason } from './LiveTranscoder.js';
-export { planLadder, AUDIO_KBPS } from './ladder.js';
-export type { SourceInfo, Rendition, LadderPlan, LadderOptions } from './ladder.js';
+export { planLadder, planWebRtc, AUDIO_KBPS, DEFAULT_WEBRTC_HEIGHTS, WEBRTC_AUDIO_KBPS, WEBRTC_GOP_MS } from './ladder.js';
+export type { SourceInfo, Rendition, LadderPlan, LadderOptions, WebRtcLayer, WebRtcAudio, WebRtcPlan } from './ladder.js';
+export { rtpFeed, validateRtpTargets, h264LevelFor, RTP_PACKET_SIZE } from './rtpOutput.js';
+export type { RtpTargets, RtpFeed, RtpVideoStream, RtpAudioStream } from './rtpOutput.js';
 export { chooseEncoder, probeArgs, videoEncoderOptions } from './hwaccel.js';
 export type { EncoderChoice, HwaccelSetting, VideoEncoderKind } from './hwaccel.js';
 export { liveLadderArgs } from './liveCommand.js';

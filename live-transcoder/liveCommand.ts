@@ -1,6 +1,7 @@
-import { buildFfmpegArgs, type Option } from './ffmpegArgs.js';
+import { buildFfmpegArgs, type FfmpegOutput, type Option } from './ffmpegArgs.js';
 import { hwGlobalOptions, hwUploadFilter, videoEncoderOptions, type VideoEncoderKind } from './hwaccel.js';
 import type { LadderPlan } from './ladder.js';
+import { rtpAudioOutput, rtpFeed, rtpVideoOutput, type RtpTargets } from './rtpOutput.js';
 
 export interface LiveCommandOptions {
   plan: LadderPlan;
@@ -9,6 +10,11 @@ export interface LiveCommandOptions {
   /** Fragment (LL-HLS part) target in ms: `-frag_duration`. */
   partTargetMs: number;
   vaapiDevice: string;
+  /**
+   * Also send the plan's WebRTC feed as plain RTP to these loopback ports (after the fMP4 outputs, from the same
+   * decoded frames). Absent, or a plan without `webrtc`: the command is the HLS ladder alone, argument for argument.
+   */
+  rtp?: RtpTargets;
 }
 
 /** File descriptors of the spawned process: 0 = FLV in, 3 = `-progress`, 4.. = one fMP4 pipe per rendition. */
@@ -21,22 +27,31 @@ export const FIRST_RENDITION_FD = 4;
  */
 const FMP4_MOVFLAGS = 'empty_moov+default_base_moof+frag_keyframe+cmaf+skip_trailer';
 
-/** The one ffmpeg command for a live stream's whole ladder: FLV on stdin, one fMP4 pipe per rendition. */
+/**
+ * The one ffmpeg command for a live stream's whole ladder: FLV on stdin, one fMP4 pipe per rendition, and, with `rtp`,
+ * one RTP output per WebRTC layer plus one for Opus audio.
+ */
 export function liveLadderArgs(o: LiveCommandOptions): string[] {
   const { plan } = o;
   const gopSec = plan.gopMs / 1000;
   const encoded = plan.renditions.filter((r) => !r.passthrough);
   const hasAudio = plan.source.audioCodec !== undefined;
 
-  const branches = encoded.map((_, i) => `[s${i}]`).join('');
-  const chains = encoded.map((r, i) => {
-    const fps = r.fps < plan.source.fps - 0.5 ? `,fps=${r.fps}` : '';
-    return `[s${i}]scale=${r.width}:${r.height}:flags=bicubic,setsar=1${fps}${hwUploadFilter(o.encoder)}[v${i}]`;
-  });
-  const filterComplex = encoded.length === 0 ? undefined : [`[0:v:0]split=${encoded.length}${branches}`, ...chains].join(';');
+  const feed = o.rtp === undefined ? undefined : rtpFeed(plan, o.rtp);
+  const layers = feed?.video ?? [];
+
+  // WebRTC layers branch off the same split after the HLS rungs ([r0], [r1], …), so decoding happens once.
+  const branches = encoded.map((_, i) => `[s${i}]`).join('') + layers.map((_, i) => `[r${i}]`).join('');
+  const scale = (input: string, size: { width: number; height: number; fps: number }, output: string): string => {
+    const fps = size.fps < plan.source.fps - 0.5 ? `,fps=${size.fps}` : '';
+    return `[${input}]scale=${size.width}:${size.height}:flags=bicubic,setsar=1${fps}${hwUploadFilter(o.encoder)}[${output}]`;
+  };
+  const chains = [...encoded.map((r, i) => scale(`s${i}`, r, `v${i}`)), ...layers.map((l, i) => scale(`r${i}`, l.layer, `w${i}`))];
+  const splits = encoded.length + layers.length;
+  const filterComplex = splits === 0 ? undefined : [`[0:v:0]split=${splits}${branches}`, ...chains].join(';');
 
   let encodedIndex = 0;
-  const outputs = plan.renditions.map((r, i) => {
+  const outputs: FfmpegOutput[] = plan.renditions.map((r, i) => {
     const options: Option[] = [];
     if (r.passthrough) {
       options.push(['-map', '0:v:0'], ['-c:v', 'copy']);
@@ -66,6 +81,8 @@ export function liveLadderArgs(o: LiveCommandOptions): string[] {
     );
     return { options, url: `pipe:${FIRST_RENDITION_FD + i}` };
   });
+  for (const [i, layer] of layers.entries()) outputs.push(rtpVideoOutput(layer, `w${i}`, o.encoder, o.x264Preset, feed!.gopMs));
+  if (feed?.audio && hasAudio) outputs.push(rtpAudioOutput(feed.audio));
 
   return buildFfmpegArgs({
     global: [

@@ -127,9 +127,10 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
   app.addHook('onRequest', async (request, reply) => {
     if (!request.url.startsWith('/live/')) return;
     reply.header('access-control-allow-origin', '*');
-    reply.header('access-control-expose-headers', 'content-length, content-type, date, age');
+    reply.header('access-control-expose-headers', 'content-length, content-type, date, age, location');
     if (request.method === 'OPTIONS') {
-      reply.header('access-control-allow-methods', 'GET, HEAD, OPTIONS');
+      // /live is shared with WHEP (webrtc-edge): players POST offers and DELETE sessions cross-origin too.
+      reply.header('access-control-allow-methods', 'GET, HEAD, POST, PATCH, DELETE, OPTIONS');
       reply.header('access-control-allow-headers', '*');
       reply.header('access-control-max-age', '86400');
       await reply.code(204).send();

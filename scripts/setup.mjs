@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BUILD_PACKAGES, ensureWorker, workerBinPath } from './mediasoup-worker.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const mode = process.argv.includes('--test') ? 'test' : process.argv.includes('--bench') ? 'bench' : 'run';
@@ -36,8 +37,12 @@ const packages = [
   { name: 'redis-server', present: () => onPath('redis-server'), modes: ['run', 'test', 'bench'] },
   { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test'] },
   { name: 'chromium', present: () => existsSync('/usr/bin/chromium'), modes: ['test', 'bench'] },
+  { name: 'nginx libnginx-mod-rtmp', present: () => existsSync('/usr/sbin/nginx') && existsSync('/usr/lib/nginx/modules/ngx_rtmp_module.so'), modes: ['bench'] },
 ];
+const debInstalled = (name) => spawnSync('dpkg-query', ['-W', '-f=${Status}', name], { encoding: 'utf8' }).stdout?.includes('install ok installed');
 const missing = packages.filter((p) => p.modes.includes(mode) && !p.present()).map((p) => p.name);
+// The mediasoup worker is built once per machine (see scripts/mediasoup-worker.mjs); its build needs these.
+if (!existsSync(workerBinPath())) missing.push(...BUILD_PACKAGES.filter((name) => !debInstalled(name)));
 if (missing.length > 0) {
   const command = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(' ')}`;
   if (process.getuid?.() !== 0) {
@@ -54,9 +59,19 @@ const installed = path.join(root, 'node_modules', '.package-lock.json');
 const stale = !existsSync(installed) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(installed).mtimeMs + 1000);
 if (stale) {
   say('installing npm dependencies');
-  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund']);
+  // With MEDIASOUP_WORKER_BIN set, mediasoup's postinstall neither downloads nor builds: we build it below.
+  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'],
+    { env: { ...process.env, MEDIASOUP_WORKER_BIN: workerBinPath() } });
 }
 
-// 4. Compile.
+// 4. The mediasoup worker, built from the npm package against Debian's libraries and cached outside the clone.
+try {
+  ensureWorker(root, say);
+} catch (error) {
+  say(error.message);
+  process.exit(1);
+}
+
+// 5. Compile.
 say('compiling TypeScript');
 run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')]);

@@ -63,6 +63,23 @@ const heights: Parser<number[]> = (raw, name) => {
   return [...new Set(result)].sort((a, b) => b - a);
 };
 
+/** WebRTC simulcast layer heights (`480,240`), or `off` for no WebRTC feed (an empty list). */
+const webrtcLayers: Parser<number[]> = (raw, name) => {
+  const text = raw === undefined || raw === '' ? '480,240' : raw.trim();
+  if (/^(off|none|false|0)$/i.test(text)) return [];
+  const values = text.split(',').map((part) => part.trim());
+  const result: number[] = [];
+  for (const value of values) {
+    // Up to 720 lines: WebRTC layers stay within H.264 level 3.1 for 16:9 at 30 fps (browsers' 42e01f).
+    if (!/^\d+$/.test(value) || Number(value) < 144 || Number(value) > 720 || Number(value) % 2 !== 0) {
+      throw new ConfigError(name, `expected off, or even heights from 144 to 720 separated by commas, got "${text}"`);
+    }
+    result.push(Number(value));
+  }
+  if (result.length > 3) throw new ConfigError(name, `expected at most 3 layers, got ${result.length}`);
+  return [...new Set(result)].sort((a, b) => a - b);
+};
+
 const X264_PRESETS = ['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium'] as const;
 
 const schema = {
@@ -95,6 +112,11 @@ const schema = {
   ONAIR_TLS_KEY: optionalString,
   ONAIR_LADDER: heights,
   ONAIR_PASSTHROUGH: boolean(false),
+  ONAIR_WEBRTC_LAYERS: webrtcLayers,
+  ONAIR_WEBRTC_PORT: port(40000),
+  ONAIR_WEBRTC_LISTEN_IP: optionalString,
+  ONAIR_WEBRTC_ANNOUNCED_IP: optionalString,
+  ONAIR_WEBRTC_WORKERS: integer(0, 0, 64),
   ONAIR_X264_PRESET: oneOf('superfast', X264_PRESETS),
   ONAIR_FFMPEG: string('ffmpeg'),
   ONAIR_FFPROBE: string('ffprobe'),
@@ -131,6 +153,10 @@ export interface Config {
   tls: { certFile: string; keyFile: string } | undefined;
   ladderHeights: number[];
   passthrough: boolean;
+  /** WebRTC simulcast layer heights, low → high; empty when `ONAIR_WEBRTC_LAYERS=off`. */
+  webrtcLayers: number[];
+  /** WebRTC (mediasoup): first UDP/TCP port (worker i uses port + i), listen and announced addresses, workers (0: one per core). */
+  webrtc: { port: number; listenIp: string | undefined; announcedIp: string | undefined; workers: number };
   x264Preset: Raw['ONAIR_X264_PRESET'];
   ffmpegPath: string;
   ffprobePath: string;
@@ -185,6 +211,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tls: r.ONAIR_TLS_CERT !== undefined && r.ONAIR_TLS_KEY !== undefined ? { certFile: r.ONAIR_TLS_CERT, keyFile: r.ONAIR_TLS_KEY } : undefined,
     ladderHeights: r.ONAIR_LADDER,
     passthrough: r.ONAIR_PASSTHROUGH,
+    webrtcLayers: r.ONAIR_WEBRTC_LAYERS,
+    webrtc: {
+      port: r.ONAIR_WEBRTC_PORT,
+      listenIp: r.ONAIR_WEBRTC_LISTEN_IP,
+      announcedIp: r.ONAIR_WEBRTC_ANNOUNCED_IP,
+      workers: r.ONAIR_WEBRTC_WORKERS,
+    },
     x264Preset: r.ONAIR_X264_PRESET,
     ffmpegPath: r.ONAIR_FFMPEG,
     ffprobePath: r.ONAIR_FFPROBE,

@@ -7,6 +7,8 @@ import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
 import { chooseEncoder, LiveTranscoder, type EncoderChoice } from '../live-transcoder/index.js';
 import { registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
+import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
+import os from 'node:os';
 import { loadAdminToken } from './adminToken.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db.js';
@@ -53,6 +55,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
   readonly #live = new Map<string, LiveStream>();
+  /** The WebRTC edge; undefined when WebRTC is off (ONAIR_WEBRTC_LAYERS=off) or mediasoup could not start. */
+  readonly #edge: WebRtcEdge | undefined;
   /** LL-HLS packagers by stream: live ones, and ended ones kept for ENDED_PLAYLIST_RETENTION_MS. */
   readonly #packagers = new Map<string, StreamPackager>();
   readonly #retentionTimers = new Set<NodeJS.Timeout>();
@@ -65,6 +69,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   private constructor(parts: {
     config: Config; log: Logger; adminToken: string; encoder: EncoderChoice; database: Database;
     redis: Redis; embeddedRedis: EmbeddedRedis | undefined; tls: { cert: Buffer; key: Buffer } | undefined;
+    edge: WebRtcEdge | undefined;
   }) {
     super();
     this.config = parts.config;
@@ -75,6 +80,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.streams = new StreamStore(parts.database);
     this.#redis = parts.redis;
     this.#embeddedRedis = parts.embeddedRedis;
+    this.#edge = parts.edge;
     this.#metrics = new Metrics(() => this.#samples());
     this.#ingest = new RtmpIngest({
       host: this.config.host,
@@ -92,10 +98,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       tls: parts.tls,
       adminToken: this.adminToken,
       metrics: this.#metrics,
-      plugins: [registerWebRoutes, (app) => registerLiveRoutes(app, {
-        packager: (id) => this.#packagers.get(id),
-        playbackSigningKey: this.config.playbackSigningKey,
-      })],
+      plugins: [
+        registerWebRoutes,
+        (app) => registerLiveRoutes(app, {
+          packager: (id) => this.#packagers.get(id),
+          playbackSigningKey: this.config.playbackSigningKey,
+        }),
+        (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: this.config.playbackSigningKey }),
+      ],
       ready: () => this.#ready(),
       streams: {
         create: async (input) => {
@@ -131,6 +141,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const redis = new Redis({ ...redisOptionsFromUrl(redisUrl), lazyConnect: true, maxRetriesPerRequest: 1 });
     redis.on('error', (error) => log.debug({ err: error.message }, 'redis connection error'));
     let database: Database | undefined;
+    let edge: WebRtcEdge | undefined;
     try {
       await redis.connect();
       database = await openDatabase({ dataDir: config.dataDir, ...(config.databaseUrl === undefined ? {} : { databaseUrl: config.databaseUrl }) });
@@ -139,11 +150,13 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       const tls = config.tls
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
-      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls });
+      edge = await startEdge(config, log);
+      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge });
       await node.#recoverAfterCrash();
       await node.#listen();
       return node;
     } catch (error) {
+      await edge?.close();
       redis.disconnect();
       await database?.close();
       await embeddedRedis?.stop();
@@ -175,6 +188,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return this.#packagers.get(streamId);
   }
 
+  /** The WebRTC edge (for stats and tests); undefined when WebRTC is off. */
+  get edge(): WebRtcEdge | undefined {
+    return this.#edge;
+  }
+
   /** The live transcoder of a stream, while its event lasts. */
   transcoder(streamId: string): LiveTranscoder | undefined {
     return this.#live.get(streamId)?.transcoder;
@@ -188,6 +206,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await Promise.all([...this.#endings]);
     await Promise.all([...this.#live.values()].map((live) => live.transcoder.close()));
     for (const timer of this.#retentionTimers) clearTimeout(timer);
+    await this.#edge?.close();
     this.#redis.disconnect();
     await this.#database.close();
     await this.#embeddedRedis?.stop();
@@ -234,14 +253,22 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       const startedAt = Date.now();
       const eventId = await this.streams.startEvent(streamId, startedAt);
       await this.streams.setStatus(streamId, 'live');
+      // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
+      const rtpInputs = this.#edge ? await this.#edge.openStream(streamId) : undefined;
       const transcoder = new LiveTranscoder({
         streamId,
+        ...(rtpInputs ? { rtp: () => rtpInputs } : {}),
         ffmpegPath: this.config.ffmpegPath,
         encoder: this.encoder.kind,
         x264Preset: this.config.x264Preset,
         partTargetMs: this.config.partTargetMs,
         vaapiDevice: this.config.vaapiDevice,
-        ladder: { heights: this.config.ladderHeights, passthrough: this.config.passthrough, gopMs: this.config.segmentTargetMs },
+        ladder: {
+          heights: this.config.ladderHeights,
+          passthrough: this.config.passthrough,
+          gopMs: this.config.segmentTargetMs,
+          webrtcHeights: this.#edge ? this.config.webrtcLayers : [],
+        },
         log: log.child({ component: 'transcoder' }),
       });
       transcoder.on('exit', ({ expected }) => {
@@ -253,7 +280,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         segmentTargetMs: this.config.segmentTargetMs,
         windowMs: this.config.dvrWindowMs,
       });
-      transcoder.on('start', ({ plan }) => packager.setPlan(plan));
+      transcoder.on('start', ({ plan }) => {
+        packager.setPlan(plan);
+        const feed = transcoder.rtp;
+        if (this.#edge && feed) {
+          void this.#edge.setProducers(streamId, {
+            layers: feed.video.map((v) => ({ ssrc: v.ssrc, kbps: v.layer.kbps })),
+            audio: feed.audio !== undefined,
+          });
+        }
+      });
       transcoder.on('init', ({ generation, rendition, init }) => packager.playlist(rendition.name)?.addInit(generation, init));
       transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.playlist(rendition.name)?.addFragment(generation, fragment));
       this.#packagers.get(streamId)?.end();
@@ -287,6 +323,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#live.delete(streamId);
     await live.transcoder.close();
     live.packager.end();
+    this.#edge?.closeStream(streamId);
     if (!this.#closed) {
       const timer = setTimeout(() => {
         this.#retentionTimers.delete(timer);
@@ -357,7 +394,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       },
       encoder: { kind: transcoder.encoder, speed: transcoder.speed, fps: transcoder.fps, restarts: transcoder.restarts },
       renditions: transcoder.renditions,
-      viewers: 0,
+      viewers: this.#edge?.viewers(live.streamId) ?? 0,
+      webrtc: this.#edge ? { viewers: this.#edge.sessionStats(live.streamId) } : undefined,
     };
   }
 
@@ -375,6 +413,36 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       };
     });
   }
+}
+
+/**
+ * Starts the WebRTC edge unless WebRTC is off. A node whose mediasoup cannot start still serves LL-HLS: the error is
+ * logged and WHEP answers 503.
+ */
+async function startEdge(config: Config, log: Logger): Promise<WebRtcEdge | undefined> {
+  if (config.webrtcLayers.length === 0) return undefined;
+  const listenIp = config.webrtc.listenIp ?? (config.host === '::' ? '0.0.0.0' : config.host);
+  const announcedIp = config.webrtc.announcedIp ?? (listenIp === '0.0.0.0' ? firstExternalIPv4() : undefined);
+  try {
+    return await WebRtcEdge.create({
+      listenIp,
+      announcedIp,
+      port: config.webrtc.port,
+      ...(config.webrtc.workers > 0 ? { workers: config.webrtc.workers } : {}),
+      log: log.child({ component: 'webrtc' }),
+    });
+  } catch (error) {
+    log.error({ err: (error as Error).message }, 'WebRTC is unavailable on this node (LL-HLS still works)');
+    return undefined;
+  }
+}
+
+/** What to announce when listening on every address and no ONAIR_WEBRTC_ANNOUNCED_IP is given. */
+function firstExternalIPv4(): string {
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const address of addresses ?? []) if (address.family === 'IPv4' && !address.internal) return address.address;
+  }
+  return '127.0.0.1';
 }
 
 /** A wildcard listen address is not something a client can dial. */

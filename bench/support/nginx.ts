@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -18,6 +19,12 @@ export function nginxMissing(rtmp: boolean): string | undefined {
   if (!existsSync(NGINX_BINARY)) return `${NGINX_BINARY} is not installed (Debian package nginx)`;
   if (rtmp && !existsSync(RTMP_MODULE)) return `${RTMP_MODULE} is not installed (Debian package libnginx-mod-rtmp)`;
   return undefined;
+}
+
+/** `1.22.1`, from `nginx -v`. */
+export function nginxVersion(): string {
+  const result = spawnSync(NGINX_BINARY, ['-v'], { encoding: 'utf8', timeout: 5000 });
+  return /nginx\/(\S+)/.exec(`${result.stderr ?? ''}${result.stdout ?? ''}`)?.[1] ?? 'unknown';
 }
 
 /** A TCP port free on loopback right now (the kernel's choice; the caller binds it soon after). */

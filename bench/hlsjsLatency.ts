@@ -1,0 +1,231 @@
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, type Config } from '../server/config.js';
+import { launchChromium } from '../test/support/browser.js';
+import { api, startTestNode, waitFor } from '../test/support/harness.js';
+import { BenchError, envInteger, fixed, type BenchContext, type Benchmark, type BenchResult } from './support/benchmark.js';
+import { sleep } from './support/clock.js';
+import { measurePlayback, type PlaybackSamples } from './support/glassToGlass.js';
+import { freePort, nginxMissing, nginxVersion, RTMP_MODULE, startNginx, type RunningNginx } from './support/nginx.js';
+import { spawnBounded, within, type BoundedChild } from './support/process.js';
+import { barcodeFilter, publisherArgs } from './support/publisher.js';
+import { ratioText, summarize, type Summary } from './support/stats.js';
+
+/*
+ * Glass-to-glass latency of the watch page (hls.js, low-latency mode, headless Chromium) by the method of
+ * /work/shared/measuring-latency.md, against nginx with the RTMP module producing classic HLS from the same publish,
+ * played by the same page in the same browser and measured the same way, one after the other.
+ *
+ * - Publish (both): the harness's OBS-like ffmpeg (1280x720 30 fps, x264 ultrafast zerolatency, 2 s GOP, AAC, -re)
+ *   with the wall-clock barcode of bench/support/publisher.ts burnt into every frame.
+ * - OnAir: a node in this process (loopback, ephemeral ports, temp data dir, libx264 with the shipped preset, default
+ *   ladder, part target and segment); the page is its own /watch/:id.
+ * - nginx: Debian's nginx + libnginx-mod-rtmp, `hls_fragment 1s; hls_playlist_length 6s;` (nginx cuts at keyframes,
+ *   so the fragments follow the publisher's 2 s GOP), served over HTTP by the same nginx at /live/<name>/, and the
+ *   same watch.html, watch.js and hls.min.js copied next to it: the page, the player and its settings are OnAir's.
+ * - Latency of a frame: the page's Date.now() when requestVideoFrameCallback reports it, minus the barcode (capture
+ *   time in ms mod 2^20); same machine, same clock. Median and p90 over the window after a warm-up; frames decoding
+ *   to more than 60 s are dropped and counted. hls.js's own `latency` estimate is sampled at the same frames.
+ */
+
+/** Measured here by the same method (nginx 1.22 + rtmp, 1 s fragments, 6 s playlist): the fallback reference. */
+const REFERENCE_NGINX_MEDIAN_S = 8.15;
+const NO_ABORT = new AbortController().signal;
+const SOURCE = { width: 1280, height: 720, fps: 30, videoKbps: 2500 };
+
+export const benchmark: Benchmark = {
+  name: 'hlsjs-latency',
+  title: 'glass-to-glass latency in hls.js (headless Chromium): OnAir LL-HLS vs nginx-rtmp classic HLS (s)',
+  run,
+};
+
+interface Side {
+  samples: PlaybackSamples;
+  latency: Summary | undefined;
+  hlsLatency: Summary | undefined;
+  note: string;
+}
+
+async function run({ report, signal }: BenchContext): Promise<BenchResult> {
+  const measureSec = envInteger('BENCH_HLSJS_SECONDS', 30, 3, 600);
+  const warmupSec = envInteger('BENCH_HLSJS_WARMUP_SECONDS', 10, 2, 120);
+  const joinSec = envInteger('BENCH_HLSJS_JOIN_SECONDS', 12, 0, 120);
+  const config = loadConfig({});
+  report(`publish   ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps with a 20-bit wall-clock barcode, x264 ultrafast zerolatency ` +
+    `${SOURCE.videoKbps}k, 2 s GOP, AAC, -re`);
+  report(`viewer    joins ${joinSec} s after the first media (a full playlist), ${warmupSec} s warm-up after playback starts, then ${measureSec} s`);
+  const timing = { joinSec, warmupSec, measureSec };
+  const chromium = await within('starting Chromium', launchChromium(), 60_000, signal, (late) => late.close());
+  let onair: Side;
+  let nginx: Side | undefined;
+  const missing = nginxMissing(true);
+  try {
+    onair = await measureOnAir(config, chromium.browser, timing, signal);
+    if (!missing) nginx = await measureNginx(chromium.browser, timing, signal);
+  } finally {
+    await chromium.close().catch(() => undefined);
+  }
+
+  const s = (v: number | undefined): string => (v === undefined ? 'n/a' : `${fixed(v / 1000, 2)} s`);
+  const h = (v: number | undefined): string => (v === undefined ? 'n/a' : `${fixed(v, 2)} s`);
+  const row = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(i === 3 ? 13 : 9))).join('');
+  report(row(['', 'median', 'p90', 'hls.latency', 'frames', 'bad', 'stalls', 'height']));
+  const sideRow = (name: string, side: Side): string => row([name, s(side.latency?.p50), s(side.latency?.p90), h(side.hlsLatency?.p50),
+    String(side.samples.latencies.length), String(side.samples.bad), String(side.samples.stalls), `${side.samples.height}p`]);
+  report(sideRow('OnAir LL-HLS', onair));
+  if (nginx) {
+    report(sideRow('nginx-rtmp classic HLS', nginx));
+    report(row(['OnAir / nginx', ratioText(onair.latency?.p50, nginx.latency?.p50), ratioText(onair.latency?.p90, nginx.latency?.p90),
+      ratioText(onair.hlsLatency?.p50, nginx.hlsLatency?.p50)]));
+  } else {
+    report(`nginx     NOT MEASURED in this run: ${missing}. Reference (measured earlier by the same method, not in this run): ` +
+      `${REFERENCE_NGINX_MEDIAN_S} s median`);
+  }
+  report(`setup     OnAir: ${onair.note}`);
+  if (nginx) report(`setup     nginx: ${nginx.note}`);
+  if (!onair.latency) throw new BenchError('no frame of the OnAir stream could be decoded');
+  const baseline = nginx?.latency ? nginx.latency.p50 / 1000 : REFERENCE_NGINX_MEDIAN_S;
+  const baselineText = nginx?.latency ? `nginx ${s(nginx.latency.p50)}` : `reference ${REFERENCE_NGINX_MEDIAN_S} s, NOT measured in this run`;
+  return {
+    rows: [
+      { metric: 'OnAir glass-to-glass median / p90', value: `${s(onair.latency.p50)} / ${s(onair.latency.p90)}` },
+      { metric: 'OnAir hls.latency median', value: h(onair.hlsLatency?.p50) },
+      { metric: '  vs nginx-rtmp classic HLS (median)', value: `${fixed(onair.latency.p50 / 1000 / baseline, 2)}x (${baselineText})` },
+      { metric: 'OnAir stalls during the window', value: String(onair.samples.stalls), goal: '0', met: onair.samples.stalls === 0 },
+    ],
+  };
+}
+
+function summarizeSide(samples: PlaybackSamples, note: string): Side {
+  return { samples, latency: summarize(samples.latencies), hlsLatency: summarize(samples.hlsLatencies), note };
+}
+
+type BrowserContext = Awaited<ReturnType<typeof launchChromium>>['browser'];
+
+interface Timing {
+  joinSec: number;
+  warmupSec: number;
+  measureSec: number;
+}
+
+async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, warmupSec, measureSec }: Timing, signal: AbortSignal): Promise<Side> {
+  const harness = await within('starting an OnAir node', startTestNode({ ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: config.x264Preset }),
+    60_000, signal, (late) => late.close());
+  const { node } = harness;
+  let publisher: BoundedChild | undefined;
+  const page = await browser.newPage();
+  try {
+    const created = await within('creating a stream', api(node, 'POST', '/api/streams', { body: { title: 'bench: hls.js latency' } }), 10_000, signal);
+    if (created.status !== 201) throw new BenchError(`POST /api/streams answered ${created.status}`);
+    const streamId = String(created.body.id);
+    publisher = startPublisher(`${node.rtmpUrl}/${String(created.body.streamKey)}`, joinSec + warmupSec + measureSec, signal);
+    await within('the stream to have segments', waitFor('segments', () => node.packager(streamId)?.ready, 30_000), 35_000, signal);
+    await sleep(joinSec * 1000, signal);
+    const samples = await measurePlayback(page, `${node.httpUrl}/watch/${streamId}`, warmupSec, measureSec, signal);
+    const stats = node.transcoder(streamId)?.stats;
+    const ladder = stats?.renditions.map((r) => `${r.height}p`).join('/') ?? '?';
+    return summarizeSide(samples, `libx264 ${config.x264Preset}, ladder ${ladder}, part ${config.partTargetMs} ms, ` +
+      `segment ${config.segmentTargetMs} ms; transcoder speed at the end ${stats?.speed ?? 'n/a'}x, restarts ${stats?.restarts ?? 'n/a'}`);
+  } finally {
+    publisher?.kill();
+    await page.close().catch(() => undefined);
+    await within('closing the OnAir node', harness.close(), 30_000, NO_ABORT);
+  }
+}
+
+async function measureNginx(browser: BrowserContext, { joinSec, warmupSec, measureSec }: Timing, signal: AbortSignal): Promise<Side> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-bench-nginx-rtmp-'));
+  let nginx: RunningNginx | undefined;
+  let publisher: BoundedChild | undefined;
+  const page = await browser.newPage();
+  try {
+    // nginx's workers run as an unprivileged user when started as root: they must read the page and write the HLS.
+    await chmod(dir, 0o755);
+    const www = path.join(dir, 'www');
+    const hls = path.join(dir, 'hls');
+    await mkdir(path.join(www, 'assets'), { recursive: true });
+    await mkdir(hls, { mode: 0o777 });
+    await chmod(hls, 0o777);
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+    await copyFile(path.join(root, 'web', 'watch.html'), path.join(www, 'watch.html'));
+    await copyFile(path.join(root, 'web', 'watch.js'), path.join(www, 'assets', 'watch.js'));
+    await copyFile(path.join(root, 'web', 'onair.css'), path.join(www, 'assets', 'onair.css'));
+    await copyFile(createRequire(import.meta.url).resolve('hls.js/dist/hls.min.js'), path.join(www, 'assets', 'hls.min.js'));
+
+    const [rtmpPort, httpPort] = [await freePort(), await freePort()];
+    const totalSec = joinSec + warmupSec + measureSec + 90;
+    nginx = await startNginx({
+      dir,
+      modules: [RTMP_MODULE],
+      // One worker: the rtmp module's live streams live in one worker's memory.
+      main: 'worker_processes 1;',
+      rtmp: `  server {
+    listen 127.0.0.1:${rtmpPort};
+    chunk_size 4096;
+    application live {
+      live on;
+      record off;
+      hls on;
+      hls_path ${hls};
+      hls_nested on;
+      hls_fragment 1s;
+      hls_playlist_length 6s;
+    }
+  }`,
+      http: `  types {
+    text/html html;
+    text/css css;
+    text/javascript js;
+    application/vnd.apple.mpegurl m3u8;
+    video/mp2t ts;
+  }
+  server {
+    listen 127.0.0.1:${httpPort};
+    location /watch/ { root ${www}; try_files /watch.html =404; }
+    location /assets/ { root ${www}; }
+    location /live/ {
+      alias ${hls}/;
+      add_header Cache-Control no-cache;
+      add_header Access-Control-Allow-Origin *;
+    }
+  }`,
+      ports: [rtmpPort, httpPort],
+      timeoutMs: totalSec * 1000,
+      signal,
+    });
+    publisher = startPublisher(`rtmp://127.0.0.1:${rtmpPort}/live/bench`, joinSec + warmupSec + measureSec, signal);
+    const playlist = path.join(hls, 'bench', 'index.m3u8');
+    await within('nginx\'s first playlist', waitFor('the playlist', () => existsSync(playlist), 30_000), 35_000, signal);
+    await sleep(joinSec * 1000, signal);
+    const samples = await measurePlayback(page, `http://127.0.0.1:${httpPort}/watch/bench`, warmupSec, measureSec, signal);
+    const durations = await fragmentDurations(playlist);
+    return summarizeSide(samples, `nginx ${nginxVersion()} + rtmp module, hls_fragment 1s, hls_playlist_length 6s; ` +
+      `fragments seen at the end: ${durations}`);
+  } finally {
+    publisher?.kill();
+    await page.close().catch(() => undefined);
+    await nginx?.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function startPublisher(url: string, mediaSec: number, signal: AbortSignal): BoundedChild {
+  // Media enough for start-up, warm-up and the window; killed once measured.
+  const durationSec = mediaSec + 75;
+  const publisher = spawnBounded('the publisher', 'ffmpeg', publisherArgs({ ...SOURCE, durationSec, output: url, videoFilter: barcodeFilter(SOURCE.fps) }), {
+    timeoutMs: (durationSec + 60) * 1000, signal,
+  });
+  publisher.exited.catch(() => undefined);
+  return publisher;
+}
+
+async function fragmentDurations(playlist: string): Promise<string> {
+  const text = await readFile(playlist, 'utf8').catch(() => '');
+  const values = [...text.matchAll(/#EXTINF:([\d.]+)/g)].map((m) => Number(m[1]).toFixed(2));
+  const target = /#EXT-X-TARGETDURATION:(\d+)/.exec(text)?.[1];
+  return `${values.join(', ') || 'none'} s (TARGETDURATION ${target ?? '?'})`;
+}

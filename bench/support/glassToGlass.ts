@@ -1,0 +1,121 @@
+import type { Page } from 'playwright-core';
+import { BenchError } from './benchmark.js';
+import { sleep } from './clock.js';
+import { BARCODE } from './publisher.js';
+
+/*
+ * The player side of /work/shared/measuring-latency.md: read the barcode of bench/support/publisher.ts from the
+ * playing <video> on every requestVideoFrameCallback and subtract it from the page's own Date.now() % 2^20.
+ */
+
+export interface PlaybackSamples {
+  /** Glass-to-glass latency of each decoded frame in the window, ms. */
+  latencies: number[];
+  /** hls.js's own `latency` estimate at those frames, s. */
+  hlsLatencies: number[];
+  /** Frames whose barcode decoded to nonsense (> 60 s) in the window. */
+  bad: number;
+  /** `waiting` events after playback had started, in the window. */
+  stalls: number;
+  /** Media seconds played in the window. */
+  played: number;
+  /** Height of the rendition on screen at the end. */
+  height: number;
+}
+
+interface PageState {
+  samples: [number, number, number][];
+  bad: number;
+  frames: number;
+}
+
+type Geometry = typeof BARCODE & { modulo: number; maxMs: number };
+
+/** Runs in the page: samples the centre of each box of the strip, scaled to whatever rendition plays. */
+function installDecoder(g: Geometry): void {
+  const video = document.querySelector('video');
+  if (!video) throw new Error('no <video> on the page');
+  const width = g.sourceWidth / 2;
+  const height = g.stripHeight / 2;
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  const context = canvas.getContext('2d', { willReadFrequently: true })!;
+  const state: PageState = { samples: [], bad: 0, frames: 0 };
+  (window as unknown as { __g2g: PageState }).__g2g = state;
+  const y = Math.round(((g.top + g.height / 2) * height) / g.stripHeight);
+  const xs = Array.from({ length: g.bits }, (_, k) => Math.round(((g.left + k * g.pitch + g.width / 2) * width) / g.sourceWidth));
+  const onFrame = (): void => {
+    const now = Date.now();
+    const vw = video.videoWidth;
+    const vh = video.videoHeight;
+    if (vw > 0 && vh > 0) {
+      // The strip only, scaled to half the source size: box centres land on whole pixels for every rendition.
+      context.drawImage(video, 0, 0, vw, (vh * g.stripHeight) / g.sourceHeight, 0, 0, width, height);
+      const pixels = context.getImageData(0, 0, width, height).data;
+      let value = 0;
+      xs.forEach((x, k) => {
+        let sum = 0;
+        for (let dy = -1; dy <= 1; dy += 1) {
+          for (let dx = -1; dx <= 1; dx += 1) {
+            const i = ((y + dy) * width + (x + dx)) * 4;
+            sum += pixels[i]! + pixels[i + 1]! + pixels[i + 2]!;
+          }
+        }
+        if (sum / 27 > 128) value += 2 ** k;
+      });
+      const latency = (((now % g.modulo) - value) % g.modulo + g.modulo) % g.modulo;
+      const hls = (window as unknown as { onair?: { hls?: { latency?: number } | null } }).onair?.hls;
+      state.frames += 1;
+      if (latency > g.maxMs) state.bad += 1;
+      else state.samples.push([now, latency, hls?.latency ?? NaN]);
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+
+/**
+ * Opens `url` (a page whose `window.onair.hls` is hls.js playing into its <video>), waits for playback, lets it settle
+ * `warmupSec`, then keeps the samples of the next `measureSec`.
+ */
+export async function measurePlayback(page: Page, url: string, warmupSec: number, measureSec: number, signal: AbortSignal): Promise<PlaybackSamples> {
+  await page.goto(url, { timeout: 30_000 });
+  try {
+    await page.waitForFunction(() => {
+      const video = document.querySelector('video');
+      return video !== null && video.currentTime > 0.5 && video.videoWidth > 0;
+    }, undefined, { timeout: 60_000, polling: 250 });
+  } catch {
+    throw new BenchError(`${url}: playback did not start within 60 s`);
+  }
+  await page.evaluate(installDecoder, { ...BARCODE, modulo: 2 ** BARCODE.bits, maxMs: 60_000 });
+  await sleep(warmupSec * 1000, signal);
+  const start = await page.evaluate(() => ({
+    now: Date.now(),
+    time: document.querySelector('video')!.currentTime,
+    stalls: (window as unknown as { onair: { stalls: number } }).onair.stalls,
+    bad: (window as unknown as { __g2g: PageState }).__g2g.bad,
+  }));
+  await sleep(measureSec * 1000, signal);
+  const end = await page.evaluate(() => {
+    const state = (window as unknown as { __g2g: PageState }).__g2g;
+    const video = document.querySelector('video')!;
+    return {
+      samples: state.samples,
+      bad: state.bad,
+      time: video.currentTime,
+      height: video.videoHeight,
+      stalls: (window as unknown as { onair: { stalls: number } }).onair.stalls,
+    };
+  });
+  const kept = end.samples.filter(([at]) => at >= start.now);
+  return {
+    latencies: kept.map(([, latency]) => latency),
+    hlsLatencies: kept.map(([, , hls]) => hls).filter((v) => Number.isFinite(v)),
+    bad: end.bad - start.bad,
+    stalls: end.stalls - start.stalls,
+    played: end.time - start.time,
+    height: end.height,
+  };
+}

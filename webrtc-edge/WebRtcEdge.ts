@@ -1,0 +1,383 @@
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import type { types as ms } from 'mediasoup';
+import { TypedEmitter } from '../lib/emitter.js';
+import type { Logger } from '../lib/log.js';
+import { loadMediasoup } from './loadMediasoup.js';
+import { RtpRelay, type RelayInput } from './RtpRelay.js';
+
+export interface WebRtcEdgeOptions {
+  /** mediasoup workers (one process each); default one per core. */
+  workers?: number;
+  /** Address the WebRtcServers listen on. */
+  listenIp: string;
+  /** Address put in ICE candidates (the public one behind NAT); default: the listen address. */
+  announcedIp?: string | undefined;
+  /** First UDP/TCP port: worker i listens on `port + i`; 0 picks free ports. */
+  port: number;
+  log: Logger;
+}
+
+/** What ffmpeg must send, and where: one RTP destination per simulcast layer (low → high), one for audio. */
+export interface EdgeRtpInputs {
+  videoPorts: number[];
+  audioPort: number;
+  videoSsrcs: number[];
+  audioSsrc: number;
+  videoPayloadType: number;
+  audioPayloadType: number;
+}
+
+/** The simulcast layers (low → high) and audio that ffmpeg sends for the current run. */
+export interface EdgeProducerShape {
+  layers: { ssrc: number; kbps: number }[];
+  audio: boolean;
+}
+
+export interface ViewerStats {
+  sessionId: string;
+  worker: number;
+  iceState: string;
+  /** Spatial layer now sent (0 = lowest), for video. */
+  spatialLayer: number | undefined;
+}
+
+export type WebRtcEdgeEvents = {
+  /** Viewer count of a stream changed. */
+  viewers: [streamId: string, count: number];
+};
+
+const VIDEO_PAYLOAD_TYPE = 101;
+const AUDIO_PAYLOAD_TYPE = 100;
+/** Upper bound on simulcast layers ffmpeg may send (relay inputs are bound up front). */
+const MAX_LAYERS = 3;
+/** A viewer whose ICE stays disconnected this long, or never connects, is dropped. */
+const DISCONNECT_GRACE_MS = 10_000;
+const CONNECT_TIMEOUT_MS = 30_000;
+
+const MEDIA_CODECS: ms.RtpCodecCapability[] = [
+  { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 },
+  {
+    kind: 'video', mimeType: 'video/H264', clockRate: 90000,
+    parameters: { 'packetization-mode': 1, 'profile-level-id': '42e01f', 'level-asymmetry-allowed': 1 },
+  },
+];
+
+interface Session {
+  id: string;
+  worker: number;
+  transport: ms.WebRtcTransport;
+  consumers: ms.Consumer[];
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** One live stream on the edge: the plain-RTP input, its producers, a router per worker that has viewers. */
+class EdgeStream {
+  readonly streamId: string;
+  readonly relay: RtpRelay;
+  readonly inputs: EdgeRtpInputs;
+  readonly origin: ms.Router;
+  readonly plain: ms.PlainTransport;
+  /** Viewer routers by `<worker>|<codec key>`: payload types follow the viewers' offers (see whepSdp.ts). */
+  readonly routers = new Map<string, ms.Router>();
+  readonly sessions = new Map<string, Session>();
+  video: ms.Producer | undefined;
+  audio: ms.Producer | undefined;
+  shapeKey = '';
+  /** Serialises producer changes and the pipes that follow them. */
+  chain: Promise<void> = Promise.resolve();
+
+  constructor(parts: { streamId: string; relay: RtpRelay; inputs: EdgeRtpInputs; origin: ms.Router; plain: ms.PlainTransport }) {
+    this.streamId = parts.streamId;
+    this.relay = parts.relay;
+    this.inputs = parts.inputs;
+    this.origin = parts.origin;
+    this.plain = parts.plain;
+  }
+}
+
+/** Errors a WHEP client can cause, with a catalogue code. */
+export class EdgeError extends Error {
+  constructor(readonly code: 'ONAIR_ERR_STREAM_NOT_LIVE' | 'ONAIR_ERR_WHEP_SESSION_NOT_FOUND' | 'ONAIR_ERR_WHEP_NO_MEDIA', message: string) {
+    super(message);
+    this.name = 'EdgeError';
+  }
+}
+
+/**
+ * The WebRTC edge: viewer workers (one per core by default), a WebRtcServer per viewer worker on one port each, and
+ * one ingest worker that holds every stream's origin router (plain-RTP input, producers). Viewer routers, one per
+ * stream per worker (and per payload-type set of the viewers' offers), are fed from the origin with `pipeToRouter`;
+ * a viewer lands on the least-loaded worker. The ingest worker is apart because mediasoup 3.12 cannot pipe between
+ * routers of one worker (the piped producer keeps its id).
+ */
+export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
+  readonly #log: Logger;
+  readonly #workers: ms.Worker[];
+  readonly #ingest: ms.Worker;
+  readonly #servers: ms.WebRtcServer[];
+  readonly #load: number[];
+  readonly #streams = new Map<string, EdgeStream>();
+  #closed = false;
+
+  private constructor(log: Logger, workers: ms.Worker[], ingest: ms.Worker, servers: ms.WebRtcServer[]) {
+    super();
+    this.#log = log;
+    this.#workers = workers;
+    this.#ingest = ingest;
+    this.#servers = servers;
+    this.#load = workers.map(() => 0);
+  }
+
+  static async create(options: WebRtcEdgeOptions): Promise<WebRtcEdge> {
+    const mediasoup = await loadMediasoup();
+    const count = Math.max(1, options.workers ?? os.availableParallelism());
+    const workers: ms.Worker[] = [];
+    const servers: ms.WebRtcServer[] = [];
+    let ingest: ms.Worker | undefined;
+    try {
+      ingest = await mediasoup.createWorker({ logLevel: 'warn' });
+      ingest.on('died', (error) => options.log.error({ worker: 'ingest', err: error.message }, 'mediasoup worker died'));
+      for (let i = 0; i < count; i++) {
+        const worker = await mediasoup.createWorker({ logLevel: 'warn' });
+        workers.push(worker);
+        worker.on('died', (error) => options.log.error({ worker: i, err: error.message }, 'mediasoup worker died'));
+        const port = options.port === 0 ? undefined : options.port + i;
+        const listen = (protocol: 'udp' | 'tcp'): ms.WebRtcServerListenInfo => ({
+          protocol, ip: options.listenIp, ...(options.announcedIp ? { announcedIp: options.announcedIp } : {}), ...(port === undefined ? {} : { port }),
+        });
+        servers.push(await worker.createWebRtcServer({ listenInfos: [listen('udp'), listen('tcp')] }));
+      }
+    } catch (error) {
+      for (const worker of workers) worker.close();
+      ingest?.close();
+      throw error;
+    }
+    options.log.info({ workers: count, listenIp: options.listenIp, announcedIp: options.announcedIp, port: options.port }, 'WebRTC edge ready');
+    return new WebRtcEdge(options.log, workers, ingest, servers);
+  }
+
+  get workerCount(): number {
+    return this.#workers.length;
+  }
+
+  /** Viewers per worker, for placement checks and metrics. */
+  get load(): readonly number[] {
+    return this.#load;
+  }
+
+  viewers(streamId: string): number {
+    return this.#streams.get(streamId)?.sessions.size ?? 0;
+  }
+
+  hasStream(streamId: string): boolean {
+    return this.#streams.has(streamId);
+  }
+
+  /** Opens a stream's plain-RTP input; returns where ffmpeg must send. Idempotent per stream. */
+  async openStream(streamId: string): Promise<EdgeRtpInputs> {
+    const existing = this.#streams.get(streamId);
+    if (existing) return existing.inputs;
+    const origin = await this.#ingest.createRouter({ mediaCodecs: MEDIA_CODECS });
+    const plain = await origin.createPlainTransport({ listenIp: '127.0.0.1', rtcpMux: true, comedia: true });
+    const { relay, inputs } = await RtpRelay.create(MAX_LAYERS + 1);
+    relay.connect({ address: plain.tuple.localIp, port: plain.tuple.localPort });
+    const base = 0x4f4e0000 + Math.floor(Math.random() * 0xff00); // 'ON' + random: distinct per stream in logs
+    const rtpInputs: EdgeRtpInputs = {
+      videoPorts: inputs.slice(0, MAX_LAYERS).map((i: RelayInput) => i.port),
+      audioPort: inputs[MAX_LAYERS]!.port,
+      videoSsrcs: Array.from({ length: MAX_LAYERS }, (_, i) => base + i),
+      audioSsrc: base + 0x80,
+      videoPayloadType: VIDEO_PAYLOAD_TYPE,
+      audioPayloadType: AUDIO_PAYLOAD_TYPE,
+    };
+    this.#streams.set(streamId, new EdgeStream({ streamId, relay, inputs: rtpInputs, origin, plain }));
+    return rtpInputs;
+  }
+
+  /**
+   * ffmpeg (re)starts with these layers: (re)creates the producers when their shape changed. Viewers survive a restart
+   * with the same shape (same SSRCs, same producers), e.g. a publisher reconnect within the grace.
+   */
+  setProducers(streamId: string, shape: EdgeProducerShape): Promise<void> {
+    const stream = this.#streams.get(streamId);
+    if (!stream) return Promise.resolve();
+    const key = `${shape.layers.map((l) => `${l.ssrc}:${l.kbps}`).join(',')}|${shape.audio}`;
+    stream.chain = stream.chain.then(async () => {
+      if (stream.shapeKey === key) return;
+      stream.shapeKey = key;
+      // A new shape closes the old producers (and with them their consumers and pipes).
+      stream.video?.close();
+      stream.audio?.close();
+      stream.video = await stream.plain.produce({
+        kind: 'video',
+        rtpParameters: {
+          codecs: [{ mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters! }],
+          encodings: shape.layers.map((layer) => ({ ssrc: layer.ssrc, maxBitrate: layer.kbps * 1000 })),
+          rtcp: { cname: `onair-${streamId}` },
+        },
+      });
+      stream.audio = shape.audio
+        ? await stream.plain.produce({
+          kind: 'audio',
+          rtpParameters: {
+            codecs: [{ mimeType: 'audio/opus', payloadType: AUDIO_PAYLOAD_TYPE, clockRate: 48000, channels: 2 }],
+            encodings: [{ ssrc: stream.inputs.audioSsrc }],
+            rtcp: { cname: `onair-${streamId}` },
+          },
+        })
+        : undefined;
+      for (const router of stream.routers.values()) await this.#pipe(stream, router);
+    }).catch((error: unknown) => this.#log.error({ err: error, streamId }, 'could not create producers'));
+    return stream.chain;
+  }
+
+  /**
+   * WHEP: consumers for the offer's media on the least-loaded worker. `answer` builds the SDP from the transport and
+   * consumers (the SDP module stays out of this class).
+   */
+  async createSession<T>(streamId: string, request: {
+    /** Router codecs with the offer's payload types, and a key shared by offers with the same ones. */
+    router: { key: string; mediaCodecs: ms.RtpCodecCapability[] };
+    rtpCapabilities: ms.RtpCapabilities;
+    dtlsParameters: ms.DtlsParameters;
+    media: { mid: string; kind: 'audio' | 'video'; rejected: boolean }[];
+    answer: (transport: ms.WebRtcTransport, consumers: { mid: string; consumer: ms.Consumer }[]) => T;
+  }): Promise<{ sessionId: string; result: T }> {
+    const stream = this.#streams.get(streamId);
+    if (!stream) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream is not live');
+    await stream.chain;
+    if (!stream.video) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream has no media yet');
+    const worker = this.#leastLoaded();
+    const router = await this.#routerOn(stream, worker, request.router);
+    const transport = await router.createWebRtcTransport({
+      webRtcServer: this.#servers[worker]!,
+      enableUdp: true,
+      enableTcp: true,
+      preferUdp: true,
+      initialAvailableOutgoingBitrate: 1_000_000,
+    });
+    const consumers: { mid: string; consumer: ms.Consumer }[] = [];
+    try {
+      await transport.connect({ dtlsParameters: request.dtlsParameters });
+      for (const media of request.media) {
+        if (media.rejected) continue;
+        const producer = media.kind === 'video' ? stream.video : stream.audio;
+        if (!producer || !router.canConsume({ producerId: producer.id, rtpCapabilities: request.rtpCapabilities })) continue;
+        const consumer = await transport.consume({ producerId: producer.id, rtpCapabilities: request.rtpCapabilities, mid: media.mid, paused: false });
+        consumers.push({ mid: media.mid, consumer });
+      }
+      if (!consumers.some(({ consumer }) => consumer.kind === 'video')) {
+        throw new EdgeError('ONAIR_ERR_WHEP_NO_MEDIA', 'the offer cannot receive this stream\'s video (H.264, packetization-mode 1)');
+      }
+      const result = request.answer(transport, consumers);
+      const session: Session = { id: randomUUID(), worker, transport, consumers: consumers.map((c) => c.consumer), timer: undefined };
+      this.#track(stream, session);
+      return { sessionId: session.id, result };
+    } catch (error) {
+      transport.close();
+      throw error;
+    }
+  }
+
+  /** WHEP DELETE: frees the viewer's transport and consumers. */
+  closeSession(streamId: string, sessionId: string): void {
+    const stream = this.#streams.get(streamId);
+    const session = stream?.sessions.get(sessionId);
+    if (!stream || !session) throw new EdgeError('ONAIR_ERR_WHEP_SESSION_NOT_FOUND', 'no such WHEP session');
+    this.#drop(stream, session, 'deleted');
+  }
+
+  /** Limits what a viewer's transport may send (the bandwidth estimate then picks a lower simulcast layer). */
+  async limitSession(streamId: string, sessionId: string, bitrate: number): Promise<void> {
+    const session = this.#streams.get(streamId)?.sessions.get(sessionId);
+    if (!session) throw new EdgeError('ONAIR_ERR_WHEP_SESSION_NOT_FOUND', 'no such WHEP session');
+    await session.transport.setMaxOutgoingBitrate(bitrate);
+  }
+
+  sessionStats(streamId: string): ViewerStats[] {
+    const stream = this.#streams.get(streamId);
+    if (!stream) return [];
+    return [...stream.sessions.values()].map((s) => ({
+      sessionId: s.id,
+      worker: s.worker,
+      iceState: s.transport.iceState,
+      spatialLayer: s.consumers.find((c) => c.kind === 'video')?.currentLayers?.spatialLayer,
+    }));
+  }
+
+  /** The stream ended: every viewer is dropped and the input closed. */
+  closeStream(streamId: string): void {
+    const stream = this.#streams.get(streamId);
+    if (!stream) return;
+    this.#streams.delete(streamId);
+    for (const session of [...stream.sessions.values()]) this.#drop(stream, session, 'stream ended');
+    stream.relay.close();
+    for (const router of stream.routers.values()) router.close();
+    stream.origin.close();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const streamId of [...this.#streams.keys()]) this.closeStream(streamId);
+    for (const worker of this.#workers) worker.close();
+    this.#ingest.close();
+  }
+
+  #leastLoaded(): number {
+    let best = 0;
+    for (let i = 1; i < this.#load.length; i++) if (this.#load[i]! < this.#load[best]!) best = i;
+    return best;
+  }
+
+  async #routerOn(stream: EdgeStream, worker: number, codecs: { key: string; mediaCodecs: ms.RtpCodecCapability[] }): Promise<ms.Router> {
+    const key = `${worker}|${codecs.key}`;
+    const existing = stream.routers.get(key);
+    if (existing) return existing;
+    const router = await this.#workers[worker]!.createRouter({ mediaCodecs: codecs.mediaCodecs });
+    stream.routers.set(key, router);
+    await this.#pipe(stream, router);
+    return router;
+  }
+
+  /** Mirrors the origin's producers into another worker's router (same producer ids there). */
+  async #pipe(stream: EdgeStream, router: ms.Router): Promise<void> {
+    for (const producer of [stream.video, stream.audio]) {
+      if (producer && !producer.closed) await stream.origin.pipeToRouter({ producerId: producer.id, router });
+    }
+  }
+
+  #track(stream: EdgeStream, session: Session): void {
+    stream.sessions.set(session.id, session);
+    this.#load[session.worker]! += 1;
+    this.safeEmit('viewers', stream.streamId, stream.sessions.size);
+    const { transport } = session;
+    session.timer = setTimeout(() => {
+      if (transport.iceState !== 'connected' && transport.iceState !== 'completed') this.#drop(stream, session, 'never connected');
+    }, CONNECT_TIMEOUT_MS);
+    transport.on('icestatechange', (state) => {
+      clearTimeout(session.timer);
+      if (state === 'disconnected') {
+        session.timer = setTimeout(() => this.#drop(stream, session, 'ICE disconnected'), DISCONNECT_GRACE_MS);
+      }
+    });
+    transport.on('dtlsstatechange', (state) => {
+      if (state === 'failed' || state === 'closed') this.#drop(stream, session, `DTLS ${state}`);
+    });
+    for (const consumer of session.consumers) {
+      consumer.on('producerclose', () => {
+        if (session.consumers.every((c) => c.closed)) this.#drop(stream, session, 'producer closed');
+      });
+    }
+  }
+
+  #drop(stream: EdgeStream, session: Session, reason: string): void {
+    if (!stream.sessions.delete(session.id)) return;
+    clearTimeout(session.timer);
+    this.#load[session.worker]! -= 1;
+    session.transport.close();
+    this.#log.debug({ streamId: stream.streamId, sessionId: session.id, reason }, 'WebRTC viewer left');
+    this.safeEmit('viewers', stream.streamId, stream.sessions.size);
+  }
+}
