@@ -23,7 +23,7 @@ import { ratioText, summarize, type Summary } from './support/stats.js';
  * - Publish (both): the harness's OBS-like ffmpeg (1280x720 30 fps, x264 ultrafast zerolatency, 2 s GOP, AAC, -re)
  *   with the wall-clock barcode of bench/support/publisher.ts burnt into every frame.
  * - OnAir: a node in this process (loopback, ephemeral ports, temp data dir, libx264 with the shipped preset, default
- *   ladder, part target and segment); the page is its own /watch/:id.
+ *   ladder, part target and segment, WebRTC feed off); the page is its own /watch/:id.
  * - nginx: Debian's nginx + libnginx-mod-rtmp, `hls_fragment 1s; hls_playlist_length 6s;` (nginx cuts at keyframes,
  *   so the fragments follow the publisher's 2 s GOP), served over HTTP by the same nginx at /live/<name>/, and the
  *   same watch.html, watch.js and hls.min.js copied next to it: the page, the player and its settings are OnAir's.
@@ -35,6 +35,8 @@ import { ratioText, summarize, type Summary } from './support/stats.js';
 /** Measured here by the same method (nginx 1.22 + rtmp, 1 s fragments, 6 s playlist): the fallback reference. */
 const REFERENCE_NGINX_MEDIAN_S = 8.15;
 const NO_ABORT = new AbortController().signal;
+/** The LL-HLS path alone: no WebRTC layers in the same ffmpeg, no fixed WebRTC port to collide with other tests. */
+const WEBRTC_OFF = 'off';
 const SOURCE = { width: 1280, height: 720, fps: 30, videoKbps: 2500 };
 
 export const benchmark: Benchmark = {
@@ -58,6 +60,9 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   report(`publish   ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps with a 20-bit wall-clock barcode, x264 ultrafast zerolatency ` +
     `${SOURCE.videoKbps}k, 2 s GOP, AAC, -re`);
   report(`viewer    joins ${joinSec} s after the first media (a full playlist), ${warmupSec} s warm-up after playback starts, then ${measureSec} s`);
+  report('method    latency = the page\'s Date.now() at requestVideoFrameCallback − the barcode of that frame (the wall clock ' +
+    'when the publisher filtered it, ms mod 2^20): capture → display through encode, ingest, transcode, packaging, delivery ' +
+    'and the player\'s buffer; frames decoding to > 60 s are dropped and counted as bad');
   const timing = { joinSec, warmupSec, measureSec };
   const chromium = await within('starting Chromium', launchChromium(), 60_000, signal, (late) => late.close());
   let onair: Side;
@@ -113,7 +118,9 @@ interface Timing {
 }
 
 async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, warmupSec, measureSec }: Timing, signal: AbortSignal): Promise<Side> {
-  const harness = await within('starting an OnAir node', startTestNode({ ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: config.x264Preset }),
+  const harness = await within('starting an OnAir node', startTestNode({
+    ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: config.x264Preset, ONAIR_WEBRTC_LAYERS: WEBRTC_OFF,
+  }),
     60_000, signal, (late) => late.close());
   const { node } = harness;
   let publisher: BoundedChild | undefined;
@@ -129,7 +136,7 @@ async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, 
     const stats = node.transcoder(streamId)?.stats;
     const ladder = stats?.renditions.map((r) => `${r.height}p`).join('/') ?? '?';
     return summarizeSide(samples, `libx264 ${config.x264Preset}, ladder ${ladder}, part ${config.partTargetMs} ms, ` +
-      `segment ${config.segmentTargetMs} ms; transcoder speed at the end ${stats?.speed ?? 'n/a'}x, restarts ${stats?.restarts ?? 'n/a'}`);
+      `segment ${config.segmentTargetMs} ms, WebRTC off; transcoder speed at the end ${stats?.speed ?? 'n/a'}x, restarts ${stats?.restarts ?? 'n/a'}`);
   } finally {
     publisher?.kill();
     await page.close().catch(() => undefined);

@@ -22,7 +22,7 @@ import { msText, ratioText, summarize, type Summary } from './support/stats.js';
  * floor measured in the same run.
  *
  * - Stream: an OnAir node in this process (loopback, ephemeral ports, temp data dir, libx264 with the shipped preset,
- *   default ladder and part target) and the harness's OBS-like publish (854x480 30 fps, x264 ultrafast zerolatency,
+ *   default ladder and part target, WebRTC feed off: the LL-HLS origin alone) and the harness's OBS-like publish (854x480 30 fps, x264 ultrafast zerolatency,
  *   2 s GOP, AAC, `-re`) over RTMP. The ladder is then 480p + 360p; the top rendition is followed.
  * - Publish time of a frame: when its FLV tag reached the transcoder's input. The ingest hands each tag on as soon as
  *   the RTMP parser has it, so this is the arrival of the frame at the server. Read by wrapping this one transcoder
@@ -51,6 +51,11 @@ import { msText, ratioText, summarize, type Summary } from './support/stats.js';
 const GOAL_BEYOND_P50_MS = 150;
 /** Source size: two rungs of the default ladder, in real time on two cores. */
 const SOURCE = { width: 854, height: 480, fps: 30 };
+/**
+ * The LL-HLS origin alone: with WebRTC on, the same ffmpeg also encodes the WebRTC layers (more load, another argv)
+ * and the node needs the fixed WebRTC port, which a test running beside the bench may hold.
+ */
+const WEBRTC_OFF = 'off';
 /** Never aborted: closing the node must run even when the benchmark is being aborted. */
 const NO_ABORT = new AbortController().signal;
 
@@ -246,7 +251,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const config = loadConfig({});
   report(`source    ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps testsrc2 + sine, x264 ultrafast zerolatency 1500k, 2 s GOP, -re, FLV`);
   report(`onair     libx264 ${config.x264Preset}, ladder ${config.ladderHeights.join('/')} (no upscaling), part ${config.partTargetMs} ms, ` +
-    `segment ${config.segmentTargetMs} ms; ${warmupSec} s warm-up, then ${seconds} s per phase`);
+    `segment ${config.segmentTargetMs} ms, WebRTC feed off; ${warmupSec} s warm-up, then ${seconds} s per phase`);
 
   const onair = await measureOnAir(config, seconds, warmupSec, signal);
   report(`ladder    ${onair.plan.renditions.map((r) => `${r.name} ${r.width}x${r.height}`).join(', ')}; following ${onair.rendition}`);
@@ -263,6 +268,11 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     `  ${label.padEnd(44)}${cell(s?.p50)}${cell(s?.p90)}${cell(s?.p99)}${cell(s?.max)}${String(s?.n ?? 0).padStart(7)}`;
   const ratioLine = (label: string, a: Summary | undefined, b: Summary | undefined): string =>
     `  ${label.padEnd(44)}${ratioText(a?.p50, b?.p50).padStart(8)}${ratioText(a?.p90, b?.p90).padStart(8)}${ratioText(a?.p99, b?.p99).padStart(8)}`;
+  report('method    publish = the frame\'s FLV tag reaches the transcoder\'s input (parsed off RTMP; for the CLI: off the pipe); ' +
+    'available = the part is in the playlist and blocked requests are released (for the CLI: its fMP4 fragment is split off ' +
+    'the pipe); beyond = available − publish of the part\'s first frame − the part\'s duration');
+  report('method    client = one keep-alive connection asking _HLS_msn/_HLS_part for the next part; "has it" = the whole ' +
+    'playlist response read; the floor server answers held requests when the same part event fires');
   report(`${'ms'.padEnd(46)}${'p50'.padStart(8)}${'p90'.padStart(8)}${'p99'.padStart(8)}${'max'.padStart(8)}${'n'.padStart(7)}`);
   report('publish → part available, beyond the part\'s own duration');
   report(line('OnAir (RTMP ingest + ffmpeg + packager)', beyond));
@@ -300,6 +310,7 @@ async function measureOnAir(config: Config, seconds: number, warmupSec: number, 
     ONAIR_HWACCEL: 'none',
     // The harness defaults to ultrafast for quick tests; the bench measures the shipped default.
     ONAIR_X264_PRESET: config.x264Preset,
+    ONAIR_WEBRTC_LAYERS: WEBRTC_OFF,
   }), 60_000, signal, (late) => late.close());
   const { node } = harness;
   let publisher: BoundedChild | undefined;

@@ -19,7 +19,7 @@ import type { LoadOptions, LoadResult } from './support/viewerLoad.js';
  *
  * - Server: an OnAir node in a child process of its own (bench/support/onairNodeProcess.ts: server/main.ts plus a
  *   'fragment' listener that reports over IPC when each part appeared), defaults as shipped (libx264, ladder, 200 ms
- *   parts, 2 s segments), loopback, temp data dir; the harness's OBS-like publish at 854x480 (-re), so two renditions
+ *   parts, 2 s segments; the WebRTC feed off), loopback, temp data dir; the harness's OBS-like publish at 854x480 (-re), so two renditions
  *   (480p, 360p). Its CPU: utime+stime of the node process from /proc (its threads included; its ffmpeg and Redis
  *   are other processes and left out), over the measurement window, as core-seconds per second. The same process
  *   with no viewer is measured first (ingest, fMP4 splitting, packaging of the stream itself).
@@ -119,7 +119,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const totalMs = IDLE_MS + steps.reduce((sum, n) => sum + 2 * (stepLimitMs(n) + 5000), 0) + 60_000;
 
   report(`server    one OnAir node process (libx264 ${config.x264Preset}, ladder ${config.ladderHeights.join('/')}, part ` +
-    `${config.partTargetMs} ms); publish ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps -re → 2 renditions`);
+    `${config.partTargetMs} ms, WebRTC feed off); publish ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps -re → 2 renditions`);
   report(`ceiling   ${missing ? `NOT MEASURED: ${missing}` : `nginx ${nginxVersion()}, 1 worker, the same playlists and parts as static files, polled every ${config.partTargetMs} ms`}`);
   report(`load      N viewers in a separate Node process, half per rendition, steps ${steps.join(', ')}; ` +
     `${measureMs / 1000} s window per step after a ramp and ${WARMUP_MS / 1000} s warm-up`);
@@ -133,6 +133,8 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   await chmod(mirrorDir, 0o755);
   const node = forkBounded(NODE_PROCESS, cleanEnv({
     ONAIR_HOST: '127.0.0.1', ONAIR_HTTP_PORT: '0', ONAIR_RTMP_PORT: '0', ONAIR_DATA_DIR: dataDir, ONAIR_HWACCEL: 'none', ONAIR_LOG_LEVEL: 'error',
+    // The LL-HLS origin alone: no WebRTC layers in the same ffmpeg, no fixed WebRTC port to collide with other tests.
+    ONAIR_WEBRTC_LAYERS: 'off',
   }), totalMs + 60_000, signal);
   let publisher: BoundedChild | undefined;
   let nginx: RunningNginx | undefined;

@@ -18,7 +18,64 @@
   }).catch(function () {});
 
   video.addEventListener('waiting', function () { if (video.currentTime > 0) onair.stalls += 1; });
-  video.addEventListener('playing', function () { state.textContent = 'live'; });
+  video.addEventListener('playing', function () { state.textContent = onair.pc ? 'live (real-time)' : 'live'; });
+
+  // Real-time mode: WHEP (POST the offer, apply the answer, DELETE the session when leaving).
+  var realtime = document.getElementById('realtime');
+  realtime.checked = new URLSearchParams(location.search).get('mode') === 'webrtc';
+  realtime.addEventListener('change', function () {
+    var params = new URLSearchParams(location.search);
+    if (realtime.checked) params.set('mode', 'webrtc'); else params.delete('mode');
+    location.search = params.toString();
+  });
+  if (realtime.checked) {
+    playWhep();
+    return;
+  }
+
+  function playWhep() {
+    var pc = new RTCPeerConnection();
+    var media = new MediaStream();
+    onair.pc = pc;
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.ontrack = function (event) {
+      media.addTrack(event.track);
+      video.srcObject = media;
+      video.play().catch(function () {});
+    };
+    pc.onconnectionstatechange = function () {
+      state.textContent = pc.connectionState === 'connected' ? 'live (real-time)' : pc.connectionState;
+    };
+    level.textContent = 'WebRTC';
+    pc.createOffer().then(function (offer) { return pc.setLocalDescription(offer); }).then(function () {
+      return fetch('/live/' + streamId + '/whep' + query, {
+        method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription.sdp,
+      });
+    }).then(function (response) {
+      if (response.status !== 201) {
+        return response.json().then(function (body) { throw new Error(body.error ? body.error.message : response.statusText); });
+      }
+      onair.whepLocation = response.headers.get('location');
+      return response.text().then(function (sdp) { return pc.setRemoteDescription({ type: 'answer', sdp: sdp }); });
+    }).catch(function (error) {
+      state.textContent = 'WebRTC unavailable: ' + error.message;
+    });
+    window.addEventListener('pagehide', function () {
+      if (onair.whepLocation) fetch(onair.whepLocation, { method: 'DELETE', keepalive: true });
+      pc.close();
+    });
+    setInterval(function () {
+      pc.getStats().then(function (stats) {
+        stats.forEach(function (report) {
+          if (report.type === 'inbound-rtp' && report.kind === 'video' && report.jitterBufferEmittedCount > 0) {
+            var delay = report.jitterBufferDelay / report.jitterBufferEmittedCount;
+            latency.textContent = '~' + delay.toFixed(2) + ' s buffer';
+          }
+        });
+      });
+    }, 1000);
+  }
 
   if (window.Hls && window.Hls.isSupported()) {
     var hls = new window.Hls({ lowLatencyMode: true, backBufferLength: 30 });

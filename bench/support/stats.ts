@@ -35,9 +35,3 @@ export function ratioText(a: number | undefined, b: number | undefined, digits =
   if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return 'n/a';
   return `${(a / b).toFixed(digits)}x`;
 }
-
-/** `p50 12.3 ms, p99 45.6 ms (n 789)`. */
-export function summaryText(summary: Summary | undefined, digits = 1): string {
-  if (!summary) return 'no samples';
-  return `p50 ${msText(summary.p50, digits)}, p99 ${msText(summary.p99, digits)} (n ${summary.n})`;
-}

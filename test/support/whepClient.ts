@@ -1,0 +1,303 @@
+/**
+ * A WHEP viewer in Node (draft-ietf-wish-whep) on werift, the pure-TypeScript WebRTC stack: recvonly video and audio,
+ * the offer POSTed as application/sdp, the answer applied, RTP counted per kind. It stands in for many browsers at
+ * once (fan-out tests) and, unlike Chromium, lets the test choose its RTP header extension ids.
+ *
+ * mediasoup only estimates a viewer's bandwidth (and so only picks simulcast layers by it) when the consumer
+ * negotiated transport-wide-cc (or abs-send-time with REMB) on the ids of the router's own capabilities: an answered
+ * extension keeps the offer's id, and mediasoup 3.12 keeps its fixed ids (supportedRtpCapabilities.ts), so an extension
+ * offered on another id is left out of the consumer. werift numbers its configured extensions itself (1, 2, … across
+ * audio then video); the ids are therefore set on the transceivers, which werift then offers as they are.
+ */
+import {
+  RTCPeerConnection, RTCRtpHeaderExtensionParameters, RTP_EXTENSION_URI, useFIR, useH264, useNACK, useOPUS, usePLI,
+  useREMB, useTWCC, type RtpPacket,
+} from 'werift';
+
+/** mediasoup 3.12's header extension ids (node_modules/mediasoup/node/lib/supportedRtpCapabilities.js). */
+export const MEDIASOUP_EXTENSION_IDS = {
+  mid: 1,
+  absSendTime: 4,
+  transportWideCc: 5,
+} as const;
+
+export interface WhepClientOptions {
+  /** Ask for audio too (a second recvonly transceiver); default true. */
+  audio?: boolean;
+  /**
+   * Offer transport-wide-cc (video) and abs-send-time on mediasoup's ids, with `transport-cc` and `goog-remb` feedback,
+   * so that mediasoup runs its bandwidth estimation for this viewer (werift answers with transport-cc feedback);
+   * default true. False offers only the MID extension, as a viewer mediasoup cannot estimate.
+   */
+  congestionControl?: boolean;
+  /** Bound on the POST and on each step of the offer; default 15 s. */
+  timeoutMs?: number;
+}
+
+export interface WhepClientStats {
+  videoPackets: number;
+  audioPackets: number;
+  /** Payload bytes of video RTP. */
+  videoBytes: number;
+  videoSsrcs: Set<number>;
+  /** Video packets that start an IDR or carry an SPS (H.264 NAL 5 or 7, alone, in STAP-A or starting an FU-A). */
+  keyframes: number;
+  /** Picture size from the last SPS received: which simulcast layer is arriving. */
+  lastSpsSize: { width: number; height: number } | undefined;
+}
+
+export interface WhepClient {
+  peer: RTCPeerConnection;
+  /** Status of the POST: 201 when the session was created. */
+  status: number;
+  /** The `Location` header (the session URL to DELETE), null on a failed POST. */
+  location: string | null;
+  /** The last path part of `location` (what the edge calls the session id). */
+  sessionId: string | undefined;
+  /** The SDP answer (201) or the error body. */
+  answer: string;
+  /** The offer as POSTed. */
+  offer: string;
+  /** Calls `cb` for every video RTP packet received; returns the unsubscribe function. */
+  onVideoRtp(cb: (packet: RtpPacket) => void): () => void;
+  stats(): WhepClientStats;
+  /** Resolves once `predicate(stats)` holds after a received packet (or already holds); rejects after `timeoutMs`. */
+  waitFor(what: string, predicate: (stats: WhepClientStats) => boolean, timeoutMs: number): Promise<WhepClientStats>;
+  /** DELETE of the session (when there is one), then the peer closed. Idempotent. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_TIMEOUT_MS = 15_000;
+
+function ext(id: number, uri: string): RTCRtpHeaderExtensionParameters {
+  return new RTCRtpHeaderExtensionParameters({ id, uri });
+}
+
+async function within<T>(what: string, promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`WHEP client: timed out after ${timeoutMs} ms (${what})`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Connects a werift viewer to a WHEP endpoint. Resolves once the answer is applied (media follows ICE and DTLS). */
+export async function connectWhep(url: string, options: WhepClientOptions = {}): Promise<WhepClient> {
+  const audio = options.audio ?? true;
+  const congestionControl = options.congestionControl ?? true;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+
+  const videoExtensions = congestionControl
+    ? [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid), ext(MEDIASOUP_EXTENSION_IDS.absSendTime, RTP_EXTENSION_URI.absSendTime),
+      ext(MEDIASOUP_EXTENSION_IDS.transportWideCc, RTP_EXTENSION_URI.transportWideCC)]
+    : [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid)];
+  const audioExtensions = congestionControl
+    ? [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid), ext(MEDIASOUP_EXTENSION_IDS.absSendTime, RTP_EXTENSION_URI.absSendTime)]
+    : [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid)];
+  const videoFeedback = congestionControl ? [useNACK(), usePLI(), useFIR(), useREMB(), useTWCC()] : [useNACK(), usePLI(), useFIR()];
+
+  const peer = new RTCPeerConnection({
+    // Loopback only, no STUN server to wait for; one transport for both m-sections (mediasoup answers with BUNDLE).
+    iceServers: [],
+    iceUseIpv6: false,
+    iceAdditionalHostAddresses: ['127.0.0.1'],
+    bundlePolicy: 'max-bundle',
+    codecs: { video: [useH264({ rtcpFeedback: videoFeedback })], ...(audio ? { audio: [useOPUS()] } : {}) },
+    // werift renumbers these (it only keeps their URIs for negotiation); the ids offered are the transceivers' below.
+    headerExtensions: { video: videoExtensions.map((e) => ext(0, e.uri)), audio: audioExtensions.map((e) => ext(0, e.uri)) },
+  });
+
+  const stats: WhepClientStats = {
+    videoPackets: 0, audioPackets: 0, videoBytes: 0, videoSsrcs: new Set(), keyframes: 0, lastSpsSize: undefined,
+  };
+  const videoListeners = new Set<(packet: RtpPacket) => void>();
+  const waiters = new Set<() => void>();
+  peer.onTrack.subscribe((track) => {
+    track.onReceiveRtp.subscribe((packet) => {
+      if (track.kind === 'video') {
+        stats.videoPackets += 1;
+        stats.videoBytes += packet.payload.length;
+        stats.videoSsrcs.add(packet.header.ssrc);
+        const nal = h264Inspect(packet.payload);
+        if (nal.keyframe) stats.keyframes += 1;
+        if (nal.sps) stats.lastSpsSize = spsSize(nal.sps) ?? stats.lastSpsSize;
+        for (const listener of videoListeners) listener(packet);
+      } else {
+        stats.audioPackets += 1;
+      }
+      for (const waiter of waiters) waiter();
+    });
+  });
+
+  const video = peer.addTransceiver('video', { direction: 'recvonly' });
+  video.headerExtensions = videoExtensions;
+  if (audio) {
+    const transceiver = peer.addTransceiver('audio', { direction: 'recvonly' });
+    transceiver.headerExtensions = audioExtensions;
+  }
+
+  let deleted = false;
+  let location: string | null = null;
+  const close = async (): Promise<void> => {
+    if (!deleted && location !== null) {
+      deleted = true;
+      const target = new URL(location, url);
+      await fetch(target, { method: 'DELETE', signal: AbortSignal.timeout(timeoutMs) }).then((r) => r.arrayBuffer()).catch(() => undefined);
+    }
+    await within('closing the peer', peer.close(), timeoutMs).catch(() => undefined);
+  };
+
+  try {
+    await within('creating the offer', peer.setLocalDescription(await peer.createOffer()), timeoutMs);
+    const offer = peer.localDescription!.sdp;
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/sdp' },
+      body: offer,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const answer = await response.text();
+    location = response.status === 201 ? response.headers.get('location') : null;
+    if (response.status === 201) {
+      await within('applying the answer', peer.setRemoteDescription({ type: 'answer', sdp: answer }), timeoutMs);
+    } else {
+      await within('closing the peer', peer.close(), timeoutMs).catch(() => undefined);
+    }
+    const sessionId = location === null ? undefined : new URL(location, url).pathname.split('/').pop();
+    return {
+      peer,
+      status: response.status,
+      location,
+      sessionId,
+      answer,
+      offer,
+      onVideoRtp(cb) {
+        videoListeners.add(cb);
+        return () => videoListeners.delete(cb);
+      },
+      stats: () => ({ ...stats, videoSsrcs: new Set(stats.videoSsrcs) }),
+      waitFor(what, predicate, waitMs) {
+        if (predicate(stats)) return Promise.resolve({ ...stats, videoSsrcs: new Set(stats.videoSsrcs) });
+        let check: () => void = () => {};
+        const met = new Promise<WhepClientStats>((resolve) => {
+          check = () => {
+            if (!predicate(stats)) return;
+            waiters.delete(check);
+            resolve({ ...stats, videoSsrcs: new Set(stats.videoSsrcs) });
+          };
+          waiters.add(check);
+        });
+        return within(what, met, waitMs).finally(() => waiters.delete(check));
+      },
+      close,
+    };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** What one H.264 RTP payload (RFC 6184) starts: an IDR or SPS, and the SPS itself when a packet holds a whole one. */
+export function h264Inspect(payload: Buffer): { keyframe: boolean; sps: Buffer | undefined } {
+  if (payload.length < 2) return { keyframe: false, sps: undefined };
+  const type = payload[0]! & 0x1f;
+  if (type === 5) return { keyframe: true, sps: undefined };
+  if (type === 7) return { keyframe: true, sps: payload };
+  if (type === 24) {
+    // STAP-A (§5.7.1): 16-bit size, then the NAL unit, repeated.
+    let keyframe = false;
+    let sps: Buffer | undefined;
+    for (let at = 1; at + 2 < payload.length;) {
+      const size = payload.readUInt16BE(at);
+      const unit = payload.subarray(at + 2, at + 2 + size);
+      const inner = unit[0] === undefined ? 0 : unit[0] & 0x1f;
+      if (inner === 5 || inner === 7) keyframe = true;
+      if (inner === 7) sps = unit;
+      at += 2 + size;
+    }
+    return { keyframe, sps };
+  }
+  if (type === 28) {
+    // FU-A (§5.8): the start bit and the original NAL type are in the FU header.
+    const start = (payload[1]! & 0x80) !== 0;
+    const inner = payload[1]! & 0x1f;
+    return { keyframe: start && (inner === 5 || inner === 7), sps: undefined };
+  }
+  return { keyframe: false, sps: undefined };
+}
+
+/** Picture size from an SPS NAL unit (H.264 §7.3.2.1.1); undefined for what this small reader does not handle. */
+export function spsSize(nal: Buffer): { width: number; height: number } | undefined {
+  // Drop emulation-prevention bytes (00 00 03 → 00 00).
+  const bytes: number[] = [];
+  for (let i = 1; i < nal.length; i++) {
+    if (i >= 3 && nal[i] === 3 && nal[i - 1] === 0 && nal[i - 2] === 0) continue;
+    bytes.push(nal[i]!);
+  }
+  let bit = 0;
+  const u = (n: number): number => {
+    let value = 0;
+    for (let i = 0; i < n; i++, bit++) {
+      const byte = bytes[bit >> 3];
+      if (byte === undefined) throw new RangeError('SPS ends early');
+      value = value * 2 + ((byte >> (7 - (bit & 7))) & 1);
+    }
+    return value;
+  };
+  const ue = (): number => {
+    let zeros = 0;
+    while (u(1) === 0) zeros++;
+    return 2 ** zeros - 1 + u(zeros);
+  };
+  const se = (): number => {
+    const k = ue();
+    return k % 2 === 0 ? -(k / 2) : (k + 1) / 2;
+  };
+  try {
+    const profileIdc = u(8);
+    u(16); // constraint flags, reserved bits, level_idc
+    ue(); // seq_parameter_set_id
+    let chromaFormatIdc = 1;
+    if ([100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135].includes(profileIdc)) {
+      chromaFormatIdc = ue();
+      if (chromaFormatIdc === 3) u(1);
+      ue(); // bit_depth_luma_minus8
+      ue(); // bit_depth_chroma_minus8
+      u(1);
+      if (u(1) === 1) return undefined; // scaling matrices: not needed for our Baseline layers
+    }
+    ue(); // log2_max_frame_num_minus4
+    const pocType = ue();
+    if (pocType === 0) ue();
+    else if (pocType === 1) {
+      u(1);
+      se();
+      se();
+      const cycle = ue();
+      for (let i = 0; i < cycle; i++) se();
+    }
+    ue(); // max_num_ref_frames
+    u(1);
+    const widthMbs = ue() + 1;
+    const heightMapUnits = ue() + 1;
+    const frameMbsOnly = u(1);
+    if (frameMbsOnly === 0) u(1);
+    u(1); // direct_8x8_inference_flag
+    let crop = { left: 0, right: 0, top: 0, bottom: 0 };
+    if (u(1) === 1) crop = { left: ue(), right: ue(), top: ue(), bottom: ue() };
+    const cropX = chromaFormatIdc === 0 || chromaFormatIdc === 3 ? 1 : 2;
+    const cropY = (chromaFormatIdc === 1 ? 2 : 1) * (2 - frameMbsOnly);
+    return {
+      width: widthMbs * 16 - cropX * (crop.left + crop.right),
+      height: (2 - frameMbsOnly) * heightMapUnits * 16 - cropY * (crop.top + crop.bottom),
+    };
+  } catch {
+    return undefined;
+  }
+}
