@@ -22,6 +22,23 @@ export const ERRORS = {
   ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported Content-Type' },
   ONAIR_ERR_RATE_LIMITED: { status: 429, message: 'Too many requests' },
   ONAIR_ERR_NOT_READY: { status: 503, message: 'The node is not ready' },
+  ONAIR_ERR_VIDEO_NOT_FOUND: { status: 404, message: 'No video with this id' },
+  // Chat (Socket.IO `error { code, message }` events, and the chat's HTTP routes). The status is what the HTTP routes send.
+  ONAIR_ERR_CHAT_BAD_PAYLOAD: { status: 400, message: 'The chat message is malformed' },
+  ONAIR_ERR_CHAT_NOT_JOINED: { status: 409, message: 'Join a stream first: join { streamId, name }' },
+  ONAIR_ERR_CHAT_STREAM_NOT_FOUND: { status: 404, message: 'No stream with this id' },
+  ONAIR_ERR_CHAT_NAME_INVALID: { status: 400, message: 'A name is 1 to 32 characters without control characters' },
+  ONAIR_ERR_CHAT_TEXT_EMPTY: { status: 400, message: 'A comment needs some text' },
+  ONAIR_ERR_CHAT_TEXT_TOO_LONG: { status: 400, message: 'A comment is at most 500 characters' },
+  ONAIR_ERR_CHAT_TEXT_INVALID: { status: 400, message: 'A comment cannot hold control characters' },
+  ONAIR_ERR_CHAT_BLOCKED_WORD: { status: 400, message: 'The comment contains a blocked word' },
+  ONAIR_ERR_CHAT_REACTION_INVALID: { status: 400, message: 'Not one of this server\'s reactions' },
+  ONAIR_ERR_CHAT_RATE_LIMITED: { status: 429, message: 'Too many messages: slow down' },
+  ONAIR_ERR_CHAT_SLOW_MODE: { status: 429, message: 'Slow mode is on: wait before commenting again' },
+  ONAIR_ERR_CHAT_BANNED: { status: 403, message: 'You are banned from this chat' },
+  ONAIR_ERR_CHAT_COMMENT_NOT_FOUND: { status: 404, message: 'No comment with this id in this stream' },
+  ONAIR_ERR_CHAT_BAN_NOT_FOUND: { status: 404, message: 'No ban with this id in this stream' },
+  ONAIR_ERR_CHAT_UNAVAILABLE: { status: 503, message: 'Chat state (Redis or the database) is unavailable; try again' },
   ONAIR_ERR_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -59,7 +59,7 @@ export function videoEncoderOptions(kind: VideoEncoderKind, stream: number, p: V
   const gop: Option[] = [[`-g${v}`, p.gopFrames], [`-keyint_min${v}`, p.gopFrames]];
   switch (kind) {
     case 'libx264':
-      return [[`-c${v}`, 'libx264'], [`-preset${v}`, p.x264Preset], [`-profile${v}`, 'high'], ...gop, [`-sc_threshold${v}`, 0],
+      return [[`-c${v}`, 'libx264'], [`-preset${v}`, p.x264Preset], [`-tune${v}`, 'zerolatency'], [`-profile${v}`, 'high'], ...gop, [`-sc_threshold${v}`, 0],
         [`-bf${v}`, 0], ...rate];
     case 'nvenc':
       return [[`-c${v}`, 'h264_nvenc'], [`-preset${v}`, 'p4'], [`-tune${v}`, 'll'], [`-rc${v}`, 'cbr'], ...gop,

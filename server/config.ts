@@ -80,6 +80,45 @@ const webrtcLayers: Parser<number[]> = (raw, name) => {
   return [...new Set(result)].sort((a, b) => a - b);
 };
 
+/**
+ * A token bucket as `<tokens>/<period>`: `5/10s` is a burst of 5 that refills at 5 per 10 seconds. Periods in `ms`,
+ * `s` or `m`; `off` for no limit.
+ */
+const rateLimit = (fallback: string): Parser<RateLimit | undefined> => (raw, name) => {
+  const text = (raw === undefined || raw === '' ? fallback : raw).trim();
+  if (/^(off|none)$/i.test(text)) return undefined;
+  const match = /^(\d+)\s*\/\s*(\d+)\s*(ms|s|m)$/i.exec(text);
+  const unit = match ? ({ ms: 1, s: 1000, m: 60_000 } as const)[match[3]!.toLowerCase() as 'ms' | 's' | 'm'] : 0;
+  const tokens = match ? Number(match[1]) : 0;
+  const periodMs = match ? Number(match[2]) * unit : 0;
+  if (!match || tokens < 1 || tokens > 1_000_000 || periodMs < 1 || periodMs > 24 * 3600_000) {
+    throw new ConfigError(name, `expected <tokens>/<period> such as 5/10s (tokens 1 to 1000000, period up to 24h), or off; got "${text}"`);
+  }
+  return { tokens, periodMs };
+};
+
+/** A comma-separated list: items trimmed, empty ones and repeats dropped, each checked by `check`. */
+const list = (fallback: string, check: (item: string) => string | undefined, maxItems: number): Parser<string[]> => (raw, name) => {
+  const text = raw === undefined || raw === '' ? fallback : raw;
+  const items = [...new Set(text.split(',').map((item) => item.trim()).filter((item) => item !== ''))];
+  if (items.length > maxItems) throw new ConfigError(name, `expected at most ${maxItems} items, got ${items.length}`);
+  for (const item of items) {
+    const problem = check(item);
+    if (problem !== undefined) throw new ConfigError(name, `"${item}": ${problem}`);
+  }
+  return items;
+};
+
+/** Reactions are short symbols without spaces or control characters (emoji, possibly with ZWJ sequences). */
+const reactionItem = (item: string): string | undefined =>
+  [...item].length > 8 || /[\s\p{Cc}]/u.test(item) ? 'expected one emoji (at most 8 code points, no spaces)' : undefined;
+
+/** A blocked word or phrase: matched case-insensitively on word boundaries. */
+const blockedWordItem = (item: string): string | undefined =>
+  item.length > 100 || /\p{Cc}/u.test(item) ? 'expected at most 100 characters and no control characters' : undefined;
+
+export const DEFAULT_CHAT_REACTIONS = '❤️,👏,😂,😮,😢,🔥';
+
 const X264_PRESETS = ['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium'] as const;
 
 const schema = {
@@ -121,8 +160,24 @@ const schema = {
   ONAIR_FFMPEG: string('ffmpeg'),
   ONAIR_FFPROBE: string('ffprobe'),
   ONAIR_VAAPI_DEVICE: string('/dev/dri/renderD128'),
+  ONAIR_CHAT_REACTIONS: list(DEFAULT_CHAT_REACTIONS, reactionItem, 32),
+  ONAIR_CHAT_REACTION_WINDOW_MS: integer(250, 50, 5000),
+  ONAIR_CHAT_COMMENT_LIMIT: rateLimit('5/10s'),
+  ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: rateLimit('50/10s'),
+  ONAIR_CHAT_REACTION_LIMIT: rateLimit('30/3s'),
+  ONAIR_CHAT_ADDRESS_REACTION_LIMIT: rateLimit('600/3s'),
+  ONAIR_CHAT_JOIN_LIMIT: rateLimit('10/10s'),
+  ONAIR_CHAT_BLOCKED_WORDS: list('', blockedWordItem, 10_000),
+  ONAIR_CHAT_TRUST_PROXY: boolean(false),
+  ONAIR_CHAT_REDIS_ADAPTER: oneOf('auto', ['auto', 'sharded', 'classic'] as const),
   ONAIR_LOG_LEVEL: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
 } satisfies Record<string, Parser<unknown>>;
+
+/** `tokens` per `periodMs`, which is also the burst. */
+export interface RateLimit {
+  tokens: number;
+  periodMs: number;
+}
 
 type Schema = typeof schema;
 type Raw = { [K in keyof Schema]: ReturnType<Schema[K]> };
@@ -162,6 +217,22 @@ export interface Config {
   ffprobePath: string;
   vaapiDevice: string;
   logLevel: Raw['ONAIR_LOG_LEVEL'];
+  /** Chat (issue #5): reactions, limits (undefined: no limit), moderation, the Socket.IO Redis adapter. */
+  chat: {
+    reactions: string[];
+    reactionWindowMs: number;
+    limits: {
+      comment: RateLimit | undefined;
+      addressComment: RateLimit | undefined;
+      reaction: RateLimit | undefined;
+      addressReaction: RateLimit | undefined;
+      join: RateLimit | undefined;
+    };
+    blockedWords: string[];
+    /** Take the client address from the last X-Forwarded-For hop (behind one reverse proxy). */
+    trustProxy: boolean;
+    redisAdapter: Raw['ONAIR_CHAT_REDIS_ADAPTER'];
+  };
 }
 
 /** Reads the environment into a typed config; throws a `ConfigError` naming the first bad variable. */
@@ -223,6 +294,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ffprobePath: r.ONAIR_FFPROBE,
     vaapiDevice: r.ONAIR_VAAPI_DEVICE,
     logLevel: r.ONAIR_LOG_LEVEL,
+    chat: {
+      reactions: r.ONAIR_CHAT_REACTIONS,
+      reactionWindowMs: r.ONAIR_CHAT_REACTION_WINDOW_MS,
+      limits: {
+        comment: r.ONAIR_CHAT_COMMENT_LIMIT,
+        addressComment: r.ONAIR_CHAT_ADDRESS_COMMENT_LIMIT,
+        reaction: r.ONAIR_CHAT_REACTION_LIMIT,
+        addressReaction: r.ONAIR_CHAT_ADDRESS_REACTION_LIMIT,
+        join: r.ONAIR_CHAT_JOIN_LIMIT,
+      },
+      blockedWords: r.ONAIR_CHAT_BLOCKED_WORDS,
+      trustProxy: r.ONAIR_CHAT_TRUST_PROXY,
+      redisAdapter: r.ONAIR_CHAT_REDIS_ADAPTER,
+    },
   };
 }
 

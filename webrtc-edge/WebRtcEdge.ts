@@ -63,6 +63,15 @@ const MEDIA_CODECS: ms.RtpCodecCapability[] = [
   },
 ];
 
+/** A viewer router and its own copies of the stream's producers (see `#pipe`). */
+interface ViewerRouter {
+  router: ms.Router;
+  /** Piped producers by the origin producer's id. */
+  producers: Map<string, ms.Producer>;
+  /** The PipeTransport pair from the origin router, made once. */
+  pipe: Promise<{ local: ms.PipeTransport; remote: ms.PipeTransport }> | undefined;
+}
+
 interface Session {
   id: string;
   worker: number;
@@ -78,8 +87,11 @@ class EdgeStream {
   readonly inputs: EdgeRtpInputs;
   readonly origin: ms.Router;
   readonly plain: ms.PlainTransport;
-  /** Viewer routers by `<worker>|<codec key>`: payload types follow the viewers' offers (see whepSdp.ts). */
-  readonly routers = new Map<string, ms.Router>();
+  /**
+   * Viewer routers by `<worker>|<codec key>`: payload types follow the viewers' offers (see whepSdp.ts). A promise, so
+   * that viewers arriving together share the router the first of them opens.
+   */
+  readonly routers = new Map<string, Promise<ViewerRouter>>();
   readonly sessions = new Map<string, Session>();
   video: ms.Producer | undefined;
   audio: ms.Producer | undefined;
@@ -107,9 +119,9 @@ export class EdgeError extends Error {
 /**
  * The WebRTC edge: viewer workers (one per core by default), a WebRtcServer per viewer worker on one port each, and
  * one ingest worker that holds every stream's origin router (plain-RTP input, producers). Viewer routers, one per
- * stream per worker (and per payload-type set of the viewers' offers), are fed from the origin with `pipeToRouter`;
- * a viewer lands on the least-loaded worker. The ingest worker is apart because mediasoup 3.12 cannot pipe between
- * routers of one worker (the piped producer keeps its id).
+ * stream per worker (and per payload-type set of the viewers' offers), are fed from the origin through PipeTransports;
+ * a viewer lands on the least-loaded worker. The ingest worker is apart so that every viewer worker gets its producers
+ * through a pipe.
  */
 export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   readonly #log: Logger;
@@ -227,7 +239,10 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
           },
         })
         : undefined;
-      for (const router of stream.routers.values()) await this.#pipe(stream, router);
+      for (const pending of stream.routers.values()) {
+        const viewer = await pending.catch(() => undefined);
+        if (viewer) await this.#pipe(stream, viewer);
+      }
     }).catch((error: unknown) => this.#log.error({ err: error, streamId }, 'could not create producers'));
     return stream.chain;
   }
@@ -249,20 +264,26 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     await stream.chain;
     if (!stream.video) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream has no media yet');
     const worker = this.#leastLoaded();
-    const router = await this.#routerOn(stream, worker, request.router);
-    const transport = await router.createWebRtcTransport({
-      webRtcServer: this.#servers[worker]!,
-      enableUdp: true,
-      enableTcp: true,
-      preferUdp: true,
-      initialAvailableOutgoingBitrate: 1_000_000,
-    });
-    const consumers: { mid: string; consumer: ms.Consumer }[] = [];
+    // Counted from the choice on: viewers arriving together spread over the workers instead of all taking the one that
+    // was least loaded when they came.
+    this.#load[worker]! += 1;
+    let transport: ms.WebRtcTransport | undefined;
     try {
+      const viewer = await this.#routerOn(stream, worker, request.router);
+      const { router } = viewer;
+      transport = await router.createWebRtcTransport({
+        webRtcServer: this.#servers[worker]!,
+        enableUdp: true,
+        enableTcp: true,
+        preferUdp: true,
+        initialAvailableOutgoingBitrate: 1_000_000,
+      });
+      const consumers: { mid: string; consumer: ms.Consumer }[] = [];
       await transport.connect({ dtlsParameters: request.dtlsParameters });
       for (const media of request.media) {
         if (media.rejected) continue;
-        const producer = media.kind === 'video' ? stream.video : stream.audio;
+        const origin = media.kind === 'video' ? stream.video : stream.audio;
+        const producer = origin && viewer.producers.get(origin.id);
         if (!producer || !router.canConsume({ producerId: producer.id, rtpCapabilities: request.rtpCapabilities })) continue;
         const consumer = await transport.consume({ producerId: producer.id, rtpCapabilities: request.rtpCapabilities, mid: media.mid, paused: false });
         consumers.push({ mid: media.mid, consumer });
@@ -275,7 +296,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       this.#track(stream, session);
       return { sessionId: session.id, result };
     } catch (error) {
-      transport.close();
+      this.#load[worker]! -= 1;
+      transport?.close();
       throw error;
     }
   }
@@ -313,7 +335,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     this.#streams.delete(streamId);
     for (const session of [...stream.sessions.values()]) this.#drop(stream, session, 'stream ended');
     stream.relay.close();
-    for (const router of stream.routers.values()) router.close();
+    for (const pending of stream.routers.values()) void pending.then((viewer) => viewer.router.close(), () => undefined);
     stream.origin.close();
   }
 
@@ -331,26 +353,79 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     return best;
   }
 
-  async #routerOn(stream: EdgeStream, worker: number, codecs: { key: string; mediaCodecs: ms.RtpCodecCapability[] }): Promise<ms.Router> {
+  #routerOn(stream: EdgeStream, worker: number, codecs: { key: string; mediaCodecs: ms.RtpCodecCapability[] }): Promise<ViewerRouter> {
     const key = `${worker}|${codecs.key}`;
     const existing = stream.routers.get(key);
     if (existing) return existing;
-    const router = await this.#workers[worker]!.createRouter({ mediaCodecs: codecs.mediaCodecs });
-    stream.routers.set(key, router);
-    await this.#pipe(stream, router);
-    return router;
+    const opening = (async (): Promise<ViewerRouter> => {
+      const viewer: ViewerRouter = {
+        router: await this.#workers[worker]!.createRouter({ mediaCodecs: codecs.mediaCodecs }), producers: new Map(), pipe: undefined,
+      };
+      try {
+        await this.#pipe(stream, viewer);
+      } catch (error) {
+        viewer.router.close();
+        throw error;
+      }
+      return viewer;
+    })();
+    stream.routers.set(key, opening);
+    // A router that could not be fed is forgotten: the next viewer tries afresh.
+    opening.catch(() => {
+      if (stream.routers.get(key) === opening) stream.routers.delete(key);
+    });
+    return opening;
   }
 
-  /** Mirrors the origin's producers into another worker's router (same producer ids there). */
-  async #pipe(stream: EdgeStream, router: ms.Router): Promise<void> {
+  /**
+   * Mirrors the origin's producers into a viewer router, as `router.pipeToRouter` does but with producer ids of their
+   * own: `pipeToRouter` keeps the origin's id, which a worker can hold only once, so a second router of one worker
+   * (viewers whose offers have other payload types, e.g. Chromium and Firefox) could not get the stream.
+   */
+  async #pipe(stream: EdgeStream, viewer: ViewerRouter): Promise<void> {
+    viewer.pipe ??= this.#pipeTransports(stream.origin, viewer.router);
+    const { local, remote } = await viewer.pipe;
     for (const producer of [stream.video, stream.audio]) {
-      if (producer && !producer.closed) await stream.origin.pipeToRouter({ producerId: producer.id, router });
+      if (!producer || producer.closed || viewer.producers.has(producer.id)) continue;
+      const pipeConsumer = await local.consume({ producerId: producer.id });
+      let pipeProducer: ms.Producer;
+      try {
+        pipeProducer = await remote.produce({ kind: pipeConsumer.kind, rtpParameters: pipeConsumer.rtpParameters, paused: pipeConsumer.producerPaused });
+      } catch (error) {
+        pipeConsumer.close();
+        throw error;
+      }
+      viewer.producers.set(producer.id, pipeProducer);
+      pipeConsumer.observer.on('close', () => pipeProducer.close());
+      pipeProducer.observer.on('close', () => {
+        pipeConsumer.close();
+        viewer.producers.delete(producer.id);
+      });
     }
+  }
+
+  async #pipeTransports(origin: ms.Router, router: ms.Router): Promise<{ local: ms.PipeTransport; remote: ms.PipeTransport }> {
+    const [local, remote] = await Promise.all([
+      origin.createPipeTransport({ listenIp: '127.0.0.1' }),
+      router.createPipeTransport({ listenIp: '127.0.0.1' }),
+    ]);
+    try {
+      await Promise.all([
+        local.connect({ ip: remote.tuple.localIp, port: remote.tuple.localPort }),
+        remote.connect({ ip: local.tuple.localIp, port: local.tuple.localPort }),
+      ]);
+    } catch (error) {
+      local.close();
+      remote.close();
+      throw error;
+    }
+    local.observer.on('close', () => remote.close());
+    remote.observer.on('close', () => local.close());
+    return { local, remote };
   }
 
   #track(stream: EdgeStream, session: Session): void {
     stream.sessions.set(session.id, session);
-    this.#load[session.worker]! += 1;
     this.safeEmit('viewers', stream.streamId, stream.sessions.size);
     const { transport } = session;
     session.timer = setTimeout(() => {

@@ -27,6 +27,8 @@ export async function startTestNode(env: Record<string, string> = {}, dataDir?: 
     ONAIR_DATA_DIR: dir,
     ONAIR_HWACCEL: 'none',
     ONAIR_X264_PRESET: 'ultrafast',
+    // Free ports for the WebRTC servers: tests never collide with each other or with a node on the default port.
+    ONAIR_WEBRTC_PORT: '0',
     ...env,
   });
   const log = createLogger({

@@ -8,10 +8,17 @@
  * extension keeps the offer's id, and mediasoup 3.12 keeps its fixed ids (supportedRtpCapabilities.ts), so an extension
  * offered on another id is left out of the consumer. werift numbers its configured extensions itself (1, 2, … across
  * audio then video); the ids are therefore set on the transceivers, which werift then offers as they are.
+ *
+ * werift's own transport-cc feedback (0.24) cannot drive that estimate: mediasoup discards every one of its packets
+ * ("not enough space for small deltas": the RTCP length is rounded down instead of padded, and missing sequence
+ * numbers are reported as received), and it only counts packets of the SSRCs it knows, so mediasoup's bandwidth probes
+ * (the probator SSRC) would go unacknowledged. This client therefore takes transport-cc out of the answer it gives
+ * werift and writes the feedback itself, for every packet of the transport, as a browser does.
  */
+import { randomInt } from 'node:crypto';
 import {
   RTCPeerConnection, RTCRtpHeaderExtensionParameters, RTP_EXTENSION_URI, useFIR, useH264, useNACK, useOPUS, usePLI,
-  useREMB, useTWCC, type RtpPacket,
+  useREMB, useTWCC, type RtpHeader, type RtpPacket,
 } from 'werift';
 
 /** mediasoup 3.12's header extension ids (node_modules/mediasoup/node/lib/supportedRtpCapabilities.js). */
@@ -144,7 +151,9 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
 
   let deleted = false;
   let location: string | null = null;
+  const stopFeedback: (() => void)[] = [];
   const close = async (): Promise<void> => {
+    for (const stop of stopFeedback.splice(0)) stop();
     if (!deleted && location !== null) {
       deleted = true;
       const target = new URL(location, url);
@@ -165,7 +174,19 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
     const answer = await response.text();
     location = response.status === 201 ? response.headers.get('location') : null;
     if (response.status === 201) {
-      await within('applying the answer', peer.setRemoteDescription({ type: 'answer', sdp: answer }), timeoutMs);
+      // werift would answer transport-cc with feedback mediasoup rejects (see the top of this file): ours instead.
+      const ownFeedback = congestionControl && /^a=rtcp-fb:\d+ transport-cc\r?$/m.test(answer);
+      const forWerift = ownFeedback ? answer.replace(/^a=rtcp-fb:\d+ transport-cc\r?\n/gm, '') : answer;
+      await within('applying the answer', peer.setRemoteDescription({ type: 'answer', sdp: forWerift }), timeoutMs);
+      if (ownFeedback) {
+        for (const dtls of peer.dtlsTransports) {
+          const feedback = new TransportCcFeedback(MEDIASOUP_EXTENSION_IDS.transportWideCc, (packet) => {
+            if (dtls.state === 'connected') void dtls.sendRtcp([{ serialize: () => packet }]).catch(() => undefined);
+          });
+          dtls.onRtp.subscribe((packet) => feedback.received(packet.header));
+          stopFeedback.push(() => feedback.stop());
+        }
+      }
     } else {
       await within('closing the peer', peer.close(), timeoutMs).catch(() => undefined);
     }
@@ -299,5 +320,113 @@ export function spsSize(nal: Buffer): { width: number; height: number } | undefi
     };
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Transport-wide congestion control feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1) for every RTP
+ * packet of a transport that carries a transport-wide sequence number, whatever its SSRC, every 100 ms (libwebrtc's
+ * default interval). Packets missing from a reported range are reported as not received; late ones are dropped.
+ */
+class TransportCcFeedback {
+  readonly #extensionId: number;
+  readonly #send: (packet: Buffer) => void;
+  readonly #senderSsrc = randomInt(1, 0xffffffff);
+  /** Arrival times (µs, monotonic) by unwrapped sequence number, not yet reported. */
+  readonly #arrivals = new Map<number, number>();
+  readonly #timer: NodeJS.Timeout;
+  #highest: number | undefined;
+  /** First sequence number the next feedback reports. */
+  #next: number | undefined;
+  #feedbackCount = 0;
+
+  constructor(extensionId: number, send: (packet: Buffer) => void) {
+    this.#extensionId = extensionId;
+    this.#send = send;
+    this.#timer = setInterval(() => this.#flush(), 100);
+    this.#timer.unref();
+  }
+
+  received(header: RtpHeader): void {
+    const extension = header.extensions.find((e) => e.id === this.#extensionId);
+    if (!extension || extension.payload.length < 2) return;
+    const arrival = Number(process.hrtime.bigint() / 1000n);
+    const wrapped = extension.payload.readUInt16BE(0);
+    // Unwrap the 16-bit number to the one nearest the highest seen.
+    const sequence = this.#highest === undefined ? wrapped : this.#highest + (((wrapped - this.#highest) << 16) >> 16);
+    if (this.#highest === undefined || sequence > this.#highest) this.#highest = sequence;
+    if (this.#next !== undefined && sequence < this.#next) return;
+    this.#arrivals.set(sequence, arrival);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  #flush(): void {
+    if (this.#arrivals.size === 0 || this.#highest === undefined) return;
+    const lowest = Math.min(...this.#arrivals.keys());
+    // After a long silence (or at the start) report from the first packet we have, not across a huge gap.
+    const base = this.#next === undefined || lowest - this.#next > 1000 ? lowest : this.#next;
+    const last = Math.min(this.#highest, base + 0xfffe);
+    // 64 ms reference time (signed 24 bits on the wire) and 250 µs delta ticks (256 ticks per reference unit).
+    const firstArrival = this.#arrivals.get(lowest)!;
+    const reference = Math.floor(firstArrival / 64_000);
+    let previousTicks = reference * 256;
+    const statuses: number[] = [];
+    const deltas: Buffer[] = [];
+    for (let sequence = base; sequence <= last; sequence++) {
+      const arrival = this.#arrivals.get(sequence);
+      if (arrival === undefined) {
+        statuses.push(0);
+        continue;
+      }
+      const ticks = Math.floor(arrival / 250);
+      const delta = Math.max(-32_768, Math.min(32_767, ticks - previousTicks));
+      previousTicks += delta;
+      if (delta >= 0 && delta <= 255) {
+        statuses.push(1);
+        deltas.push(Buffer.from([delta]));
+      } else {
+        statuses.push(2);
+        const large = Buffer.alloc(2);
+        large.writeInt16BE(delta);
+        deltas.push(large);
+      }
+    }
+    for (let sequence = base; sequence <= last; sequence++) this.#arrivals.delete(sequence);
+    this.#next = last + 1;
+
+    // Run-length chunks (§3.1.3): T=0, 2-bit status, 13-bit run length.
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < statuses.length;) {
+      let run = 1;
+      while (i + run < statuses.length && statuses[i + run] === statuses[i] && run < 0x1fff) run++;
+      const chunk = Buffer.alloc(2);
+      chunk.writeUInt16BE((statuses[i]! << 13) | run);
+      chunks.push(chunk);
+      i += run;
+    }
+    const fixed = Buffer.alloc(16);
+    fixed.writeUInt32BE(this.#senderSsrc, 0);
+    fixed.writeUInt32BE(0, 4); // media source SSRC: unused by transport-cc (the sequence numbers are transport-wide)
+    fixed.writeUInt16BE(base & 0xffff, 8);
+    fixed.writeUInt16BE(statuses.length, 10);
+    fixed.writeUIntBE(reference & 0xffffff, 12, 3);
+    fixed.writeUInt8(this.#feedbackCount, 15);
+    this.#feedbackCount = (this.#feedbackCount + 1) & 0xff;
+    let body = Buffer.concat([fixed, ...chunks, ...deltas]);
+    // RFC 3550 §6.4.1: pad to 32 bits, the last padding octet counting the padding, and the P bit set.
+    const padding = (4 - (body.length % 4)) % 4;
+    if (padding > 0) {
+      const pad = Buffer.alloc(padding);
+      pad[padding - 1] = padding;
+      body = Buffer.concat([body, pad]);
+    }
+    const header = Buffer.alloc(4);
+    header.writeUInt8(0x80 | (padding > 0 ? 0x20 : 0) | 15, 0); // V=2, P, FMT=15 (transport-cc)
+    header.writeUInt8(205, 1); // RTPFB
+    header.writeUInt16BE((header.length + body.length) / 4 - 1, 2);
+    this.#send(Buffer.concat([header, body]));
   }
 }
