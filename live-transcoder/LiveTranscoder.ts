@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { formatCommandLine } from './ffmpegArgs.js';
@@ -350,4 +350,3 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
   }
 }
 
-export type { Writable };

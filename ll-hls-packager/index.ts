@@ -4,4 +4,4 @@ export { StreamPackager } from './StreamPackager.js';
 export type { StreamPackagerOptions } from './StreamPackager.js';
 export { registerLiveRoutes, parseDirectives } from './routes.js';
 export type { LiveRoutesOptions } from './routes.js';
-export { signPlaybackToken, verifyPlaybackToken } from './signing.js';
+export { signPlaybackToken, verifyPlaybackToken, playbackRefusal } from './signing.js';

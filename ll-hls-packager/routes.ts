@@ -2,7 +2,7 @@ import { gzipSync } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
 import type { MediaPlaylist } from './MediaPlaylist.js';
-import { verifyPlaybackToken } from './signing.js';
+import { playbackRefusal } from './signing.js';
 import type { StreamPackager } from './StreamPackager.js';
 
 export interface LiveRoutesOptions {
@@ -11,7 +11,6 @@ export interface LiveRoutesOptions {
   playbackSigningKey: string | undefined;
 }
 
-const STREAM_ID = /^[a-z0-9]{12}$/;
 const RENDITION = /^(?:source|\d{3,4}p)$/;
 const MEDIA_FILE = /^([a-z0-9]{1,16})-(init\d{1,9}\.mp4|s\d{1,12}\.m4s|p\d{1,12}\.m4s)$/;
 const NON_NEGATIVE_INT = /^\d{1,12}$/;
@@ -106,13 +105,10 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
   /** Resolves the stream and checks the playback token; sends the error and returns undefined on failure. */
   const lookup = (request: FastifyRequest, reply: FastifyReply): { packager: StreamPackager; query: string } | undefined => {
     const { id } = request.params as { id: string };
-    if (!STREAM_ID.test(id)) {
-      fail(reply, 'ONAIR_ERR_VALIDATION', 'stream id must be 12 characters a-z0-9');
-      return undefined;
-    }
     const token = (request.query as Record<string, unknown>)['token'];
-    if (options.playbackSigningKey !== undefined && !verifyPlaybackToken(options.playbackSigningKey, id, token)) {
-      fail(reply, 'ONAIR_ERR_PLAYBACK_FORBIDDEN');
+    const refusal = playbackRefusal(options.playbackSigningKey, id, token);
+    if (refusal) {
+      fail(reply, refusal.code, refusal.message);
       return undefined;
     }
     const packager = options.packager(id);

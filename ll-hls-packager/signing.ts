@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { OnAirError } from '../lib/errors.js';
 
 /**
  * Signed playback: `?token=<expiry unix seconds>.<HMAC-SHA256(key, "<streamId>.<expiry>") base64url>`. The same token
@@ -18,4 +19,16 @@ export function verifyPlaybackToken(key: string, streamId: string, token: unknow
   // Same length by construction of the regex; compare in constant time before looking at the expiry.
   const valid = presented.length === expected.length && timingSafeEqual(presented, expected);
   return valid && expiresAtSec >= nowSec;
+}
+
+const STREAM_ID = /^[a-z0-9]{12}$/;
+
+/**
+ * The access check every playback route makes (LL-HLS here, WHEP in webrtc-edge): a well-formed stream id, and with
+ * signing on a valid token for it. Returns the error to send, or undefined when playback may go on.
+ */
+export function playbackRefusal(signingKey: string | undefined, streamId: string, token: unknown): OnAirError | undefined {
+  if (!STREAM_ID.test(streamId)) return new OnAirError('ONAIR_ERR_VALIDATION', 'stream id must be 12 characters a-z0-9');
+  if (signingKey !== undefined && !verifyPlaybackToken(signingKey, streamId, token)) return new OnAirError('ONAIR_ERR_PLAYBACK_FORBIDDEN');
+  return undefined;
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
-import { verifyPlaybackToken } from '../ll-hls-packager/index.js';
+import { playbackRefusal } from '../ll-hls-packager/index.js';
 import { EdgeError, type WebRtcEdge } from './WebRtcEdge.js';
 import { buildWhepAnswer, parseWhepOffer, routerMediaCodecsFor, WhepSdpError } from './whepSdp.js';
 
@@ -9,7 +9,6 @@ export interface WhepRoutesOptions {
   playbackSigningKey: string | undefined;
 }
 
-const STREAM_ID = /^[a-z0-9]{12}$/;
 const SESSION_ID = /^[0-9a-f-]{36}$/;
 /** An SDP offer is a few KB; anything near this is not one. */
 const MAX_OFFER_BYTES = 64 * 1024;
@@ -31,13 +30,9 @@ export function registerWhepRoutes(app: FastifyInstance, options: WhepRoutesOpti
 
     const authorize = (request: FastifyRequest, reply: FastifyReply): string | undefined => {
       const { id } = request.params as { id: string };
-      if (!STREAM_ID.test(id)) {
-        fail(reply, 'ONAIR_ERR_VALIDATION', 'stream id must be 12 characters a-z0-9');
-        return undefined;
-      }
-      const token = (request.query as Record<string, unknown>)['token'];
-      if (options.playbackSigningKey !== undefined && !verifyPlaybackToken(options.playbackSigningKey, id, token)) {
-        fail(reply, 'ONAIR_ERR_PLAYBACK_FORBIDDEN');
+      const refusal = playbackRefusal(options.playbackSigningKey, id, (request.query as Record<string, unknown>)['token']);
+      if (refusal) {
+        fail(reply, refusal.code, refusal.message);
         return undefined;
       }
       return id;
