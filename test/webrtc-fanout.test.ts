@@ -164,7 +164,7 @@ describe('WebRTC fan-out: Node (werift) viewers beside Chromium, many viewers ov
     assert.equal(low.lastSpsSize?.width, 320);
 
     await edge.limitSession(streamId, sessionId, 0);
-    await waitFor('the top layer again once unlimited', () => layer() === 1, 60_000);
+    await waitFor('the top layer again once unlimited (the estimate climbs by probing)', () => layer() === 1, 45_000);
     await client.waitFor('an SPS of the top layer again', (s) => s.lastSpsSize?.height === 360, 10_000);
     await disconnect(client);
   });

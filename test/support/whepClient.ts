@@ -18,7 +18,7 @@
 import { randomInt } from 'node:crypto';
 import {
   RTCPeerConnection, RTCRtpHeaderExtensionParameters, RTP_EXTENSION_URI, useFIR, useH264, useNACK, useOPUS, usePLI,
-  useREMB, useTWCC, type RtpHeader, type RtpPacket,
+  useREMB, useTWCC, type RtcpPacket, type RtpHeader, type RtpPacket,
 } from 'werift';
 
 /** mediasoup 3.12's header extension ids (node_modules/mediasoup/node/lib/supportedRtpCapabilities.js). */
@@ -181,7 +181,7 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
       if (ownFeedback) {
         for (const dtls of peer.dtlsTransports) {
           const feedback = new TransportCcFeedback(MEDIASOUP_EXTENSION_IDS.transportWideCc, (packet) => {
-            if (dtls.state === 'connected') void dtls.sendRtcp([{ serialize: () => packet }]).catch(() => undefined);
+            if (dtls.state === 'connected') void dtls.sendRtcp([{ serialize: () => packet } as unknown as RtcpPacket]).catch(() => undefined);
           });
           dtls.onRtp.subscribe((packet) => feedback.received(packet.header));
           stopFeedback.push(() => feedback.stop());
