@@ -1,3 +1,4 @@
+import dgram from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,7 +7,7 @@ import type { IOType } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import {
   formatCommandLine, liveLadderArgs, planLadder, ProgressParser,
-  type LadderPlan, type LiveTranscoder, type SourceInfo,
+  type LadderPlan, type LiveTranscoder, type RtpTargets, type SourceInfo,
 } from '../live-transcoder/index.js';
 import { loadConfig, type Config } from '../server/config.js';
 import type { OnAirNodeEvents } from '../server/node.js';
@@ -89,6 +90,7 @@ async function run(context: BenchContext): Promise<BenchResult> {
     const source = await probeSource(config.ffprobePath, file, signal);
     report(`source    ${describeSource(source)}, ${seconds} s (made in ${fixed((performance.now() - made) / 1000, 1)} s)`);
 
+    rtpSink = await openRtpSink();
     const plan = planLadder(source, ladderOptions(config));
     const argv = liveLadderArgs(commandOptions(config, plan));
     report(`ladder    ${describePlan(plan)}; libx264 ${config.x264Preset}, part ${config.partTargetMs} ms, GOP ${config.segmentTargetMs} ms`);
@@ -142,16 +144,56 @@ async function run(context: BenchContext): Promise<BenchResult> {
       ],
     };
   } finally {
+    rtpSink?.close();
+    rtpSink = undefined;
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-function ladderOptions(config: Config): { heights: number[]; passthrough: boolean; gopMs: number } {
-  return { heights: config.ladderHeights, passthrough: config.passthrough, gopMs: config.segmentTargetMs };
+function ladderOptions(config: Config): { heights: number[]; passthrough: boolean; gopMs: number; webrtcHeights: number[] } {
+  return { heights: config.ladderHeights, passthrough: config.passthrough, gopMs: config.segmentTargetMs, webrtcHeights: config.webrtcLayers };
+}
+
+/**
+ * The WebRTC feed is part of the one ffmpeg a fresh install runs (ONAIR_WEBRTC_LAYERS), so the baseline sends it too:
+ * to UDP sockets that swallow it (OnAir sends it to mediasoup, whose own CPU is not counted on either side).
+ */
+let rtpSink: { targets: RtpTargets; close(): void } | undefined;
+
+async function openRtpSink(): Promise<{ targets: RtpTargets; close(): void }> {
+  const sockets: dgram.Socket[] = [];
+  const bindPair = async (): Promise<number> => {
+    for (;;) {
+      const rtp = dgram.createSocket('udp4');
+      await new Promise<void>((resolve) => rtp.bind(0, '127.0.0.1', resolve));
+      const port = rtp.address().port;
+      const rtcp = dgram.createSocket('udp4');
+      const ok = port % 2 === 0 && await new Promise<boolean>((resolve) => {
+        rtcp.once('error', () => resolve(false));
+        rtcp.bind(port + 1, '127.0.0.1', () => resolve(true));
+      });
+      if (ok) {
+        for (const socket of [rtp, rtcp]) socket.on('message', () => {});
+        sockets.push(rtp, rtcp);
+        return port;
+      }
+      rtp.close();
+      try { rtcp.close(); } catch { /* never bound */ }
+    }
+  };
+  const videoPorts = [await bindPair(), await bindPair(), await bindPair()];
+  const audioPort = await bindPair();
+  return {
+    targets: { videoPorts, audioPort, videoSsrcs: [0x1111, 0x2222, 0x3333], audioSsrc: 0x4444, videoPayloadType: 101, audioPayloadType: 100 },
+    close: () => { for (const socket of sockets) socket.close(); },
+  };
 }
 
 function commandOptions(config: Config, plan: LadderPlan): Parameters<typeof liveLadderArgs>[0] {
-  return { plan, encoder: 'libx264', x264Preset: config.x264Preset, partTargetMs: config.partTargetMs, vaapiDevice: config.vaapiDevice };
+  return {
+    plan, encoder: 'libx264', x264Preset: config.x264Preset, partTargetMs: config.partTargetMs, vaapiDevice: config.vaapiDevice,
+    ...(rtpSink && plan.webrtc ? { rtp: rtpSink.targets } : {}),
+  };
 }
 
 /** What OBS sends with its usual settings, from lavfi test sources. */
