@@ -11,6 +11,7 @@ import {
   type Migration,
   type MigrationProvider,
 } from 'kysely';
+import type { ChatCommentsTable } from '../chat/index.js';
 
 export type StreamStatus = 'idle' | 'live' | 'ended';
 
@@ -41,6 +42,8 @@ export interface StreamEventsTable {
 export interface Tables {
   streams: StreamsTable;
   stream_events: StreamEventsTable;
+  /** Chat comments on their event's timeline (chat/ChatArchive.ts). */
+  chat_comments: ChatCommentsTable;
 }
 
 export interface Database {
@@ -87,6 +90,24 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn('ended_at', 'bigint')
         .execute();
       await db.schema.createIndex('stream_events_stream_id_idx').on('stream_events').column('stream_id').execute();
+    },
+  },
+  '0002_chat_comments': {
+    async up(db: Kysely<any>): Promise<void> {
+      await db.schema
+        .createTable('chat_comments')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('stream_id', 'text', (c) => c.notNull())
+        .addColumn('event_id', 'text')
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('text', 'text', (c) => c.notNull())
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('offset_ms', 'bigint')
+        .addColumn('removed', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      // The replay reads an event's comments in offset order; removal and deletion go by stream.
+      await db.schema.createIndex('chat_comments_event_offset_idx').on('chat_comments').columns(['event_id', 'offset_ms']).execute();
+      await db.schema.createIndex('chat_comments_stream_idx').on('chat_comments').column('stream_id').execute();
     },
   },
 };

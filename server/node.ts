@@ -8,8 +8,10 @@ import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
 import { chooseEncoder, LiveTranscoder, type EncoderChoice } from '../live-transcoder/index.js';
 import { registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
 import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
+import { ChatServer, registerChatRoutes, type ChatTables } from '../chat/index.js';
+import type { Kysely } from 'kysely';
 import os from 'node:os';
-import { loadAdminToken } from './adminToken.js';
+import { loadAdminToken, tokenMatches } from './adminToken.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db.js';
 import { buildHttpServer, type StreamView } from './http.js';
@@ -54,6 +56,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #ingest: RtmpIngest;
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
+  readonly #chat: ChatServer;
   readonly #live = new Map<string, LiveStream>();
   /** The WebRTC edge; undefined when WebRTC is off (ONAIR_WEBRTC_LAYERS=off) or mediasoup could not start. */
   readonly #edge: WebRtcEdge | undefined;
@@ -69,7 +72,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   private constructor(parts: {
     config: Config; log: Logger; adminToken: string; encoder: EncoderChoice; database: Database;
     redis: Redis; embeddedRedis: EmbeddedRedis | undefined; tls: { cert: Buffer; key: Buffer } | undefined;
-    edge: WebRtcEdge | undefined;
+    edge: WebRtcEdge | undefined; chat: ChatServer;
   }) {
     super();
     this.config = parts.config;
@@ -81,7 +84,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#redis = parts.redis;
     this.#embeddedRedis = parts.embeddedRedis;
     this.#edge = parts.edge;
+    this.#chat = parts.chat;
     this.#metrics = new Metrics(() => this.#samples());
+    this.#chat.registerMetrics(this.#metrics.registry);
     this.#ingest = new RtmpIngest({
       host: this.config.host,
       port: this.config.rtmpPort,
@@ -105,6 +110,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           playbackSigningKey: this.config.playbackSigningKey,
         }),
         (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: this.config.playbackSigningKey }),
+        (app) => registerChatRoutes(app, {
+          chat: this.#chat,
+          isAdmin: (token) => tokenMatches(token, this.adminToken),
+          streamExists: async (id) => (await this.streams.get(id)) !== undefined,
+          // Until the VOD catalog (#6), a replay's video id is its live event's id.
+          video: async (id) => {
+            const event = await this.#event(id);
+            return event && { eventId: event.id };
+          },
+        }),
       ],
       ready: () => this.#ready(),
       streams: {
@@ -124,10 +139,13 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         },
         delete: async (id) => {
           this.#ingest.end(id);
-          return this.streams.delete(id);
+          const deleted = await this.streams.delete(id);
+          if (deleted) await this.#chat.streamDeleted(id);
+          return deleted;
         },
       },
     });
+    this.#chat.attach(this.#http.server);
   }
 
   /** Builds and starts a node: data dir, Redis, database, encoder probe, RTMP and HTTP listeners. */
@@ -142,20 +160,46 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     redis.on('error', (error) => log.debug({ err: error.message }, 'redis connection error'));
     let database: Database | undefined;
     let edge: WebRtcEdge | undefined;
+    let chat: ChatServer | undefined;
+    // The chat asks the node about streams; the node exists only once everything it needs has started.
+    const nodeRef: { current?: OnAirNode } = {};
     try {
       await redis.connect();
       database = await openDatabase({ dataDir: config.dataDir, ...(config.databaseUrl === undefined ? {} : { databaseUrl: config.databaseUrl }) });
+      const streams = new StreamStore(database);
+      chat = await ChatServer.create({
+        log: log.child({ component: 'chat' }),
+        redis: redisOptionsFromUrl(redisUrl),
+        adapter: config.chat.redisAdapter,
+        db: database.db as unknown as Kysely<ChatTables>,
+        reactions: config.chat.reactions,
+        reactionWindowMs: config.chat.reactionWindowMs,
+        limits: config.chat.limits,
+        blockedWords: config.chat.blockedWords,
+        trustProxy: config.chat.trustProxy,
+        isAdmin: (token) => tokenMatches(token, adminToken),
+        streamExists: async (id) => (await streams.get(id)) !== undefined,
+        currentEvent: async (id) => {
+          const live = nodeRef.current ? nodeRef.current.#live.get(id) : undefined;
+          if (live) return { eventId: live.eventId, startedAt: live.startedAt };
+          // Live on another process (or between this node's start and its first publish): the database knows.
+          const event = await streams.currentEvent(id);
+          return event && { eventId: event.id, startedAt: event.startedAt };
+        },
+      });
       const encoder = await chooseEncoder(config.hwaccel, { ffmpegPath: config.ffmpegPath, vaapiDevice: config.vaapiDevice });
       log.info({ encoder: encoder.kind, reason: encoder.reason }, 'video encoder chosen');
       const tls = config.tls
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
       edge = await startEdge(config, log);
-      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge });
+      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat });
+      nodeRef.current = node;
       await node.#recoverAfterCrash();
       await node.#listen();
       return node;
     } catch (error) {
+      await chat?.close();
       await edge?.close();
       redis.disconnect();
       await database?.close();
@@ -193,6 +237,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return this.#edge;
   }
 
+  /** The chat (comments, reactions, moderation; cues go out through `chat.sendCue`). */
+  get chat(): ChatServer {
+    return this.#chat;
+  }
+
   /** The live transcoder of a stream, while its event lasts. */
   transcoder(streamId: string): LiveTranscoder | undefined {
     return this.#live.get(streamId)?.transcoder;
@@ -201,6 +250,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
+    await this.#chat.close();
     await this.#http.close();
     await this.#ingest.close();
     await Promise.all([...this.#endings]);
@@ -338,6 +389,17 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.safeEmit('ended', { streamId, eventId: live.eventId });
   }
 
+  /** A live event (current or past) by id. */
+  async #event(eventId: string): Promise<{ id: string; streamId: string; startedAt: number } | undefined> {
+    if (!/^[a-z0-9]{16}$/.test(eventId)) return undefined;
+    const row = await this.#database.db
+      .selectFrom('stream_events')
+      .select(['id', 'stream_id', 'started_at'])
+      .where('id', '=', eventId)
+      .executeTakeFirst();
+    return row && { id: row.id, streamId: row.stream_id, startedAt: Number(row.started_at) };
+  }
+
   async #ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
     const checks: Record<string, boolean | string> = {};
     try {
@@ -395,6 +457,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       encoder: { kind: transcoder.encoder, speed: transcoder.speed, fps: transcoder.fps, restarts: transcoder.restarts },
       renditions: transcoder.renditions,
       viewers: this.#edge?.viewers(live.streamId) ?? 0,
+      // Chat connections in the stream's room on every process: a separate figure, since a WebRTC viewer with the
+      // chat open would otherwise count twice.
+      chatViewers: this.#chat.viewers(live.streamId),
       webrtc: this.#edge ? { viewers: this.#edge.sessionStats(live.streamId) } : undefined,
     };
   }

@@ -1,0 +1,179 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ReactionCoalescer, type ReactionWindow } from '../chat/ReactionCoalescer.js';
+import { KeyedBuckets, TokenBucket } from '../chat/TokenBucket.js';
+import { addressKey, blockedWordsMatcher, checkCommentText, checkName, ReactionSet } from '../chat/validation.js';
+import { ConfigError, ERRORS } from '../lib/errors.js';
+import { loadConfig } from '../server/config.js';
+
+describe('chat validation', () => {
+  test('comment text is trimmed and must be 1 to 500 code points without control characters', () => {
+    assert.deepEqual(checkCommentText('  hi  '), { ok: true, value: 'hi' });
+    assert.deepEqual(checkCommentText('<b>bold</b> & "x"'), { ok: true, value: '<b>bold</b> & "x"' });
+    assert.equal(checkCommentText('a'.repeat(500)).ok, true);
+    assert.equal(checkCommentText(`  ${'a'.repeat(500)}  `).ok, true);
+    assert.equal(checkCommentText('👩‍👩‍👧'.repeat(100)).ok, true, '5 code points each: 500');
+    const refused: [unknown, string][] = [
+      ['', 'ONAIR_ERR_CHAT_TEXT_EMPTY'],
+      [' \n\t ', 'ONAIR_ERR_CHAT_TEXT_EMPTY'],
+      ['a'.repeat(501), 'ONAIR_ERR_CHAT_TEXT_TOO_LONG'],
+      ['👩‍👩‍👧'.repeat(101), 'ONAIR_ERR_CHAT_TEXT_TOO_LONG'],
+      ['x'.repeat(1_000_000), 'ONAIR_ERR_CHAT_TEXT_TOO_LONG'],
+      ['a\u0000b', 'ONAIR_ERR_CHAT_TEXT_INVALID'],
+      ['a\rb', 'ONAIR_ERR_CHAT_TEXT_INVALID'],
+      ['a\u007fb', 'ONAIR_ERR_CHAT_TEXT_INVALID'],
+      ['a\u0085b', 'ONAIR_ERR_CHAT_TEXT_INVALID'],
+      ['a\u2066b\u2069', 'ONAIR_ERR_CHAT_TEXT_INVALID'],
+      ['\uDC00 lone low surrogate', 'ONAIR_ERR_CHAT_TEXT_INVALID'],
+      [42, 'ONAIR_ERR_CHAT_BAD_PAYLOAD'],
+      [undefined, 'ONAIR_ERR_CHAT_BAD_PAYLOAD'],
+      [['a'], 'ONAIR_ERR_CHAT_BAD_PAYLOAD'],
+    ];
+    for (const [text, code] of refused) {
+      const result = checkCommentText(text);
+      assert.equal(result.ok, false, JSON.stringify(text)?.slice(0, 40));
+      if (!result.ok) assert.equal(result.code, code, JSON.stringify(text)?.slice(0, 40));
+    }
+    // Emoji joiners and variation selectors are format characters, not control characters.
+    assert.equal(checkCommentText('❤️ 👍🏽 🇫🇷').ok, true);
+  });
+
+  test('names are 1 to 32 code points without control characters', () => {
+    assert.deepEqual(checkName('  Ada  '), { ok: true, value: 'Ada' });
+    assert.equal(checkName('n'.repeat(32)).ok, true);
+    for (const name of ['', '   ', 'n'.repeat(33), 'a\u0000', 'a\nb', 5, null]) assert.equal(checkName(name).ok, false, String(name));
+  });
+
+  test('blocked words match whole words, any case, compatibility forms and spaced phrases', () => {
+    const blocked = blockedWordsMatcher(['darn', 'buy now', 'c++']);
+    for (const text of ['darn', 'DARN it', 'oh, darn!', 'ｄａｒｎ', 'buy now', 'BUY   NOW please', 'I like c++']) assert.equal(blocked(text), true, text);
+    for (const text of ['darning', 'undarn', 'buy nowhere', 'buynow', 'c+', 'hello']) assert.equal(blocked(text), false, text);
+    assert.equal(blockedWordsMatcher([])('anything'), false);
+  });
+
+  test('reactions resolve with or without the emoji presentation selector', () => {
+    const set = new ReactionSet(['❤️', '🔥']);
+    assert.equal(set.resolve('❤️'), '❤️');
+    assert.equal(set.resolve('❤'), '❤️');
+    assert.equal(set.resolve(' 🔥 '), '🔥');
+    assert.equal(set.resolve('💩'), undefined);
+    assert.equal(set.resolve(5), undefined);
+    assert.equal(set.resolve('x'.repeat(1000)), undefined);
+  });
+
+  test('addresses: IPv4 as is, IPv4-mapped IPv6 as IPv4, IPv6 by its /64', () => {
+    assert.equal(addressKey('192.0.2.7'), '192.0.2.7');
+    assert.equal(addressKey('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(addressKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8:1:2::99'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('[2001:db8::1]'), '2001:db8:0:0::/64');
+    assert.equal(addressKey('::1'), '0:0:0:0::/64');
+    assert.equal(addressKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(addressKey('not an address'), undefined);
+  });
+});
+
+describe('token buckets', () => {
+  test('a bucket allows its burst, then one token per refill interval, and says how long to wait', () => {
+    const bucket = new TokenBucket({ tokens: 5, periodMs: 10_000 }, 0);
+    for (let i = 0; i < 5; i++) assert.equal(bucket.take(0), 0);
+    assert.equal(bucket.take(0), 2000);
+    assert.equal(bucket.take(1000), 1000);
+    assert.equal(bucket.take(2000), 0);
+    assert.equal(bucket.take(2000), 2000);
+    assert.equal(bucket.full(100_000), true);
+    for (let i = 0; i < 5; i++) assert.equal(bucket.take(100_000), 0, 'never more than the burst');
+    assert.ok(bucket.take(100_000) > 0);
+  });
+
+  test('keyed buckets are separate per key, forget full ones, and never limit when off', () => {
+    const buckets = new KeyedBuckets({ tokens: 1, periodMs: 1000 });
+    assert.equal(buckets.take('a', 0), 0);
+    assert.ok(buckets.take('a', 0) > 0);
+    assert.equal(buckets.take('b', 0), 0);
+    buckets.sweep(500);
+    assert.equal(buckets.size, 2);
+    buckets.sweep(5000);
+    assert.equal(buckets.size, 0);
+    const off = new KeyedBuckets(undefined);
+    for (let i = 0; i < 1000; i++) assert.equal(off.take('a', 0), 0);
+  });
+});
+
+describe('reaction coalescing', () => {
+  test('a window collects own and forwarded reactions and flushes them once', { timeout: 5000 }, async () => {
+    const windows: ReactionWindow[] = [];
+    let flushed!: () => void;
+    const done = new Promise<void>((resolve) => { flushed = resolve; });
+    const coalescer = new ReactionCoalescer(50, (window) => {
+      windows.push(window);
+      flushed();
+    });
+    for (let i = 0; i < 300; i++) coalescer.add('s1', i % 3 === 0 ? '🔥' : '❤️', 1, true);
+    coalescer.add('s1', '🔥', 7, false);
+    await done;
+    assert.equal(windows.length, 1);
+    assert.deepEqual(windows[0], { streamId: 's1', counts: { '🔥': 107, '❤️': 200 }, own: { '🔥': 100, '❤️': 200 } });
+    coalescer.close();
+  });
+});
+
+describe('chat configuration', () => {
+  test('chat variables have documented defaults', () => {
+    const { chat } = loadConfig({});
+    assert.deepEqual(chat.reactions, ['❤️', '👏', '😂', '😮', '😢', '🔥']);
+    assert.equal(chat.reactionWindowMs, 250);
+    assert.deepEqual(chat.limits.comment, { tokens: 5, periodMs: 10_000 });
+    assert.deepEqual(chat.limits.addressComment, { tokens: 50, periodMs: 10_000 });
+    assert.deepEqual(chat.limits.reaction, { tokens: 30, periodMs: 3000 });
+    assert.deepEqual(chat.limits.addressReaction, { tokens: 600, periodMs: 3000 });
+    assert.deepEqual(chat.limits.join, { tokens: 10, periodMs: 10_000 });
+    assert.deepEqual(chat.blockedWords, []);
+    assert.equal(chat.trustProxy, false);
+    assert.equal(chat.redisAdapter, 'auto');
+  });
+
+  test('chat variables parse their forms', () => {
+    const { chat } = loadConfig({
+      ONAIR_CHAT_REACTIONS: '👍, 🎉 ,👍',
+      ONAIR_CHAT_COMMENT_LIMIT: '3/500ms',
+      ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: 'off',
+      ONAIR_CHAT_REACTION_LIMIT: '100/1m',
+      ONAIR_CHAT_BLOCKED_WORDS: 'foo, bar baz,,',
+      ONAIR_CHAT_TRUST_PROXY: 'true',
+      ONAIR_CHAT_REDIS_ADAPTER: 'classic',
+    });
+    assert.deepEqual(chat.reactions, ['👍', '🎉']);
+    assert.deepEqual(chat.limits.comment, { tokens: 3, periodMs: 500 });
+    assert.equal(chat.limits.addressComment, undefined);
+    assert.deepEqual(chat.limits.reaction, { tokens: 100, periodMs: 60_000 });
+    assert.deepEqual(chat.blockedWords, ['foo', 'bar baz']);
+    assert.equal(chat.trustProxy, true);
+    assert.equal(chat.redisAdapter, 'classic');
+  });
+
+  test('a bad chat value names its variable', () => {
+    const bad: [string, string][] = [
+      ['ONAIR_CHAT_COMMENT_LIMIT', '5'],
+      ['ONAIR_CHAT_COMMENT_LIMIT', '0/10s'],
+      ['ONAIR_CHAT_JOIN_LIMIT', '5/10h'],
+      ['ONAIR_CHAT_REACTIONS', 'a b'],
+      ['ONAIR_CHAT_REACTION_WINDOW_MS', '10'],
+      ['ONAIR_CHAT_REDIS_ADAPTER', 'cluster'],
+      ['ONAIR_CHAT_TRUST_PROXY', 'maybe'],
+      ['ONAIR_CHAT_BLOCKED_WORDS', 'ok,bad\u0007word'],
+    ];
+    for (const [name, value] of bad) {
+      assert.throws(() => loadConfig({ [name]: value }), (error: unknown) => error instanceof ConfigError && error.variable === name, `${name}=${value}`);
+    }
+  });
+
+  test('every chat refusal has a catalogued code', () => {
+    for (const code of ['BAD_PAYLOAD', 'NOT_JOINED', 'STREAM_NOT_FOUND', 'NAME_INVALID', 'TEXT_EMPTY', 'TEXT_TOO_LONG', 'TEXT_INVALID',
+      'BLOCKED_WORD', 'REACTION_INVALID', 'RATE_LIMITED', 'SLOW_MODE', 'BANNED', 'COMMENT_NOT_FOUND', 'BAN_NOT_FOUND', 'UNAVAILABLE']) {
+      const entry = (ERRORS as Record<string, { status: number; message: string }>)[`ONAIR_ERR_CHAT_${code}`];
+      assert.ok(entry, code);
+      assert.ok(entry.status >= 400 && entry.status < 600 && entry.message.length > 0, code);
+    }
+  });
+});
