@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
 import type { Http2SecureServer } from 'node:http2';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
@@ -7,6 +6,7 @@ import type { Kysely } from 'kysely';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { Server, type Namespace, type Socket } from 'socket.io';
 import { TypedEmitter } from '../lib/emitter.js';
+import { randomId } from '../lib/ids.js';
 import { ERRORS, OnAirError, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { ChatArchive, type ChatTables, type ReplayComment, type ReplayQuery } from './ChatArchive.js';
@@ -28,7 +28,6 @@ export const MAX_FRAME_BYTES = 16 * 1024;
 export const MAX_SLOW_MODE_SEC = 86_400;
 
 const STREAM_ID = /^[a-z0-9]{12}$/;
-const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const COMMENT_ID_LENGTH = 16;
 const BAN_ID_LENGTH = 12;
 /** A connection ban outlives its connection by little: the id never comes back. */
@@ -47,18 +46,6 @@ const SWEEP_MS = 60_000;
 const roomOf = (streamId: string): string => `s:${streamId}`;
 const streamOf = (room: string): string | undefined => (room.startsWith('s:') ? room.slice(2) : undefined);
 
-function newId(length: number): string {
-  let id = '';
-  while (id.length < length) {
-    for (const byte of randomBytes(length * 2)) {
-      // 252 = 7 × 36: bytes above it would make the first characters likelier.
-      if (byte >= 252) continue;
-      id += ID_ALPHABET[byte % 36];
-      if (id.length === length) break;
-    }
-  }
-  return id;
-}
 
 /** `comment { id, name, text, at }` as every client in the stream's room receives it. */
 export interface ChatComment {
@@ -190,7 +177,7 @@ interface RoomState {
  * every process.
  */
 export class ChatServer extends TypedEmitter<ChatServerEvents> {
-  readonly nodeId = newId(12);
+  readonly nodeId = randomId(12);
   readonly reactions: ReactionSet;
   readonly windowMs: number;
   /** Which Redis adapter carries the rooms between processes. */
@@ -381,7 +368,7 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
     const expiresAt = request.durationSec !== undefined
       ? now + request.durationSec * 1000
       : kind === 'connection' ? now + CONNECTION_BAN_MS : null;
-    const ban: ChatBan = { id: newId(BAN_ID_LENGTH), kind, target, createdAt: now, expiresAt };
+    const ban: ChatBan = { id: randomId(BAN_ID_LENGTH), kind, target, createdAt: now, expiresAt };
     await unavailableOnError(this.#state.addBan(streamId, ban));
     this.#moderate({ type: 'ban', streamId, ban });
     return ban;
@@ -580,7 +567,7 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
       }
     }
 
-    const id = newId(COMMENT_ID_LENGTH);
+    const id = randomId(COMMENT_ID_LENGTH);
     const at = Date.now();
     let eventId: string | undefined;
     try {

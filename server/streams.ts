@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomId } from '../lib/ids.js';
 import type { Database, StreamStatus, StreamsTable, StreamEventsTable } from './db.js';
 
 export type { StreamStatus };
@@ -26,7 +27,6 @@ export interface CreateStreamInput {
   description?: string;
 }
 
-const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const STREAM_ID_LENGTH = 12;
 const EVENT_ID_LENGTH = 16;
 /** 24 random bytes: 192 bits, 32 characters of base64url without padding. */
@@ -38,20 +38,6 @@ const SECRET_RE = /^[A-Za-z0-9_-]{32}$/;
 /** Hashed against when the id is unknown, so that a miss costs the same as a wrong secret. */
 const DUMMY_HASH = Buffer.alloc(32);
 
-/**
- * A random id over [a-z0-9]. Bytes at or above 252 (= 7 × 36) are dropped so every character is equally likely.
- */
-export function randomId(length: number = STREAM_ID_LENGTH): string {
-  let id = '';
-  while (id.length < length) {
-    for (const byte of randomBytes(length * 2)) {
-      if (byte >= 252) continue;
-      id += ID_ALPHABET[byte % 36];
-      if (id.length === length) break;
-    }
-  }
-  return id;
-}
 
 function hashSecret(secret: string): Buffer {
   return createHash('sha256').update(secret, 'utf8').digest();
@@ -242,3 +228,5 @@ export class StreamStore {
     return rows.map(toEvent);
   }
 }
+
+export { randomId };
