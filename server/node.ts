@@ -303,7 +303,6 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       const log = this.log.child({ streamId });
       const startedAt = Date.now();
       const eventId = await this.streams.startEvent(streamId, startedAt);
-      await this.streams.setStatus(streamId, 'live');
       // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
       const rtpInputs = this.#edge ? await this.#edge.openStream(streamId) : undefined;
       const transcoder = new LiveTranscoder({
@@ -347,6 +346,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       this.#packagers.set(streamId, packager);
       live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager };
       this.#live.set(streamId, live);
+      // Marked live only now: a client that sees `live` also sees the event's stats.
+      await this.streams.setStatus(streamId, 'live');
       this.safeEmit('live', { streamId, eventId, transcoder });
     }
     if (session.closed) return;
