@@ -8,6 +8,7 @@ export { chooseEncoder, probeArgs, videoEncoderOptions } from './hwaccel.js';
 export type { EncoderChoice, HwaccelSetting, VideoEncoderKind } from './hwaccel.js';
 export { liveLadderArgs } from './liveCommand.js';
 export { buildFfmpegArgs, formatCommandLine } from './ffmpegArgs.js';
+export type { Option as FfmpegOption } from './ffmpegArgs.js';
 export { Fmp4Splitter, parseInit, parseFragment } from './fmp4.js';
 export type { InitSegment, TrackInfo, Fragment } from './fmp4.js';
 export { ProgressParser } from './progress.js';

@@ -46,6 +46,8 @@ export interface MediaPlaylistOptions {
    * Absent: the playlist keeps its own.
    */
   clockAnchor?: (generation: number, own: { mediaMs: number; wallMs: number }) => { mediaMs: number; wallMs: number };
+  /** Sees every segment once it is complete, with the init it needs (the recording of the event keeps them). */
+  onSegment?: (segment: Segment, init: InitSegment) => void;
 }
 
 export interface ServerControl {
@@ -380,6 +382,8 @@ export class MediaPlaylist {
       part.data = segment.data.subarray(offset, offset + part.data.length);
       offset += part.data.length;
     }
+    const init = this.#inits.get(segment.mapUri);
+    if (init && this.#options.onSegment) this.#options.onSegment(segment, init);
   }
 
   #trimWindow(): void {

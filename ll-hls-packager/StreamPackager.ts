@@ -1,5 +1,6 @@
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
-import { MediaPlaylist, serverControlFor, type ServerControl } from './MediaPlaylist.js';
+import type { InitSegment } from '../live-transcoder/index.js';
+import { MediaPlaylist, serverControlFor, type Segment, type ServerControl } from './MediaPlaylist.js';
 
 export interface StreamPackagerOptions {
   streamId: string;
@@ -9,6 +10,8 @@ export interface StreamPackagerOptions {
   windowMs: number;
   /** Makes every URI of this packager unique across node restarts and stream restarts. */
   uriPrefix?: string;
+  /** Every complete segment of every rendition, with its init (for the event's recording). */
+  onSegment?: (rendition: Rendition, segment: Segment, init: InitSegment) => void;
 }
 
 interface RenditionState {
@@ -83,6 +86,12 @@ export class StreamPackager {
             this.#clockAnchors.set(generation, anchor);
             return anchor;
           },
+          ...(this.#options.onSegment ? {
+            onSegment: (segment: Segment, init: InitSegment) => {
+              const state = this.#renditions.get(rendition.name);
+              if (state) this.#options.onSegment!(state.rendition, segment, init);
+            },
+          } : {}),
         }),
       });
     }

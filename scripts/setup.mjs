@@ -37,6 +37,13 @@ const packages = [
   { name: 'redis-server', present: () => onPath('redis-server'), modes: ['run', 'test', 'bench'] },
   { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test'] },
   { name: 'chromium', present: () => existsSync('/usr/bin/chromium'), modes: ['test', 'bench'] },
+  // OpenStack Swift with its s3api middleware: the real S3-compatible server the S3 storage tests start
+  // (test/support/s3server.ts).
+  {
+    name: 'swift-proxy swift-account swift-container swift-object',
+    present: () => ['proxy', 'account', 'container', 'object'].every((s) => existsSync(`/usr/bin/swift-${s}-server`)),
+    modes: ['test'],
+  },
   { name: 'nginx libnginx-mod-rtmp', present: () => existsSync('/usr/sbin/nginx') && existsSync('/usr/lib/nginx/modules/ngx_rtmp_module.so'), modes: ['bench'] },
 ];
 const debInstalled = (name) => spawnSync('dpkg-query', ['-W', '-f=${Status}', name], { encoding: 'utf8' }).stdout?.includes('install ok installed');

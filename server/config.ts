@@ -50,8 +50,8 @@ const url = (protocols: readonly string[]): Parser<string | undefined> => (raw, 
 };
 
 /** A comma-separated list of rung heights, highest first (`1080,720,480`). */
-const heights: Parser<number[]> = (raw, name) => {
-  const text = raw === undefined || raw === '' ? '720,480,360' : raw;
+const heightsWith = (fallback: string): Parser<number[]> => (raw, name) => {
+  const text = raw === undefined || raw === '' ? fallback : raw;
   const values = text.split(',').map((part) => part.trim());
   const result: number[] = [];
   for (const value of values) {
@@ -62,6 +62,7 @@ const heights: Parser<number[]> = (raw, name) => {
   }
   return [...new Set(result)].sort((a, b) => b - a);
 };
+const heights = heightsWith('720,480,360');
 
 /** WebRTC simulcast layer heights (`480,240`), or `off` for no WebRTC feed (an empty list). */
 const webrtcLayers: Parser<number[]> = (raw, name) => {
@@ -170,6 +171,16 @@ const schema = {
   ONAIR_CHAT_BLOCKED_WORDS: list('', blockedWordItem, 10_000),
   ONAIR_CHAT_TRUST_PROXY: boolean(false),
   ONAIR_CHAT_REDIS_ADAPTER: oneOf('auto', ['auto', 'sharded', 'classic'] as const),
+  ONAIR_VOD_LADDER: heightsWith('1080,720,480,360'),
+  ONAIR_VOD_X264_PRESET: oneOf('veryfast', [...X264_PRESETS, 'slow'] as const),
+  ONAIR_VOD_CRF: integer(23, 15, 35),
+  ONAIR_VOD_SEGMENT_SEC: integer(4, 1, 10),
+  ONAIR_VOD_CONCURRENCY: integer(1, 0, 16),
+  ONAIR_VOD_ATTEMPTS: integer(3, 1, 20),
+  ONAIR_VOD_BACKOFF_MS: integer(5000, 100, 3_600_000),
+  ONAIR_VOD_LOCK_MS: integer(30_000, 2000, 600_000),
+  ONAIR_VOD_REPLACED_RETENTION_SEC: integer(600, 0, 7 * 24 * 3600),
+  ONAIR_UPLOAD_MAX_BYTES: integer(50 * 1024 ** 3, 1024, Number.MAX_SAFE_INTEGER),
   ONAIR_LOG_LEVEL: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
 } satisfies Record<string, Parser<unknown>>;
 
@@ -217,6 +228,19 @@ export interface Config {
   ffprobePath: string;
   vaapiDevice: string;
   logLevel: Raw['ONAIR_LOG_LEVEL'];
+  /** VOD (issue #6): ladder, x264, segments, jobs (concurrency 0: no worker in this process), uploads. */
+  vod: {
+    heights: number[];
+    preset: Raw['ONAIR_VOD_X264_PRESET'];
+    crf: number;
+    segmentSec: number;
+    concurrency: number;
+    attempts: number;
+    backoffMs: number;
+    lockMs: number;
+    replacedRetentionMs: number;
+    uploadMaxBytes: number;
+  };
   /** Chat (issue #5): reactions, limits (undefined: no limit), moderation, the Socket.IO Redis adapter. */
   chat: {
     reactions: string[];
@@ -294,6 +318,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ffprobePath: r.ONAIR_FFPROBE,
     vaapiDevice: r.ONAIR_VAAPI_DEVICE,
     logLevel: r.ONAIR_LOG_LEVEL,
+    vod: {
+      heights: r.ONAIR_VOD_LADDER,
+      preset: r.ONAIR_VOD_X264_PRESET,
+      crf: r.ONAIR_VOD_CRF,
+      segmentSec: r.ONAIR_VOD_SEGMENT_SEC,
+      concurrency: r.ONAIR_VOD_CONCURRENCY,
+      attempts: r.ONAIR_VOD_ATTEMPTS,
+      backoffMs: r.ONAIR_VOD_BACKOFF_MS,
+      lockMs: r.ONAIR_VOD_LOCK_MS,
+      replacedRetentionMs: r.ONAIR_VOD_REPLACED_RETENTION_SEC * 1000,
+      uploadMaxBytes: r.ONAIR_UPLOAD_MAX_BYTES,
+    },
     chat: {
       reactions: r.ONAIR_CHAT_REACTIONS,
       reactionWindowMs: r.ONAIR_CHAT_REACTION_WINDOW_MS,

@@ -12,6 +12,7 @@ import {
   type MigrationProvider,
 } from 'kysely';
 import type { ChatCommentsTable } from '../chat/index.js';
+import { createVideosSchema, type VideosTable } from '../vod-archive/catalog.js';
 
 export type StreamStatus = 'idle' | 'live' | 'ended';
 
@@ -44,6 +45,8 @@ export interface Tables {
   stream_events: StreamEventsTable;
   /** Chat comments on their event's timeline (chat/ChatArchive.ts). */
   chat_comments: ChatCommentsTable;
+  /** The VOD catalog (vod-archive/catalog.ts). */
+  videos: VideosTable;
 }
 
 export interface Database {
@@ -112,9 +115,13 @@ const MIGRATIONS: Record<string, Migration> = {
   },
 };
 
-const migrationProvider: MigrationProvider = {
-  getMigrations: async () => MIGRATIONS,
-};
+/** Migrations whose SQL differs by dialect (full-text search). */
+function migrationsFor(dialect: Database['dialect']): Record<string, Migration> {
+  return {
+    ...MIGRATIONS,
+    '0003_videos': { up: (db: Kysely<any>) => createVideosSchema(db, dialect) },
+  };
+}
 
 /** Postgres OIDs of the integer types that `pg` would otherwise hand back as strings. */
 const INT8_OID = 20;
@@ -179,7 +186,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   try {
     const migrator = new Migrator({
       db,
-      provider: migrationProvider,
+      provider: { getMigrations: async () => migrationsFor(kind) } satisfies MigrationProvider,
       migrationTableName: 'onair_migrations',
       migrationLockTableName: 'onair_migrations_lock',
     });

@@ -11,6 +11,8 @@ export interface StreamView extends StreamRecord {
   ingest: { rtmpUrl: string };
   playback: { hls: string; whep: string; watchPage: string };
   stats?: unknown;
+  /** After the event: its replay (catalog video), played by the same watch page. */
+  replay?: { videoId: string; hls: string };
 }
 
 /** What the HTTP layer needs from the node: plain functions, so routes stay thin. */

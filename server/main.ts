@@ -2,6 +2,7 @@ import { ConfigError } from '../lib/errors.js';
 import { createLogger } from '../lib/log.js';
 import { loadConfig } from './config.js';
 import { OnAirNode } from './node.js';
+import { startWorker } from './worker.js';
 
 /** `npm start`: the all-in-one node. Exit codes: 0 after a clean stop, 2 for bad config, 1 for anything else. */
 async function main(): Promise<void> {
@@ -16,6 +17,16 @@ async function main(): Promise<void> {
     throw error;
   }
   const log = createLogger({ level: config.logLevel });
+  if (config.role === 'worker') {
+    const worker = await startWorker(config, log);
+    const stopWorker = (): void => {
+      worker.close().then(() => process.exit(0), () => process.exit(1));
+    };
+    process.once('SIGINT', stopWorker);
+    process.once('SIGTERM', stopWorker);
+    log.info({ concurrency: Math.max(1, config.vod.concurrency) }, 'VOD worker ready');
+    return;
+  }
   const node = await OnAirNode.start(config, log);
   // Before the banner: whoever reads "on air" may send SIGTERM at once, and must get a clean stop.
   let stopping = false;

@@ -9,6 +9,9 @@ import { chooseEncoder, LiveTranscoder, type EncoderChoice } from '../live-trans
 import { registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
 import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
 import { ChatServer, registerChatRoutes, type ChatTables } from '../chat/index.js';
+import {
+  createStorage, EventRecorder, registerUploadRoutes, registerVodRoutes, VodArchive, type CatalogTables,
+} from '../vod-archive/index.js';
 import type { Kysely } from 'kysely';
 import os from 'node:os';
 import { loadAdminToken, tokenMatches } from './adminToken.js';
@@ -28,6 +31,8 @@ interface LiveStream {
   publisher: PublishSession | undefined;
   transcoder: LiveTranscoder;
   packager: StreamPackager;
+  /** The event's recording (its source and its ladder's segments): the replay and the archive's input. */
+  recorder: EventRecorder | undefined;
 }
 
 /** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
@@ -38,6 +43,8 @@ export type OnAirNodeEvents = {
   live: [{ streamId: string; eventId: string; transcoder: LiveTranscoder }];
   /** A live event ended (grace ran out, stream deleted, node closing). */
   ended: [{ streamId: string; eventId: string }];
+  /** An ended event's replay is published (catalog video `videoId`, playable at /vod/:videoId/index.m3u8). */
+  archived: [{ streamId: string; eventId: string; videoId: string }];
 };
 
 /**
@@ -57,6 +64,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
   readonly #chat: ChatServer;
+  readonly #vod: VodArchive;
   readonly #live = new Map<string, LiveStream>();
   /** The WebRTC edge; undefined when WebRTC is off (ONAIR_WEBRTC_LAYERS=off) or mediasoup could not start. */
   readonly #edge: WebRtcEdge | undefined;
@@ -72,7 +80,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   private constructor(parts: {
     config: Config; log: Logger; adminToken: string; encoder: EncoderChoice; database: Database;
     redis: Redis; embeddedRedis: EmbeddedRedis | undefined; tls: { cert: Buffer; key: Buffer } | undefined;
-    edge: WebRtcEdge | undefined; chat: ChatServer;
+    edge: WebRtcEdge | undefined; chat: ChatServer; vod: VodArchive;
   }) {
     super();
     this.config = parts.config;
@@ -85,6 +93,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#embeddedRedis = parts.embeddedRedis;
     this.#edge = parts.edge;
     this.#chat = parts.chat;
+    this.#vod = parts.vod;
     this.#metrics = new Metrics(() => this.#samples());
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#ingest = new RtmpIngest({
@@ -114,20 +123,39 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           chat: this.#chat,
           isAdmin: (token) => tokenMatches(token, this.adminToken),
           streamExists: async (id) => (await this.streams.get(id)) !== undefined,
-          // Until the VOD catalog (#6), a replay's video id is its live event's id.
+          // An archived event's video keeps the event's id, and its chat is kept under it; an upload has no chat.
           video: async (id) => {
+            const video = await this.#vod.catalog.get(id);
+            if (video) return video.source === 'upload' ? { eventId: `upload-${video.id}` } : { eventId: video.id };
             const event = await this.#event(id);
             return event && { eventId: event.id };
           },
+        }),
+        (app) => registerVodRoutes(app, {
+          catalog: this.#vod.catalog,
+          storage: this.#vod.storage,
+          deleteVideo: (id) => this.#vod.deleteVideo(id),
+          isAdmin: (request) => isAdminRequest(request.headers.authorization, this.adminToken),
+          publicUrl: () => this.publicUrl,
+          playbackSigningKey: this.config.playbackSigningKey,
+          playbackTokenTtlSec: this.config.playbackTokenTtlSec,
+          signToken: (id, expiresAtSec) => signPlaybackToken(this.config.playbackSigningKey!, id, expiresAtSec),
+        }),
+        (app) => registerUploadRoutes(app, {
+          dir: this.#vod.uploadDir,
+          maxBytes: this.config.vod.uploadMaxBytes,
+          isAdmin: (request) => isAdminRequest(request.headers.authorization, this.adminToken),
+          created: (id, metadata) => this.#vod.uploadCreated(id, metadata),
+          finished: (id, file) => this.#vod.uploadFinished(id, file),
         }),
       ],
       ready: () => this.#ready(),
       streams: {
         create: async (input) => {
           const { stream, streamKey } = await this.streams.create(input);
-          return { stream: this.#view(stream, true), streamKey };
+          return { stream: await this.#view(stream, true), streamKey };
         },
-        list: async () => (await this.streams.list()).map((s) => this.#view(s, false)),
+        list: async () => Promise.all((await this.streams.list()).map((s) => this.#view(s, false))),
         get: async (id, admin) => {
           const stream = await this.streams.get(id);
           return stream && this.#view(stream, admin);
@@ -135,7 +163,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         rotateKey: async (id) => {
           const streamKey = await this.streams.rotateKey(id);
           const stream = streamKey === undefined ? undefined : await this.streams.get(id);
-          return stream && streamKey ? { stream: this.#view(stream, true), streamKey } : undefined;
+          return stream && streamKey ? { stream: await this.#view(stream, true), streamKey } : undefined;
         },
         delete: async (id) => {
           this.#ingest.end(id);
@@ -161,6 +189,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     let database: Database | undefined;
     let edge: WebRtcEdge | undefined;
     let chat: ChatServer | undefined;
+    let vod: VodArchive | undefined;
     // The chat asks the node about streams; the node exists only once everything it needs has started.
     const nodeRef: { current?: OnAirNode } = {};
     try {
@@ -192,14 +221,17 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       const tls = config.tls
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
+      vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0);
       edge = await startEdge(config, log);
-      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat });
+      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod });
       nodeRef.current = node;
       await node.#recoverAfterCrash();
+      await vod.recover();
       await node.#listen();
       return node;
     } catch (error) {
       await chat?.close();
+      await vod?.close();
       await edge?.close();
       redis.disconnect();
       await database?.close();
@@ -257,6 +289,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await Promise.all([...this.#endings]);
     await Promise.all([...this.#live.values()].map((live) => live.transcoder.close()));
     for (const timer of this.#retentionTimers) clearTimeout(timer);
+    await this.#vod.close();
     await this.#edge?.close();
     this.#redis.disconnect();
     await this.#database.close();
@@ -303,6 +336,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       const log = this.log.child({ streamId });
       const startedAt = Date.now();
       const eventId = await this.streams.startEvent(streamId, startedAt);
+      const recorder = await this.#vod.startRecording(eventId).catch((error: unknown) => {
+        log.error({ err: error }, 'the event cannot be recorded (no replay or archive for it)');
+        return undefined;
+      });
       // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
       const rtpInputs = this.#edge ? await this.#edge.openStream(streamId) : undefined;
       const transcoder = new LiveTranscoder({
@@ -329,6 +366,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         partTargetMs: this.config.partTargetMs,
         segmentTargetMs: this.config.segmentTargetMs,
         windowMs: this.config.dvrWindowMs,
+        ...(recorder ? { onSegment: (rendition, segment, init) => recorder.addSegment(rendition, segment, init) } : {}),
       });
       transcoder.on('start', ({ plan }) => {
         packager.setPlan(plan);
@@ -344,7 +382,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.playlist(rendition.name)?.addFragment(generation, fragment));
       this.#packagers.get(streamId)?.end();
       this.#packagers.set(streamId, packager);
-      live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager };
+      live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager, recorder };
       this.#live.set(streamId, live);
       // Marked live only now: a client that sees `live` also sees the event's stats.
       await this.streams.setStatus(streamId, 'live');
@@ -353,15 +391,21 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     if (session.closed) return;
     const current = live;
     current.publisher = session;
-    const feed = (tag: Buffer): void => current.transcoder.write(tag);
+    let record: ((tag: Buffer) => void) | undefined;
+    const feed = (tag: Buffer): void => {
+      current.transcoder.write(tag);
+      record?.(tag);
+    };
     const start = (): void => {
       current.transcoder.attach({ source: session.source!, prelude: () => session.prelude() });
+      record = current.recorder?.startSource(session.prelude());
       session.on('tag', feed);
     };
     if (session.source) start();
     else session.once('source', start);
     session.once('close', () => {
       session.off('tag', feed);
+      if (record) current.recorder?.endSource();
       if (current.publisher === session) {
         current.publisher = undefined;
         current.transcoder.detach();
@@ -388,6 +432,27 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await this.streams.endEvent(live.eventId);
     await this.streams.setStatus(streamId, 'ended');
     this.safeEmit('ended', { streamId, eventId: live.eventId });
+    await this.#archive(live);
+  }
+
+  /** The ended event's replay is published at once and its archive job queued; a deleted stream keeps nothing. */
+  async #archive(live: LiveStream): Promise<void> {
+    const recorder = live.recorder;
+    if (!recorder) return;
+    const stream = await this.streams.get(live.streamId);
+    if (!stream) {
+      await recorder.remove();
+      return;
+    }
+    const video = await this.#vod.archiveEvent({
+      eventId: live.eventId,
+      streamId: live.streamId,
+      title: stream.title,
+      description: stream.description,
+      startedAt: live.startedAt,
+      recorder,
+    });
+    if (video?.version) this.safeEmit('archived', { streamId: live.streamId, eventId: live.eventId, videoId: video.id });
   }
 
   /** A live event (current or past) by id. */
@@ -419,7 +484,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   }
 
   /** `admin`: playback URLs carry a signed token when signing is on (the public view cannot hand out tokens). */
-  #view(stream: StreamRecord, admin: boolean): StreamView {
+  async #view(stream: StreamRecord, admin: boolean): Promise<StreamView> {
     const base = this.publicUrl;
     const key = this.config.playbackSigningKey;
     const query = key !== undefined && admin
@@ -436,6 +501,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     };
     const live = this.#live.get(stream.id);
     if (live) view.stats = this.#stats(live);
+    else if (stream.status === 'ended') {
+      // The same /watch/:id plays the replay once the event is over.
+      const video = await this.#vod.catalog.latestOfStream(stream.id);
+      if (video?.version) view.replay = { videoId: video.id, hls: `${base}/vod/${video.id}/index.m3u8${query ? `?token=${signPlaybackToken(key!, video.id, Math.floor(Date.now() / 1000) + this.config.playbackTokenTtlSec)}` : ''}` };
+    }
     return view;
   }
 
@@ -479,6 +549,32 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       };
     });
   }
+}
+
+/** The VOD room: storage (disk or S3), catalog, queue and, unless ONAIR_VOD_CONCURRENCY=0, a worker in this process. */
+export function startVodArchive(config: Config, log: Logger, database: Database, redis: import('ioredis').RedisOptions, concurrency = config.vod.concurrency): VodArchive {
+  return new VodArchive({
+    db: database.db as unknown as Kysely<CatalogTables>,
+    dialect: database.dialect,
+    storage: createStorage({ dataDir: config.dataDir, s3: config.s3 }),
+    redis,
+    dataDir: config.dataDir,
+    ffmpegPath: config.ffmpegPath,
+    ffprobePath: config.ffprobePath,
+    ladder: { heights: config.vod.heights, preset: config.vod.preset, crf: config.vod.crf, segmentSec: config.vod.segmentSec },
+    attempts: config.vod.attempts,
+    backoffMs: config.vod.backoffMs,
+    lockMs: config.vod.lockMs,
+    concurrency,
+    replacedRetentionMs: config.vod.replacedRetentionMs,
+    log: log.child({ component: 'vod' }),
+  });
+}
+
+/** `Authorization: Bearer <admin token>`, compared in constant time. */
+function isAdminRequest(header: string | undefined, adminToken: string): boolean {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return match !== null && tokenMatches(match[1]!, adminToken);
 }
 
 /**

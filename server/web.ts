@@ -21,7 +21,7 @@ export function registerWebRoutes(app: FastifyInstance): void {
 
   app.get('/watch/:id', async (request, reply) => {
     const { id } = request.params as { id: string };
-    if (!/^[a-z0-9]{12}$/.test(id)) return reply.callNotFound();
+    if (!/^([a-z0-9]{12}|[a-z0-9]{16})$/.test(id)) return reply.callNotFound();
     return reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(watch);
   });
 

@@ -6,19 +6,31 @@
   var streamId = parts[parts.length - 1];
   var token = new URLSearchParams(location.search).get('token');
   var query = token ? '?token=' + encodeURIComponent(token) : '';
-  var src = '/live/' + streamId + '/index.m3u8' + query;
+  // A 12-character id is a stream (live, or its replay once the event is over); a 16-character id a catalog video.
+  var isVideo = streamId.length === 16;
+  var src = isVideo ? '/vod/' + streamId + '/index.m3u8' + query : '/live/' + streamId + '/index.m3u8' + query;
   var video = document.getElementById('video');
   var state = document.getElementById('state');
   var latency = document.getElementById('latency');
   var level = document.getElementById('level');
-  var onair = (window.onair = { streamId: streamId, stalls: 0, hls: null });
+  var onair = (window.onair = { streamId: streamId, stalls: 0, hls: null, mode: isVideo ? 'vod' : 'live' });
 
-  fetch('/api/streams/' + streamId).then(function (r) { return r.ok ? r.json() : null; }).then(function (stream) {
-    if (stream) document.getElementById('title').textContent = stream.title;
-  }).catch(function () {});
+  fetch((isVideo ? '/api/videos/' : '/api/streams/') + streamId + query).then(function (r) { return r.ok ? r.json() : null; }).then(function (item) {
+    if (!item) { start(); return; }
+    document.getElementById('title').textContent = item.title;
+    if (!isVideo && item.status !== 'live' && item.replay) {
+      // The event is over: the same page plays its replay.
+      onair.mode = 'replay';
+      onair.videoId = item.replay.videoId;
+      src = item.replay.hls.replace(/^https?:\/\/[^/]+/, '');
+    }
+    start();
+  }).catch(function () { start(); });
 
   video.addEventListener('waiting', function () { if (video.currentTime > 0) onair.stalls += 1; });
-  video.addEventListener('playing', function () { state.textContent = onair.pc ? 'live (real-time)' : 'live'; });
+  video.addEventListener('playing', function () {
+    state.textContent = onair.pc ? 'live (real-time)' : onair.mode === 'live' ? 'live' : onair.mode;
+  });
 
   // Real-time mode: WHEP (POST the offer, apply the answer, DELETE the session when leaving).
   var realtime = document.getElementById('realtime');
@@ -28,9 +40,9 @@
     if (realtime.checked) params.set('mode', 'webrtc'); else params.delete('mode');
     location.search = params.toString();
   });
-  if (realtime.checked) {
-    playWhep();
-    return;
+  function start() {
+    if (realtime.checked && onair.mode === 'live') playWhep();
+    else playHls();
   }
 
   function playWhep() {
@@ -77,8 +89,9 @@
     }, 1000);
   }
 
+  function playHls() {
   if (window.Hls && window.Hls.isSupported()) {
-    var hls = new window.Hls({ lowLatencyMode: true, backBufferLength: 30 });
+    var hls = new window.Hls({ lowLatencyMode: onair.mode === 'live', backBufferLength: 30 });
     onair.hls = hls;
     hls.on(window.Hls.Events.LEVEL_SWITCHED, function (_e, data) {
       var l = hls.levels[data.level];
@@ -105,4 +118,5 @@
     state.textContent = 'this browser cannot play HLS';
   }
   video.play().catch(function () {});
+  }
 })();

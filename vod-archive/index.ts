@@ -1,0 +1,18 @@
+export { VodArchive } from './VodArchive.js';
+export type { VodArchiveOptions } from './VodArchive.js';
+export { VideoCatalog, VIDEO_ID_RE } from './catalog.js';
+export type { Video, VideoStatus, VideosTable, CatalogTables } from './catalog.js';
+export { EventRecorder, renderReplayPlaylist } from './recorder.js';
+export type { RecordingResult } from './recorder.js';
+export { createStorage, DiskStorage, S3Storage, checkKey } from './storage.js';
+export type { Storage, StoredObject, ByteRange } from './storage.js';
+export { VodQueue, VodWorker, VOD_QUEUE } from './jobs.js';
+export { runPipeline, mpdDurationMs, sha256File, videoPrefix, sourcePrefix } from './pipeline.js';
+export type { PipelineDeps } from './pipeline.js';
+export { probeSource, UnusableSourceError, SOURCE_LIMITS } from './probe.js';
+export { planVodLadder, vodLadderArgs, thumbnailArgs, storyboardVtt, DEFAULT_VOD_HEIGHTS } from './vodCommand.js';
+export type { ProbedSource, VodLadderOptions } from './vodCommand.js';
+export { registerVodRoutes, parseRange } from './routes.js';
+export type { VideoView } from './routes.js';
+export { registerUploadRoutes, parseUploadMetadata } from './uploads.js';
+export type { UploadMetadata } from './uploads.js';

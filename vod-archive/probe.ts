@@ -1,0 +1,104 @@
+import { stat } from 'node:fs/promises';
+import { runTied } from '../lib/tiedProcess.js';
+import type { ProbedSource } from './vodCommand.js';
+
+/** A source the pipeline refuses: the job fails at once (no retry) with `reason` shown to the person who uploaded it. */
+export class UnusableSourceError extends Error {
+  readonly reason: string;
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'UnusableSourceError';
+    this.reason = reason;
+  }
+}
+
+/** Limits of what OnAir accepts; beyond them a file is more likely a mistake (or an attack) than a video. */
+export const SOURCE_LIMITS = {
+  maxDurationSec: 12 * 3600,
+  minDurationSec: 0.1,
+  maxWidth: 7680,
+  maxHeight: 4320,
+  minSide: 16,
+  maxFps: 240,
+} as const;
+
+interface FfprobeOutput {
+  format?: { duration?: string; format_name?: string };
+  streams?: {
+    codec_type?: string;
+    codec_name?: string;
+    width?: number;
+    height?: number;
+    avg_frame_rate?: string;
+    r_frame_rate?: string;
+    duration?: string;
+    disposition?: { attached_pic?: number };
+  }[];
+}
+
+function rate(text: string | undefined): number {
+  const match = /^(\d+)\/(\d+)$/.exec(text ?? '');
+  if (!match || Number(match[2]) === 0) return 0;
+  return Number(match[1]) / Number(match[2]);
+}
+
+/** ffprobe's first error line, in the words ffprobe uses (kept short). */
+function ffprobeReason(stderr: string): string {
+  const line = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '').pop() ?? '';
+  return line.replace(/^.*?: /, '').slice(0, 200);
+}
+
+/**
+ * The probe step: ffprobe reads the file; a zero-byte file, something that is not a video, a truncated MP4 (no index),
+ * or absurd numbers (a 100-hour or 20000-pixel "video") end as an UnusableSourceError whose reason a person
+ * understands. Anything else (ffprobe missing, I/O) is an ordinary error and the job is retried.
+ */
+export async function probeSource(ffprobePath: string, file: string, options: { concatList?: boolean } = {}): Promise<ProbedSource> {
+  if (!options.concatList && (await stat(file)).size === 0) throw new UnusableSourceError('The file is empty (0 bytes).');
+  const result = await runTied(ffprobePath, [
+    '-v', 'error',
+    ...(options.concatList ? ['-f', 'concat', '-safe', '0'] : []),
+    '-show_entries', 'format=duration,format_name:stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,duration:stream_disposition=attached_pic',
+    '-of', 'json',
+    file,
+  ], { keepStdout: true });
+  if (result.code !== 0) {
+    const why = ffprobeReason(result.stderr);
+    if (/moov atom not found/i.test(why)) {
+      throw new UnusableSourceError('The file is incomplete: its MP4 index (moov) is missing, as happens when an upload or a recording was cut short.');
+    }
+    if (result.code === null) throw new Error(`ffprobe was stopped (${result.signal ?? 'unknown'})`);
+    throw new UnusableSourceError(`The file is not a video OnAir can read (${why || 'unknown format'}).`);
+  }
+  let parsed: FfprobeOutput;
+  try {
+    parsed = JSON.parse(result.stdout) as FfprobeOutput;
+  } catch {
+    throw new UnusableSourceError('The file is not a video OnAir can read.');
+  }
+  const streams = parsed.streams ?? [];
+  const video = streams.find((s) => s.codec_type === 'video' && s.disposition?.attached_pic !== 1);
+  const audio = streams.find((s) => s.codec_type === 'audio');
+  if (!video) {
+    throw new UnusableSourceError(audio ? 'The file has sound but no video stream.' : 'The file is not a video: it has no video stream.');
+  }
+  const width = video.width ?? 0;
+  const height = video.height ?? 0;
+  const fps = rate(video.avg_frame_rate) || rate(video.r_frame_rate);
+  const durationSec = Number(parsed.format?.duration ?? video.duration ?? NaN);
+  const L = SOURCE_LIMITS;
+  if (width < L.minSide || height < L.minSide) throw new UnusableSourceError(`The video is too small (${width}×${height}); at least ${L.minSide}×${L.minSide} is needed.`);
+  if (width > L.maxWidth || height > L.maxHeight) throw new UnusableSourceError(`The video is too large (${width}×${height}); at most ${L.maxWidth}×${L.maxHeight} is accepted.`);
+  if (!Number.isFinite(durationSec) || durationSec < L.minDurationSec) throw new UnusableSourceError('The video has no playable duration (is the file truncated?).');
+  if (durationSec > L.maxDurationSec) throw new UnusableSourceError(`The video is too long (${Math.round(durationSec / 3600)} h); at most ${L.maxDurationSec / 3600} h is accepted.`);
+  if (fps > L.maxFps) throw new UnusableSourceError(`The frame rate (${Math.round(fps)} fps) is beyond ${L.maxFps} fps.`);
+  return {
+    durationMs: Math.round(durationSec * 1000),
+    width,
+    height,
+    fps: fps > 0 ? fps : 30,
+    hasAudio: audio !== undefined,
+    videoCodec: video.codec_name ?? 'unknown',
+    audioCodec: audio?.codec_name,
+  };
+}

@@ -1,0 +1,247 @@
+import path from 'node:path';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { OnAirError } from '../lib/errors.js';
+import { verifyPlaybackToken } from '../ll-hls-packager/index.js';
+import { isValidCursor, VIDEO_ID_RE, type Video } from './catalog.js';
+import { checkKey, contentTypeFor, type ByteRange, type Storage } from './storage.js';
+import { videoPrefix } from './pipeline.js';
+
+export interface VideoView {
+  id: string;
+  title: string;
+  description: string;
+  tags: string[];
+  status: Video['status'];
+  progress: number;
+  error?: string;
+  durationSec: number | null;
+  renditions: Video['renditions'];
+  /** The poster image, once the archive is ready. */
+  thumbnail: string | null;
+  /** WebVTT thumbnails track (storyboard), once the archive is ready. */
+  thumbnails: string | null;
+  /** `upload`, or the id of the live stream it archives. */
+  source: string;
+  /** `replay`: the live ladder's segments (instant); `archive`: the VOD pipeline's output. */
+  kind: Video['kind'] | null;
+  createdAt: string;
+  playback: { hls: string | null; dash: string | null; watchPage: string };
+}
+
+export interface VodRoutesOptions {
+  catalog: {
+    get(id: string): Promise<Video | undefined>;
+    list(options: { q?: string; limit: number; cursor?: string; all: boolean }): Promise<{ videos: Video[]; nextCursor: string | undefined }>;
+    update(id: string, fields: { title?: string; description?: string; tags?: string[] }): Promise<Video | undefined>;
+  };
+  storage: Storage;
+  /** Deletes a video: its storage and its row. */
+  deleteVideo(id: string): Promise<boolean>;
+  isAdmin(request: FastifyRequest): boolean;
+  publicUrl(): string;
+  playbackSigningKey: string | undefined;
+  /** Lifetime of the tokens the admin view hands out. */
+  playbackTokenTtlSec: number;
+  signToken(id: string, expiresAtSec: number): string;
+}
+
+const videoIdParams = {
+  type: 'object',
+  properties: { id: { type: 'string', pattern: '^[a-z0-9]{16}$' } },
+  required: ['id'],
+} as const;
+
+const listQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    q: { type: 'string', maxLength: 200 },
+    limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
+    cursor: { type: 'string', maxLength: 100, pattern: '^[A-Za-z0-9_-]+$' },
+  },
+} as const;
+
+const updateBody = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: {
+    title: { type: 'string', minLength: 1, maxLength: 200, pattern: '\\S' },
+    description: { type: 'string', maxLength: 5000 },
+    tags: { type: 'array', maxItems: 20, items: { type: 'string', minLength: 1, maxLength: 40, pattern: '^[^,\\p{Cc}]+$' } },
+  },
+} as const;
+
+/** `replay` or `a` + 8 characters: the storage versions the pipeline and the archiver make. */
+const VERSION_RE = /^(replay|a[a-z0-9]{8})$/;
+/** Files below a version: rendition folders and names of [A-Za-z0-9._-], nothing starting with a dot. */
+const FILE_RE = /^([A-Za-z0-9][A-Za-z0-9_-]*\/)?[A-Za-z0-9][A-Za-z0-9._-]*\.(m3u8|mpd|m4s|mp4|jpg|vtt)$/;
+
+function sendError(reply: FastifyReply, error: OnAirError): FastifyReply {
+  return reply.code(error.status).send(error.toJSON());
+}
+
+export function parseRange(header: string | undefined): ByteRange | undefined | 'invalid' {
+  if (header === undefined) return undefined;
+  const match = /^bytes=(\d{1,15})-(\d{0,15})$/.exec(header.trim());
+  if (!match) return 'invalid';
+  const start = Number(match[1]);
+  const end = match[2] === '' ? Number.MAX_SAFE_INTEGER : Number(match[2]);
+  return end < start ? 'invalid' : { start, end };
+}
+
+/** Appends the playback token to every URI of a playlist (lines and URI="…" attributes). */
+function rewritePlaylist(text: string, prefix: string, query: string): string {
+  if (prefix === '' && query === '') return text;
+  return text.split('\n').map((line) => {
+    if (line.startsWith('#')) return line.replace(/URI="([^"]+)"/g, (_m, uri: string) => `URI="${prefix}${uri}${query}"`);
+    return line.trim() === '' ? line : `${prefix}${line}${query}`;
+  }).join('\n');
+}
+
+/** Points a DASH manifest at a version folder (a BaseURL) and carries the token into its segment templates. */
+function rewriteMpd(text: string, prefix: string, query: string): string {
+  let out = text;
+  if (query !== '') out = out.replace(/(initialization|media)="([^"]+)"/g, (_m, attr: string, uri: string) => `${attr}="${uri}${query.replace(/&/g, '&amp;')}"`);
+  if (prefix !== '') {
+    const base = `<BaseURL>${prefix}</BaseURL>`;
+    out = out.includes('</ProgramInformation>')
+      ? out.replace('</ProgramInformation>', `</ProgramInformation>\n\t${base}`)
+      : out.replace(/(<MPD\b[^>]*>)/, `$1\n\t${base}`);
+  }
+  return out;
+}
+
+/**
+ * The catalog API (`/api/videos`) and VOD playback (`/vod/:id/…`). Playback of `/vod/:id/index.m3u8`,
+ * `manifest.mpd` and `thumbnails.vtt` resolves the video's current version and points every URI into that version's
+ * folder (`/vod/:id/<version>/…`, immutable, cached for a year): a player that loaded the replay keeps fetching the
+ * replay's segments even after the archive replaced it.
+ */
+export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOptions): void {
+  const view = (video: Video, admin: boolean): VideoView => {
+    const base = options.publicUrl();
+    const key = options.playbackSigningKey;
+    const query = key !== undefined && admin ? `?token=${options.signToken(video.id, Math.floor(Date.now() / 1000) + options.playbackTokenTtlSec)}` : '';
+    const playable = video.version !== undefined;
+    const archive = video.kind === 'archive';
+    return {
+      id: video.id,
+      title: video.title,
+      description: video.description,
+      tags: video.tags,
+      status: video.status,
+      progress: video.progress,
+      ...(video.error !== undefined ? { error: video.error } : {}),
+      durationSec: video.durationSec ?? null,
+      renditions: video.renditions,
+      thumbnail: archive ? `${base}/vod/${video.id}/poster.jpg${query}` : null,
+      thumbnails: archive ? `${base}/vod/${video.id}/thumbnails.vtt${query}` : null,
+      source: video.source,
+      kind: video.kind ?? null,
+      createdAt: new Date(video.createdAt).toISOString(),
+      playback: {
+        hls: playable ? `${base}/vod/${video.id}/index.m3u8${query}` : null,
+        dash: archive ? `${base}/vod/${video.id}/manifest.mpd${query}` : null,
+        watchPage: `${base}/watch/${video.id}${query}`,
+      },
+    };
+  };
+
+  app.get('/api/videos', { schema: { querystring: listQuery } }, async (request, reply) => {
+    const query = request.query as { q?: string; limit: number; cursor?: string };
+    if (query.cursor !== undefined && !isValidCursor(query.cursor)) {
+      return sendError(reply, new OnAirError('ONAIR_ERR_VALIDATION', 'querystring/cursor is not a cursor this server made'));
+    }
+    const admin = options.isAdmin(request);
+    const page = await options.catalog.list({
+      limit: query.limit,
+      all: admin,
+      ...(query.q !== undefined ? { q: query.q } : {}),
+      ...(query.cursor !== undefined ? { cursor: query.cursor } : {}),
+    });
+    return { videos: page.videos.map((v) => view(v, admin)), nextCursor: page.nextCursor ?? null };
+  });
+
+  app.get('/api/videos/:id', { schema: { params: videoIdParams } }, async (request, reply) => {
+    const video = await options.catalog.get((request.params as { id: string }).id);
+    const admin = options.isAdmin(request);
+    // A failed upload or one still arriving is the admin's business only.
+    if (!video || (!admin && video.version === undefined && video.status !== 'processing')) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    return view(video, admin);
+  });
+
+  const requireAdmin = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (!request.headers.authorization) await sendError(reply, new OnAirError('ONAIR_ERR_UNAUTHORIZED'));
+    else if (!options.isAdmin(request)) await sendError(reply, new OnAirError('ONAIR_ERR_FORBIDDEN'));
+  };
+
+  app.patch('/api/videos/:id', { preHandler: requireAdmin, schema: { params: videoIdParams, body: updateBody } }, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    if (!(await options.catalog.get(id))) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    const body = request.body as { title?: string; description?: string; tags?: string[] };
+    const video = await options.catalog.update(id, { ...body, ...(body.title !== undefined ? { title: body.title.trim() } : {}) });
+    return view(video!, true);
+  });
+
+  app.delete('/api/videos/:id', { preHandler: requireAdmin, schema: { params: videoIdParams } }, async (request, reply) => {
+    const deleted = await options.deleteVideo((request.params as { id: string }).id);
+    if (!deleted) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    return reply.code(204).send();
+  });
+
+  app.get('/vod/:id/*', async (request, reply) => {
+    const { id, '*': rest } = request.params as { id: string; '*': string };
+    if (!VIDEO_ID_RE.test(id)) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    const token = (request.query as Record<string, unknown>)['token'];
+    const key = options.playbackSigningKey;
+    if (key !== undefined && !verifyPlaybackToken(key, id, token)) return sendError(reply, new OnAirError('ONAIR_ERR_PLAYBACK_FORBIDDEN'));
+    const query = key !== undefined ? `?token=${encodeURIComponent(String(token))}` : '';
+
+    const slash = rest.indexOf('/');
+    const head = slash < 0 ? rest : rest.slice(0, slash);
+    let version: string;
+    let file: string;
+    let pointed = false;
+    if (slash > 0 && VERSION_RE.test(head)) {
+      version = head;
+      file = rest.slice(slash + 1);
+    } else {
+      const video = await options.catalog.get(id);
+      if (!video || video.version === undefined) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND', 'No playable version of this video yet'));
+      version = video.version;
+      file = rest;
+      pointed = true;
+    }
+    if (!FILE_RE.test(file)) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
+    const storageKey = checkKey(`${videoPrefix(id, version)}/${file}`);
+    const ext = path.extname(file);
+    const text = ext === '.m3u8' || ext === '.mpd' || ext === '.vtt';
+    const range = text ? undefined : parseRange(request.headers.range);
+    if (range === 'invalid') return reply.code(416).send(new OnAirError('ONAIR_ERR_VALIDATION', 'Unsupported Range header').toJSON());
+    const object = await options.storage.get(storageKey, range);
+    if (!object) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
+    reply.header('access-control-allow-origin', '*');
+    // The current version's entry points change when the archive replaces the replay; a version's files never do.
+    reply.header('cache-control', pointed ? 'public, max-age=5' : 'public, max-age=31536000, immutable');
+    reply.type(contentTypeFor(file));
+    if (text) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of object.body) chunks.push(chunk as Buffer);
+      let body = Buffer.concat(chunks).toString('utf8');
+      const prefix = pointed && !file.includes('/') ? `${version}/` : '';
+      if (ext === '.m3u8') body = rewritePlaylist(body, prefix, query);
+      else if (ext === '.mpd') body = rewriteMpd(body, prefix, query);
+      else body = body.replace(/^(?!WEBVTT)([A-Za-z0-9][A-Za-z0-9._-]*\.jpg)(#xywh=)/gm, `${prefix}$1${query}$2`);
+      return reply.send(body);
+    }
+    reply.header('accept-ranges', 'bytes');
+    if (object.range) {
+      reply.code(206).header('content-range', `bytes ${object.range.start}-${object.range.end}/${object.size}`);
+      reply.header('content-length', object.range.end - object.range.start + 1);
+    } else {
+      reply.header('content-length', object.size);
+    }
+    return reply.send(object.body);
+  });
+}

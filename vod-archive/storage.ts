@@ -1,0 +1,330 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+  type GetObjectCommandOutput,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { randomId } from '../lib/ids.js';
+
+/** A byte range, both ends included (HTTP `Range: bytes=start-end`). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface StoredObject {
+  body: Readable;
+  /** Size of the whole object. */
+  size: number;
+  /** The range sent, when one was asked for. */
+  range: ByteRange | undefined;
+}
+
+/**
+ * Where VOD sources and outputs live: local disk (default) or an S3-compatible bucket. Keys are `/`-separated, made by
+ * OnAir only (`checkKey`): never from a request without a fixed pattern first.
+ */
+export interface Storage {
+  readonly kind: 'disk' | 's3';
+  putFile(key: string, file: string, contentType?: string): Promise<void>;
+  putBuffer(key: string, data: Buffer | string, contentType?: string): Promise<void>;
+  /** Moves a local file in (a rename where it can); absent: put, then remove the file. */
+  moveFile?(key: string, file: string): Promise<void>;
+  /** The object, or undefined when there is none. A range past the end is clamped; an empty object has no range. */
+  get(key: string, range?: ByteRange): Promise<StoredObject | undefined>;
+  /** Copies an object into a local file (written aside, then renamed). */
+  download(key: string, file: string): Promise<void>;
+  exists(key: string): Promise<boolean>;
+  /** Keys under a prefix (`prefix/`), sorted. */
+  list(prefix: string): Promise<string[]>;
+  /** Removes every object under `prefix/`. */
+  deletePrefix(prefix: string): Promise<void>;
+  close(): void;
+}
+
+const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
+
+/** Keys are relative, `/`-separated names of [A-Za-z0-9._-] that never start with a dot: no `..`, no absolute path. */
+export function checkKey(key: string): string {
+  if (!KEY_RE.test(key) || key.length > 512) throw new Error(`invalid storage key: ${JSON.stringify(key)}`);
+  return key;
+}
+
+export const CONTENT_TYPES: Record<string, string> = {
+  '.m3u8': 'application/vnd.apple.mpegurl',
+  '.mpd': 'application/dash+xml',
+  '.m4s': 'video/iso.segment',
+  '.mp4': 'video/mp4',
+  '.jpg': 'image/jpeg',
+  '.vtt': 'text/vtt; charset=utf-8',
+  '.json': 'application/json',
+  '.flv': 'video/x-flv',
+};
+
+export function contentTypeFor(key: string): string {
+  return CONTENT_TYPES[path.extname(key)] ?? 'application/octet-stream';
+}
+
+/** Local disk under one root directory; writes land in a temp file first and are renamed into place. */
+export class DiskStorage implements Storage {
+  readonly kind = 'disk' as const;
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+  }
+
+  #path(key: string): string {
+    return path.join(this.root, ...checkKey(key).split('/'));
+  }
+
+  async #commit(key: string, write: (temp: string) => Promise<void>): Promise<void> {
+    const target = this.#path(key);
+    await mkdir(path.dirname(target), { recursive: true });
+    const temp = `${target}.${randomId(8)}.part`;
+    try {
+      await write(temp);
+      await rename(temp, target);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  putFile(key: string, file: string): Promise<void> {
+    return this.#commit(key, (temp) => copyFile(file, temp));
+  }
+
+  /** A rename when the file is on the same filesystem; a copy and a removal otherwise. */
+  async moveFile(key: string, file: string): Promise<void> {
+    const target = this.#path(key);
+    await mkdir(path.dirname(target), { recursive: true });
+    try {
+      await rename(file, target);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+      await this.putFile(key, file);
+      await rm(file, { force: true });
+    }
+  }
+
+  putBuffer(key: string, data: Buffer | string): Promise<void> {
+    return this.#commit(key, (temp) => pipeline(Readable.from([Buffer.from(data)]), createWriteStream(temp)));
+  }
+
+  async get(key: string, range?: ByteRange): Promise<StoredObject | undefined> {
+    const file = this.#path(key);
+    let size: number;
+    try {
+      const info = await stat(file);
+      if (!info.isFile()) return undefined;
+      size = info.size;
+    } catch {
+      return undefined;
+    }
+    const clamped = clampRange(range, size);
+    const body = createReadStream(file, clamped ? { start: clamped.start, end: clamped.end } : {});
+    return { body, size, range: clamped };
+  }
+
+  async download(key: string, file: string): Promise<void> {
+    const temp = `${file}.${randomId(8)}.part`;
+    try {
+      await copyFile(this.#path(key), temp);
+      await rename(temp, file);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      return (await stat(this.#path(key))).isFile();
+    } catch {
+      return false;
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const base = this.#path(prefix);
+    const keys: string[] = [];
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const entry of entries) {
+        if (entry.name.endsWith('.part')) continue;
+        const name = `${rel}/${entry.name}`;
+        if (entry.isDirectory()) await walk(path.join(dir, entry.name), name);
+        else if (entry.isFile()) keys.push(name);
+      }
+    };
+    await walk(base, prefix);
+    return keys.sort();
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    await rm(this.#path(prefix), { recursive: true, force: true });
+  }
+
+  close(): void {}
+}
+
+export interface S3StorageOptions {
+  endpoint: string;
+  bucket: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+/** Concurrent part uploads per multipart upload, and concurrent deletes. */
+const S3_CONCURRENCY = 4;
+const S3_PART_SIZE = 8 * 1024 * 1024;
+
+/**
+ * An S3-compatible bucket through @aws-sdk/client-s3 and lib-storage (multipart for large files). Path-style
+ * addressing and checksums only when required: what self-hosted S3 servers (Swift s3api, radosgw, MinIO) accept;
+ * with the SDK's defaults streamed uploads go out aws-chunked and fail there.
+ */
+export class S3Storage implements Storage {
+  readonly kind = 's3' as const;
+  readonly bucket: string;
+  readonly client: S3Client;
+
+  constructor(options: S3StorageOptions) {
+    this.bucket = options.bucket;
+    this.client = new S3Client({
+      endpoint: options.endpoint,
+      region: options.region,
+      forcePathStyle: true,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey },
+    });
+  }
+
+  async putFile(key: string, file: string, contentType = contentTypeFor(key)): Promise<void> {
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: checkKey(key), Body: createReadStream(file), ContentType: contentType },
+      queueSize: S3_CONCURRENCY,
+      partSize: S3_PART_SIZE,
+      leavePartsOnError: false,
+    });
+    await upload.done();
+  }
+
+  async putBuffer(key: string, data: Buffer | string, contentType = contentTypeFor(key)): Promise<void> {
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: checkKey(key), Body: Buffer.from(data), ContentType: contentType },
+    });
+    await upload.done();
+  }
+
+  async get(key: string, range?: ByteRange): Promise<StoredObject | undefined> {
+    let size: number;
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: checkKey(key) }));
+      size = head.ContentLength ?? 0;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    const clamped = clampRange(range, size);
+    let output: GetObjectCommandOutput;
+    try {
+      output = await this.client.send(new GetObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        ...(clamped ? { Range: `bytes=${clamped.start}-${clamped.end}` } : {}),
+      }));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    return { body: output.Body as Readable, size, range: clamped };
+  }
+
+  async download(key: string, file: string): Promise<void> {
+    const object = await this.get(key);
+    if (!object) throw new Error(`storage object ${key} not found`);
+    const temp = `${file}.${randomId(8)}.part`;
+    try {
+      await pipeline(object.body, createWriteStream(temp));
+      await rename(temp, file);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: checkKey(key) }));
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: `${checkKey(prefix)}/`,
+        ...(token ? { ContinuationToken: token } : {}),
+      }));
+      for (const item of page.Contents ?? []) if (item.Key) keys.push(item.Key);
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return keys.sort();
+  }
+
+  /**
+   * One DeleteObject per key, a few at a time: the batch DeleteObjects call needs a Content-MD5 header that the SDK
+   * no longer sends (it sends a CRC32), and Swift's s3api refuses it without one.
+   */
+  async deletePrefix(prefix: string): Promise<void> {
+    const keys = await this.list(prefix);
+    for (let i = 0; i < keys.length; i += S3_CONCURRENCY * 4) {
+      await Promise.all(keys.slice(i, i + S3_CONCURRENCY * 4).map((Key) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }))));
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404;
+}
+
+function clampRange(range: ByteRange | undefined, size: number): ByteRange | undefined {
+  if (!range || size === 0) return undefined;
+  const start = Math.min(range.start, size - 1);
+  return { start, end: Math.min(Math.max(range.end, start), size - 1) };
+}
+
+/** Disk under `<dataDir>/storage` unless S3 is configured. */
+export function createStorage(options: { dataDir: string; s3?: S3StorageOptions | undefined }): Storage {
+  return options.s3 ? new S3Storage(options.s3) : new DiskStorage(path.join(options.dataDir, 'storage'));
+}
