@@ -274,6 +274,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return this.#chat;
   }
 
+  /** The VOD room: catalog, storage, queue (for tests and tools). */
+  get vod(): VodArchive {
+    return this.#vod;
+  }
+
   /** The live transcoder of a stream, while its event lasts. */
   transcoder(streamId: string): LiveTranscoder | undefined {
     return this.#live.get(streamId)?.transcoder;

@@ -11,6 +11,8 @@ export interface VideosTable {
   description: string;
   /** JSON array of strings. */
   tags: string;
+  /** Title, description and tags, lower-cased and without diacritics: what full-text search indexes. */
+  search: string;
   /** `upload` or the live stream's id. */
   source: string;
   status: VideoStatus;
@@ -95,9 +97,18 @@ function toVideo(row: VideosTable): Video {
   };
 }
 
-/** Search words: letters and digits, lower-cased, at most 8 of them; each matches as a prefix. */
+/** Lower case without diacritics (é → e), the same way for the index and the query, in both databases. */
+export function foldText(text: string): string {
+  return text.normalize('NFD').replace(/\p{M}/gu, '').toLowerCase();
+}
+
+function searchText(title: string, description: string, tags: readonly string[]): string {
+  return foldText([title, description, ...tags].join(' '));
+}
+
+/** Search words: letters and digits, folded, at most 8 of them; each matches as a prefix. */
 function searchWords(q: string): string[] {
-  return (q.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []).slice(0, 8);
+  return (foldText(q).match(/[\p{L}\p{N}]+/gu) ?? []).slice(0, 8);
 }
 
 function encodeCursor(video: { createdAt: number; id: string }): string {
@@ -129,6 +140,7 @@ export class VideoCatalog {
       title: input.title,
       description: input.description ?? '',
       tags: JSON.stringify(input.tags ?? []),
+      search: searchText(input.title, input.description ?? '', input.tags ?? []),
       source: input.source,
       status: 'processing',
       progress: 0,
@@ -192,13 +204,13 @@ export class VideoCatalog {
   }
 
   async update(id: string, fields: { title?: string; description?: string; tags?: string[] }): Promise<Video | undefined> {
+    const before = await this.get(id);
+    if (!before) return undefined;
+    const title = fields.title ?? before.title;
+    const description = fields.description ?? before.description;
+    const tags = fields.tags ?? before.tags;
     await this.#db.updateTable('videos')
-      .set({
-        ...(fields.title !== undefined ? { title: fields.title } : {}),
-        ...(fields.description !== undefined ? { description: fields.description } : {}),
-        ...(fields.tags !== undefined ? { tags: JSON.stringify(fields.tags) } : {}),
-        updated_at: Date.now(),
-      })
+      .set({ title, description, tags: JSON.stringify(tags), search: searchText(title, description, tags), updated_at: Date.now() })
       .where('id', '=', id).execute();
     return this.get(id);
   }
@@ -229,7 +241,7 @@ export class VideoCatalog {
         query = query.where(sql<boolean>`videos.rowid in (select rowid from videos_fts where videos_fts match ${match})`);
       } else {
         const tsquery = words.map((w) => `${w}:*`).join(' & ');
-        query = query.where(sql<boolean>`to_tsvector('simple', videos.title || ' ' || videos.description || ' ' || videos.tags) @@ to_tsquery('simple', ${tsquery})`);
+        query = query.where(sql<boolean>`to_tsvector('simple', videos.search) @@ to_tsquery('simple', ${tsquery})`);
       }
     }
     const after = options.cursor === undefined ? undefined : decodeCursor(options.cursor);
@@ -264,6 +276,7 @@ export async function createVideosSchema(db: Kysely<any>, dialect: 'sqlite' | 'p
     .addColumn('title', 'text', (c) => c.notNull())
     .addColumn('description', 'text', (c) => c.notNull().defaultTo(''))
     .addColumn('tags', 'text', (c) => c.notNull().defaultTo('[]'))
+    .addColumn('search', 'text', (c) => c.notNull().defaultTo(''))
     .addColumn('source', 'text', (c) => c.notNull())
     .addColumn('status', 'text', (c) => c.notNull())
     .addColumn('progress', 'integer', (c) => c.notNull().defaultTo(0))
@@ -282,15 +295,15 @@ export async function createVideosSchema(db: Kysely<any>, dialect: 'sqlite' | 'p
   await db.schema.createIndex('videos_source_idx').on('videos').column('source').execute();
   if (dialect === 'sqlite') {
     // External-content FTS5 kept in step by triggers (the FTS5 manual's recipe): the text lives once, in `videos`.
-    await sql`create virtual table videos_fts using fts5(title, description, tags, content='videos', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')`.execute(db);
+    await sql`create virtual table videos_fts using fts5(search, content='videos', content_rowid='rowid')`.execute(db);
     await sql`create trigger videos_fts_ai after insert on videos begin
-      insert into videos_fts(rowid, title, description, tags) values (new.rowid, new.title, new.description, new.tags); end`.execute(db);
+      insert into videos_fts(rowid, search) values (new.rowid, new.search); end`.execute(db);
     await sql`create trigger videos_fts_ad after delete on videos begin
-      insert into videos_fts(videos_fts, rowid, title, description, tags) values ('delete', old.rowid, old.title, old.description, old.tags); end`.execute(db);
-    await sql`create trigger videos_fts_au after update of title, description, tags on videos begin
-      insert into videos_fts(videos_fts, rowid, title, description, tags) values ('delete', old.rowid, old.title, old.description, old.tags);
-      insert into videos_fts(rowid, title, description, tags) values (new.rowid, new.title, new.description, new.tags); end`.execute(db);
+      insert into videos_fts(videos_fts, rowid, search) values ('delete', old.rowid, old.search); end`.execute(db);
+    await sql`create trigger videos_fts_au after update of search on videos begin
+      insert into videos_fts(videos_fts, rowid, search) values ('delete', old.rowid, old.search);
+      insert into videos_fts(rowid, search) values (new.rowid, new.search); end`.execute(db);
   } else {
-    await sql`create index videos_search_idx on videos using gin (to_tsvector('simple', title || ' ' || description || ' ' || tags))`.execute(db);
+    await sql`create index videos_search_idx on videos using gin (to_tsvector('simple', search))`.execute(db);
   }
 }

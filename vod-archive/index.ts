@@ -9,7 +9,7 @@ export type { Storage, StoredObject, ByteRange } from './storage.js';
 export { VodQueue, VodWorker, VOD_QUEUE } from './jobs.js';
 export { runPipeline, mpdDurationMs, sha256File, videoPrefix, sourcePrefix } from './pipeline.js';
 export type { PipelineDeps } from './pipeline.js';
-export { probeSource, UnusableSourceError, SOURCE_LIMITS } from './probe.js';
+export { probeSource, probeSources, UnusableSourceError, SOURCE_LIMITS } from './probe.js';
 export { planVodLadder, vodLadderArgs, thumbnailArgs, storyboardVtt, DEFAULT_VOD_HEIGHTS } from './vodCommand.js';
 export type { ProbedSource, VodLadderOptions } from './vodCommand.js';
 export { registerVodRoutes, parseRange } from './routes.js';

@@ -78,7 +78,7 @@ export interface VodWorkerOptions {
  */
 export class VodWorker {
   readonly worker: Worker;
-  readonly #running = new Set<AbortController>();
+  readonly #running = new Map<AbortController, Promise<unknown>>();
 
   constructor(options: VodWorkerOptions) {
     const { pipeline, queue, log } = options;
@@ -89,7 +89,8 @@ export class VodWorker {
       }
       const { videoId } = job.data;
       const abort = new AbortController();
-      this.#running.add(abort);
+      let settle!: () => void;
+      this.#running.set(abort, new Promise<void>((resolve) => { settle = resolve; }));
       try {
         const result = await runPipeline(pipeline, {
           videoId,
@@ -112,6 +113,7 @@ export class VodWorker {
           throw new UnrecoverableError(error.reason);
         }
         const attempts = job.opts.attempts ?? 1;
+        if (abort.signal.aborted) throw error;
         log.error({ videoId, attempt: job.attemptsMade + 1, attempts, err: (error as Error).message }, 'vod job attempt failed');
         if (job.attemptsMade + 1 >= attempts && !abort.signal.aborted) {
           await failForGood(pipeline, videoId, `Processing failed after ${attempts} attempts: ${(error as Error).message.slice(0, 200)}`);
@@ -119,6 +121,7 @@ export class VodWorker {
         throw error;
       } finally {
         this.#running.delete(abort);
+        settle();
       }
     }, {
       connection: bullConnection(options.connection),
@@ -132,8 +135,11 @@ export class VodWorker {
 
   /** Stops taking jobs; running ffmpeg processes are stopped and their jobs go back to the queue for a retry. */
   async close(): Promise<void> {
-    for (const abort of this.#running) abort.abort();
+    const running = [...this.#running.values()];
+    for (const abort of this.#running.keys()) abort.abort();
     await this.worker.close(true);
+    // The aborted runs end quickly (ffmpeg is stopped); wait so that none touches a closed database.
+    await Promise.all(running);
   }
 }
 

@@ -7,7 +7,7 @@ import { randomId } from '../lib/ids.js';
 import { runTied } from '../lib/tiedProcess.js';
 import { ProgressParser } from '../live-transcoder/index.js';
 import type { VideoCatalog } from './catalog.js';
-import { probeSource, UnusableSourceError } from './probe.js';
+import { probeSources, UnusableSourceError } from './probe.js';
 import type { Storage } from './storage.js';
 import { planVodLadder, storyboardVtt, thumbnailArgs, vodLadderArgs, type VodLadderOptions } from './vodCommand.js';
 
@@ -94,7 +94,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     await run.progress(3);
 
     // Probe.
-    const source = await probeSource(deps.ffprobePath, input.url, input.concatList ? { concatList: true } : {});
+    const source = await probeSources(deps.ffprobePath, files);
     log.info({ videoId: video.id, width: source.width, height: source.height, durationMs: source.durationMs }, 'vod source probed');
     await run.progress(TRANSCODE_FROM);
 

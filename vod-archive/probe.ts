@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { runTied } from '../lib/tiedProcess.js';
 import type { ProbedSource } from './vodCommand.js';
 
@@ -45,6 +45,7 @@ function rate(text: string | undefined): number {
 /** ffprobe's first error line, in the words ffprobe uses (kept short). */
 function ffprobeReason(stderr: string): string {
   const line = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '').pop() ?? '';
+  // `/path/to/file: Invalid data…`: the path is ours, not the user's business.
   return line.replace(/^.*?: /, '').slice(0, 200);
 }
 
@@ -53,18 +54,17 @@ function ffprobeReason(stderr: string): string {
  * or absurd numbers (a 100-hour or 20000-pixel "video") end as an UnusableSourceError whose reason a person
  * understands. Anything else (ffprobe missing, I/O) is an ordinary error and the job is retried.
  */
-export async function probeSource(ffprobePath: string, file: string, options: { concatList?: boolean } = {}): Promise<ProbedSource> {
-  if (!options.concatList && (await stat(file)).size === 0) throw new UnusableSourceError('The file is empty (0 bytes).');
+export async function probeSource(ffprobePath: string, file: string): Promise<ProbedSource> {
+  if ((await stat(file)).size === 0) throw new UnusableSourceError('The file is empty (0 bytes).');
   const result = await runTied(ffprobePath, [
     '-v', 'error',
-    ...(options.concatList ? ['-f', 'concat', '-safe', '0'] : []),
     '-show_entries', 'format=duration,format_name:stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,duration:stream_disposition=attached_pic',
     '-of', 'json',
     file,
   ], { keepStdout: true });
   if (result.code !== 0) {
     const why = ffprobeReason(result.stderr);
-    if (/moov atom not found/i.test(why)) {
+    if (/moov atom not found/i.test(result.stderr) && await looksLikeMp4(file)) {
       throw new UnusableSourceError('The file is incomplete: its MP4 index (moov) is missing, as happens when an upload or a recording was cut short.');
     }
     if (result.code === null) throw new Error(`ffprobe was stopped (${result.signal ?? 'unknown'})`);
@@ -101,4 +101,28 @@ export async function probeSource(ffprobePath: string, file: string, options: { 
     videoCodec: video.codec_name ?? 'unknown',
     audioCodec: audio?.codec_name,
   };
+}
+
+/** Does the file start like an ISO BMFF (MP4) file? Then a missing index means a cut-short file, not a non-video. */
+async function looksLikeMp4(file: string): Promise<boolean> {
+  const handle = await open(file, 'r');
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(8), 0, 8, 0);
+    return bytesRead === 8 && ['ftyp', 'moov', 'mdat', 'free', 'wide', 'skip'].includes(buffer.toString('latin1', 4, 8));
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Several files played back to back (the publishes of one live event): each is probed, durations add up, the first
+ * one's picture size leads the ladder.
+ */
+export async function probeSources(ffprobePath: string, files: readonly string[]): Promise<ProbedSource> {
+  const probed: ProbedSource[] = [];
+  for (const file of files) probed.push(await probeSource(ffprobePath, file));
+  const first = probed[0]!;
+  const durationMs = probed.reduce((sum, p) => sum + p.durationMs, 0);
+  if (durationMs > SOURCE_LIMITS.maxDurationSec * 1000) throw new UnusableSourceError(`The video is too long; at most ${SOURCE_LIMITS.maxDurationSec / 3600} h is accepted.`);
+  return { ...first, durationMs, hasAudio: probed.some((p) => p.hasAudio) };
 }

@@ -26,6 +26,9 @@ export interface VideoView {
   kind: Video['kind'] | null;
   createdAt: string;
   playback: { hls: string | null; dash: string | null; watchPage: string };
+  /** Admin view only: the stored source's SHA-256 and size (uploads). */
+  sourceSha256?: string;
+  sourceBytes?: number;
 }
 
 export interface VodRoutesOptions {
@@ -145,6 +148,8 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
         dash: archive ? `${base}/vod/${video.id}/manifest.mpd${query}` : null,
         watchPage: `${base}/watch/${video.id}${query}`,
       },
+      ...(admin && video.sourceSha256 ? { sourceSha256: video.sourceSha256 } : {}),
+      ...(admin && video.sourceBytes !== undefined ? { sourceBytes: video.sourceBytes } : {}),
     };
   };
 

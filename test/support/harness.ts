@@ -29,7 +29,9 @@ export async function startTestNode(env: Record<string, string> = {}, dataDir?: 
     ONAIR_X264_PRESET: 'ultrafast',
     // Free ports for the WebRTC servers: tests never collide with each other or with a node on the default port.
     ONAIR_WEBRTC_PORT: '0',
-    // A small, fast VOD ladder: tests check the path, the bench measures the real one.
+    // A small, fast VOD ladder: tests check the path, the bench measures the real one. No VOD worker unless a test
+    // asks for one (ONAIR_VOD_CONCURRENCY=1): every ended publish would otherwise transcode beside the next test.
+    ONAIR_VOD_CONCURRENCY: '0',
     ONAIR_VOD_LADDER: '360,240',
     ONAIR_VOD_X264_PRESET: 'ultrafast',
     ONAIR_VOD_SEGMENT_SEC: '2',

@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { OnAirNode } from '../server/node.js';
+import { probeDuration } from './support/ffprobe.js';
+import { api, isAlive, spawnNode, startTestNode, waitFor, type NodeProcess } from './support/harness.js';
+import { makeVideo, tusCreate, tusPatch } from './support/tus.js';
+
+/** ffmpeg processes working in this data dir (the VOD pipeline's scratch folders are under `<dataDir>/work`). */
+function ffmpegsIn(dataDir: string): number[] {
+  const result = spawnSync('pgrep', ['-f', `ffmpeg.*${path.join(dataDir, 'work')}`], { encoding: 'utf8' });
+  return result.stdout.split('\n').filter((l) => l.trim() !== '').map(Number);
+}
+
+describe('VOD workers as separate processes (ONAIR_ROLE=worker): a worker killed mid-job', { timeout: 240_000 }, () => {
+  let node: OnAirNode;
+  let dataDir: string;
+  let close: () => Promise<void>;
+  let media: string;
+  const workers: NodeProcess[] = [];
+  // The same slow-enough ladder in the workers: the kill must land mid-transcode.
+  const vodEnv = { ONAIR_VOD_LADDER: '720,480,360', ONAIR_VOD_X264_PRESET: 'veryfast', ONAIR_VOD_SEGMENT_SEC: '2', ONAIR_VOD_LOCK_MS: '3000', ONAIR_VOD_BACKOFF_MS: '200' };
+
+  const startWorker = async (): Promise<NodeProcess> => {
+    const worker = spawnNode({ ...vodEnv, ONAIR_ROLE: 'worker', ONAIR_DATA_DIR: dataDir, ONAIR_LOG_LEVEL: 'info' });
+    workers.push(worker);
+    await worker.waitForStdout(/VOD worker ready/, 20_000);
+    return worker;
+  };
+
+  before(async () => {
+    // The origin runs no jobs itself: only the worker processes do.
+    ({ node, dataDir, close } = await startTestNode({ ...vodEnv, ONAIR_VOD_CONCURRENCY: '0', ONAIR_WEBRTC_LAYERS: 'off' }));
+    media = await mkdtemp(path.join(os.tmpdir(), 'onair-worker-media-'));
+  });
+
+  after(async () => {
+    for (const worker of workers) worker.child.kill('SIGKILL');
+    await Promise.all(workers.map((w) => w.exited));
+    await close?.();
+    await rm(media, { recursive: true, force: true });
+  });
+
+  test('the job goes back to the queue, another worker completes it, and the published outputs are complete and consistent', async () => {
+    const file = path.join(media, 'long.mp4');
+    makeVideo(file, { seconds: 20, megabytes: 8 });
+    const data = await readFile(file);
+    const first = await startWorker();
+    const created = await tusCreate(node.httpUrl, node.adminToken, data.length, { filename: 'long.mp4' });
+    assert.equal(created.status, 201);
+    await tusPatch(created.url!, node.adminToken, data, 0);
+    const id = created.url!.split('/').pop()!;
+
+    await waitFor('the first worker to be transcoding', async () => {
+      const body = (await api(node, 'GET', `/api/videos/${id}`)).body;
+      return body.progress >= 10 && ffmpegsIn(dataDir).length > 0;
+    }, 60_000, 100);
+    const ffmpegs = ffmpegsIn(dataDir);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // Its ffmpeg does not outlive it (no orphan burning CPU).
+    await waitFor('the killed worker\'s ffmpeg to exit', () => ffmpegs.every((pid) => !isAlive(pid)), 5000, 50);
+    const stalled = (await api(node, 'GET', `/api/videos/${id}`)).body;
+    assert.equal(stalled.status, 'processing');
+
+    await startWorker();
+    const video = await waitFor('the video to be ready after the retry', async () => {
+      const body = (await api(node, 'GET', `/api/videos/${id}`)).body;
+      assert.notEqual(body.status, 'failed', body.error);
+      return body.status === 'ready' ? body : undefined;
+    }, 150_000, 250);
+    assert.deepEqual(video.renditions.map((r: { height: number }) => r.height), [720, 480, 360]);
+
+    // One version in storage (the killed attempt published nothing and left nothing there), and every segment the
+    // manifests name is present.
+    const keys = await node.vod.storage.list(`videos/${id}`);
+    const versions = new Set(keys.map((k) => k.split('/')[2]));
+    assert.equal(versions.size, 1, [...versions].join(', '));
+    const version = [...versions][0]!;
+    const names = new Set(keys.map((k) => k.split('/').slice(3).join('/')));
+    for (const playlist of [...names].filter((n) => n.endsWith('.m3u8') && n !== 'index.m3u8')) {
+      const text = await (await fetch(`${node.httpUrl}/vod/${id}/${version}/${playlist}`)).text();
+      const uris = [...text.matchAll(/^(seg-[^\s]+)$/gm)].map((m) => m[1]!);
+      assert.ok(uris.length >= 10, `${playlist} lists ${uris.length} segments`);
+      for (const uri of uris) assert.ok(names.has(uri), `${playlist} names ${uri}, which is stored`);
+      assert.match(text, /#EXT-X-ENDLIST/);
+    }
+    const dash = await probeDuration(video.playback.dash);
+    assert.ok(Math.abs(dash - 20) < 1, `DASH lasts ${dash} s`);
+  });
+});
