@@ -147,6 +147,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           isAdmin: (request) => isAdminRequest(request.headers.authorization, this.adminToken),
           created: (id, metadata) => this.#vod.uploadCreated(id, metadata),
           finished: (id, file) => this.#vod.uploadFinished(id, file),
+          onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start)'),
         }),
       ],
       ready: () => this.#ready(),

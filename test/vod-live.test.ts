@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { io as connect, type Socket } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
+import { vodBackends } from './support/backends.js';
 import { launchChromium } from './support/browser.js';
 import { probeDuration } from './support/ffprobe.js';
 import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
@@ -32,7 +33,7 @@ async function sample(page: Page): Promise<{ mode: string; currentTime: number; 
 }
 
 
-describe('a finished live event becomes a replay at once, then an archive (HLS + DASH) with its chat', { timeout: 240_000 }, () => {
+for (const backend of vodBackends()) describe(`a finished live event becomes a replay at once, then an archive (HLS + DASH) with its chat — ${backend.name}`, { timeout: 240_000 }, () => {
   let node: OnAirNode;
   let close: () => Promise<void>;
   let chromium: Awaited<ReturnType<typeof launchChromium>>;
@@ -44,7 +45,8 @@ describe('a finished live event becomes a replay at once, then an archive (HLS +
   let archivedAt: number;
 
   before(async () => {
-    ({ node, close } = await startTestNode({ ONAIR_LADDER: '360,240', ONAIR_RECONNECT_GRACE_SEC: '3', ONAIR_WEBRTC_LAYERS: 'off', ONAIR_VOD_CONCURRENCY: '1' }));
+    await backend.start();
+    ({ node, close } = await startTestNode({ ...backend.env(), ONAIR_LADDER: '360,240', ONAIR_RECONNECT_GRACE_SEC: '3', ONAIR_WEBRTC_LAYERS: 'off', ONAIR_VOD_CONCURRENCY: '1' }));
     const created = await api(node, 'POST', '/api/streams', { body: { title: 'Archive show', description: 'replayed' } });
     streamId = created.body.id;
     const rtmp = `${node.rtmpUrl}/${created.body.streamKey}`;
@@ -74,6 +76,7 @@ describe('a finished live event becomes a replay at once, then an archive (HLS +
     chat?.close();
     await chromium?.close();
     await close?.();
+    await backend.stop();
   });
 
   test('the replay is published within 10 s of the end, under the event id, and /watch/:id plays it', async () => {

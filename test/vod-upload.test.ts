@@ -6,8 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import type { OnAirNode } from '../server/node.js';
 import { probeDuration } from './support/ffprobe.js';
 import { api, startTestNode, waitFor } from './support/harness.js';
-import { startPostgres, type TestPostgres } from './support/postgres.js';
-import { startS3Server, type S3TestServer } from './support/s3server.js';
+import { vodBackends } from './support/backends.js';
 import { makeVideo, sha256, tusCreate, tusOffset, tusPatch, tusPatchInterrupted } from './support/tus.js';
 
 
@@ -26,30 +25,7 @@ async function upload(node: OnAirNode, data: Buffer, metadata: Record<string, st
   return created.url!.split('/').pop()!;
 }
 
-interface Backend {
-  name: string;
-  env(): Record<string, string>;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-const backends: Backend[] = (() => {
-  let pg: TestPostgres | undefined;
-  let s3: S3TestServer | undefined;
-  return [
-    { name: 'local disk + SQLite (the embedded defaults)', env: () => ({}), start: async () => {}, stop: async () => {} },
-    {
-      name: 'S3 storage on a real S3 server (OpenStack Swift s3api) + PostgreSQL',
-      env: () => ({ ...s3!.env, ONAIR_DATABASE_URL: pg!.url }),
-      start: async () => {
-        [pg, s3] = await Promise.all([startPostgres(), startS3Server({ bucket: 'onair-vod' })]);
-      },
-      stop: async () => {
-        await Promise.all([pg?.stop(), s3?.stop()]);
-      },
-    },
-  ];
-})();
+const backends = vodBackends();
 
 let media: string;
 let source: Buffer;

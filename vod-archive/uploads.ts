@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Server as TusServer } from '@tus/server';
 import { FileStore } from '@tus/file-store';
+import { EVENTS } from '@tus/utils';
 import { OnAirError } from '../lib/errors.js';
 import { randomId } from '../lib/ids.js';
 
@@ -20,8 +21,12 @@ export interface UploadRoutesOptions {
   isAdmin(request: FastifyRequest): boolean;
   /** An upload was declared: the catalog gets its video (status processing, not listed publicly yet). */
   created(id: string, metadata: UploadMetadata): Promise<void>;
-  /** Every byte arrived: the file at `file` becomes the video's source and its job is queued. */
+  /**
+   * Every byte arrived (called once the response is sent: tus still reads the upload while it answers): the file at
+   * `file` becomes the video's source and its job is queued. A failure here is retried at the next start.
+   */
   finished(id: string, file: string): Promise<void>;
+  onError(error: unknown, id: string): void;
 }
 
 const UPLOAD_ID_RE = /^[a-z0-9]{16}$/;
@@ -71,10 +76,9 @@ export function registerUploadRoutes(app: FastifyInstance, options: UploadRoutes
       await options.created(upload.id, metadata);
       return {};
     },
-    onUploadFinish: async (_req, upload) => {
-      await options.finished(upload.id, path.join(options.dir, upload.id));
-      return {};
-    },
+  });
+  tus.on(EVENTS.POST_FINISH, (_req, _res, upload) => {
+    options.finished(upload.id, path.join(options.dir, upload.id)).catch((error: unknown) => options.onError(error, upload.id));
   });
 
   app.register(async (scope) => {
