@@ -32,8 +32,13 @@ describe('VOD ladder and command', () => {
     assert.equal(after('-hls_playlist'), '1');
     assert.equal(after('-hls_master_name'), 'index.m3u8');
     assert.equal(after('-adaptation_sets'), 'id=0,streams=v id=1,streams=a');
-    assert.equal(argv[argv.length - 1], '/work/out/manifest.mpd');
-    assert.match(after('-filter_complex')!, /split=2\[s0\]\[s1\].*scale=1280:720.*scale=640:360/);
+    assert.ok(argv.includes('/work/out/manifest.mpd'));
+    assert.match(after('-filter_complex')!, /split=4\[s0\]\[s1\]\[ta\]\[tb\].*scale=1280:720.*scale=640:360/);
+    // Poster and storyboard come from the same decode: frames are dropped before they are scaled.
+    assert.match(after('-filter_complex')!, /\[ta\]trim=start=6\.000:end=7\.000,.*\[poster\]/);
+    assert.match(after('-filter_complex')!, /\[tb\]fps=1\/1,scale=160:90.*tile=10x10.*\[sheet\]/);
+    assert.equal(argv[argv.length - 1], '/work/out/storyboard.jpg');
+    assert.ok(argv.includes('/work/out/poster.jpg'));
     // Video-only sources get no audio mapping and one adaptation set.
     const silent = vodLadderArgs({ url: 'x' }, source({ hasAudio: false }), renditions, { heights: [720], preset: 'veryfast', crf: 23, segmentSec: 4 }, '/o');
     assert.ok(!silent.includes('0:a:0'));

@@ -10,7 +10,7 @@ export { VodQueue, VodWorker, VOD_QUEUE } from './jobs.js';
 export { runPipeline, mpdDurationMs, sha256File, videoPrefix, sourcePrefix } from './pipeline.js';
 export type { PipelineDeps } from './pipeline.js';
 export { probeSource, probeSources, UnusableSourceError, SOURCE_LIMITS } from './probe.js';
-export { planVodLadder, vodLadderArgs, thumbnailArgs, storyboardVtt, DEFAULT_VOD_HEIGHTS } from './vodCommand.js';
+export { planVodLadder, vodLadderArgs, storyboardVtt, storyboardInterval, DEFAULT_VOD_HEIGHTS } from './vodCommand.js';
 export type { ProbedSource, VodLadderOptions } from './vodCommand.js';
 export { registerVodRoutes, parseRange } from './routes.js';
 export type { VideoView } from './routes.js';

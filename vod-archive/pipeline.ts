@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../lib/log.js';
 import { randomId } from '../lib/ids.js';
@@ -9,7 +9,7 @@ import { ProgressParser } from '../live-transcoder/index.js';
 import type { VideoCatalog } from './catalog.js';
 import { probeSources, UnusableSourceError } from './probe.js';
 import type { Storage } from './storage.js';
-import { planVodLadder, storyboardVtt, thumbnailArgs, vodLadderArgs, type VodLadderOptions } from './vodCommand.js';
+import { planVodLadder, storyboardInterval, storyboardVtt, vodLadderArgs, type VodLadderOptions } from './vodCommand.js';
 
 export interface PipelineDeps {
   storage: Storage;
@@ -98,7 +98,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     log.info({ videoId: video.id, width: source.width, height: source.height, durationMs: source.durationMs }, 'vod source probed');
     await run.progress(TRANSCODE_FROM);
 
-    // Transcode + package.
+    // Transcode + package (+ thumbnail images, from the same decode).
     const out = path.join(work, 'out');
     await mkdir(out);
     const renditions = planVodLadder(source, deps.ladder.heights);
@@ -131,10 +131,11 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     }
     await run.progress(TRANSCODE_TO);
 
-    // Thumbnails.
-    const thumbs = await runTied(deps.ffmpegPath, thumbnailArgs(input, decodedMs, out), run.signal ? { signal: run.signal } : {});
-    if (thumbs.code !== 0) throw new Error(`ffmpeg (thumbnails) exited with ${thumbs.code ?? thumbs.signal}: ${thumbs.stderr.trim().split('\n').pop() ?? ''}`);
-    await writeFile(path.join(out, 'thumbnails.vtt'), storyboardVtt(decodedMs));
+    // Thumbnails: the poster and the storyboard sheet came out of the same decode; the track that indexes it is ours.
+    for (const image of ['poster.jpg', 'storyboard.jpg']) {
+      if (!(await stat(path.join(out, image)).catch(() => undefined))?.size) throw new Error(`ffmpeg wrote no ${image}`);
+    }
+    await writeFile(path.join(out, 'thumbnails.vtt'), storyboardVtt(decodedMs, storyboardInterval(source.durationMs)));
     await run.progress(90);
 
     // Store: media first, manifests last, under a version nobody plays yet.
