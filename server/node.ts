@@ -96,6 +96,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#vod = parts.vod;
     this.#metrics = new Metrics(() => this.#samples());
     this.#chat.registerMetrics(this.#metrics.registry);
+    this.#vod.registerMetrics(this.#metrics.registry);
     this.#ingest = new RtmpIngest({
       host: this.config.host,
       port: this.config.rtmpPort,

@@ -2,6 +2,7 @@ import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
 import type { RedisOptions } from 'ioredis';
+import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { VideoCatalog, type CatalogTables, type Video } from './catalog.js';
 import { VodQueue, VodWorker } from './jobs.js';
@@ -147,6 +148,25 @@ export class VodArchive {
       }
       await this.queue.enqueue(video.id);
     }
+  }
+
+  /** `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis). */
+  registerMetrics(registry: Registry): void {
+    const queue = this.queue;
+    new Gauge({
+      name: 'onair_vod_jobs',
+      help: 'VOD queue jobs by state (waiting, active, delayed, completed, failed, prioritized)',
+      labelNames: ['state'],
+      registers: [registry],
+      async collect() {
+        try {
+          const counts = await queue.counts();
+          for (const [state, count] of Object.entries(counts)) this.set({ state }, count);
+        } catch {
+          // Redis unreachable: /readyz says so; the gauge keeps its last values.
+        }
+      },
+    });
   }
 
   async deleteVideo(id: string): Promise<boolean> {

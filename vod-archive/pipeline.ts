@@ -104,12 +104,15 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     const renditions = planVodLadder(source, deps.ladder.heights);
     const parser = new ProgressParser();
     let lastReported = TRANSCODE_FROM;
+    let lastReportedAt = 0;
     let reporting = Promise.resolve();
     parser.on('progress', (p) => {
       const share = Math.min(1, p.outTimeMs / Math.max(1, source.durationMs));
       const value = Math.floor(TRANSCODE_FROM + share * (TRANSCODE_TO - TRANSCODE_FROM));
-      if (value >= lastReported + 2) {
+      // At most one write a second (ffmpeg reports twice a second): progress bars need no more.
+      if (value > lastReported && Date.now() - lastReportedAt >= 1000) {
         lastReported = value;
+        lastReportedAt = Date.now();
         reporting = reporting.then(() => run.progress(value)).catch(() => {});
       }
     });
