@@ -18,6 +18,8 @@ export interface LiveTranscoderOptions {
   /** LL-HLS part target: the fragment duration asked of ffmpeg. */
   partTargetMs: number;
   vaapiDevice: string;
+  /** A text file burned into every encoded rendition as a scrolling ticker, re-read every frame (news flashes). */
+  tickerFile?: string;
   ladder: LadderOptions;
   log: Logger;
   /** Delays before successive restarts after crashes; the last one repeats. */
@@ -231,6 +233,7 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
       partTargetMs: this.#options.partTargetMs,
       vaapiDevice: this.#options.vaapiDevice,
       ...(rtp ? { rtp: rtp.targets } : {}),
+      ...(this.#options.tickerFile !== undefined ? { tickerFile: this.#options.tickerFile } : {}),
     });
     this.#log.debug({ generation, command: formatCommandLine(this.#options.ffmpegPath, argv) }, 'starting ffmpeg');
     const stdio: ('pipe' | 'ignore')[] = ['pipe', 'ignore', 'pipe', 'pipe', ...plan.renditions.map(() => 'pipe' as const)];

@@ -15,6 +15,21 @@ export interface LiveCommandOptions {
    * decoded frames). Absent, or a plan without `webrtc`: the command is the HLS ladder alone, argument for argument.
    */
   rtp?: RtpTargets;
+  /**
+   * Burn this text file into the picture before the split (every encoded rung and WebRTC layer shows it), re-read on
+   * every frame: writing the file shows or clears a news ticker with no restart. Passthrough rungs cannot show it.
+   */
+  tickerFile?: string;
+}
+
+/** The ticker's font: DejaVu Sans Bold from Debian's fonts-dejavu-core (a dependency of ffmpeg's libass/fontconfig). */
+export const TICKER_FONT = '/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf';
+
+/** A scrolling line at the bottom, white with a black outline, sized to the picture (drawtext, re-read each frame). */
+export function tickerFilter(file: string): string {
+  if (!/^[A-Za-z0-9/._-]+$/.test(file)) throw new Error(`ticker file path must be plain (letters, digits, / . _ -): ${file}`);
+  return `drawtext=fontfile=${TICKER_FONT}:textfile=${file}:reload=1:fontsize=h/14:fontcolor=white:borderw=3:bordercolor=black:` +
+    `x=w-mod(t*w/6\\,w+tw):y=h-th-h/24`;
 }
 
 /** File descriptors of the spawned process: 0 = FLV in, 3 = `-progress`, 4.. = one fMP4 pipe per rendition. */
@@ -48,7 +63,8 @@ export function liveLadderArgs(o: LiveCommandOptions): string[] {
   };
   const chains = [...encoded.map((r, i) => scale(`s${i}`, r, `v${i}`)), ...layers.map((l, i) => scale(`r${i}`, l.layer, `w${i}`))];
   const splits = encoded.length + layers.length;
-  const filterComplex = splits === 0 ? undefined : [`[0:v:0]split=${splits}${branches}`, ...chains].join(';');
+  const ticker = o.tickerFile !== undefined ? `${tickerFilter(o.tickerFile)},` : '';
+  const filterComplex = splits === 0 ? undefined : [`[0:v:0]${ticker}split=${splits}${branches}`, ...chains].join(';');
 
   let encodedIndex = 0;
   const outputs: FfmpegOutput[] = plan.renditions.map((r, i) => {

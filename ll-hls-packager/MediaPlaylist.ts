@@ -1,4 +1,5 @@
 import type { Fragment, InitSegment } from '../live-transcoder/index.js';
+import { cueTagsBefore, type Cue } from './cues.js';
 
 /** One Partial Segment (rfc8216bis §4.4.4.9): one CMAF fragment (moof+mdat) from ffmpeg. */
 export interface Part {
@@ -48,6 +49,10 @@ export interface MediaPlaylistOptions {
   clockAnchor?: (generation: number, own: { mediaMs: number; wallMs: number }) => { mediaMs: number; wallMs: number };
   /** Sees every segment once it is complete, with the init it needs (the recording of the event keeps them). */
   onSegment?: (segment: Segment, init: InitSegment) => void;
+  /** A segment opened at this date and media time (ms): pending cues start on it (StreamPackager). */
+  onSegmentStart?: (programDateTime: number, mediaStartMs: number) => void;
+  /** The stream's cues (ad breaks, news flashes), shared by every rendition. */
+  cues?: () => readonly Cue[];
 }
 
 export interface ServerControl {
@@ -217,6 +222,11 @@ export class MediaPlaylist {
     this.#changed();
   }
 
+  /** Something the playlist shows changed outside it (a cue): blocked reloads get a fresh playlist. */
+  touch(): void {
+    this.#changed();
+  }
+
   /** The stream is over: the open segment completes and EXT-X-ENDLIST goes out. */
   end(): void {
     if (this.#ended) return;
@@ -298,6 +308,14 @@ export class MediaPlaylist {
       }
       if (skipped > 0) lines.push(`#EXT-X-SKIP:SKIPPED-SEGMENTS=${skipped}`);
     }
+    const cues = this.#options.cues?.() ?? [];
+    if (skipped > 0 && cues.length > 0) {
+      // The DATERANGEs of skipped segments stay: a client needs them and may not have seen them yet.
+      for (let i = 0; i < skipped; i++) {
+        const next = this.#segments[i + 1]?.programDateTime;
+        for (const line of cueTagsBefore(cues, this.#segments[i]!, next)) if (line.startsWith('#EXT-X-DATERANGE')) lines.push(line);
+      }
+    }
 
     // Parts are listed for the segments that end less than three target durations before the end (§4.4.4.9).
     const totalMs = this.#segments.reduce((sum, s) => sum + s.durationMs, 0);
@@ -314,6 +332,7 @@ export class MediaPlaylist {
         mapUri = segment.mapUri;
       }
       lines.push(`#EXT-X-PROGRAM-DATE-TIME:${new Date(segment.programDateTime).toISOString()}`);
+      if (cues.length > 0) lines.push(...cueTagsBefore(cues, segment, this.#segments[i + 1]?.programDateTime));
       if (!segment.complete || (!this.#ended && endMs > partsFromMs)) {
         for (const part of segment.parts) {
           lines.push(`#EXT-X-PART:DURATION=${(part.durationMs / 1000).toFixed(3)},URI="${part.uri}${q}"${part.independent ? ',INDEPENDENT=YES' : ''}`);
@@ -359,6 +378,7 @@ export class MediaPlaylist {
     };
     this.#pendingDiscontinuity = false;
     this.#segments.push(segment);
+    this.#options.onSegmentStart?.(segment.programDateTime, mediaStartMs);
     return segment;
   }
 

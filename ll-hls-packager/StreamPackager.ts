@@ -1,6 +1,7 @@
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
 import type { InitSegment } from '../live-transcoder/index.js';
 import { MediaPlaylist, serverControlFor, type Segment, type ServerControl } from './MediaPlaylist.js';
+import type { Cue } from './cues.js';
 
 export interface StreamPackagerOptions {
   streamId: string;
@@ -33,6 +34,8 @@ export class StreamPackager {
   readonly #clockAnchors = new Map<number, { mediaMs: number; wallMs: number }>();
   #ended = false;
   #endedAt: number | undefined;
+  readonly #cues: Cue[] = [];
+  #cueWaiters: { cue: Cue; resolve: () => void }[] = [];
 
   constructor(options: StreamPackagerOptions) {
     this.#options = options;
@@ -54,6 +57,55 @@ export class StreamPackager {
     let version = 0;
     for (const { playlist } of this.#renditions.values()) version += playlist.version;
     return version;
+  }
+
+  /** The stream's cues, oldest first (ad breaks and news flashes; the replay keeps them). */
+  get cues(): readonly Cue[] {
+    return this.#cues;
+  }
+
+  /**
+   * Adds a cue. An ad break waits for the next segment boundary (any rendition's next segment: they are aligned) and
+   * resolves once it has its START-DATE; a news flash starts now. Every playlist renders it from then on.
+   */
+  addCue(cue: Cue): Promise<void> {
+    this.#cues.push(cue);
+    if (cue.kind !== 'ad' || cue.startDate !== undefined) {
+      this.#touch();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#cueWaiters.push({ cue, resolve }));
+  }
+
+  /** A segment opened in some rendition: pending breaks start on it, running breaks past their duration end on it. */
+  #segmentStarted(programDateTime: number, mediaStartMs: number): void {
+    let changed = false;
+    for (const cue of this.#cues) {
+      if (cue.kind !== 'ad') continue;
+      const pts = BigInt(Math.round(mediaStartMs * 90));
+      if (cue.startDate === undefined && programDateTime >= cue.requestedAt - this.#options.segmentTargetMs) {
+        cue.startDate = programDateTime;
+        cue.startPts = pts;
+        changed = true;
+      } else if (cue.startDate !== undefined && cue.endDate === undefined && programDateTime > cue.startDate
+        && programDateTime >= cue.startDate + cue.plannedDurationMs - this.#options.partTargetMs) {
+        cue.endDate = programDateTime;
+        cue.endPts = pts;
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    const waiting = this.#cueWaiters;
+    this.#cueWaiters = [];
+    for (const waiter of waiting) {
+      if (waiter.cue.startDate !== undefined) waiter.resolve();
+      else this.#cueWaiters.push(waiter);
+    }
+  }
+
+  /** Wakes blocked playlist requests so that a new cue goes out without waiting for the next part. */
+  #touch(): void {
+    for (const { playlist } of this.#renditions.values()) playlist.touch();
   }
 
   playlist(name: string): MediaPlaylist | undefined {
@@ -86,6 +138,8 @@ export class StreamPackager {
             this.#clockAnchors.set(generation, anchor);
             return anchor;
           },
+          onSegmentStart: (programDateTime: number, mediaStartMs: number) => this.#segmentStarted(programDateTime, mediaStartMs),
+          cues: () => this.#cues,
           ...(this.#options.onSegment ? {
             onSegment: (segment: Segment, init: InitSegment) => {
               const state = this.#renditions.get(rendition.name);
@@ -101,7 +155,11 @@ export class StreamPackager {
     if (this.#ended) return;
     this.#ended = true;
     this.#endedAt = Date.now();
+    // A break still running when the stream ends ends with it (the replay then shows its real length).
+    for (const cue of this.#cues) if (cue.kind === 'ad' && cue.startDate !== undefined && cue.endDate === undefined) cue.endDate = this.#endedAt;
     for (const { playlist } of this.#renditions.values()) playlist.end();
+    for (const waiter of this.#cueWaiters) waiter.resolve();
+    this.#cueWaiters = [];
   }
 
   /** Is every rendition's init known (CODECS can be written)? */

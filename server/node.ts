@@ -20,6 +20,12 @@ import { openDatabase, type Database } from './db.js';
 import { buildHttpServer, type StreamView } from './http.js';
 import { Metrics, type LiveStreamSample } from './metrics.js';
 import { registerWebRoutes } from './web.js';
+import { registerCueRoutes, type CueInput } from './cueRoutes.js';
+import { randomId } from '../lib/ids.js';
+import { OnAirError } from '../lib/errors.js';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Cue } from '../ll-hls-packager/cues.js';
 import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from './redis.js';
 import { StreamStore, type StreamRecord } from './streams.js';
 
@@ -33,6 +39,11 @@ interface LiveStream {
   packager: StreamPackager;
   /** The event's recording (its source and its ladder's segments): the replay and the archive's input. */
   recorder: EventRecorder | undefined;
+  /** The file the transcoder burns in as a ticker (news flashes); undefined when the data dir path cannot be one. */
+  tickerFile: string | undefined;
+  /** News flashes on screen now, and the timer that clears the ticker after the last one. */
+  news: { cue: Cue; until: number }[];
+  newsTimer: NodeJS.Timeout | undefined;
 }
 
 /** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
@@ -118,6 +129,13 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         (app) => registerLiveRoutes(app, {
           packager: (id) => this.#packagers.get(id),
           playbackSigningKey: this.config.playbackSigningKey,
+        }),
+        (app) => registerCueRoutes(app, {
+          requireAdmin: async (request, reply) => {
+            if (!request.headers.authorization) await reply.code(401).send(new OnAirError('ONAIR_ERR_UNAUTHORIZED').toJSON());
+            else if (!isAdminRequest(request.headers.authorization, this.adminToken)) await reply.code(403).send(new OnAirError('ONAIR_ERR_FORBIDDEN').toJSON());
+          },
+          addCue: (id, input) => this.#addCue(id, input),
         }),
         (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: this.config.playbackSigningKey }),
         (app) => registerChatRoutes(app, {
@@ -349,8 +367,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       });
       // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
       const rtpInputs = this.#edge ? await this.#edge.openStream(streamId) : undefined;
+      const tickerFile = prepareTicker(this.config.dataDir, streamId);
+      if (!tickerFile) log.warn('the data dir path has characters ffmpeg filters cannot take: news flashes will not be burned in');
       const transcoder = new LiveTranscoder({
         streamId,
+        ...(tickerFile ? { tickerFile } : {}),
         ...(rtpInputs ? { rtp: () => rtpInputs } : {}),
         ffmpegPath: this.config.ffmpegPath,
         encoder: this.encoder.kind,
@@ -389,7 +410,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.playlist(rendition.name)?.addFragment(generation, fragment));
       this.#packagers.get(streamId)?.end();
       this.#packagers.set(streamId, packager);
-      live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager, recorder };
+      live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager, recorder, tickerFile, news: [], newsTimer: undefined };
       this.#live.set(streamId, live);
       // Marked live only now: a client that sees `live` also sees the event's stats.
       await this.streams.setStatus(streamId, 'live');
@@ -424,6 +445,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const live = this.#live.get(streamId);
     if (!live) return;
     this.#live.delete(streamId);
+    if (live.newsTimer) clearTimeout(live.newsTimer);
     await live.transcoder.close();
     live.packager.end();
     this.#edge?.closeStream(streamId);
@@ -458,8 +480,66 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       description: stream.description,
       startedAt: live.startedAt,
       recorder,
+      cues: live.packager.cues,
     });
     if (video?.version) this.safeEmit('archived', { streamId: live.streamId, eventId: live.eventId, videoId: video.id });
+  }
+
+  /**
+   * An ad break or a news flash on a live stream: into every rendition's playlist (from the shared packager), to chat
+   * clients as a `cue` event, and for news into the burned-in ticker. An ad break answers once it has its start (the
+   * next segment boundary, within one segment duration).
+   */
+  async #addCue(streamId: string, input: CueInput): Promise<{ id: string; kind: string; startDate: string } | undefined> {
+    const live = this.#live.get(streamId);
+    if (!live) {
+      if (!(await this.streams.get(streamId))) return undefined;
+      throw new OnAirError('ONAIR_ERR_STREAM_NOT_LIVE');
+    }
+    const now = Date.now();
+    const cue: Cue = {
+      id: `${input.kind}-${randomId(10)}`,
+      kind: input.kind,
+      eventId: Math.floor(Math.random() * 0xffffffff) >>> 0,
+      requestedAt: now,
+      plannedDurationMs: Math.round(input.durationSec * 1000),
+      startDate: input.kind === 'news' ? now : undefined,
+      startPts: undefined,
+      endDate: undefined,
+      endPts: undefined,
+      ...(input.text !== undefined ? { text: input.text } : {}),
+    };
+    if (input.kind === 'news') this.#showNews(live, cue);
+    const started = live.packager.addCue(cue);
+    // Bounded: a stream whose encoder stalls still answers (the cue then starts on the first segment to come).
+    await Promise.race([started, new Promise((resolve) => setTimeout(resolve, 3 * this.config.segmentTargetMs).unref())]);
+    const startDate = new Date(cue.startDate ?? cue.requestedAt).toISOString();
+    this.#chat.sendCue(streamId, {
+      id: cue.id,
+      kind: cue.kind,
+      startDate,
+      durationSec: input.durationSec,
+      ...(cue.text !== undefined ? { text: cue.text } : {}),
+    });
+    return { id: cue.id, kind: cue.kind, startDate };
+  }
+
+  /** Writes the ticker (atomically: ffmpeg re-reads it every frame) and clears it when the last flash is over. */
+  #showNews(live: LiveStream, cue: Cue): void {
+    if (!live.tickerFile) return;
+    live.news.push({ cue, until: cue.requestedAt + cue.plannedDurationMs });
+    const update = (): void => {
+      const now = Date.now();
+      live.news = live.news.filter((n) => n.until > now);
+      writeTicker(live.tickerFile!, live.news.map((n) => n.cue.text ?? '').join('   •   '));
+      if (live.newsTimer) clearTimeout(live.newsTimer);
+      live.newsTimer = undefined;
+      if (live.news.length > 0) {
+        live.newsTimer = setTimeout(update, Math.min(...live.news.map((n) => n.until)) - now + 5);
+        live.newsTimer.unref();
+      }
+    };
+    update();
   }
 
   /** A live event (current or past) by id. */
@@ -576,6 +656,21 @@ export function startVodArchive(config: Config, log: Logger, database: Database,
     replacedRetentionMs: config.vod.replacedRetentionMs,
     log: log.child({ component: 'vod' }),
   });
+}
+
+/** The ticker file of a stream, empty (no flash on screen); undefined when its path cannot go into a filter. */
+function prepareTicker(dataDir: string, streamId: string): string | undefined {
+  const file = path.join(dataDir, 'tickers', `${streamId}.txt`);
+  if (!/^[A-Za-z0-9/._-]+$/.test(file)) return undefined;
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeTicker(file, '');
+  return file;
+}
+
+function writeTicker(file: string, text: string): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  writeFileSync(temp, text);
+  renameSync(temp, file);
 }
 
 /** `Authorization: Bearer <admin token>`, compared in constant time. */

@@ -11,6 +11,7 @@ import { EventRecorder } from './recorder.js';
 import type { Storage } from './storage.js';
 import type { UploadMetadata } from './uploads.js';
 import type { VodLadderOptions } from './vodCommand.js';
+import type { Cue } from '../ll-hls-packager/cues.js';
 
 export interface VodArchiveOptions {
   db: Kysely<CatalogTables>;
@@ -87,9 +88,9 @@ export class VodArchive {
    * source recording stored, and the archive job queued. The video keeps the event's id, so the chat kept under that
    * id is the replay's chat.
    */
-  async archiveEvent(event: { eventId: string; streamId: string; title: string; description: string; startedAt: number; recorder: EventRecorder }): Promise<Video | undefined> {
+  async archiveEvent(event: { eventId: string; streamId: string; title: string; description: string; startedAt: number; recorder: EventRecorder; cues?: readonly Cue[] }): Promise<Video | undefined> {
     const { eventId, recorder } = event;
-    const recording = await recorder.finish();
+    const recording = await recorder.finish(event.cues);
     if (recording.replayFiles.length === 0 && recording.sourceFiles.length === 0) {
       await recorder.remove();
       return undefined;

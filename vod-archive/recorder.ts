@@ -3,6 +3,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { InitSegment, Rendition } from '../live-transcoder/index.js';
 import type { Segment } from '../ll-hls-packager/index.js';
+import { cueTagsBefore, type Cue } from '../ll-hls-packager/cues.js';
 import type { Logger } from '../lib/log.js';
 
 interface RecordedSegment {
@@ -117,8 +118,8 @@ export class EventRecorder {
     this.#track(mkdir(folder, { recursive: true }).then(() => writeFile(path.join(folder, file), data)));
   }
 
-  /** Waits for every write, then writes the replay's playlists. */
-  async finish(): Promise<RecordingResult> {
+  /** Waits for every write, then writes the replay's playlists (with the event's ad breaks and news flashes). */
+  async finish(cues: readonly Cue[] = []): Promise<RecordingResult> {
     this.endSource();
     this.#finished = true;
     while (this.#pending.size > 0) await Promise.all([...this.#pending]);
@@ -142,7 +143,7 @@ export class EventRecorder {
       durationMs = Math.max(durationMs, total);
       const first = recorded.segments[0]!.programDateTime;
       startDate = startDate === undefined ? first : Math.min(startDate, first);
-      await writeFile(path.join(this.dir, 'ladder', name, 'index.m3u8'), renderReplayPlaylist(recorded.segments));
+      await writeFile(path.join(this.dir, 'ladder', name, 'index.m3u8'), renderReplayPlaylist(recorded.segments, cues));
       replayFiles.push(`${name}/index.m3u8`);
       variants.push(
         `#EXT-X-STREAM-INF:BANDWIDTH=${peak},AVERAGE-BANDWIDTH=${average},CODECS="${recorded.codecs}",` +
@@ -175,7 +176,7 @@ export class EventRecorder {
 }
 
 /** A VOD media playlist (rfc8216bis §4.4.3.5 PLAYLIST-TYPE VOD) over the recorded live segments. */
-export function renderReplayPlaylist(segments: readonly { file: string; durationMs: number; discontinuity: boolean; map: string; programDateTime: number }[]): string {
+export function renderReplayPlaylist(segments: readonly { file: string; durationMs: number; discontinuity: boolean; map: string; programDateTime: number }[], cues: readonly Cue[] = []): string {
   const target = Math.max(1, ...segments.map((s) => Math.round(s.durationMs / 1000)));
   const lines = ['#EXTM3U', '#EXT-X-VERSION:7', `#EXT-X-TARGETDURATION:${target}`, '#EXT-X-PLAYLIST-TYPE:VOD', '#EXT-X-MEDIA-SEQUENCE:0', '#EXT-X-INDEPENDENT-SEGMENTS'];
   let map: string | undefined;
@@ -185,7 +186,9 @@ export function renderReplayPlaylist(segments: readonly { file: string; duration
       map = segment.map;
       lines.push(`#EXT-X-MAP:URI="${map}"`);
     }
-    if (i === 0 || segment.discontinuity) lines.push(`#EXT-X-PROGRAM-DATE-TIME:${new Date(segment.programDateTime).toISOString()}`);
+    // Every segment dated when there are cues: their DATERANGEs are placed by date.
+    if (i === 0 || segment.discontinuity || cues.length > 0) lines.push(`#EXT-X-PROGRAM-DATE-TIME:${new Date(segment.programDateTime).toISOString()}`);
+    if (cues.length > 0) lines.push(...cueTagsBefore(cues, segment, segments[i + 1]?.programDateTime));
     lines.push(`#EXTINF:${(segment.durationMs / 1000).toFixed(3)},`, segment.file);
   });
   lines.push('#EXT-X-ENDLIST');

@@ -79,6 +79,8 @@ export interface PublishOptions {
   /** Seconds of media; default: until stopped. */
   durationSec?: number;
   audio?: boolean;
+  /** lavfi video source instead of testsrc2 (e.g. `color=c=0x336699`); size and rate are appended. */
+  videoSource?: string;
 }
 
 /**
@@ -89,7 +91,7 @@ export function publish(rtmpUrl: string, options: PublishOptions = {}): { child:
   const { width = 854, height = 480, fps = 30, audio = true } = options;
   const args = [
     '-hide_banner', '-nostdin', '-loglevel', 'error', '-re',
-    '-f', 'lavfi', '-i', `testsrc2=size=${width}x${height}:rate=${fps}`,
+    '-f', 'lavfi', '-i', `${options.videoSource ?? 'testsrc2'}${options.videoSource?.includes('=') ? ':' : '='}size=${width}x${height}:rate=${fps}`,
     ...(audio ? ['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000'] : []),
     ...(options.durationSec === undefined ? [] : ['-t', String(options.durationSec)]),
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', String(fps * 2), '-keyint_min', String(fps * 2),
