@@ -1,5 +1,5 @@
 import dgram from 'node:dgram';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -22,7 +22,8 @@ import {
  * the other on the same source.
  *
  * - Source: a 1080p30 OBS-like FLV (x264 veryfast CBR 6 Mbit/s, 2 s keyframes, AAC 160k 48 kHz), BENCH_SECONDS long.
- * - Baseline: the exact argv OnAir would build (liveLadderArgs + planLadder, default config, libx264), its FLV input
+ * - Baseline: the exact argv OnAir would build (liveLadderArgs + planLadder, default config, libx264, the news ticker's
+ *   drawtext on an empty file), its FLV input
  *   `-i pipe:0` replaced by `-re -i <file>`, every pipe (progress and renditions) drained by this process. Cost:
  *   ffmpeg's own CPU.
  * - OnAir: a node in this process (loopback, ephemeral ports, temp data dir, ONAIR_HWACCEL=none, default preset and
@@ -91,6 +92,9 @@ async function run(context: BenchContext): Promise<BenchResult> {
     report(`source    ${describeSource(source)}, ${seconds} s (made in ${fixed((performance.now() - made) / 1000, 1)} s)`);
 
     rtpSink = await openRtpSink();
+    // OnAir's ffmpeg burns in the (empty) news ticker; the baseline runs the same filter on an empty file of its own.
+    tickerFile = path.join(dir, 'ticker.txt');
+    await writeFile(tickerFile, '');
     const plan = planLadder(source, ladderOptions(config));
     const argv = liveLadderArgs(commandOptions(config, plan));
     report(`ladder    ${describePlan(plan)}; libx264 ${config.x264Preset}, part ${config.partTargetMs} ms, GOP ${config.segmentTargetMs} ms`);
@@ -189,9 +193,12 @@ async function openRtpSink(): Promise<{ targets: RtpTargets; close(): void }> {
   };
 }
 
+let tickerFile: string | undefined;
+
 function commandOptions(config: Config, plan: LadderPlan): Parameters<typeof liveLadderArgs>[0] {
   return {
     plan, encoder: 'libx264', x264Preset: config.x264Preset, partTargetMs: config.partTargetMs, vaapiDevice: config.vaapiDevice,
+    ...(tickerFile ? { tickerFile } : {}),
     ...(rtpSink && plan.webrtc ? { rtp: rtpSink.targets } : {}),
   };
 }
