@@ -2,39 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { OnAirNode } from '../server/node.js';
-import { launchChromium } from './support/browser.js';
+import { launchChromium, sampleVideo } from './support/browser.js';
 import { api, publish, startTestNode, waitFor } from './support/harness.js';
 
-/** What the page shows: playback position, hls.js latency, stalls, and the mean brightness of the current frame. */
-async function sample(page: Page): Promise<{ currentTime: number; latency: number; stalls: number; brightness: number; latencyText: string }> {
-  return page.evaluate(async () => {
-    const video = document.querySelector('video')!;
-    // Sample a frame that has been presented, not whatever the element holds between frames.
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 1000);
-      video.requestVideoFrameCallback(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-    const canvas = document.createElement('canvas');
-    canvas.width = 64;
-    canvas.height = 36;
-    const context = canvas.getContext('2d')!;
-    context.drawImage(video, 0, 0, 64, 36);
-    const pixels = context.getImageData(0, 0, 64, 36).data;
-    let sum = 0;
-    for (let i = 0; i < pixels.length; i += 4) sum += pixels[i]! + pixels[i + 1]! + pixels[i + 2]!;
-    const onair = (window as unknown as { onair: { stalls: number; hls: { latency: number } | null } }).onair;
-    return {
-      currentTime: video.currentTime,
-      latency: onair.hls?.latency ?? NaN,
-      stalls: onair.stalls,
-      brightness: sum / (pixels.length / 4) / 3,
-      latencyText: document.getElementById('latency')!.textContent ?? '',
-    };
-  });
-}
+const sample = (page: Page) => sampleVideo(page);
 
 describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { timeout: 170_000 }, () => {
   let node: OnAirNode;

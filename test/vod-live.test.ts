@@ -4,33 +4,11 @@ import type { Page } from 'playwright-core';
 import { io as connect, type Socket } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
 import { vodBackends } from './support/backends.js';
-import { launchChromium } from './support/browser.js';
+import { launchChromium, sampleVideo } from './support/browser.js';
 import { probeDuration } from './support/ffprobe.js';
 import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
 
-/** What the watch page shows: its mode, the playhead, and the mean brightness of a presented frame. */
-async function sample(page: Page): Promise<{ mode: string; currentTime: number; brightness: number; duration: number }> {
-  return page.evaluate(async () => {
-    const video = document.querySelector('video')!;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 1000);
-      video.requestVideoFrameCallback(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-    const canvas = document.createElement('canvas');
-    canvas.width = 64;
-    canvas.height = 36;
-    const context = canvas.getContext('2d')!;
-    context.drawImage(video, 0, 0, 64, 36);
-    const pixels = context.getImageData(0, 0, 64, 36).data;
-    let sum = 0;
-    for (let i = 0; i < pixels.length; i += 4) sum += pixels[i]! + pixels[i + 1]! + pixels[i + 2]!;
-    const onair = (window as unknown as { onair: { mode: string } }).onair;
-    return { mode: onair.mode, currentTime: video.currentTime, brightness: sum / (pixels.length / 4) / 3, duration: video.duration };
-  });
-}
+const sample = (page: Page) => sampleVideo(page);
 
 
 for (const backend of vodBackends()) describe(`a finished live event becomes a replay at once, then an archive (HLS + DASH) with its chat — ${backend.name}`, { timeout: 240_000 }, () => {

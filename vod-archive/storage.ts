@@ -89,14 +89,7 @@ export class DiskStorage implements Storage {
   async #commit(key: string, write: (temp: string) => Promise<void>): Promise<void> {
     const target = this.#path(key);
     await mkdir(path.dirname(target), { recursive: true });
-    const temp = `${target}.${randomId(8)}.part`;
-    try {
-      await write(temp);
-      await rename(temp, target);
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
-    }
+    await writeAside(target, write);
   }
 
   putFile(key: string, file: string): Promise<void> {
@@ -135,15 +128,8 @@ export class DiskStorage implements Storage {
     return { body, size, range: clamped };
   }
 
-  async download(key: string, file: string): Promise<void> {
-    const temp = `${file}.${randomId(8)}.part`;
-    try {
-      await copyFile(this.#path(key), temp);
-      await rename(temp, file);
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
-    }
+  download(key: string, file: string): Promise<void> {
+    return writeAside(file, (temp) => copyFile(this.#path(key), temp));
   }
 
   async exists(key: string): Promise<boolean> {
@@ -262,14 +248,7 @@ export class S3Storage implements Storage {
   async download(key: string, file: string): Promise<void> {
     const object = await this.get(key);
     if (!object) throw new Error(`storage object ${key} not found`);
-    const temp = `${file}.${randomId(8)}.part`;
-    try {
-      await pipeline(object.body, createWriteStream(temp));
-      await rename(temp, file);
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
-    }
+    await writeAside(file, (temp) => pipeline(object.body, createWriteStream(temp)));
   }
 
   async exists(key: string): Promise<boolean> {
@@ -310,6 +289,18 @@ export class S3Storage implements Storage {
 
   close(): void {
     this.client.destroy();
+  }
+}
+
+/** Writes `file` through a temp file beside it, renamed into place: a reader never sees half a file. */
+async function writeAside(file: string, write: (temp: string) => Promise<unknown>): Promise<void> {
+  const temp = `${file}.${randomId(8)}.part`;
+  try {
+    await write(temp);
+    await rename(temp, file);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
   }
 }
 

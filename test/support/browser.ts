@@ -25,3 +25,48 @@ export async function launchChromium(): Promise<{ browser: BrowserContext; close
 }
 
 export type { Browser };
+
+/** What the watch page shows: the playhead, the mean brightness of a presented frame, and its `window.onair` state. */
+export interface VideoSample {
+  currentTime: number;
+  duration: number;
+  brightness: number;
+  mode: string;
+  stalls: number;
+  /** hls.js's `latency` (NaN without hls.js). */
+  latency: number;
+  /** The latency readout's text. */
+  latencyText: string;
+}
+
+export async function sampleVideo(page: import('playwright-core').Page): Promise<VideoSample> {
+  return page.evaluate(async () => {
+    const video = document.querySelector('video')!;
+    // Sample a frame that has been presented, not whatever the element holds between frames.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      video.requestVideoFrameCallback(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    const canvas = document.createElement('canvas');
+    canvas.width = 64;
+    canvas.height = 36;
+    const context = canvas.getContext('2d')!;
+    context.drawImage(video, 0, 0, 64, 36);
+    const pixels = context.getImageData(0, 0, 64, 36).data;
+    let sum = 0;
+    for (let i = 0; i < pixels.length; i += 4) sum += pixels[i]! + pixels[i + 1]! + pixels[i + 2]!;
+    const onair = (window as unknown as { onair: { mode?: string; stalls: number; hls: { latency: number } | null } }).onair;
+    return {
+      currentTime: video.currentTime,
+      duration: video.duration,
+      brightness: sum / (pixels.length / 4) / 3,
+      mode: onair.mode ?? 'live',
+      stalls: onair.stalls,
+      latency: onair.hls?.latency ?? NaN,
+      latencyText: document.getElementById('latency')?.textContent ?? '',
+    };
+  });
+}
