@@ -2,24 +2,36 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 
 /**
- * Runs a command whose life is tied to ours: a shell starts it in the background and kills it when our end of its
- * stdin pipe closes — which the kernel does however we die, SIGKILL included. A plainly spawned ffmpeg reading a file
- * would outlive a killed worker and keep burning CPU (server/redis.ts does the same for redis-server).
+ * The shell script that ties a command's life to ours. A process we spawn survives a SIGKILL of its Node parent; a
+ * pipe does not: the kernel closes our end however we die. So the shell starts the command in the background, hands
+ * the pipe to a watcher that blocks until EOF (through fd 3: an asynchronous list's stdin is /dev/null before its
+ * redirections apply, so `<&0` would hand it /dev/null) and then signals the command, and itself waits on the command
+ * so that it exits with its status and reaps it (no zombie left holding the pid). Used for redis-server (TERM: it
+ * flushes its append-only file), ffmpeg in VOD jobs (KILL: a half-made output is thrown away anyway) and the test S3
+ * server.
+ *
+ * `pidTag`: prints `<pidTag>-pid=<pid>` first on stdout (the command's pid, not the shell's).
+ * `logToFirstArg`: the first argument is a log file for the command's stdout and stderr; the command follows it.
  */
-const WRAPPER = `
-"$@" </dev/null &
-pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null' TERM INT HUP
-exec 3<&0
-( while IFS= read -r _; do :; done; kill -KILL "$pid" 2>/dev/null ) <&3 3<&- &
-watcher=$!
-exec 3<&- 0</dev/null
-wait "$pid"
-status=$?
-while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done
-kill "$watcher" 2>/dev/null
-exit "$status"
-`;
+export function tieScript(options: { signal: 'TERM' | 'KILL'; pidTag?: string; logToFirstArg?: boolean }): string {
+  return [
+    ...(options.logToFirstArg ? ['log=$1', 'shift', '"$@" </dev/null >>"$log" 2>&1 &'] : ['"$@" </dev/null &']),
+    'pid=$!',
+    ...(options.pidTag ? [`echo "${options.pidTag}-pid=$pid"`] : []),
+    `trap 'kill -TERM "$pid" 2>/dev/null' TERM INT HUP`,
+    'exec 3<&0',
+    `( while IFS= read -r _; do :; done; kill -${options.signal} "$pid" 2>/dev/null ) <&3 3<&- &`,
+    'watcher=$!',
+    'exec 3<&- 0</dev/null',
+    'wait "$pid"',
+    'status=$?',
+    'while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done',
+    'kill "$watcher" 2>/dev/null',
+    'exit "$status"',
+  ].join('\n');
+}
+
+const WRAPPER = tieScript({ signal: 'KILL' });
 
 export type TiedProcess = ChildProcessByStdio<Writable, Readable, Readable>;
 

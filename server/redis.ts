@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/log.js';
+import { tieScript } from '../lib/tiedProcess.js';
 
 export interface EmbeddedRedis {
   /** The unix socket redis listens on (no TCP port is opened). */
@@ -35,28 +36,8 @@ const STOP_TIMEOUT_MS = 10_000;
 const MAX_SOCKET_PATH_BYTES = 107;
 const OUTPUT_TAIL_CHARS = 4000;
 
-/**
- * The wrapper that ties redis's life to our stdin. A plainly spawned redis-server survives a SIGKILL of its Node
- * parent; a pipe does not: the kernel closes our end when we die, however we die. So the shell starts redis in the
- * background, hands the pipe to a watcher that blocks until EOF (through fd 3: an asynchronous list's stdin
- * is /dev/null before its redirections apply, so `<&0` would hand it /dev/null) and then sends redis SIGTERM, and itself waits on
- * redis so that it exits with redis's status (and reaps it: no zombie left holding the pid).
- */
-const WRAPPER = `
-"$@" </dev/null &
-pid=$!
-echo "onair-redis-pid=$pid"
-trap 'kill -TERM "$pid" 2>/dev/null' TERM INT HUP
-exec 3<&0
-( while IFS= read -r _; do :; done; kill -TERM "$pid" 2>/dev/null ) <&3 3<&- &
-watcher=$!
-exec 3<&- 0</dev/null
-wait "$pid"
-status=$?
-while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done
-kill "$watcher" 2>/dev/null
-exit "$status"
-`;
+/** redis-server tied to our stdin (lib/tiedProcess.ts); SIGTERM at EOF, so that it flushes its append-only file. */
+const WRAPPER = tieScript({ signal: 'TERM', pidTag: 'onair-redis' });
 
 /** Whether something already answers on this socket (another node sharing the data dir, say). */
 function socketInUse(socketPath: string): Promise<boolean> {

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { tieScript } from '../../lib/tiedProcess.js';
 
 const run = promisify(execFile);
 
@@ -59,31 +60,11 @@ const SERVERS = ['account', 'container', 'object', 'proxy'] as const;
 type ServerName = (typeof SERVERS)[number];
 
 /**
- * Ties a server's life to our stdin, like `server/redis.ts`: a process we spawn survives a SIGKILL of its Node
- * parent, a pipe does not (the kernel closes our end however we die). The shell starts the server in the
- * background with its output in a log file, prints its pid, and hands the pipe to a watcher (through fd 3: an
- * asynchronous list's stdin is /dev/null before its redirections apply) that sends the server SIGTERM at EOF;
- * then it waits on the server so that it exits with the server's status and reaps it. The Swift servers call
- * setsid() when they drop privileges, so killing our process group would not reach them: the watcher and `stop`
- * signal them by pid.
+ * Ties a server's life to our stdin (lib/tiedProcess.ts), its output in a log file, its pid printed. The Swift
+ * servers call setsid() when they drop privileges, so killing our process group would not reach them: the watcher
+ * and `stop` signal them by pid.
  */
-const WRAPPER = `
-log=$1
-shift
-"$@" </dev/null >>"$log" 2>&1 &
-pid=$!
-echo "onair-swift-pid=$pid"
-trap 'kill -TERM "$pid" 2>/dev/null' TERM INT HUP
-exec 3<&0
-( while IFS= read -r _; do :; done; kill -TERM "$pid" 2>/dev/null ) <&3 3<&- &
-watcher=$!
-exec 3<&- 0</dev/null
-wait "$pid"
-status=$?
-while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done
-kill "$watcher" 2>/dev/null
-exit "$status"
-`;
+const WRAPPER = tieScript({ signal: 'TERM', pidTag: 'onair-swift', logToFirstArg: true });
 
 /**
  * Runs one Swift WSGI server, like /usr/bin/swift-<name>-server, but with swift.conf (hash prefix, storage
