@@ -35,6 +35,8 @@ if (major < 20) {
 const packages = [
   { name: 'ffmpeg', present: () => onPath('ffmpeg') && onPath('ffprobe'), modes: ['run', 'test', 'bench'] },
   { name: 'redis-server', present: () => onPath('redis-server'), modes: ['run', 'test', 'bench'] },
+  // The news ticker's font (live-transcoder/liveCommand.ts TICKER_FONT); usually there already through fontconfig.
+  { name: 'fonts-dejavu-core', present: () => existsSync('/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf'), modes: ['run', 'test', 'bench'] },
   { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test'] },
   { name: 'chromium', present: () => existsSync('/usr/bin/chromium'), modes: ['test', 'bench'] },
   // OpenStack Swift with its s3api middleware: the real S3-compatible server the S3 storage tests start
