@@ -162,9 +162,13 @@ async function versionsOf(pipeline: PipelineDeps, videoId: string): Promise<Set<
  * archived event keeps its replay (still playable) and its recording.
  */
 async function failForGood(pipeline: PipelineDeps, videoId: string, reason: string): Promise<void> {
-  await pipeline.catalog.fail(videoId, reason);
-  const video = await pipeline.catalog.get(videoId);
-  if (video?.source !== 'upload') return;
-  await pipeline.storage.deletePrefix(`videos/${videoId}`);
-  await pipeline.storage.deletePrefix(sourcePrefix(videoId));
+  try {
+    const video = await pipeline.catalog.get(videoId);
+    if (video?.source !== 'upload') return;
+    // Cleaned up before it says `failed`: whoever sees the failure finds nothing of the upload left in storage.
+    await pipeline.storage.deletePrefix(`videos/${videoId}`);
+    await pipeline.storage.deletePrefix(sourcePrefix(videoId));
+  } finally {
+    await pipeline.catalog.fail(videoId, reason);
+  }
 }
