@@ -11,6 +11,7 @@ export const ERRORS = {
   ONAIR_ERR_STREAM_NOT_FOUND: { status: 404, message: 'No stream with this id' },
   ONAIR_ERR_STREAM_LIVE: { status: 409, message: 'The stream is live' },
   ONAIR_ERR_STREAM_NOT_LIVE: { status: 404, message: 'The stream is not live' },
+  ONAIR_ERR_AD_BREAK_RUNNING: { status: 409, message: 'An ad break is already on: one break at a time' },
   ONAIR_ERR_HLS_DIRECTIVE: { status: 400, message: 'Bad delivery directive (_HLS_msn, _HLS_part, _HLS_skip)' },
   ONAIR_ERR_HLS_TIMEOUT: { status: 503, message: 'The requested part or segment did not arrive in time' },
   ONAIR_ERR_PLAYBACK_FORBIDDEN: { status: 403, message: 'A valid, unexpired playback token is required' },

@@ -13,3 +13,5 @@ export { Fmp4Splitter, parseInit, parseFragment } from './fmp4.js';
 export type { InitSegment, TrackInfo, Fragment } from './fmp4.js';
 export { ProgressParser } from './progress.js';
 export type { Progress } from './progress.js';
+export { adLadderArgs } from './adCommand.js';
+export type { AdCommandOptions } from './adCommand.js';

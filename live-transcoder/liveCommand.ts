@@ -1,6 +1,6 @@
 import { buildFfmpegArgs, type FfmpegOutput, type Option } from './ffmpegArgs.js';
 import { hwGlobalOptions, hwUploadFilter, videoEncoderOptions, type VideoEncoderKind } from './hwaccel.js';
-import type { LadderPlan } from './ladder.js';
+import type { LadderPlan, Rendition } from './ladder.js';
 import { rtpAudioOutput, rtpFeed, rtpVideoOutput, type RtpTargets } from './rtpOutput.js';
 
 export interface LiveCommandOptions {
@@ -40,7 +40,28 @@ export const FIRST_RENDITION_FD = 4;
  * CMAF fragments on a pipe: an empty moov up front (the init segment), every fragment self-contained, cut at every
  * keyframe and every `partTargetMs` — each moof+mdat becomes one LL-HLS part.
  */
-const FMP4_MOVFLAGS = 'empty_moov+default_base_moof+frag_keyframe+cmaf+skip_trailer';
+export const FMP4_MOVFLAGS = 'empty_moov+default_base_moof+frag_keyframe+cmaf+skip_trailer';
+
+/** One encoded rung's video: the rate and GOP of the plan, keyframes on the plan's time grid. */
+export function rungVideoOptions(r: Rendition, encoder: VideoEncoderKind, x264Preset: string, gopMs: number): Option[] {
+  const gopSec = gopMs / 1000;
+  return [
+    ...videoEncoderOptions(encoder, 0, { kbps: r.videoKbps, gopFrames: Math.max(1, Math.round(r.fps * gopSec)), x264Preset }),
+    // Keyframes by time from the first frame, not by frame count, so that rungs of different frame rates cut at
+    // the same instants (the tolerance absorbs float error in frame times).
+    ['-force_key_frames:v:0', `expr:if(isnan(prev_forced_t),1,gte(t-prev_forced_t,${gopSec}-0.005))`],
+  ];
+}
+
+/** One rung's encoded audio: AAC-LC, 48 kHz stereo. */
+export function rungAudioOptions(r: Rendition): Option[] {
+  return [['-c:a', 'aac'], ['-b:a', `${r.audioKbps}k`], ['-ar', 48000], ['-ac', 2]];
+}
+
+/** The CMAF fMP4 muxer settings: one moof+mdat per keyframe and per `partTargetMs`. */
+export function cmafOptions(partTargetMs: number): Option[] {
+  return [['-max_muxing_queue_size', 1024], ['-f', 'mp4'], ['-movflags', FMP4_MOVFLAGS], ['-frag_duration', partTargetMs * 1000]];
+}
 
 /**
  * The one ffmpeg command for a live stream's whole ladder: FLV on stdin, one fMP4 pipe per rendition, and, with `rtp`,
@@ -48,7 +69,6 @@ const FMP4_MOVFLAGS = 'empty_moov+default_base_moof+frag_keyframe+cmaf+skip_trai
  */
 export function liveLadderArgs(o: LiveCommandOptions): string[] {
   const { plan } = o;
-  const gopSec = plan.gopMs / 1000;
   const encoded = plan.renditions.filter((r) => !r.passthrough);
   const hasAudio = plan.source.audioCodec !== undefined;
 
@@ -73,28 +93,14 @@ export function liveLadderArgs(o: LiveCommandOptions): string[] {
       options.push(['-map', '0:v:0'], ['-c:v', 'copy']);
     } else {
       const index = encodedIndex++;
-      options.push(['-map', `[v${index}]`]);
-      options.push(...videoEncoderOptions(o.encoder, 0, {
-        kbps: r.videoKbps,
-        gopFrames: Math.max(1, Math.round(r.fps * gopSec)),
-        x264Preset: o.x264Preset,
-      }));
-      // Keyframes by time from the first frame, not by frame count, so that rungs of different frame rates cut at
-      // the same instants (the tolerance absorbs float error in frame times).
-      options.push(['-force_key_frames:v:0', `expr:if(isnan(prev_forced_t),1,gte(t-prev_forced_t,${gopSec}-0.005))`]);
+      options.push(['-map', `[v${index}]`], ...rungVideoOptions(r, o.encoder, o.x264Preset, plan.gopMs));
     }
     if (hasAudio) {
       options.push(['-map', '0:a:0']);
       if (plan.copyAudio) options.push(['-c:a', 'copy']);
-      else options.push(['-c:a', 'aac'], ['-b:a', `${r.audioKbps}k`], ['-ar', 48000], ['-ac', 2]);
+      else options.push(...rungAudioOptions(r));
     }
-    options.push(
-      ['-max_muxing_queue_size', 1024],
-      ['-f', 'mp4'],
-      ['-movflags', FMP4_MOVFLAGS],
-      ['-frag_duration', o.partTargetMs * 1000],
-      ['-flush_packets', 1],
-    );
+    options.push(...cmafOptions(o.partTargetMs), ['-flush_packets', 1]);
     return { options, url: `pipe:${FIRST_RENDITION_FD + i}` };
   });
   for (const [i, layer] of layers.entries()) outputs.push(rtpVideoOutput(layer, `w${i}`, o.encoder, o.x264Preset, feed!.gopMs));

@@ -1,4 +1,5 @@
 import type { Fragment, InitSegment } from '../live-transcoder/index.js';
+import type { AdFeed, AdRendition } from './ads.js';
 import { cueTagsBefore, type Cue } from './cues.js';
 
 /** One Partial Segment (rfc8216bis §4.4.4.9): one CMAF fragment (moof+mdat) from ffmpeg. */
@@ -24,6 +25,8 @@ export interface Segment {
   discontinuity: boolean;
   /** URI of the init segment (EXT-X-MAP) that applies. */
   mapUri: string;
+  /** An ad's segment, played in place of the content during an ad break. */
+  ad: boolean;
   uri: string;
   complete: boolean;
   /** The whole segment, set when it completes; parts then become views into it (no second copy). */
@@ -53,6 +56,23 @@ export interface MediaPlaylistOptions {
   onSegmentStart?: (programDateTime: number, mediaStartMs: number) => void;
   /** The stream's cues (ad breaks, news flashes), shared by every rendition. */
   cues?: () => readonly Cue[];
+  /**
+   * Asked when a live segment would open at this date (after `onSegmentStart`): the ads of an ad break that starts
+   * there, for this rendition. The break's content is then replaced by them until the break is over.
+   */
+  adBreakAt?: (programDateTime: number) => AdFeed | undefined;
+}
+
+/** An ad break in progress: ads go out in place of the live content, at the pace the live content arrives. */
+interface Splice {
+  feed: AdFeed;
+  /** PROGRAM-DATE-TIME of the break's first segment. */
+  startPdt: number;
+  /** Ad media sent so far, ms: the ads' timeline runs from `startPdt`. */
+  sentMs: number;
+  /** The current ad's init URI and its clock (its media time at a date). */
+  mapUri: string;
+  clock: { mediaMs: number; wallMs: number };
 }
 
 export interface ServerControl {
@@ -108,6 +128,8 @@ export class MediaPlaylist {
   #mediaMs = 0;
   #version = 0;
   #init: InitSegment | undefined;
+  #splice: Splice | undefined;
+  readonly #adInitUris = new Map<AdRendition, string>();
 
   constructor(options: MediaPlaylistOptions) {
     this.#options = options;
@@ -179,8 +201,11 @@ export class MediaPlaylist {
     this.#init = init;
     if (generation !== this.#generation) {
       if (this.#generation >= 0) {
-        this.#closeOpenSegment();
-        this.#pendingDiscontinuity = true;
+        // During an ad break the ad's segment goes on; the content after the break starts a discontinuity anyway.
+        if (!this.#splice) {
+          this.#closeOpenSegment();
+          this.#pendingDiscontinuity = true;
+        }
         this.#clock = undefined;
       }
       this.#generation = generation;
@@ -188,38 +213,105 @@ export class MediaPlaylist {
     this.#mapUri = uri;
   }
 
-  /** One CMAF fragment becomes one part; a keyframe past the segment target starts a new segment. */
+  /**
+   * One CMAF fragment becomes one part; a keyframe past the segment target starts a new segment. During an ad break
+   * the fragment only paces the ads: as much ad media goes out as content came in.
+   */
   addFragment(generation: number, fragment: Fragment, now = Date.now()): void {
     if (this.#ended || generation !== this.#generation || this.#mapUri === undefined) return;
     if (fragment.durationMs <= 0) return;
-    const videoStart = this.#mediaStartMs(fragment);
+    const videoStart = this.#mediaStartMs(fragment, this.#init);
     // PROGRAM-DATE-TIME follows the media timeline, anchored when the first fragment of a run arrives.
     if (!this.#clock) {
       const own = { mediaMs: videoStart, wallMs: now - fragment.durationMs };
       this.#clock = this.#options.clockAnchor?.(generation, own) ?? own;
     }
-    let open = this.#segments[this.#segments.length - 1];
-    if (!open || open.complete) {
-      if (!fragment.independent) return; // a segment must start with a keyframe; wait for one
-      open = this.#openSegment(videoStart);
-    } else if (fragment.independent && open.durationMs >= this.#options.segmentTargetMs - this.partTargetMs / 2) {
-      this.#complete(open);
-      open = this.#openSegment(videoStart);
+    const date = Math.round(this.#clock.wallMs + (videoStart - this.#clock.mediaMs));
+    this.#mediaMs = videoStart + fragment.durationMs;
+
+    if (this.#splice && fragment.independent) {
+      // A content keyframe is where the break may end (on the same boundary in every rendition).
+      this.#options.onSegmentStart?.(date, videoStart);
+      if (this.#splice.feed.endsBy(date)) this.#endSplice();
     }
+    let open = this.#segments[this.#segments.length - 1];
+    if (!this.#splice) {
+      const boundary = fragment.independent && (!open || open.complete || open.durationMs >= this.#options.segmentTargetMs - this.partTargetMs / 2);
+      if (!boundary && (!open || open.complete)) return; // a segment must start with a keyframe; wait for one
+      if (boundary) {
+        if (open && !open.complete) this.#complete(open);
+        this.#options.onSegmentStart?.(date, videoStart);
+        const feed = this.#options.adBreakAt?.(date);
+        if (feed) this.#startSplice(feed, date);
+        else open = this.#openSegment(date, this.#mapUri);
+      }
+    }
+    if (this.#splice) this.#sendAds(date + fragment.durationMs);
+    else this.#appendPart(open!, fragment);
+    this.#trimWindow();
+    this.#changed();
+  }
+
+  #appendPart(segment: Segment, fragment: Fragment): void {
     const part: Part = {
       sequence: this.#nextPartSequence++,
-      index: open.parts.length,
+      index: segment.parts.length,
       durationMs: fragment.durationMs,
       independent: fragment.independent,
       data: fragment.data,
       uri: `${this.#options.uriPrefix}-p${this.#nextPartSequence - 1}.m4s`,
     };
-    open.parts.push(part);
-    open.durationMs += part.durationMs;
+    segment.parts.push(part);
+    segment.durationMs += part.durationMs;
     this.#parts.set(part.sequence, part);
-    this.#mediaMs = videoStart + fragment.durationMs;
-    this.#trimWindow();
-    this.#changed();
+  }
+
+  #startSplice(feed: AdFeed, date: number): void {
+    this.#pendingDiscontinuity = true;
+    this.#splice = { feed, startPdt: date, sentMs: 0, mapUri: '', clock: { mediaMs: 0, wallMs: date } };
+  }
+
+  /** The break is over: the ad's last segment closes, and the content resumes after a discontinuity. */
+  #endSplice(): void {
+    this.#closeOpenSegment();
+    this.#pendingDiscontinuity = true;
+    this.#splice = undefined;
+  }
+
+  /** Sends ad fragments until the ads' timeline reaches `until` (the date the content has reached). */
+  #sendAds(until: number): void {
+    const splice = this.#splice!;
+    while (splice.startPdt + splice.sentMs < until - 1) {
+      const next = splice.feed.next();
+      if (!next) break;
+      const { ad, fragment } = next;
+      const mediaStart = this.#mediaStartMs(fragment, ad.init);
+      if (next.first) {
+        // Each ad has its own timeline and init: DISCONTINUITY and EXT-X-MAP before it (rfc8216bis §4.4.4.3, §4.4.4.5).
+        this.#closeOpenSegment();
+        this.#pendingDiscontinuity = true;
+        splice.mapUri = this.#adInitUri(ad);
+        splice.clock = { mediaMs: mediaStart, wallMs: splice.startPdt + splice.sentMs };
+      }
+      let open = this.#segments[this.#segments.length - 1];
+      if (!open || open.complete || (fragment.independent && open.durationMs >= this.#options.segmentTargetMs - this.partTargetMs / 2)) {
+        if (open && !open.complete) this.#complete(open);
+        open = this.#openSegment(Math.round(splice.clock.wallMs + (mediaStart - splice.clock.mediaMs)), splice.mapUri, true);
+      }
+      this.#appendPart(open, fragment);
+      splice.sentMs += fragment.durationMs;
+    }
+  }
+
+  /** The URI of an ad's init segment in this playlist, registered (again) for serving. */
+  #adInitUri(ad: AdRendition): string {
+    let uri = this.#adInitUris.get(ad);
+    if (uri === undefined) {
+      uri = `${this.#options.uriPrefix}-ainit${this.#adInitUris.size}.mp4`;
+      this.#adInitUris.set(ad, uri);
+    }
+    this.#inits.set(uri, ad.init);
+    return uri;
   }
 
   /** Something the playlist shows changed outside it (a cue): blocked reloads get a fresh playlist. */
@@ -352,33 +444,30 @@ export class MediaPlaylist {
     return `${lines.join('\n')}\n`;
   }
 
-  #mediaStartMs(fragment: Fragment): number {
-    const track = fragment.tracks.find((t) => t.trackId === this.#videoTrackId()) ?? fragment.tracks[0];
-    const info = this.#init?.tracks.find((t) => t.trackId === track?.trackId);
+  /** Media time (ms) of a fragment's first video sample, in the timescale its init gives. */
+  #mediaStartMs(fragment: Fragment, init: InitSegment | undefined): number {
+    const videoTrackId = init?.tracks.find((t) => t.kind === 'video')?.trackId;
+    const track = fragment.tracks.find((t) => t.trackId === videoTrackId) ?? fragment.tracks[0];
+    const info = init?.tracks.find((t) => t.trackId === track?.trackId);
     if (!track || !info) return this.#mediaMs;
     return (Number(track.baseMediaDecodeTime) * 1000) / info.timescale;
   }
 
-  #videoTrackId(): number | undefined {
-    return this.#init?.tracks.find((t) => t.kind === 'video')?.trackId;
-  }
-
-  #openSegment(mediaStartMs: number): Segment {
-    const clock = this.#clock!;
+  #openSegment(programDateTime: number, mapUri: string, ad = false): Segment {
     const segment: Segment = {
       mediaSequence: this.#nextMediaSequence++,
       parts: [],
       durationMs: 0,
-      programDateTime: Math.round(clock.wallMs + (mediaStartMs - clock.mediaMs)),
+      programDateTime,
       discontinuity: this.#pendingDiscontinuity,
-      mapUri: this.#mapUri!,
+      mapUri,
+      ad,
       uri: `${this.#options.uriPrefix}-s${this.#nextMediaSequence - 1}.m4s`,
       complete: false,
       data: undefined,
     };
     this.#pendingDiscontinuity = false;
     this.#segments.push(segment);
-    this.#options.onSegmentStart?.(segment.programDateTime, mediaStartMs);
     return segment;
   }
 
@@ -417,9 +506,8 @@ export class MediaPlaylist {
       for (const part of first.parts) this.#parts.delete(part.sequence);
       const next = this.#segments[0];
       if (next?.discontinuity) this.#discontinuitySequence += 1;
-      if (next && next.mapUri !== first.mapUri) {
-        for (const uri of this.#inits.keys()) if (uri === first.mapUri) this.#inits.delete(uri);
-      }
+      // An init goes when no segment left needs it and the content will not come back to it (after an ad break).
+      if (first.mapUri !== this.#mapUri && !this.#segments.some((s) => s.mapUri === first.mapUri)) this.#inits.delete(first.mapUri);
     }
   }
 

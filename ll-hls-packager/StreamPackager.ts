@@ -1,6 +1,7 @@
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
 import type { InitSegment } from '../live-transcoder/index.js';
 import { MediaPlaylist, serverControlFor, type Segment, type ServerControl } from './MediaPlaylist.js';
+import { AdFeed, type AdMedia } from './ads.js';
 import type { Cue } from './cues.js';
 
 export interface StreamPackagerOptions {
@@ -36,6 +37,9 @@ export class StreamPackager {
   #endedAt: number | undefined;
   readonly #cues: Cue[] = [];
   #cueWaiters: { cue: Cue; resolve: () => void }[] = [];
+  #ads: readonly AdMedia[] = [];
+  /** The ads each ad break plays, chosen when it starts. */
+  readonly #breakAds = new Map<string, readonly AdMedia[]>();
 
   constructor(options: StreamPackagerOptions) {
     this.#options = options;
@@ -65,6 +69,29 @@ export class StreamPackager {
   }
 
   /**
+   * The ads that replace the content of ad breaks from now on, packaged in this stream's current plan (every one has
+   * every rendition). Empty: breaks carry markers only.
+   */
+  setAds(ads: readonly AdMedia[]): void {
+    const names = this.renditionNames;
+    this.#ads = ads.filter((ad) => names.every((name) => ad.renditions.has(name)));
+  }
+
+  get ads(): readonly AdMedia[] {
+    return this.#ads;
+  }
+
+  /** The ad videos an ad break plays (empty for markers only), once it has started. */
+  adsOf(cueId: string): readonly AdMedia[] {
+    return this.#breakAds.get(cueId) ?? [];
+  }
+
+  /** An ad break whose content is not over yet (started or waiting for its boundary). */
+  get runningBreak(): Cue | undefined {
+    return this.#cues.find((c) => c.kind === 'ad' && c.endDate === undefined);
+  }
+
+  /**
    * Adds a cue. An ad break waits for the next segment boundary (any rendition's next segment: they are aligned) and
    * resolves once it has its START-DATE; a news flash starts now. Every playlist renders it from then on.
    */
@@ -80,19 +107,23 @@ export class StreamPackager {
   /** A segment opened in some rendition: pending breaks start on it, running breaks past their duration end on it. */
   #segmentStarted(programDateTime: number, mediaStartMs: number): void {
     let changed = false;
+    const pts = BigInt(Math.round(mediaStartMs * 90));
     for (const cue of this.#cues) {
-      if (cue.kind !== 'ad') continue;
-      const pts = BigInt(Math.round(mediaStartMs * 90));
-      if (cue.startDate === undefined && programDateTime >= cue.requestedAt - this.#options.segmentTargetMs) {
-        cue.startDate = programDateTime;
-        cue.startPts = pts;
-        changed = true;
-      } else if (cue.startDate !== undefined && cue.endDate === undefined && programDateTime > cue.startDate
+      if (cue.kind === 'ad' && cue.startDate !== undefined && cue.endDate === undefined && programDateTime > cue.startDate
         && programDateTime >= cue.startDate + cue.plannedDurationMs - this.#options.partTargetMs) {
         cue.endDate = programDateTime;
         cue.endPts = pts;
         changed = true;
       }
+    }
+    for (const cue of this.#cues) {
+      // One break at a time: a break asked for during another starts when that one is over.
+      if (cue.kind !== 'ad' || cue.startDate !== undefined || programDateTime < cue.requestedAt - this.#options.segmentTargetMs) continue;
+      if (this.#cues.some((c) => c.kind === 'ad' && c.startDate !== undefined && c.endDate === undefined)) break;
+      cue.startDate = programDateTime;
+      cue.startPts = pts;
+      if (this.#ads.length > 0) this.#breakAds.set(cue.id, this.#ads);
+      changed = true;
     }
     if (!changed) return;
     const waiting = this.#cueWaiters;
@@ -106,6 +137,15 @@ export class StreamPackager {
   /** Wakes blocked playlist requests so that a new cue goes out without waiting for the next part. */
   #touch(): void {
     for (const { playlist } of this.#renditions.values()) playlist.touch();
+  }
+
+  /** The ads of the break starting at this date, for one rendition. */
+  #adFeed(name: string, programDateTime: number): AdFeed | undefined {
+    const cue = this.#cues.find((c) => c.kind === 'ad' && c.startDate !== undefined && Math.abs(c.startDate - programDateTime) <= 1);
+    const ads = cue && this.#breakAds.get(cue.id);
+    if (!cue || !ads) return undefined;
+    const renditions = ads.map((ad) => ad.renditions.get(name)).filter((r) => r !== undefined);
+    return renditions.length > 0 ? new AdFeed(cue.id, renditions, () => cue.endDate) : undefined;
   }
 
   playlist(name: string): MediaPlaylist | undefined {
@@ -140,6 +180,7 @@ export class StreamPackager {
           },
           onSegmentStart: (programDateTime: number, mediaStartMs: number) => this.#segmentStarted(programDateTime, mediaStartMs),
           cues: () => this.#cues,
+          adBreakAt: (programDateTime: number) => this.#adFeed(rendition.name, programDateTime),
           ...(this.#options.onSegment ? {
             onSegment: (segment: Segment, init: InitSegment) => {
               const state = this.#renditions.get(rendition.name);

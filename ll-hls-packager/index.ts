@@ -9,3 +9,5 @@ export { encodeSpliceInsert, decodeSpliceInfo, crc32Mpeg2, toHexSequence } from 
 export type { SpliceInsert, SpliceInfo } from './scte35.js';
 export { dateRangeTag, cueTagsBefore, CUE_CLASS } from './cues.js';
 export type { Cue, CueKind } from './cues.js';
+export { AdFeed, splitAdRendition } from './ads.js';
+export type { AdMedia, AdRendition } from './ads.js';

@@ -12,7 +12,7 @@ export interface LiveRoutesOptions {
 }
 
 const RENDITION = /^(?:source|\d{3,4}p)$/;
-const MEDIA_FILE = /^([a-z0-9]{1,16})-(init\d{1,9}\.mp4|s\d{1,12}\.m4s|p\d{1,12}\.m4s)$/;
+const MEDIA_FILE = /^([a-z0-9]{1,16})-(a?init\d{1,9}\.mp4|s\d{1,12}\.m4s|p\d{1,12}\.m4s)$/;
 const NON_NEGATIVE_INT = /^\d{1,12}$/;
 
 const CACHE_MEDIA = 'public, max-age=31536000, immutable';
@@ -193,7 +193,7 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     const name = match[2]!;
     let data: Buffer | undefined;
     let type = 'video/iso.segment';
-    if (name.startsWith('init')) {
+    if (name.startsWith('init') || name.startsWith('ainit')) {
       data = playlist.initData(file);
       type = 'video/mp4';
     } else if (name.startsWith('s')) {

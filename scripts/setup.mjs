@@ -39,6 +39,8 @@ const packages = [
   { name: 'fonts-dejavu-core', present: () => existsSync('/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf'), modes: ['run', 'test', 'bench'] },
   { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test'] },
   { name: 'chromium', present: () => existsSync('/usr/bin/chromium'), modes: ['test', 'bench'] },
+  // Emoji glyphs for the reaction buttons in the page tests' screenshots (a viewer's own browser has its own).
+  { name: 'fonts-noto-color-emoji', present: () => existsSync('/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf'), modes: ['test'] },
   // OpenStack Swift with its s3api middleware: the real S3-compatible server the S3 storage tests start
   // (test/support/s3server.ts).
   {

@@ -12,7 +12,7 @@ import {
   type MigrationProvider,
 } from 'kysely';
 import type { ChatCommentsTable } from '../chat/index.js';
-import { createVideosSchema, type VideosTable } from '../vod-archive/catalog.js';
+import { addAdColumn, createVideosSchema, type VideosTable } from '../vod-archive/catalog.js';
 
 export type StreamStatus = 'idle' | 'live' | 'ended';
 
@@ -120,6 +120,7 @@ function migrationsFor(dialect: Database['dialect']): Record<string, Migration> 
   return {
     ...MIGRATIONS,
     '0003_videos': { up: (db: Kysely<any>) => createVideosSchema(db, dialect) },
+    '0004_video_ads': { up: (db: Kysely<any>) => addAdColumn(db) },
   };
 }
 

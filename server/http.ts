@@ -32,6 +32,8 @@ export interface HttpDeps {
     get(id: string, admin: boolean): Promise<StreamView | undefined>;
     rotateKey(id: string): Promise<{ stream: StreamView; streamKey: string } | undefined>;
     delete(id: string): Promise<boolean>;
+    /** Ends the live event now (the publisher is disconnected); undefined: no such stream; false: not live. */
+    end(id: string): Promise<boolean | undefined>;
   };
 }
 
@@ -157,6 +159,9 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
 
   app.get('/api/streams', async () => ({ streams: await deps.streams.list() }));
 
+  // The studio's sign-in check: 200 with the admin token, 401 without one, 403 with a wrong one.
+  app.get('/api/session', { preHandler: requireAdmin }, async () => ({ admin: true }));
+
   const isAdmin = (request: FastifyRequest): boolean => {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
     return match !== null && tokenMatches(match[1]!, deps.adminToken);
@@ -172,6 +177,13 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
     const result = await deps.streams.rotateKey((request.params as { id: string }).id);
     if (!result) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     return { ...result.stream, streamKey: result.streamKey, ingest: { ...result.stream.ingest, streamKey: result.streamKey } };
+  });
+
+  app.post('/api/streams/:id/end', { preHandler: requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
+    const ended = await deps.streams.end((request.params as { id: string }).id);
+    if (ended === undefined) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
+    if (!ended) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_LIVE');
+    return reply.code(202).send({ status: 'ending' });
   });
 
   app.delete('/api/streams/:id', { preHandler: requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {

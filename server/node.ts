@@ -5,12 +5,12 @@ import type { FastifyInstance } from 'fastify';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
-import { chooseEncoder, LiveTranscoder, type EncoderChoice } from '../live-transcoder/index.js';
+import { adLadderArgs, chooseEncoder, LiveTranscoder, type EncoderChoice, type LadderPlan } from '../live-transcoder/index.js';
 import { registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
 import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
 import { ChatServer, registerChatRoutes, type ChatTables } from '../chat/index.js';
 import {
-  createStorage, EventRecorder, registerUploadRoutes, registerVodRoutes, VodArchive, type CatalogTables,
+  AdLibrary, createStorage, EventRecorder, registerUploadRoutes, registerVodRoutes, VodArchive, type CatalogTables,
 } from '../vod-archive/index.js';
 import type { Kysely } from 'kysely';
 import os from 'node:os';
@@ -44,6 +44,8 @@ interface LiveStream {
   /** News flashes on screen now, and the timer that clears the ticker after the last one. */
   news: { cue: Cue; until: number }[];
   newsTimer: NodeJS.Timeout | undefined;
+  /** The transcoder's current plan: ads are packaged in it. */
+  plan: LadderPlan | undefined;
 }
 
 /** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
@@ -76,6 +78,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #metrics: Metrics;
   readonly #chat: ChatServer;
   readonly #vod: VodArchive;
+  readonly #ads: AdLibrary;
   readonly #live = new Map<string, LiveStream>();
   /** The WebRTC edge; undefined when WebRTC is off (ONAIR_WEBRTC_LAYERS=off) or mediasoup could not start. */
   readonly #edge: WebRtcEdge | undefined;
@@ -105,6 +108,22 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#edge = parts.edge;
     this.#chat = parts.chat;
     this.#vod = parts.vod;
+    this.#ads = new AdLibrary({
+      catalog: this.#vod.catalog,
+      storage: this.#vod.storage,
+      dir: path.join(this.config.dataDir, 'ads'),
+      ffmpegPath: this.config.ffmpegPath,
+      ffprobePath: this.config.ffprobePath,
+      settings: `${this.encoder.kind}/${this.config.x264Preset}/${this.config.partTargetMs}`,
+      args: (packaging) => adLadderArgs({
+        ...packaging,
+        encoder: this.encoder.kind,
+        x264Preset: this.config.x264Preset,
+        partTargetMs: this.config.partTargetMs,
+        vaapiDevice: this.config.vaapiDevice,
+      }),
+      log: this.log.child({ component: 'ads' }),
+    });
     this.#metrics = new Metrics(() => this.#samples());
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
@@ -154,6 +173,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           catalog: this.#vod.catalog,
           storage: this.#vod.storage,
           deleteVideo: (id) => this.#vod.deleteVideo(id),
+          adsChanged: () => this.#adsChanged(),
           isAdmin: (request) => isAdminRequest(request.headers.authorization, this.adminToken),
           publicUrl: () => this.publicUrl,
           playbackSigningKey: this.config.playbackSigningKey,
@@ -184,6 +204,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           const streamKey = await this.streams.rotateKey(id);
           const stream = streamKey === undefined ? undefined : await this.streams.get(id);
           return stream && streamKey ? { stream: await this.#view(stream, true), streamKey } : undefined;
+        },
+        end: async (id) => {
+          if (!(await this.streams.get(id))) return undefined;
+          if (!this.#live.has(id)) return false;
+          this.#ingest.end(id);
+          return true;
         },
         delete: async (id) => {
           this.#ingest.end(id);
@@ -398,6 +424,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       });
       transcoder.on('start', ({ plan }) => {
         packager.setPlan(plan);
+        const current = this.#live.get(streamId);
+        if (current?.transcoder === transcoder && current.plan !== plan) {
+          current.plan = plan;
+          packager.setAds([]);
+          this.#refreshAds(current);
+        }
         const feed = transcoder.rtp;
         if (this.#edge && feed) {
           void this.#edge.setProducers(streamId, {
@@ -410,7 +442,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.playlist(rendition.name)?.addFragment(generation, fragment));
       this.#packagers.get(streamId)?.end();
       this.#packagers.set(streamId, packager);
-      live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager, recorder, tickerFile, news: [], newsTimer: undefined };
+      live = { streamId, eventId, startedAt, publisher: undefined, transcoder, packager, recorder, tickerFile, news: [], newsTimer: undefined, plan: undefined };
       this.#live.set(streamId, live);
       // Marked live only now: a client that sees `live` also sees the event's stats.
       await this.streams.setStatus(streamId, 'live');
@@ -490,11 +522,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
    * clients as a `cue` event, and for news into the burned-in ticker. An ad break answers once it has its start (the
    * next segment boundary, within one segment duration).
    */
-  async #addCue(streamId: string, input: CueInput): Promise<{ id: string; kind: string; startDate: string } | undefined> {
+  async #addCue(streamId: string, input: CueInput): Promise<{ id: string; kind: string; startDate: string; ads?: string[] } | undefined> {
     const live = this.#live.get(streamId);
     if (!live) {
       if (!(await this.streams.get(streamId))) return undefined;
       throw new OnAirError('ONAIR_ERR_STREAM_NOT_LIVE');
+    }
+    const running = input.kind === 'ad' ? live.packager.runningBreak : undefined;
+    if (running) {
+      const until = running.startDate === undefined ? 'it starts and ends' : new Date(running.startDate + running.plannedDurationMs).toISOString();
+      throw new OnAirError('ONAIR_ERR_AD_BREAK_RUNNING', `An ad break (${running.id}) is on until ${until}`);
     }
     const now = Date.now();
     const cue: Cue = {
@@ -521,7 +558,28 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       durationSec: input.durationSec,
       ...(cue.text !== undefined ? { text: cue.text } : {}),
     });
+    if (cue.kind === 'ad') return { id: cue.id, kind: cue.kind, startDate, ads: live.packager.adsOf(cue.id).map((ad) => ad.id) };
     return { id: cue.id, kind: cue.kind, startDate };
+  }
+
+  /** The catalog's ads, packaged in the stream's current plan, for its next ad breaks (in the background). */
+  #refreshAds(live: LiveStream): void {
+    const plan = live.plan;
+    if (!plan) return;
+    void this.#ads.forPlan(plan).then((ads) => {
+      if (this.#live.get(live.streamId) === live && live.plan === plan) live.packager.setAds(ads);
+    }).catch((error: unknown) => this.log.warn({ err: error, streamId: live.streamId }, 'could not load the ads'));
+  }
+
+  /** A video was marked or unmarked as an ad, or an ad deleted: live streams get the new set. */
+  #adsChanged(): void {
+    void (async () => {
+      const ads = new Set((await this.#vod.catalog.ads()).map((v) => v.id));
+      for (const live of this.#live.values()) {
+        for (const ad of live.packager.ads) if (!ads.has(ad.id)) await this.#ads.forget(ad.id);
+        this.#refreshAds(live);
+      }
+    })().catch((error: unknown) => this.log.warn({ err: error }, 'could not refresh the ads'));
   }
 
   /** Writes the ticker (atomically: ffmpeg re-reads it every frame) and clears it when the last flash is over. */
@@ -619,6 +677,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       // chat open would otherwise count twice.
       chatViewers: this.#chat.viewers(live.streamId),
       webrtc: this.#edge ? { viewers: this.#edge.sessionStats(live.streamId) } : undefined,
+      // What an ad break would play now (packaged in this stream's ladder), and the break on air, if any.
+      ads: live.packager.ads.map((ad) => ({ videoId: ad.id, durationSec: ad.durationMs / 1000 })),
+      adBreak: adBreakView(live.packager.runningBreak),
     };
   }
 
@@ -712,4 +773,9 @@ function firstExternalIPv4(): string {
 /** A wildcard listen address is not something a client can dial. */
 function connectHost(host: string): string {
   return host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+}
+
+function adBreakView(cue: Cue | undefined): { id: string; startDate: string | null; plannedDurationSec: number } | null {
+  if (!cue) return null;
+  return { id: cue.id, startDate: cue.startDate === undefined ? null : new Date(cue.startDate).toISOString(), plannedDurationSec: cue.plannedDurationMs / 1000 };
 }

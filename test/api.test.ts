@@ -136,6 +136,17 @@ describe('the HTTP API of one node', { timeout: 120_000 }, () => {
     assertError(await api(node, 'POST', `/api/streams/${body.id}/key`), 404, 'ONAIR_ERR_STREAM_NOT_FOUND');
   });
 
+  test('ending a stream and checking a token need the admin token; a stream that is not live cannot be ended', { timeout: 10_000 }, async () => {
+    const { body } = await api(node, 'POST', '/api/streams', { body: { title: 'Not on air' } });
+    assertError(await api(node, 'POST', `/api/streams/${body.id}/end`, { token: null }), 401, 'ONAIR_ERR_UNAUTHORIZED');
+    assertError(await api(node, 'POST', `/api/streams/${body.id}/end`, { token: 'x'.repeat(43) }), 403, 'ONAIR_ERR_FORBIDDEN');
+    assertError(await api(node, 'POST', `/api/streams/${body.id}/end`), 404, 'ONAIR_ERR_STREAM_NOT_LIVE');
+    assertError(await api(node, 'POST', '/api/streams/nosuchstream/end'), 404, 'ONAIR_ERR_STREAM_NOT_FOUND');
+    assert.deepEqual((await api(node, 'GET', '/api/session')).body, { admin: true });
+    assertError(await api(node, 'GET', '/api/session', { token: null }), 401, 'ONAIR_ERR_UNAUTHORIZED');
+    assertError(await api(node, 'GET', '/api/session', { token: 'x'.repeat(43) }), 403, 'ONAIR_ERR_FORBIDDEN');
+  });
+
   describe('a stream whose key was rotated', { timeout: 90_000 }, () => {
     let id: string;
     let oldKey: string;

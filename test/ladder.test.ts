@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { chooseEncoder, liveLadderArgs, planLadder, type LadderPlan, type SourceInfo, type VideoEncoderKind } from '../live-transcoder/index.js';
+import { adLadderArgs, chooseEncoder, liveLadderArgs, planLadder, type LadderPlan, type SourceInfo, type VideoEncoderKind } from '../live-transcoder/index.js';
 
 const DEFAULT_HEIGHTS = [720, 480, 360];
 
@@ -145,6 +145,52 @@ describe('the one ffmpeg command for a live ladder', { timeout: 10_000 }, () => 
       assert.deepEqual(valuesOf(args, '-bf'), ['0', '0', '0'], 'no B-frames: the same stream feeds WebRTC');
       assert.deepEqual(valuesOf(args, '-frag_duration'), ['200000', '200000', '200000']);
     }
+  });
+});
+
+describe('the ffmpeg command that packages an ad in a live ladder', { timeout: 10_000 }, () => {
+  const argsFor = (p: LadderPlan, inputHasAudio: boolean, encoder: VideoEncoderKind = 'libx264'): string[] => adLadderArgs({
+    plan: p, encoder, x264Preset: 'veryfast', partTargetMs: 200, vaapiDevice: '/dev/dri/renderD128',
+    input: '/data/ads/k/v/source', inputHasAudio, durationSec: 15, output: (r) => `/data/ads/k/v/${r.name}.mp4`,
+  });
+
+  test('every rung of the plan, letterboxed to its size, at its rate, GOP and part duration, with AAC audio', () => {
+    const live = plan(source(1920, 1080, 30));
+    const args = argsFor(live, true);
+    assert.equal(args[args.indexOf('-i') + 1], 'file:/data/ads/k/v/source', 'a path is never read as a protocol');
+    assert.deepEqual(valuesOf(args, '-t'), ['15.000']);
+    assert.deepEqual(args.filter((a) => a.endsWith('.mp4')), ['/data/ads/k/v/720p.mp4', '/data/ads/k/v/480p.mp4', '/data/ads/k/v/360p.mp4']);
+    const filter = args[args.indexOf('-filter_complex') + 1]!;
+    for (const r of live.renditions) {
+      assert.ok(filter.includes(`scale=${r.width}:${r.height}:force_original_aspect_ratio=decrease`), `${r.name} keeps the ad's shape`);
+      assert.ok(filter.includes(`pad=${r.width}:${r.height}:`), `${r.name} is padded to the rung's size`);
+      assert.ok(filter.includes(`fps=${r.fps}`));
+    }
+    // The same encoder settings as the live rungs, so that the ad's segments line up with the programme's.
+    const liveArgs = liveLadderArgs({ plan: live, encoder: 'libx264', x264Preset: 'veryfast', partTargetMs: 200, vaapiDevice: '' });
+    for (const flag of ['-g', '-b:v', '-maxrate', '-force_key_frames', '-frag_duration', '-movflags', '-preset']) {
+      assert.deepEqual(valuesOf(args, flag), valuesOf(liveArgs, flag), flag);
+    }
+    assert.deepEqual(valuesOf(args, '-c:a'), ['aac', 'aac', 'aac']);
+    assert.deepEqual(valuesOf(args, '-ar'), ['48000', '48000', '48000']);
+    assert.deepEqual(valuesOf(args, '-map').filter((m) => m.includes(':a')), ['0:a:0', '0:a:0', '0:a:0']);
+  });
+
+  test('a silent ad gets silence muxed in; a programme without sound gets an ad without sound', () => {
+    const silent = argsFor(plan(source(1280, 720)), false);
+    assert.ok(silent.includes('anullsrc=r=48000:cl=stereo'));
+    assert.deepEqual(valuesOf(silent, '-map').filter((m) => m.includes(':a')), ['1:a:0', '1:a:0', '1:a:0']);
+    const mute = argsFor(plan({ ...source(1280, 720), audioCodec: undefined }), true);
+    assert.ok(!mute.includes('-c:a') && !mute.some((a) => a.startsWith('anullsrc')));
+  });
+
+  test('a passthrough rung is encoded at the source size (an ad is not the publisher\'s H.264); VAAPI uploads frames', () => {
+    const args = argsFor(plan(source(1280, 720), { passthrough: true }), true);
+    assert.deepEqual(valuesOf(args, '-c:v'), ['libx264', 'libx264', 'libx264']);
+    assert.match(args[args.indexOf('-filter_complex') + 1]!, /scale=1280:720:/);
+    const vaapi = argsFor(plan(source(1280, 720)), true, 'vaapi');
+    assert.deepEqual(valuesOf(vaapi, '-c:v'), ['h264_vaapi', 'h264_vaapi', 'h264_vaapi']);
+    assert.equal(vaapi[vaapi.indexOf('-filter_complex') + 1]!.match(/hwupload/g)?.length, 3);
   });
 });
 

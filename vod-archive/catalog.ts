@@ -30,6 +30,8 @@ export interface VideosTable {
   source_key: string | null;
   source_sha256: string | null;
   source_bytes: number | null;
+  /** 1: the operator marked it as an ad (it replaces live content during ad breaks); 0 otherwise. Migration 0004. */
+  ad: number;
   created_at: number;
   updated_at: number;
 }
@@ -61,6 +63,8 @@ export interface Video {
   sourceKey: string | undefined;
   sourceSha256: string | undefined;
   sourceBytes: number | undefined;
+  /** An ad: ad breaks of live streams play it; public catalog lists leave it out. */
+  ad: boolean;
   createdAt: number;
   updatedAt: number;
 }
@@ -92,6 +96,7 @@ function toVideo(row: VideosTable): Video {
     sourceKey: row.source_key ?? undefined,
     sourceSha256: row.source_sha256 ?? undefined,
     sourceBytes: row.source_bytes === null ? undefined : Number(row.source_bytes),
+    ad: Number(row.ad) === 1,
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at),
   };
@@ -152,6 +157,7 @@ export class VideoCatalog {
       source_key: null,
       source_sha256: null,
       source_bytes: null,
+      ad: 0,
       created_at: now,
       updated_at: now,
     };
@@ -203,16 +209,25 @@ export class VideoCatalog {
       .where('id', '=', id).execute();
   }
 
-  async update(id: string, fields: { title?: string; description?: string; tags?: string[] }): Promise<Video | undefined> {
+  async update(id: string, fields: { title?: string; description?: string; tags?: string[]; ad?: boolean }): Promise<Video | undefined> {
     const before = await this.get(id);
     if (!before) return undefined;
     const title = fields.title ?? before.title;
     const description = fields.description ?? before.description;
     const tags = fields.tags ?? before.tags;
+    const ad = fields.ad ?? before.ad;
     await this.#db.updateTable('videos')
-      .set({ title, description, tags: JSON.stringify(tags), search: searchText(title, description, tags), updated_at: Date.now() })
+      .set({ title, description, tags: JSON.stringify(tags), search: searchText(title, description, tags), ad: ad ? 1 : 0, updated_at: Date.now() })
       .where('id', '=', id).execute();
     return this.get(id);
+  }
+
+  /** The ads live ad breaks can play: marked as ads, processed, with a source; oldest first (the break's order). */
+  async ads(): Promise<Video[]> {
+    const rows = await this.#db.selectFrom('videos').selectAll()
+      .where('ad', '=', 1).where('status', '=', 'ready').where('source_key', 'is not', null)
+      .orderBy('created_at', 'asc').orderBy('id', 'asc').execute();
+    return rows.map(toVideo);
   }
 
   async delete(id: string): Promise<boolean> {
@@ -232,7 +247,7 @@ export class VideoCatalog {
   /** Newest first; `q` searches title, description and tags (every word, as a prefix). */
   async list(options: ListOptions): Promise<{ videos: Video[]; nextCursor: string | undefined }> {
     let query = this.#db.selectFrom('videos').selectAll('videos');
-    if (!options.all) query = query.where('videos.version', 'is not', null);
+    if (!options.all) query = query.where('videos.version', 'is not', null).where('videos.ad', '=', 0);
     const words = options.q === undefined ? [] : searchWords(options.q);
     if (words.length > 0) {
       if (this.#dialect === 'sqlite') {
@@ -266,6 +281,11 @@ export class VideoCatalog {
 
 export function isValidCursor(cursor: string): boolean {
   return decodeCursor(cursor) !== undefined;
+}
+
+/** Migration 0004: the `ad` flag. */
+export async function addAdColumn(db: Kysely<any>): Promise<void> {
+  await db.schema.alterTable('videos').addColumn('ad', 'integer', (c) => c.notNull().defaultTo(0)).execute();
 }
 
 /** Migration 0003 (server/db.ts calls it with its dialect): the videos table and its full-text index. */

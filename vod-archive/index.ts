@@ -16,3 +16,5 @@ export { registerVodRoutes, parseRange } from './routes.js';
 export type { VideoView } from './routes.js';
 export { registerUploadRoutes, parseUploadMetadata } from './uploads.js';
 export type { UploadMetadata } from './uploads.js';
+export { AdLibrary, MAX_AD_SEC } from './ads.js';
+export type { AdLibraryOptions, AdPackaging } from './ads.js';

@@ -101,7 +101,8 @@ export class EventRecorder {
     if (map === undefined) {
       map = `init${recorded.inits.size}.mp4`;
       recorded.inits.set(segment.mapUri, map);
-      recorded.codecs = init.tracks.filter((t) => t.kind !== 'other').map((t) => t.codec).join(',');
+      // The programme's codecs name the replay's rendition (an ad's may differ in profile or level).
+      if (!segment.ad || recorded.codecs === '') recorded.codecs = init.tracks.filter((t) => t.kind !== 'other').map((t) => t.codec).join(',');
       const file = path.join(folder, map);
       this.#track(mkdir(folder, { recursive: true }).then(() => writeFile(file, init.data)));
     }

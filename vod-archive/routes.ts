@@ -24,6 +24,7 @@ export interface VideoView {
   source: string;
   /** `replay`: the live ladder's segments (instant); `archive`: the VOD pipeline's output. */
   kind: Video['kind'] | null;
+  ad: boolean;
   createdAt: string;
   playback: { hls: string | null; dash: string | null; watchPage: string };
   /** Admin view only: the stored source's SHA-256 and size (uploads). */
@@ -35,8 +36,10 @@ export interface VodRoutesOptions {
   catalog: {
     get(id: string): Promise<Video | undefined>;
     list(options: { q?: string; limit: number; cursor?: string; all: boolean }): Promise<{ videos: Video[]; nextCursor: string | undefined }>;
-    update(id: string, fields: { title?: string; description?: string; tags?: string[] }): Promise<Video | undefined>;
+    update(id: string, fields: { title?: string; description?: string; tags?: string[]; ad?: boolean }): Promise<Video | undefined>;
   };
+  /** The set of ads changed (a video marked or unmarked as an ad, or an ad deleted). */
+  adsChanged?: () => void;
   storage: Storage;
   /** Deletes a video: its storage and its row. */
   deleteVideo(id: string): Promise<boolean>;
@@ -72,6 +75,7 @@ const updateBody = {
     title: { type: 'string', minLength: 1, maxLength: 200, pattern: '\\S' },
     description: { type: 'string', maxLength: 5000 },
     tags: { type: 'array', maxItems: 20, items: { type: 'string', minLength: 1, maxLength: 40, pattern: '^[^,\\p{Cc}]+$' } },
+    ad: { type: 'boolean' },
   },
 } as const;
 
@@ -142,6 +146,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
       thumbnails: archive ? `${base}/vod/${video.id}/thumbnails.vtt${query}` : null,
       source: video.source,
       kind: video.kind ?? null,
+      ad: video.ad,
       createdAt: new Date(video.createdAt).toISOString(),
       playback: {
         hls: playable ? `${base}/vod/${video.id}/index.m3u8${query}` : null,
@@ -183,15 +188,19 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
 
   app.patch('/api/videos/:id', { preHandler: requireAdmin, schema: { params: videoIdParams, body: updateBody } }, async (request, reply) => {
     const { id } = request.params as { id: string };
-    if (!(await options.catalog.get(id))) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
-    const body = request.body as { title?: string; description?: string; tags?: string[] };
+    const before = await options.catalog.get(id);
+    if (!before) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    const body = request.body as { title?: string; description?: string; tags?: string[]; ad?: boolean };
     const video = await options.catalog.update(id, { ...body, ...(body.title !== undefined ? { title: body.title.trim() } : {}) });
+    if (video!.ad !== before.ad) options.adsChanged?.();
     return view(video!, true);
   });
 
   app.delete('/api/videos/:id', { preHandler: requireAdmin, schema: { params: videoIdParams } }, async (request, reply) => {
+    const before = await options.catalog.get((request.params as { id: string }).id);
     const deleted = await options.deleteVideo((request.params as { id: string }).id);
     if (!deleted) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    if (before?.ad) options.adsChanged?.();
     return reply.code(204).send();
   });
 
