@@ -126,6 +126,26 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     for (let i = 0; i < 3; i++) await buttons[0]!.click();
     await waitFor('Bob to see the reactions', () => bob.evaluate(() => (window as any).onair.reactions >= 3), 10_000);
     await shot(bob, 'watch-phone-chat');
+
+    // Moderation: a comment the studio removes goes from every viewer's chat.
+    await alice.fill('#comment', 'buy cheap watches');
+    await alice.press('#comment', 'Enter');
+    await bob.waitForSelector('#comments li:has-text("buy cheap watches")', { timeout: 10_000 });
+    await studio.click('#mod-comments li:has-text("buy cheap watches") button:has-text("Remove")');
+    await bob.waitForSelector('#comments li:has-text("buy cheap watches")', { state: 'detached', timeout: 10_000 });
+    await alice.waitForSelector('#comments li:has-text("buy cheap watches")', { state: 'detached', timeout: 10_000 });
+
+    // Slow mode from the studio: Alice, who just commented, must wait; then it is lifted again.
+    await studio.fill('#slow', '30');
+    await studio.click('#slow-form button[type=submit]');
+    await studio.waitForSelector('#slow-state:has-text("one comment per 30 s")', { timeout: 10_000 });
+    await alice.fill('#comment', 'too soon');
+    await alice.press('#comment', 'Enter');
+    await alice.waitForSelector('#chat-error:has-text("Slow mode")', { timeout: 10_000 });
+    await studio.fill('#slow', '0');
+    await studio.click('#slow-form button[type=submit]');
+    await studio.waitForSelector('#slow-state:has-text("off")', { timeout: 10_000 });
+    assert.equal(await bob.$$eval('#comments li', (items) => items.filter((li) => li.textContent!.includes('too soon')).length), 0);
   });
 
   test('a news flash from the studio shows on the watch page; an ad break shows its indicator', async () => {
@@ -178,9 +198,18 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     await plays(home, 'the replay');
     assert.equal(await home.textContent('#chat-title'), 'Chat replay');
     // Jump to the end: every comment of the event is behind the playhead, so the replayed chat shows them all.
-    await home.evaluate(() => { const v = document.querySelector('video')!; v.currentTime = v.duration - 0.5; });
-    await home.waitForSelector('#comments li:has-text("Hello from <b>Alice</b>")', { timeout: 10_000 });
-    await home.waitForSelector('#comments li:has-text("still here")', { timeout: 10_000 });
+    await home.evaluate(() => { const v = document.querySelector('video')!; v.currentTime = Math.max(0, v.duration - 1); });
+    let last: unknown;
+    await waitFor('the replayed chat to show every comment', async () => {
+      const state = await home.evaluate(() => ({
+        t: document.querySelector('video')!.currentTime,
+        duration: document.querySelector('video')!.duration,
+        kept: (window as any).onair.replayComments,
+        shown: Array.from(document.querySelectorAll('#comments li .text')).map((li) => li.textContent),
+      }));
+      last = state;
+      return state.shown.includes('Hello from <b>Alice</b>') && state.shown.includes('still here');
+    }, 15_000, 250).catch((error: Error) => { throw new Error(`${error.message}; the page: ${JSON.stringify(last)}`); });
     await shot(home, 'watch-replay');
     // And back to the start: none yet.
     await home.evaluate(() => { document.querySelector('video')!.currentTime = 0; });

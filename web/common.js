@@ -163,5 +163,32 @@
     return resume().then(function (state) { return send(state, 0); });
   }
 
+  /**
+   * Wires the page's upload form (#upload-form, #upload-file, #upload-progress, #upload-state): `metadata()` gives the
+   * fields; `done` says what to show once the last byte is in, and what to do then.
+   */
+  function bindUploadForm(metadata, done) {
+    var $ = function (id) { return document.getElementById(id); };
+    $('upload-form').addEventListener('submit', function (event) {
+      event.preventDefault();
+      var file = $('upload-file').files[0];
+      if (!file) return;
+      var bar = $('upload-progress');
+      var state = $('upload-state');
+      bar.classList.remove('hidden');
+      state.textContent = 'uploading ' + file.name + '…';
+      upload(file, metadata(), function (fraction) {
+        bar.value = fraction;
+        state.textContent = 'uploading ' + file.name + ': ' + Math.floor(fraction * 100) + '%';
+      }).then(function (id) {
+        state.textContent = done.message;
+        if (done.then) done.then(id);
+      }).catch(function (error) {
+        state.textContent = 'Upload stopped: ' + error.message + ' — choose the same file again to resume.';
+      });
+    });
+  }
+
   window.OnAir.upload = upload;
+  window.OnAir.bindUploadForm = bindUploadForm;
 })();

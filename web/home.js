@@ -55,23 +55,9 @@
     $('upload-signin').classList.add('hidden');
     $('upload-form').classList.remove('hidden');
   }
-  $('upload-form').addEventListener('submit', function (event) {
-    event.preventDefault();
-    var file = $('upload-file').files[0];
-    if (!file) return;
-    var bar = $('upload-progress');
-    bar.classList.remove('hidden');
-    $('upload-state').textContent = 'uploading ' + file.name + '…';
-    O.upload(file, { title: $('upload-title-input').value.trim(), tags: $('upload-tags').value.trim() }, function (fraction) {
-      bar.value = fraction;
-      $('upload-state').textContent = 'uploading ' + file.name + ': ' + Math.floor(fraction * 100) + '%';
-    }).then(function (id) {
-      $('upload-state').textContent = 'Uploaded. It appears here once processed (the studio shows its progress).';
-      window.lastUpload = id;
-    }).catch(function (error) {
-      $('upload-state').textContent = 'Upload stopped: ' + error.message + ' — choose the same file again to resume.';
-    });
-  });
+  O.bindUploadForm(function () {
+    return { title: $('upload-title-input').value.trim(), tags: $('upload-tags').value.trim() };
+  }, { message: 'Uploaded. It appears here once processed (the studio shows its progress).' });
 
   loadLive();
   loadVideos(false);

@@ -284,17 +284,7 @@
     });
   }
 
-  $('upload-form').addEventListener('submit', function (event) {
-    event.preventDefault();
-    var file = $('upload-file').files[0];
-    if (!file) return;
-    var bar = $('upload-progress');
-    bar.classList.remove('hidden');
-    $('upload-state').textContent = 'uploading ' + file.name + '…';
-    O.upload(file, { title: $('upload-title').value.trim() }, function (fraction) { bar.value = fraction; })
-      .then(function () { $('upload-state').textContent = 'Uploaded: processing below.'; loadVideos(); })
-      .catch(function (error) { $('upload-state').textContent = 'Upload stopped: ' + error.message + ' — send the same file again to resume.'; });
-  });
+  O.bindUploadForm(function () { return { title: $('upload-title').value.trim() }; }, { message: 'Uploaded: processing below.', then: loadVideos });
 
   checkToken();
 })();

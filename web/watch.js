@@ -91,6 +91,12 @@
     src = replay.hls.replace(/^https?:\/\/[^/]+/, '');
     playHls();
     replayChat(replay.videoId);
+    // The stream's page: when the stream goes live again, the page goes back to live.
+    if (!isVideo) {
+      timers.push(setInterval(function () {
+        load().then(function (item) { if (item && item.status === 'live') location.reload(); });
+      }, 10000));
+    }
   }
 
   /**
@@ -318,12 +324,27 @@
   });
 
   /** The replay's chat: every kept comment, shown as the playhead passes its offset (seeking back hides later ones). */
+  var LIVE_LAG_MS = 2000;
+
   function replayChat(videoId) {
     document.getElementById('chat-title').textContent = 'Chat replay';
     form.classList.add('hidden');
     reactionBar.classList.add('hidden');
     nameInput.parentElement.classList.add('hidden');
     var all = [];
+    var shown = 0;
+    // In step with the picture: where the playlist dates its media (the replay of a live event does), a comment shows
+    // when the playhead reaches the moment it was written, less the ~2 s a live viewer is behind; otherwise by its
+    // offset from the start of the event.
+    var sync = function () {
+      var date = onair.hls && onair.hls.playingDate;
+      var at = date ? date.getTime() + LIVE_LAG_MS : null;
+      var t = video.currentTime;
+      var upTo = 0;
+      while (upTo < all.length && (at !== null ? all[upTo].at <= at : all[upTo].offsetSec <= t)) upTo++;
+      if (upTo < shown) { comments.textContent = ''; shown = 0; onair.comments = 0; }
+      for (; shown < upTo; shown++) addComment(all[shown]);
+    };
     (function page(cursor) {
       fetch('/api/videos/' + videoId + '/chat?limit=1000' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''))
         .then(function (r) { return r.ok ? r.json() : { comments: [] }; })
@@ -331,18 +352,14 @@
           all = all.concat(body.comments || []);
           onair.replayComments = all.length;
           if (body.nextCursor) page(body.nextCursor);
+          sync();
         });
     })();
-    var shown = 0;
-    var sync = function () {
-      var t = video.currentTime;
-      var upTo = 0;
-      while (upTo < all.length && all[upTo].offsetSec <= t) upTo++;
-      if (upTo < shown) { comments.textContent = ''; shown = 0; onair.comments = 0; }
-      for (; shown < upTo; shown++) addComment(all[shown]);
-    };
     video.addEventListener('timeupdate', sync);
+    video.addEventListener('seeking', sync);
     video.addEventListener('seeked', sync);
+    // Media events stop at the end or while paused after a seek: a slow tick keeps the chat in step anyway.
+    timers.push(setInterval(sync, 500));
   }
 
   // ---- Cues: news ticker and ad-break badge ------------------------------------------------------------------------
