@@ -425,7 +425,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoder.on('start', ({ plan }) => {
         packager.setPlan(plan);
         const current = this.#live.get(streamId);
-        if (current?.transcoder === transcoder && current.plan !== plan) {
+        // A restart with the same ladder keeps the packaged ads; another ladder (the publisher changed its picture)
+        // plays none until they are packaged for it.
+        if (current?.transcoder === transcoder && (!current.plan || this.#ads.planKey(current.plan) !== this.#ads.planKey(plan))) {
           current.plan = plan;
           packager.setAds([]);
           this.#refreshAds(current);
