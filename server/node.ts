@@ -173,7 +173,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           catalog: this.#vod.catalog,
           storage: this.#vod.storage,
           deleteVideo: (id) => this.#vod.deleteVideo(id),
-          adsChanged: () => this.#adsChanged(),
+          adsChanged: (videoId, ad) => this.#adsChanged(videoId, ad),
           isAdmin: (request) => isAdminRequest(request.headers.authorization, this.adminToken),
           publicUrl: () => this.publicUrl,
           playbackSigningKey: this.config.playbackSigningKey,
@@ -573,15 +573,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     }).catch((error: unknown) => this.log.warn({ err: error, streamId: live.streamId }, 'could not load the ads'));
   }
 
-  /** A video was marked or unmarked as an ad, or an ad deleted: live streams get the new set. */
-  #adsChanged(): void {
-    void (async () => {
-      const ads = new Set((await this.#vod.catalog.ads()).map((v) => v.id));
-      for (const live of this.#live.values()) {
-        for (const ad of live.packager.ads) if (!ads.has(ad.id)) await this.#ads.forget(ad.id);
-        this.#refreshAds(live);
-      }
-    })().catch((error: unknown) => this.log.warn({ err: error }, 'could not refresh the ads'));
+  /** A video was marked or unmarked as an ad, or an ad deleted: its packaged media go if it is out, live streams get the new set. */
+  #adsChanged(videoId: string, ad: boolean): void {
+    void (ad ? Promise.resolve() : this.#ads.forget(videoId))
+      .then(() => { for (const live of this.#live.values()) this.#refreshAds(live); })
+      .catch((error: unknown) => this.log.warn({ err: error, videoId }, 'could not refresh the ads'));
   }
 
   /** Writes the ticker (atomically: ffmpeg re-reads it every frame) and clears it when the last flash is over. */

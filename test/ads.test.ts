@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { OnAirNode } from '../server/node.js';
 import { launchChromium } from './support/browser.js';
+import { decodeFirstFrame } from './support/ffprobe.js';
 import { api, publish, startTestNode, waitFor } from './support/harness.js';
 import { tusCreate, tusPatch } from './support/tus.js';
 
@@ -18,11 +19,7 @@ const isProgramme = (c: Rgb): boolean => c.b > 120 && c.r < 100;
 
 /** Mean colour of the first frame of an init + media segment, decoded by ffmpeg. */
 async function meanColour(init: Buffer, media: Buffer): Promise<Rgb> {
-  const rgb = await new Promise<Buffer>((resolve, reject) => {
-    const child = execFile('ffmpeg', ['-v', 'error', '-i', 'pipe:0', '-frames:v', '1', '-vf', 'scale=64:36', '-pix_fmt', 'rgb24', '-f', 'rawvideo', 'pipe:1'],
-      { encoding: 'buffer', timeout: 20_000, maxBuffer: 1 << 20 }, (error, stdout) => (error ? reject(error) : resolve(stdout)));
-    child.stdin!.end(Buffer.concat([init, media]));
-  });
+  const rgb = await decodeFirstFrame(Buffer.concat([init, media]), { width: 64, height: 36 }, 'rgb24');
   const sum = { r: 0, g: 0, b: 0 };
   for (let i = 0; i < rgb.length; i += 3) {
     sum.r += rgb[i]!;

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { io as connect, type Socket } from 'socket.io-client';
 import { crc32Mpeg2, dateRangeTag, decodeSpliceInfo, encodeSpliceInsert, type Cue } from '../ll-hls-packager/index.js';
 import type { OnAirNode } from '../server/node.js';
 import { launchChromium } from './support/browser.js';
+import { decodeFirstFrame } from './support/ffprobe.js';
 import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
 
 describe('SCTE-35 splice_info_section', () => {
@@ -78,11 +78,7 @@ async function tickerBandDeviation(node: OnAirNode, streamId: string, rendition:
   const map = [...playlist.matchAll(/#EXT-X-MAP:URI="([^"]+)"/g)].pop()![1]!;
   const part = [...playlist.matchAll(/#EXT-X-PART:[^\n]*URI="([^"]+)"[^\n]*INDEPENDENT=YES/g)].pop()![1]!;
   const media = Buffer.concat([Buffer.from(await (await fetch(base + map)).arrayBuffer()), Buffer.from(await (await fetch(base + part)).arrayBuffer())]);
-  const gray = await new Promise<Buffer>((resolve, reject) => {
-    const child = execFile('ffmpeg', ['-v', 'error', '-i', 'pipe:0', '-frames:v', '1', '-vf', 'scale=320:180', '-pix_fmt', 'gray', '-f', 'rawvideo', 'pipe:1'],
-      { encoding: 'buffer', timeout: 20_000, maxBuffer: 1 << 20 }, (error, stdout) => (error ? reject(error) : resolve(stdout)));
-    child.stdin!.end(media);
-  });
+  const gray = await decodeFirstFrame(media, { width: 320, height: 180 }, 'gray');
   const band = gray.subarray(320 * Math.floor(180 * 0.85));
   const mean = band.reduce((sum, v) => sum + v, 0) / band.length;
   return Math.sqrt(band.reduce((sum, v) => sum + (v - mean) ** 2, 0) / band.length);

@@ -38,8 +38,8 @@ export interface VodRoutesOptions {
     list(options: { q?: string; limit: number; cursor?: string; all: boolean }): Promise<{ videos: Video[]; nextCursor: string | undefined }>;
     update(id: string, fields: { title?: string; description?: string; tags?: string[]; ad?: boolean }): Promise<Video | undefined>;
   };
-  /** The set of ads changed (a video marked or unmarked as an ad, or an ad deleted). */
-  adsChanged?: () => void;
+  /** The set of ads changed: `videoId` was marked as an ad (`ad`), or unmarked or deleted (`!ad`). */
+  adsChanged?: (videoId: string, ad: boolean) => void;
   storage: Storage;
   /** Deletes a video: its storage and its row. */
   deleteVideo(id: string): Promise<boolean>;
@@ -192,7 +192,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     if (!before) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
     const body = request.body as { title?: string; description?: string; tags?: string[]; ad?: boolean };
     const video = await options.catalog.update(id, { ...body, ...(body.title !== undefined ? { title: body.title.trim() } : {}) });
-    if (video!.ad !== before.ad) options.adsChanged?.();
+    if (video!.ad !== before.ad) options.adsChanged?.(id, video!.ad);
     return view(video!, true);
   });
 
@@ -200,7 +200,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     const before = await options.catalog.get((request.params as { id: string }).id);
     const deleted = await options.deleteVideo((request.params as { id: string }).id);
     if (!deleted) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
-    if (before?.ad) options.adsChanged?.();
+    if (before?.ad) options.adsChanged?.(before.id, false);
     return reply.code(204).send();
   });
 
