@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 
 /**
  * One row per accepted comment (the migration `0002_chat_comments` in server/db.ts creates it). Times are
@@ -13,7 +13,10 @@ export interface ChatCommentsTable {
   text: string;
   /** When the server accepted it, ms since the epoch. */
   at: number;
-  /** `at` minus the event's start: where it sits in the replay. Null outside an event. */
+  /**
+   * Where it sits in the replay: `at` minus the event's start while the event lasts, then (`placeOnTimeline`) its
+   * place in the video made of the event. Null outside an event.
+   */
   offset_ms: number | null;
   /** 1 once a moderator removed it: never replayed. */
   removed: number;
@@ -22,6 +25,13 @@ export interface ChatCommentsTable {
 export interface ChatTables {
   chat_comments: ChatCommentsTable;
 }
+
+/**
+ * How far behind the media's PROGRAM-DATE-TIME a live viewer's picture is when they write: an LL-HLS player sits
+ * ~1.3–2 s behind the live edge (BENCHMARKS.md, hls.latency); WebRTC viewers (~0.25 s) are rarer and read faster
+ * than they type.
+ */
+export const LIVE_VIEWER_LAG_MS = 1500;
 
 /** A comment as the replay API returns it. */
 export interface ReplayComment {
@@ -103,6 +113,32 @@ export class ChatArchive {
     const last = page[page.length - 1];
     const next = rows.length > query.limit && last ? { offsetMs: Number(last.offset_ms), id: last.id } : undefined;
     return { comments, next };
+  }
+
+  /**
+   * The event became a video: each comment moves to where its writer was in the picture. A viewer writes about what
+   * they see, `lagMs` behind the live edge; the video's `spans` say where each stretch of the wall clock landed in
+   * it (see vod-archive's TimelineSpan). A comment written while no picture went out (a publisher away) goes where the
+   * picture came back. Idempotent.
+   */
+  async placeOnTimeline(eventId: string, spans: readonly { wallMs: number; videoMs: number; durationMs: number }[], lagMs: number): Promise<void> {
+    const first = spans[0];
+    if (!first) return;
+    const at = sql.ref<number>('at');
+    const update = (from: number | undefined, to: number | undefined) => {
+      let query = this.#db.updateTable('chat_comments').where('event_id', '=', eventId);
+      if (from !== undefined) query = query.where('at', '>=', from);
+      if (to !== undefined) query = query.where('at', '<', to);
+      return query;
+    };
+    await update(undefined, first.wallMs + lagMs).set({ offset_ms: 0 }).execute();
+    for (const [i, span] of spans.entries()) {
+      const start = Math.round(span.wallMs + lagMs);
+      const end = Math.round(span.wallMs + span.durationMs + lagMs);
+      const next = spans[i + 1];
+      await update(start, end).set({ offset_ms: sql<number>`${at} - ${start - Math.round(span.videoMs)}` }).execute();
+      await update(end, next && Math.round(next.wallMs + lagMs)).set({ offset_ms: Math.round(span.videoMs + span.durationMs) }).execute();
+    }
   }
 
   /** Forgets a deleted stream's comments. */

@@ -9,7 +9,7 @@ import { TypedEmitter } from '../lib/emitter.js';
 import { randomId } from '../lib/ids.js';
 import { ERRORS, OnAirError, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import { ChatArchive, type ChatTables, type ReplayComment, type ReplayQuery } from './ChatArchive.js';
+import { ChatArchive, LIVE_VIEWER_LAG_MS, type ChatTables, type ReplayComment, type ReplayQuery } from './ChatArchive.js';
 import { ReactionCoalescer, type ReactionCounts, type ReactionWindow } from './ReactionCoalescer.js';
 import { banActive, SharedState, type ChatBan, type ChatSettings } from './SharedState.js';
 import { KeyedBuckets, TokenBucket, type RateLimit } from './TokenBucket.js';
@@ -389,6 +389,11 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
   /** The kept comments of a live event (a replay), in order, one page. */
   replay(eventId: string, query: ReplayQuery): Promise<{ comments: ReplayComment[]; next: { offsetMs: number; id: string } | undefined }> {
     return this.#archive.replay(eventId, query);
+  }
+
+  /** The event became a video: its comments move onto the video's timeline (ChatArchive.placeOnTimeline). */
+  placeOnTimeline(eventId: string, spans: readonly { wallMs: number; videoMs: number; durationMs: number }[]): Promise<void> {
+    return this.#archive.placeOnTimeline(eventId, spans, LIVE_VIEWER_LAG_MS);
   }
 
   /** A deleted stream: its viewers are told and leave the room, its comments and chat state are forgotten. */

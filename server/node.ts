@@ -274,6 +274,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       await node.#recoverAfterCrash();
       await vod.recover();
       await node.#listen();
+      node.#background(node.#archiveLeftRecordings(), 'could not archive a recording left by the last run (kept on disk for the next start)');
       return node;
     } catch (error) {
       await chat?.close();
@@ -347,6 +348,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await this.#embeddedRedis?.stop();
   }
 
+  /** Work that outlives the call that started it: logged if it fails, awaited by close(). */
+  #background(work: Promise<void>, failure: string, fields: Record<string, unknown> = {}): void {
+    const tracked: Promise<void> = work
+      .catch((error: unknown) => this.log.error({ ...fields, err: error }, failure))
+      .finally(() => this.#endings.delete(tracked));
+    this.#endings.add(tracked);
+  }
+
   async #listen(): Promise<void> {
     const { port } = await this.#ingest.listen();
     this.#rtmpPort = port;
@@ -373,10 +382,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       });
     });
     this.#ingest.on('end', (streamId) => {
-      const ending = this.#onEnd(streamId)
-        .catch((error: unknown) => this.log.error({ err: error, streamId }, 'could not end the live event'))
-        .finally(() => this.#endings.delete(ending));
-      this.#endings.add(ending);
+      this.#background(this.#onEnd(streamId), 'could not end the live event', { streamId });
     });
   }
 
@@ -500,23 +506,44 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
 
   /** The ended event's replay is published at once and its archive job queued; a deleted stream keeps nothing. */
   async #archive(live: LiveStream): Promise<void> {
-    const recorder = live.recorder;
-    if (!recorder) return;
-    const stream = await this.streams.get(live.streamId);
+    if (live.recorder) await this.#archiveRecording({ eventId: live.eventId, streamId: live.streamId, startedAt: live.startedAt, recorder: live.recorder, cues: live.packager.cues });
+  }
+
+  async #archiveRecording(event: { eventId: string; streamId: string; startedAt: number; recorder: EventRecorder; cues: readonly Cue[] }): Promise<void> {
+    const { eventId, streamId, recorder } = event;
+    const stream = await this.streams.get(streamId);
     if (!stream) {
       await recorder.remove();
       return;
     }
     const video = await this.#vod.archiveEvent({
-      eventId: live.eventId,
-      streamId: live.streamId,
+      ...event,
       title: stream.title,
       description: stream.description,
-      startedAt: live.startedAt,
-      recorder,
-      cues: live.packager.cues,
+      // A chat that cannot move keeps its offsets from the event's start: the replay still goes out.
+      placeComments: (timeline) => this.#chat.placeOnTimeline(eventId, timeline)
+        .catch((error: unknown) => this.log.warn({ err: error, eventId }, 'could not place the chat on the replay\'s timeline')),
     });
-    if (video?.version) this.safeEmit('archived', { streamId: live.streamId, eventId: live.eventId, videoId: video.id });
+    if (video?.version) this.safeEmit('archived', { streamId, eventId, videoId: video.id });
+  }
+
+  /**
+   * A node that died mid-event left its recording on disk (the event itself was ended by #recoverAfterCrash): it
+   * is archived like any ended event, its replay from the segments the journal names, then the job. Its cues were
+   * in memory and are gone.
+   */
+  async #archiveLeftRecordings(): Promise<void> {
+    for (const eventId of await this.#vod.recordings()) {
+      if ([...this.#live.values()].some((live) => live.eventId === eventId)) continue;
+      const event = await this.#event(eventId);
+      const recorder = await this.#vod.recoverRecording(eventId);
+      if (!event) {
+        await recorder.remove();
+        continue;
+      }
+      this.log.info({ eventId, streamId: event.streamId }, 'archiving the recording of an event cut off when the node stopped');
+      await this.#archiveRecording({ eventId, streamId: event.streamId, startedAt: event.startedAt, recorder, cues: [] });
+    }
   }
 
   /**

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { io as connect } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
+import { probeDuration } from './support/ffprobe.js';
 import { api, isAlive, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
 
@@ -152,7 +154,7 @@ describe('streams survive a restart', { timeout: 150_000 }, () => {
   });
 });
 
-describe('the embedded redis-server lives and dies with its node', { timeout: 120_000 }, () => {
+describe('the embedded redis-server lives and dies with its node', { timeout: 240_000 }, () => {
   test('a node killed with SIGKILL leaves no redis-server behind', { timeout: 45_000 }, async () => {
     const dir = await tempDir();
     let proc: NodeProcess | undefined;
@@ -187,7 +189,7 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 12
     }
   });
 
-  test('a stream that was live when its node died is ended at the next start', { timeout: 60_000 }, async () => {
+  test('a stream that was live when its node died is ended at the next start; its recording becomes the replay, with its chat, and the archive', { timeout: 150_000 }, async () => {
     const dir = await tempDir();
     let proc: NodeProcess | undefined;
     let publisher: ReturnType<typeof publish> | undefined;
@@ -205,13 +207,28 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 12
         return found.length > 0 ? found : undefined;
       }, 10_000);
       assert.equal(transcoders.length, 1, 'one ffmpeg transcodes the live stream');
+      // A viewer comments; the recording has a few segments on disk when the node dies.
+      const chat = connect(`${started.remote.httpUrl}/chat`, { transports: ['websocket'], forceNew: true });
+      try {
+        await within('chat connect', new Promise((resolve) => chat.once('connect', () => resolve(undefined))), 10_000);
+        assert.equal((await chat.timeout(5000).emitWithAck('join', { streamId: id, name: 'Ada' })).ok, true);
+        assert.equal((await chat.timeout(5000).emitWithAck('comment', { text: 'still there?' })).ok, true);
+      } finally {
+        chat.close();
+      }
+      const recordings = path.join(dir, 'recordings');
+      await waitFor('three segments recorded', async () => {
+        const [eventId] = await readdir(recordings).catch(() => []);
+        const journal = eventId ? await readFile(path.join(recordings, eventId, 'journal.jsonl'), 'utf8').catch(() => '') : '';
+        return (journal.match(/"segment"/g)?.length ?? 0) >= 3;
+      }, 30_000);
       proc.child.kill('SIGKILL');
       await within('the node to die', proc.exited, 10_000);
       publisher.stop();
       await waitFor('the dead node\'s redis-server to exit', () => processesMentioning(dir).length === 0, 5_000, 50);
       await waitFor('the dead node\'s ffmpeg to exit', () => !running(transcoders[0]!.pid), 5_000, 50);
 
-      const next = await startTestNode({ ONAIR_LADDER: '360' }, dir);
+      const next = await startTestNode({ ONAIR_LADDER: '360', ONAIR_VOD_CONCURRENCY: '1' }, dir);
       try {
         const { body } = await api(next.node, 'GET', `/api/streams/${id}`, { token: null });
         assert.equal(body.status, 'ended');
@@ -219,6 +236,26 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 12
         const events = await next.node.streams.listEvents(id);
         assert.equal(events.length, 1);
         assert.ok(events[0]!.endedAt !== null && events[0]!.endedAt >= events[0]!.startedAt, 'the event has an end');
+
+        // Nothing of the event is lost: the recording it left becomes the replay at once, then the archive.
+        const replay = await waitFor('the cut-off event\'s replay', async () => (await api(next.node, 'GET', `/api/streams/${id}`, { token: null })).body.replay, 20_000);
+        assert.equal(replay.videoId, events[0]!.id);
+        const video = (await api(next.node, 'GET', `/api/videos/${replay.videoId}`, { token: null })).body;
+        assert.equal(video.source, id);
+        assert.equal(video.title, 'Cut off');
+        assert.ok(video.durationSec >= 5.5, `three segments or more: ${video.durationSec} s`);
+        const played = await probeDuration(video.playback.hls);
+        assert.ok(Math.abs(played - video.durationSec) < 1, `a player reads ${played} s of ${video.durationSec} s`);
+        const kept = (await api(next.node, 'GET', `/api/videos/${replay.videoId}/chat`, { token: null })).body.comments;
+        assert.deepEqual(kept.map((c: { text: string }) => c.text), ['still there?']);
+        const archive = await waitFor('the archive of the cut-off event', async () => {
+          const current = (await api(next.node, 'GET', `/api/videos/${replay.videoId}`)).body;
+          assert.notEqual(current.status, 'failed', current.error);
+          return current.status === 'ready' ? current : undefined;
+        }, 90_000, 500);
+        assert.equal(archive.kind, 'archive');
+        assert.ok(archive.durationSec >= video.durationSec - 1, `the source covers what the ladder made: ${archive.durationSec} s vs ${video.durationSec} s`);
+        assert.deepEqual(await readdir(recordings), [], 'the recording has left the node\'s disk');
       } finally {
         await next.close({ keepData: true });
       }

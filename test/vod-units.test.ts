@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   checkKey, DiskStorage, mpdDurationMs, parseRange, parseUploadMetadata, planVodLadder, probeSource, renderReplayPlaylist,
-  storyboardVtt, UnusableSourceError, vodLadderArgs, type ProbedSource,
+  storyboardVtt, timelineOf, UnusableSourceError, vodLadderArgs, type ProbedSource,
 } from '../vod-archive/index.js';
 
 const source = (over: Partial<ProbedSource> = {}): ProbedSource => ({
@@ -71,6 +71,19 @@ describe('VOD ladder and command', () => {
     assert.match(text, /#EXT-X-TARGETDURATION:2\n/);
     assert.match(text, /s1\.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI="init1.mp4"\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:09.000Z\n#EXTINF:2.000,\ns2\.m4s/);
     assert.ok(text.trimEnd().endsWith('#EXT-X-ENDLIST'));
+  });
+
+  test('the replay\'s timeline: one span per run between discontinuities; the publisher\'s absence is not in the video', () => {
+    const t0 = Date.UTC(2026, 0, 1);
+    assert.deepEqual(timelineOf([
+      { durationMs: 2000, discontinuity: false, programDateTime: t0 },
+      { durationMs: 1960, discontinuity: false, programDateTime: t0 + 2000 },
+      { durationMs: 2000, discontinuity: true, programDateTime: t0 + 9000 },
+      { durationMs: 2000, discontinuity: false, programDateTime: t0 + 11_000 },
+    ]), [
+      { wallMs: t0, videoMs: 0, durationMs: 3960 },
+      { wallMs: t0 + 9000, videoMs: 3960, durationMs: 4000 },
+    ]);
   });
 });
 
@@ -167,6 +180,17 @@ describe('probe refuses what is not a usable video, with a reason a person under
     const size = (await readFile(good)).length;
     await truncate(file, Math.floor(size / 2));
     await refused(file, /incomplete|truncated/);
+  });
+
+  test('absurd sizes: wider than 8K, faster than 240 fps', async () => {
+    const make = (name: string, lavfi: string, extra: string[]): string => {
+      const file = path.join(dir, name);
+      const made = spawnSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', lavfi, ...extra, '-c:v', 'libx264', '-preset', 'ultrafast', file]);
+      assert.equal(made.status, 0, made.stderr?.toString());
+      return file;
+    };
+    await refused(make('wide.mp4', 'color=size=7696x64:rate=5', ['-frames:v', '5']), /too large \(7696×64\)/);
+    await refused(make('fast.mp4', 'color=size=64x64:rate=300', ['-t', '0.5']), /frame rate \(300 fps\) is beyond 240/);
   });
 
   test('sound only', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -65,8 +65,11 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): a worker killed
     await waitFor('the killed worker\'s ffmpeg to exit', () => ffmpegs.every((pid) => !isAlive(pid)), 5000, 50);
     const stalled = (await api(node, 'GET', `/api/videos/${id}`)).body;
     assert.equal(stalled.status, 'processing');
+    const scratch = path.join(dataDir, 'work');
+    const killedScratch = (await readdir(scratch)).find((name) => name.endsWith(`.${first.child.pid}`));
+    assert.ok(killedScratch, 'the killed worker left its scratch folder');
 
-    await startWorker();
+    const second = await startWorker();
     const video = await waitFor('the video to be ready after the retry', async () => {
       const body = (await api(node, 'GET', `/api/videos/${id}`)).body;
       assert.notEqual(body.status, 'failed', body.error);
@@ -90,5 +93,12 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): a worker killed
     }
     const dash = await probeDuration(video.playback.dash);
     assert.ok(Math.abs(dash - 20) < 1, `DASH lasts ${dash} s`);
+
+    // The killed worker's scratch (its partial ffmpeg outputs) went when the next worker started; the one that
+    // finished the job cleaned up after itself.
+    const left = await readdir(scratch);
+    assert.ok(!left.includes(killedScratch), `still there: ${killedScratch}`);
+    const own = left.find((name) => name.endsWith(`.${second.child.pid}`));
+    assert.deepEqual(own ? await readdir(path.join(scratch, own)) : [], []);
   });
 });

@@ -1,13 +1,13 @@
-import { readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
 import type { RedisOptions } from 'ioredis';
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
-import { VideoCatalog, type CatalogTables, type Video } from './catalog.js';
+import { VIDEO_ID_RE, VideoCatalog, type CatalogTables, type Video } from './catalog.js';
 import { VodQueue, VodWorker } from './jobs.js';
 import { sha256File, sourcePrefix, videoPrefix } from './pipeline.js';
-import { EventRecorder } from './recorder.js';
+import { EventRecorder, type TimelineSpan } from './recorder.js';
 import type { Storage } from './storage.js';
 import type { UploadMetadata } from './uploads.js';
 import type { VodLadderOptions } from './vodCommand.js';
@@ -80,21 +80,42 @@ export class VodArchive {
 
   /** A live event began: its recording starts (local disk until the event ends). */
   startRecording(eventId: string): Promise<EventRecorder> {
-    return EventRecorder.create({ dir: path.join(this.#options.dataDir, 'recordings', eventId), eventId, log: this.#log });
+    return EventRecorder.create({ dir: this.#recordingDir(eventId), eventId, log: this.#log });
+  }
+
+  /** The events whose recordings are on this node's disk (at start: what a node that died mid-event left). */
+  async recordings(): Promise<string[]> {
+    const names = await readdir(path.join(this.#options.dataDir, 'recordings')).catch(() => [] as string[]);
+    return names.filter((name) => VIDEO_ID_RE.test(name));
+  }
+
+  /** The recording a node that died mid-event left, from its journal (EventRecorder.recover). */
+  recoverRecording(eventId: string): Promise<EventRecorder> {
+    return EventRecorder.recover({ dir: this.#recordingDir(eventId), eventId, log: this.#log });
+  }
+
+  #recordingDir(eventId: string): string {
+    if (!VIDEO_ID_RE.test(eventId)) throw new Error(`not an event id: ${JSON.stringify(eventId)}`);
+    return path.join(this.#options.dataDir, 'recordings', eventId);
   }
 
   /**
    * A live event ended: its replay (the live ladder's segments, no re-encode) is stored and published at once, its
    * source recording stored, and the archive job queued. The video keeps the event's id, so the chat kept under that
-   * id is the replay's chat.
+   * id is the replay's chat; `placeComments` moves that chat onto the video's timeline before the replay shows.
    */
-  async archiveEvent(event: { eventId: string; streamId: string; title: string; description: string; startedAt: number; recorder: EventRecorder; cues?: readonly Cue[] }): Promise<Video | undefined> {
+  async archiveEvent(event: {
+    eventId: string; streamId: string; title: string; description: string; startedAt: number; recorder: EventRecorder; cues?: readonly Cue[];
+    placeComments?: (timeline: readonly TimelineSpan[]) => Promise<void>;
+  }): Promise<Video | undefined> {
     const { eventId, recorder } = event;
     const recording = await recorder.finish(event.cues);
     if (recording.replayFiles.length === 0 && recording.sourceFiles.length === 0) {
       await recorder.remove();
       return undefined;
     }
+    // The archive re-encodes the same publishes back to back: the replay's timeline is its timeline too.
+    await event.placeComments?.(recording.timeline);
     let video = await this.catalog.get(eventId);
     video ??= await this.catalog.create({ id: eventId, title: event.title, description: event.description, source: event.streamId, at: event.startedAt });
     if (recording.replayFiles.length > 0) {

@@ -1,7 +1,7 @@
 import { Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/log.js';
-import { runPipeline, sourcePrefix, videoPrefix, type PipelineDeps } from './pipeline.js';
+import { runPipeline, sourcePrefix, sweepScratch, videoPrefix, type PipelineDeps } from './pipeline.js';
 import { UnusableSourceError } from './probe.js';
 
 export const VOD_QUEUE = 'onair-vod';
@@ -131,6 +131,7 @@ export class VodWorker {
       maxStalledCount: 2,
     });
     this.worker.on('error', (error) => log.debug({ err: error.message }, 'vod worker connection error'));
+    void sweepScratch(pipeline.workDir, log).catch((error: unknown) => log.warn({ err: error }, 'could not sweep the VOD scratch folders'));
   }
 
   /** Stops taking jobs; running ffmpeg processes are stopped and their jobs go back to the queue for a retry. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../lib/log.js';
 import { randomId } from '../lib/ids.js';
@@ -16,7 +17,10 @@ export interface PipelineDeps {
   catalog: VideoCatalog;
   ffmpegPath: string;
   ffprobePath: string;
-  /** Local scratch space; each attempt works in its own folder, removed at the end. */
+  /**
+   * Local scratch space, shared by the processes of one machine: each process works under its own folder in it
+   * (SCRATCH_FOLDER), each attempt in its own folder there, removed at the end.
+   */
   workDir: string;
   ladder: VodLadderOptions;
   log: Logger;
@@ -69,7 +73,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
   if (video.status === 'ready' && video.kind === 'archive' && video.version) {
     return { version: video.version, replaced: undefined, durationMs: (video.durationSec ?? 0) * 1000 };
   }
-  const work = path.join(deps.workDir, `${video.id}-${randomId(6)}`);
+  const work = path.join(deps.workDir, SCRATCH_FOLDER, `${video.id}-${randomId(6)}`);
   await mkdir(work, { recursive: true });
   try {
     await run.progress(1);
@@ -165,6 +169,33 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     return { version, replaced, durationMs: decodedMs };
   } finally {
     await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** This process's scratch folder: `<hostname>.<pid>`, so that another process can tell whether its owner is gone. */
+const SCRATCH_FOLDER = `${os.hostname().replace(/[^A-Za-z0-9-]/g, '_')}.${process.pid}`;
+
+/**
+ * Removes the scratch folders of this machine's processes that are gone: a worker killed mid-job (SIGKILL, the OOM
+ * killer, a power cut) leaves its ffmpeg outputs there; nothing else does. Folders of live processes, of other
+ * machines (a shared disk) and names it did not make are left alone.
+ */
+export async function sweepScratch(workDir: string, log: Logger): Promise<void> {
+  const host = SCRATCH_FOLDER.slice(0, SCRATCH_FOLDER.lastIndexOf('.'));
+  for (const name of await readdir(workDir).catch(() => [] as string[])) {
+    const match = /^(.+)\.(\d+)$/.exec(name);
+    if (!match || match[1] !== host || name === SCRATCH_FOLDER || processExists(Number(match[2]))) continue;
+    await rm(path.join(workDir, name), { recursive: true, force: true });
+    log.info({ folder: name }, 'removed the scratch folder of a VOD worker that died');
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

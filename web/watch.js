@@ -323,9 +323,10 @@
     });
   });
 
-  /** The replay's chat: every kept comment, shown as the playhead passes its offset (seeking back hides later ones). */
-  var LIVE_LAG_MS = 2000;
-
+  /**
+   * The replay's chat: every kept comment, shown as the playhead passes its offset (seeking back hides later ones).
+   * The server put each comment where its writer was in the picture, for the replay and the archive alike.
+   */
   function replayChat(videoId) {
     document.getElementById('chat-title').textContent = 'Chat replay';
     form.classList.add('hidden');
@@ -333,15 +334,10 @@
     nameInput.parentElement.classList.add('hidden');
     var all = [];
     var shown = 0;
-    // In step with the picture: where the playlist dates its media (the replay of a live event does), a comment shows
-    // when the playhead reaches the moment it was written, less the ~2 s a live viewer is behind; otherwise by its
-    // offset from the start of the event.
     var sync = function () {
-      var date = onair.hls && onair.hls.playingDate;
-      var at = date ? date.getTime() + LIVE_LAG_MS : null;
       var t = video.currentTime;
       var upTo = 0;
-      while (upTo < all.length && (at !== null ? all[upTo].at <= at : all[upTo].offsetSec <= t)) upTo++;
+      while (upTo < all.length && all[upTo].offsetSec <= t) upTo++;
       if (upTo < shown) { comments.textContent = ''; shown = 0; onair.comments = 0; }
       for (; shown < upTo; shown++) addComment(all[shown]);
     };
