@@ -59,7 +59,7 @@ for (const backend of backends) {
       await backend.stop();
     });
 
-    test('a 20 MB upload cut halfway, resumed after a node restart, becomes a ready video whose source SHA-256 matches', async () => {
+    test('a 20 MB upload cut twice, resumed on the same node and after a node restart, becomes a ready video whose source SHA-256 matches', async () => {
       assert.ok(source.length >= 19 * 1024 * 1024, `the test file is ${source.length} bytes`);
       const created = await tusCreate(node.httpUrl, node.adminToken, source.length, { filename: 'show.mp4', title: 'Holiday show', description: 'sun and sea', tags: 'travel,summer' });
       assert.equal(created.status, 201, created.body);
@@ -69,12 +69,17 @@ for (const backend of backends) {
       assert.equal((await api(node, 'GET', `/api/videos/${id}`)).body.status, 'processing');
       assert.equal((await api(node, 'GET', '/api/videos', { token: null })).body.videos.some((v: { id: string }) => v.id === id), false);
 
-      await tusPatchInterrupted(url, node.adminToken, source, Math.floor(source.length / 2));
-      const kept = await waitFor('the server to settle the cut upload', async () => {
+      // The line drops a third of the way; the client asks where the server is and resumes from there on the same
+      // node; the line drops again.
+      const settled = (after: number) => waitFor('the server to settle the cut upload', async () => {
         const offset = await tusOffset(url, node.adminToken).catch(() => 0);
-        return offset > 0 ? offset : undefined;
+        return offset > after ? offset : undefined;
       }, 10_000);
-      assert.ok(kept > 0 && kept < source.length, `offset after the drop: ${kept}`);
+      await tusPatchInterrupted(url, node.adminToken, source, Math.floor(source.length / 3));
+      const first = await settled(0);
+      await tusPatchInterrupted(url, node.adminToken, source, Math.floor((source.length * 2) / 3), first);
+      const kept = await settled(first);
+      assert.ok(kept > first && kept < source.length, `offsets after the drops: ${first}, ${kept}`);
 
       // The node restarts (same data dir, same Redis and database): the upload resumes where the server says.
       await close({ keepData: true });

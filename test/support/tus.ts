@@ -43,18 +43,18 @@ export async function tusPatch(url: string, token: string, data: Buffer, offset:
  * A PATCH whose connection drops once `cutAt` bytes are sent (a dropped Wi-Fi, a closed laptop): the request declares
  * the whole rest, sends part of it, waits until the server has stored some of it, then destroys the socket.
  */
-export async function tusPatchInterrupted(url: string, token: string, data: Buffer, cutAt: number): Promise<void> {
+export async function tusPatchInterrupted(url: string, token: string, data: Buffer, cutAt: number, from = 0): Promise<void> {
   const target = new URL(url);
   const request = http.request({
     host: target.hostname,
     port: target.port,
     path: target.pathname,
     method: 'PATCH',
-    headers: { ...TUS, authorization: `Bearer ${token}`, 'content-type': 'application/offset+octet-stream', 'upload-offset': '0', 'content-length': String(data.length) },
+    headers: { ...TUS, authorization: `Bearer ${token}`, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(from), 'content-length': String(data.length - from) },
   });
   request.on('error', () => { /* the drop is the point */ });
   const chunk = 256 * 1024;
-  for (let sent = 0; sent < cutAt; sent += chunk) {
+  for (let sent = from; sent < cutAt; sent += chunk) {
     const piece = data.subarray(sent, Math.min(sent + chunk, cutAt));
     if (!request.write(piece)) await new Promise((resolve) => request.once('drain', resolve));
   }
@@ -63,7 +63,7 @@ export async function tusPatchInterrupted(url: string, token: string, data: Buff
   while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     const response = await fetch(url, { method: 'HEAD', headers: { ...TUS, authorization: `Bearer ${token}` } }).catch(() => undefined);
-    if (response && Number(response.headers.get('upload-offset')) >= cutAt / 2) break;
+    if (response && Number(response.headers.get('upload-offset')) >= from + (cutAt - from) / 2) break;
   }
   request.destroy();
 }
