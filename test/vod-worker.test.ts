@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,20 +10,31 @@ import { probeDuration } from './support/ffprobe.js';
 import { api, isAlive, spawnNode, startTestNode, waitFor, type NodeProcess } from './support/harness.js';
 import { makeVideo, tusCreate, tusPatch } from './support/tus.js';
 
-/** ffmpeg processes working in this data dir (the VOD pipeline's scratch folders are under `<dataDir>/work`). */
-function ffmpegsIn(dataDir: string): number[] {
+/**
+ * Processes working in this data dir's VOD scratch folders (`<dataDir>/work`): the ffmpeg of a job and the shell
+ * that ties it to its worker; `onlyFfmpeg` keeps ffmpeg itself.
+ */
+function ffmpegsIn(dataDir: string, onlyFfmpeg = false): number[] {
   const result = spawnSync('pgrep', ['-f', `ffmpeg.*${path.join(dataDir, 'work')}`], { encoding: 'utf8' });
-  return result.stdout.split('\n').filter((l) => l.trim() !== '').map(Number);
+  const pids = result.stdout.split('\n').filter((l) => l.trim() !== '').map(Number);
+  const comm = (pid: number): string => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      return ''; // gone meanwhile
+    }
+  };
+  return onlyFfmpeg ? pids.filter((pid) => comm(pid) === 'ffmpeg') : pids;
 }
 
-describe('VOD workers as separate processes (ONAIR_ROLE=worker): a worker killed mid-job', { timeout: 240_000 }, () => {
+describe('VOD workers as separate processes (ONAIR_ROLE=worker): crashes mid-job', { timeout: 240_000 }, () => {
   let node: OnAirNode;
   let dataDir: string;
   let close: () => Promise<void>;
   let media: string;
   const workers: NodeProcess[] = [];
   // The same slow-enough ladder in the workers: the kill must land mid-transcode.
-  const vodEnv = { ONAIR_VOD_LADDER: '720,480,360', ONAIR_VOD_X264_PRESET: 'veryfast', ONAIR_VOD_SEGMENT_SEC: '2', ONAIR_VOD_LOCK_MS: '3000', ONAIR_VOD_BACKOFF_MS: '200' };
+  const vodEnv = { ONAIR_VOD_LADDER: '720,480,360', ONAIR_VOD_X264_PRESET: 'veryfast', ONAIR_VOD_SEGMENT_SEC: '2', ONAIR_VOD_LOCK_MS: '3000', ONAIR_VOD_BACKOFF_MS: '200', ONAIR_VOD_ATTEMPTS: '2' };
 
   const startWorker = async (): Promise<NodeProcess> => {
     const worker = spawnNode({ ...vodEnv, ONAIR_ROLE: 'worker', ONAIR_DATA_DIR: dataDir, ONAIR_LOG_LEVEL: 'info' });
@@ -100,5 +112,49 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): a worker killed
     assert.ok(!left.includes(killedScratch), `still there: ${killedScratch}`);
     const own = left.find((name) => name.endsWith(`.${second.child.pid}`));
     assert.deepEqual(own ? await readdir(path.join(scratch, own)) : [], []);
+  });
+
+  test('an ffmpeg killed mid-transcode fails the attempt: the job is retried after its backoff; killed on every attempt, the upload ends failed with a reason and nothing stored', async () => {
+    if (!workers.some((w) => w.child.exitCode === null && w.child.signalCode === null)) await startWorker();
+    const file = path.join(media, 'short.mp4');
+    makeVideo(file, { seconds: 8, megabytes: 3 });
+    const data = await readFile(file);
+    const uploadOne = async (title: string): Promise<string> => {
+      const created = await tusCreate(node.httpUrl, node.adminToken, data.length, { filename: 'short.mp4', title });
+      assert.equal(created.status, 201);
+      await tusPatch(created.url!, node.adminToken, data, 0);
+      return created.url!.split('/').pop()!;
+    };
+    // The OOM killer, say: ffmpeg dies, its worker lives.
+    const killTranscode = async (what: string, spare: readonly number[] = []): Promise<number[]> => {
+      const pids = await waitFor(what, () => {
+        const found = ffmpegsIn(dataDir, true).filter((pid) => !spare.includes(pid));
+        return found.length > 0 ? found : undefined;
+      }, 60_000, 50);
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      return pids;
+    };
+
+    const once = await uploadOne('Killed once');
+    await killTranscode('the first attempt\'s ffmpeg');
+    const video = await waitFor('the retry to make the video ready', async () => {
+      const body = (await api(node, 'GET', `/api/videos/${once}`)).body;
+      assert.notEqual(body.status, 'failed', body.error);
+      return body.status === 'ready' ? body : undefined;
+    }, 90_000, 250);
+    assert.ok(Math.abs(await probeDuration(video.playback.hls) - 8) < 1, 'the retry made the whole video');
+    assert.equal(new Set((await node.vod.storage.list(`videos/${once}`)).map((k) => k.split('/')[2])).size, 1);
+
+    const always = await uploadOne('Killed always');
+    const killed = await killTranscode('the first attempt\'s ffmpeg');
+    await killTranscode('the second attempt\'s ffmpeg', killed);
+    const failed = await waitFor('the video to fail for good', async () => {
+      const body = (await api(node, 'GET', `/api/videos/${always}`)).body;
+      return body.status === 'failed' ? body : undefined;
+    }, 30_000, 250);
+    assert.match(failed.error, /failed after 2 attempts: ffmpeg \(transcode\) exited with/);
+    assert.deepEqual(await node.vod.storage.list(`videos/${always}`), []);
+    assert.deepEqual(await node.vod.storage.list(`sources/${always}`), []);
+    assert.equal((await api(node, 'GET', '/api/videos', { token: null })).body.videos.some((v: { id: string }) => v.id === always), false);
   });
 });
