@@ -18,6 +18,11 @@ export interface ChatCommentsTable {
    * place in the video made of the event. Null outside an event.
    */
   offset_ms: number | null;
+  /**
+   * How far behind the live edge its writer's picture was, ms, as their player said (`comment { behindMs }`); null:
+   * not said, LIVE_VIEWER_LAG_MS is assumed. Migration 0005.
+   */
+  behind_ms: number | null;
   /** 1 once a moderator removed it: never replayed. */
   removed: number;
 }
@@ -117,27 +122,26 @@ export class ChatArchive {
 
   /**
    * The event became a video: each comment moves to where its writer was in the picture. A viewer writes about what
-   * they see, `lagMs` behind the live edge; the video's `spans` say where each stretch of the wall clock landed in
+   * they see, `behind_ms` behind the live edge (`lagMs` when their player did not say); the video's `spans` say where each stretch of the wall clock landed in
    * it (see vod-archive's TimelineSpan). A comment written while no picture went out (a publisher away) goes where the
    * picture came back. Idempotent.
    */
   async placeOnTimeline(eventId: string, spans: readonly { wallMs: number; videoMs: number; durationMs: number }[], lagMs: number): Promise<void> {
     const first = spans[0];
     if (!first) return;
-    const at = sql.ref<number>('at');
+    // When the writer's picture went out: the comment's time less how far behind the live edge they were.
+    const seen = sql<number>`${sql.ref('at')} - coalesce(${sql.ref('behind_ms')}, ${Math.round(lagMs)})`;
     const update = (from: number | undefined, to: number | undefined) => {
       let query = this.#db.updateTable('chat_comments').where('event_id', '=', eventId);
-      if (from !== undefined) query = query.where('at', '>=', from);
-      if (to !== undefined) query = query.where('at', '<', to);
+      if (from !== undefined) query = query.where(seen, '>=', Math.round(from));
+      if (to !== undefined) query = query.where(seen, '<', Math.round(to));
       return query;
     };
-    await update(undefined, first.wallMs + lagMs).set({ offset_ms: 0 }).execute();
+    await update(undefined, first.wallMs).set({ offset_ms: 0 }).execute();
     for (const [i, span] of spans.entries()) {
-      const start = Math.round(span.wallMs + lagMs);
-      const end = Math.round(span.wallMs + span.durationMs + lagMs);
-      const next = spans[i + 1];
-      await update(start, end).set({ offset_ms: sql<number>`${at} - ${start - Math.round(span.videoMs)}` }).execute();
-      await update(end, next && Math.round(next.wallMs + lagMs)).set({ offset_ms: Math.round(span.videoMs + span.durationMs) }).execute();
+      const end = span.wallMs + span.durationMs;
+      await update(span.wallMs, end).set({ offset_ms: sql<number>`${seen} - ${Math.round(span.wallMs - span.videoMs)}` }).execute();
+      await update(end, spans[i + 1]?.wallMs).set({ offset_ms: Math.round(span.videoMs + span.durationMs) }).execute();
     }
   }
 

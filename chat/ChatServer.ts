@@ -13,7 +13,7 @@ import { ChatArchive, LIVE_VIEWER_LAG_MS, type ChatTables, type ReplayComment, t
 import { ReactionCoalescer, type ReactionCounts, type ReactionWindow } from './ReactionCoalescer.js';
 import { banActive, SharedState, type ChatBan, type ChatSettings } from './SharedState.js';
 import { KeyedBuckets, TokenBucket, type RateLimit } from './TokenBucket.js';
-import { addressKey, blockedWordsMatcher, checkCommentText, checkName, isRecord, ReactionSet } from './validation.js';
+import { addressKey, blockedWordsMatcher, checkBehindMs, checkCommentText, checkName, isRecord, ReactionSet } from './validation.js';
 
 /** The Socket.IO namespace of the chat (SPEC). */
 export const CHAT_NAMESPACE = '/chat';
@@ -559,10 +559,12 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
     if (streamId === undefined || name === undefined) return this.#refuse(socket, ack, 'ONAIR_ERR_CHAT_NOT_JOINED');
     const room = await this.#room(streamId);
     if (!state.admin && this.#banned(room, state, socket.id)) return this.#refuse(socket, ack, 'ONAIR_ERR_CHAT_BANNED');
-    if (!isRecord(payload)) return this.#refuse(socket, ack, 'ONAIR_ERR_CHAT_BAD_PAYLOAD', 'comment takes { text }');
+    if (!isRecord(payload)) return this.#refuse(socket, ack, 'ONAIR_ERR_CHAT_BAD_PAYLOAD', 'comment takes { text, behindMs? }');
     const checked = checkCommentText(payload['text']);
     if (!checked.ok) return this.#refuse(socket, ack, checked.code, checked.message);
     const text = checked.value;
+    const behind = checkBehindMs(payload['behindMs']);
+    if (!behind.ok) return this.#refuse(socket, ack, behind.code, behind.message);
     if (this.#blocked(text)) return this.#refuse(socket, ack, 'ONAIR_ERR_CHAT_BLOCKED_WORD');
     const slowMs = room.settings.slowModeSec * 1000;
     if (!state.admin && slowMs > 0 && state.lastCommentAt !== undefined) {
@@ -586,6 +588,7 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
         text,
         at,
         offset_ms: event ? Math.max(0, at - event.startedAt) : null,
+        behind_ms: behind.value ?? null,
         removed: 0,
       });
     } catch (error) {

@@ -35,6 +35,22 @@ export function checkCommentText(raw: unknown): Checked<string> {
   return { ok: true, value: text };
 }
 
+/** The most a writer's picture can be behind the live edge: a DVR window of an hour. */
+export const MAX_BEHIND_MS = 3_600_000;
+
+/**
+ * `comment { behindMs }`: how far behind the live edge the writer's picture was, in ms (a player knows it: hls.js's
+ * `latency`), so that the replay shows the comment beside what its writer saw. Optional; a number from 0 to
+ * MAX_BEHIND_MS, rounded.
+ */
+export function checkBehindMs(raw: unknown): Checked<number | undefined> {
+  if (raw === undefined || raw === null) return { ok: true, value: undefined };
+  if (typeof raw !== 'number' || !Number.isFinite(raw) || raw < 0 || raw > MAX_BEHIND_MS) {
+    return refuse('ONAIR_ERR_CHAT_BAD_PAYLOAD', `comment { behindMs } is a number of milliseconds from 0 to ${MAX_BEHIND_MS}`);
+  }
+  return { ok: true, value: Math.round(raw) };
+}
+
 /** A display name: trimmed, 1–32 code points, no control characters. */
 export function checkName(raw: unknown): Checked<string> {
   if (typeof raw !== 'string') return refuse('ONAIR_ERR_CHAT_NAME_INVALID', 'join { name } needs the name as a string');

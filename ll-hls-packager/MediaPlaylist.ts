@@ -424,7 +424,12 @@ export class MediaPlaylist {
         mapUri = segment.mapUri;
       }
       lines.push(`#EXT-X-PROGRAM-DATE-TIME:${new Date(segment.programDateTime).toISOString()}`);
-      if (cues.length > 0) lines.push(...cueTagsBefore(cues, segment, this.#segments[i + 1]?.programDateTime));
+      if (cues.length > 0) {
+        // A complete last segment ends where the next one will start: a cue from there on waits for that segment
+        // (an ad break's start is known the moment the boundary passes, before the next segment's first part).
+        const next = this.#segments[i + 1]?.programDateTime ?? (segment.complete ? segment.programDateTime + segment.durationMs : undefined);
+        lines.push(...cueTagsBefore(cues, segment, next));
+      }
       if (!segment.complete || (!this.#ended && endMs > partsFromMs)) {
         for (const part of segment.parts) {
           lines.push(`#EXT-X-PART:DURATION=${(part.durationMs / 1000).toFixed(3)},URI="${part.uri}${q}"${part.independent ? ',INDEPENDENT=YES' : ''}`);

@@ -121,6 +121,7 @@ function migrationsFor(dialect: Database['dialect']): Record<string, Migration> 
     ...MIGRATIONS,
     '0003_videos': { up: (db: Kysely<any>) => createVideosSchema(db, dialect) },
     '0004_video_ads': { up: (db: Kysely<any>) => addAdColumn(db) },
+    '0005_chat_behind': { up: (db: Kysely<any>) => db.schema.alterTable('chat_comments').addColumn('behind_ms', 'bigint').execute() },
   };
 }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ReactionCoalescer, type ReactionWindow } from '../chat/ReactionCoalescer.js';
 import { KeyedBuckets, TokenBucket } from '../chat/TokenBucket.js';
-import { addressKey, blockedWordsMatcher, checkCommentText, checkName, ReactionSet } from '../chat/validation.js';
+import { addressKey, blockedWordsMatcher, checkBehindMs, checkCommentText, checkName, ReactionSet } from '../chat/validation.js';
 import { ConfigError, ERRORS } from '../lib/errors.js';
 import { loadConfig } from '../server/config.js';
 
@@ -36,6 +36,17 @@ describe('chat validation', () => {
     }
     // Emoji joiners and variation selectors are format characters, not control characters.
     assert.equal(checkCommentText('❤️ 👍🏽 🇫🇷').ok, true);
+  });
+
+  test('behindMs: optional milliseconds behind the live edge, from 0 to an hour', () => {
+    assert.deepEqual(checkBehindMs(undefined), { ok: true, value: undefined });
+    assert.deepEqual(checkBehindMs(1500.4), { ok: true, value: 1500 });
+    assert.deepEqual(checkBehindMs(0), { ok: true, value: 0 });
+    for (const bad of [-1, 3_600_001, Number.NaN, Infinity, '1500', {}]) {
+      const checked = checkBehindMs(bad);
+      assert.equal(checked.ok, false, String(bad));
+      assert.equal(!checked.ok && checked.code, 'ONAIR_ERR_CHAT_BAD_PAYLOAD');
+    }
   });
 
   test('names are 1 to 32 code points without control characters', () => {

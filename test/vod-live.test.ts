@@ -39,7 +39,8 @@ for (const backend of vodBackends()) describe(`a finished live event becomes a r
     chat = connect(`${node.httpUrl}/chat`, { transports: ['websocket'], forceNew: true });
     await within('chat connect', new Promise((resolve) => chat!.once('connect', () => resolve(undefined))), 10_000);
     assert.equal((await chat.timeout(5000).emitWithAck('join', { streamId, name: 'Ada' })).ok, true);
-    assert.equal((await chat.timeout(5000).emitWithAck('comment', { text: 'first!' })).ok, true);
+    const firstAck = await chat.timeout(5000).emitWithAck('comment', { text: 'first!' });
+    assert.equal(firstAck.ok, true);
     await publisher.exited;
     // OBS drops, stays away 3 s (the outage this test is about: not a wait for anything), and comes back within the
     // grace period: the same event, a second source file, a discontinuity. A comment as soon as it is back on air.
@@ -47,6 +48,10 @@ for (const backend of vodBackends()) describe(`a finished live event becomes a r
     publisher = publish(rtmp, { width: 640, height: 360, durationSec: 6 });
     await waitFor('the second publish on air', () => node.packager(streamId)?.playlist('360p')?.segments.some((s, i) => i > 0 && s.discontinuity), 30_000);
     assert.equal((await chat.timeout(5000).emitWithAck('comment', { text: 'back!' })).ok, true);
+    // A viewer who went back in the DVR window to where "first!" was written (1.5 s behind the edge, as assumed for
+    // a viewer who does not say) comments on it, and says how far behind the live edge they are.
+    const behindMs = Date.now() - firstAck.at + 1500;
+    assert.equal((await chat.timeout(5000).emitWithAck('comment', { text: 'from the DVR', behindMs })).ok, true);
     await publisher.exited;
     await ended;
     endedAt = Date.now();
@@ -94,8 +99,11 @@ for (const backend of vodBackends()) describe(`a finished live event becomes a r
 
   test('the chat kept during the event comes back beside the replay, where its writers were in the picture', async () => {
     const replay = (await api(node, 'GET', `/api/videos/${videoId}/chat`, { token: null })).body;
-    assert.deepEqual(replay.comments.map((c: { text: string }) => c.text), ['first!', 'back!']);
-    const [first, back] = replay.comments as { offsetSec: number; at: number }[];
+    const byText = new Map((replay.comments as { text: string; offsetSec: number }[]).map((c) => [c.text, c]));
+    assert.deepEqual([...byText.keys()].sort(), ['back!', 'first!', 'from the DVR']);
+    const first = byText.get('first!');
+    const back = byText.get('back!');
+    const dvr = byText.get('from the DVR')!;
     // The first publish's media, up to the discontinuity, in the replay.
     const variant = await (await fetch(`${node.httpUrl}/vod/${videoId}/replay/360p/index.m3u8`)).text();
     const firstRun = variant.split('#EXT-X-DISCONTINUITY')[0]!;
@@ -106,6 +114,8 @@ for (const backend of vodBackends()) describe(`a finished live event becomes a r
     // Written just after the publisher came back: just after the discontinuity, however long the publisher was away
     // (counted from the event's start it would be ~4 s later: the outage and the second start-up).
     assert.ok(back!.offsetSec >= firstRunSec && back!.offsetSec < firstRunSec + 2, `comment after the reconnect at ${back!.offsetSec} s; the second publish starts at ${firstRunSec} s`);
+    // The DVR viewer's comment sits beside the picture they were watching, not where the live edge was.
+    assert.ok(Math.abs(dvr.offsetSec - first!.offsetSec) < 0.1, `DVR comment at ${dvr.offsetSec} s, the moment it is about at ${first!.offsetSec} s`);
   });
 
   test('the archive job replaces the replay: HLS and DASH over the same segments, a poster and a storyboard', async () => {

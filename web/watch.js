@@ -313,11 +313,26 @@
     });
   }
 
+  /**
+   * How far behind the live edge the picture is, so that the replay shows a comment beside what its writer saw:
+   * hls.js knows (its latency; a viewer who paused or went back in the DVR window is far behind); WebRTC is at the
+   * edge; otherwise the server assumes a typical LL-HLS viewer.
+   */
+  function behindLiveMs() {
+    if (onair.mode !== 'live') return undefined;
+    if (onair.pc) return 0;
+    if (onair.hls && onair.hls.latency > 0) return Math.min(3600000, Math.round(onair.hls.latency * 1000));
+    return undefined;
+  }
+
   form.addEventListener('submit', function (event) {
     event.preventDefault();
     var text = input.value.trim();
     if (!text || !socket) return;
-    socket.emit('comment', { text: text }, function (ack) {
+    var comment = { text: text };
+    var behind = behindLiveMs();
+    if (behind !== undefined) comment.behindMs = behind;
+    socket.emit('comment', comment, function (ack) {
       if (ack && ack.ok) { input.value = ''; chatError.textContent = ''; }
       else if (ack && ack.error) chatError.textContent = ack.error.message;
     });
