@@ -1,8 +1,11 @@
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { addressKey } from '../lib/address.js';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
-import { createRtmpProtocol, type AvPacket, type ConnectRequest } from './nms.js';
+import { defaultLimits } from '../lib/limits.js';
+import { RTMP_LIMITS, type RtmpLimits } from './limits.js';
+import { createRtmpProtocol, RtmpViolation, type AvPacket, type ConnectRequest } from './nms.js';
 import { PublishSession } from './PublishSession.js';
 
 /** The RTMP application OBS publishes to: `rtmp://host/live` + stream key. */
@@ -18,12 +21,25 @@ export interface RtmpIngestOptions {
   /** A publisher that drops and returns within this window continues the same event. */
   reconnectGraceMs: number;
   log: Logger;
-  /** A publisher that sends nothing for this long is dropped (dead TCP connections never send FIN). */
-  idleTimeoutMs?: number;
+  /** Bounds on what one client may cost (ingest/limits.ts); defaults when absent. */
+  limits?: Partial<RtmpLimits>;
 }
 
 export interface Refusal {
   reason: 'bad-key' | 'busy' | 'bad-app' | 'play-not-supported' | 'unsupported';
+  remoteAddress: string;
+  streamId?: string;
+}
+
+/**
+ * Why a connection was closed by the guard at the socket's boundary, as its log line's `code` and the metrics label:
+ * `protocol` (bytes that are not RTMP, or a command missing what it needs), `limit` (a size or count bound),
+ * `timeout` (no publish within the handshake deadline, idle, or below the minimum bitrate), `too-many` (connection
+ * caps), `slow-reader` (the client does not read what OnAir answers).
+ */
+export interface Dropped {
+  reason: 'protocol' | 'limit' | 'timeout' | 'too-many' | 'slow-reader';
+  code: 'ONAIR_ERR_RTMP_PROTOCOL' | 'ONAIR_ERR_RTMP_LIMIT' | 'ONAIR_ERR_RTMP_TIMEOUT' | 'ONAIR_ERR_RTMP_TOO_MANY_CONNECTIONS';
   remoteAddress: string;
   streamId?: string;
 }
@@ -36,6 +52,8 @@ export type RtmpIngestEvents = {
   /** The event is over: the grace ran out or the stream was ended. */
   end: [streamId: string];
   refused: [Refusal];
+  /** The guard closed a connection (see `Dropped`). */
+  dropped: [Dropped];
 };
 
 interface Broadcast {
@@ -46,6 +64,22 @@ interface Broadcast {
 
 /** Bytes of media a publisher may send between `publish` and the end of the key check. */
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
+/** OnAir's answers (handshake, command results) a client may leave unread before it is dropped. */
+const MAX_UNREAD_OUTPUT_BYTES = 1024 * 1024;
+
+const DROP_CODES = {
+  protocol: 'ONAIR_ERR_RTMP_PROTOCOL',
+  limit: 'ONAIR_ERR_RTMP_LIMIT',
+  timeout: 'ONAIR_ERR_RTMP_TIMEOUT',
+  'too-many': 'ONAIR_ERR_RTMP_TOO_MANY_CONNECTIONS',
+  'slow-reader': 'ONAIR_ERR_RTMP_LIMIT',
+} as const satisfies Record<Dropped['reason'], Dropped['code']>;
+
+/** Connections of one address: all of them, and those without an accepted publish yet. */
+interface AddressCount {
+  open: number;
+  unauthenticated: number;
+}
 
 /**
  * The RTMP server. Owns the stream-key check (before any media is accepted), one publisher per stream, and the
@@ -53,7 +87,9 @@ const MAX_PENDING_BYTES = 4 * 1024 * 1024;
  */
 export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
   readonly #options: RtmpIngestOptions;
+  readonly #limits: RtmpLimits;
   readonly #log: Logger;
+  readonly #addresses = new Map<string, AddressCount>();
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
   readonly #broadcasts = new Map<string, Broadcast>();
@@ -62,6 +98,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
   constructor(options: RtmpIngestOptions) {
     super();
     this.#options = options;
+    this.#limits = { ...defaultLimits(RTMP_LIMITS), ...options.limits };
     this.#log = options.log;
     this.#server = net.createServer((socket) => this.#accept(socket));
   }
@@ -106,18 +143,67 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
+  /** Open connections and, among them, those without an accepted publish, for one address. */
+  connections(remoteAddress?: string): AddressCount {
+    if (remoteAddress !== undefined) return { ...(this.#addresses.get(addressKey(remoteAddress)) ?? { open: 0, unauthenticated: 0 }) };
+    let unauthenticated = 0;
+    for (const count of this.#addresses.values()) unauthenticated += count.unauthenticated;
+    return { open: this.#sockets.size, unauthenticated };
+  }
+
+  /**
+   * The room's one boundary: every byte from a socket goes through here. Whatever the parser or a callback throws
+   * closes that connection with one log line; caps, deadlines and the minimum rate are enforced here too.
+   */
   #accept(socket: net.Socket): void {
     if (this.#closed) {
       socket.destroy();
       return;
     }
+    const limits = this.#limits;
+    const remoteAddress = socket.remoteAddress ?? 'unknown';
+    const key = addressKey(remoteAddress);
+    const count = this.#addresses.get(key) ?? { open: 0, unauthenticated: 0 };
+    const tooMany = this.#sockets.size >= limits.maxConnections ? `${limits.maxConnections} connections in all`
+      : count.open >= limits.maxConnectionsPerAddress ? `${limits.maxConnectionsPerAddress} connections from this address`
+        : count.unauthenticated >= limits.maxUnauthenticatedPerAddress ? `${limits.maxUnauthenticatedPerAddress} connections without a publish from this address`
+          : undefined;
+    if (tooMany !== undefined) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      this.#dropped({ reason: 'too-many', remoteAddress }, `over ${tooMany}`);
+      return;
+    }
+    count.open += 1;
+    count.unauthenticated += 1;
+    this.#addresses.set(key, count);
+    let authenticated = false;
+    const authenticate = (): void => {
+      if (authenticated) return;
+      authenticated = true;
+      count.unauthenticated -= 1;
+      clearTimeout(handshakeTimer);
+    };
+
     this.#sockets.add(socket);
     socket.setNoDelay(true);
-    socket.setTimeout(this.#options.idleTimeoutMs ?? 15_000, () => socket.destroy());
-    const remoteAddress = socket.remoteAddress ?? 'unknown';
-    const rtmp = createRtmpProtocol();
-    let connect: ConnectRequest | undefined;
     let session: PublishSession | undefined;
+    let dropped = false;
+    const drop = (reason: Dropped['reason'], detail: string): void => {
+      if (dropped || socket.destroyed) return;
+      dropped = true;
+      socket.destroy();
+      this.#dropped({ reason, remoteAddress, ...(session ? { streamId: session.streamId } : {}) }, detail);
+    };
+    socket.setTimeout(limits.idleTimeoutMs, () => drop('timeout', `nothing received for ${limits.idleTimeoutMs} ms`));
+    const handshakeTimer = setTimeout(() => drop('timeout', `no accepted publish within ${limits.handshakeTimeoutMs} ms`), limits.handshakeTimeoutMs);
+    // A trickle of bytes must not keep a session: each window needs its share of the minimum bitrate.
+    let windowBytes = 0;
+    const minWindowBytes = Math.floor((limits.minBitrateKbps * 1000 / 8) * (limits.rateWindowMs / 1000));
+    let rateTimer: NodeJS.Timeout | undefined;
+
+    const rtmp = createRtmpProtocol(limits);
+    let connect: ConnectRequest | undefined;
     let pending: AvPacket[] | undefined;
     let pendingBytes = 0;
     let refused = false;
@@ -132,7 +218,13 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     };
 
     rtmp.onOutputCallback = (buffer) => {
-      if (!socket.destroyed) socket.write(buffer);
+      if (socket.destroyed) return;
+      // A client that sends commands but never reads the answers would grow our write buffer without end.
+      if (socket.writableLength > MAX_UNREAD_OUTPUT_BYTES) {
+        drop('slow-reader', `over ${MAX_UNREAD_OUTPUT_BYTES} bytes of answers left unread`);
+        return;
+      }
+      socket.write(buffer);
     };
     rtmp.onConnectCallback = (request) => {
       connect = request;
@@ -149,6 +241,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
       }
     };
     rtmp.onPushCallback = () => {
+      if (pending !== undefined || session) throw new RtmpViolation('protocol', 'a second publish on one connection');
       if (!connect || connect.app !== RTMP_APP) {
         refuse({ reason: 'bad-app', remoteAddress });
         return;
@@ -167,6 +260,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
           refuse({ reason: 'busy', remoteAddress, streamId: result.streamId });
           return;
         }
+        authenticate();
         session = this.#startSession(result.streamId, remoteAddress, broadcast);
         // `end()` (stream deleted or ended by the operator) closes the session: the publisher must be cut off too.
         session.once('close', () => socket.destroy());
@@ -174,28 +268,61 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
           this.#log.warn({ streamId: result.streamId, message }, 'unsupported publish');
           refuse({ reason: 'unsupported', remoteAddress, streamId: result.streamId });
         });
-        for (const packet of pending ?? []) session.handlePacket(packet);
+        if (minWindowBytes > 0) {
+          windowBytes = 0;
+          rateTimer = setInterval(() => {
+            if (windowBytes < minWindowBytes) {
+              drop('timeout', `${Math.round(windowBytes * 8 / limits.rateWindowMs)} kbit/s, under the minimum of ${limits.minBitrateKbps}`);
+            }
+            windowBytes = 0;
+          }, limits.rateWindowMs);
+        }
+        const queued = pending ?? [];
         pending = undefined;
-        socket.resume();
-      }, (error: unknown) => {
+        this.#guard(drop, () => {
+          for (const packet of queued) session!.handlePacket(packet);
+        });
+        if (!socket.destroyed) socket.resume();
+      }).catch((error: unknown) => {
         this.#log.error({ err: error }, 'stream key check failed');
         refuse({ reason: 'bad-key', remoteAddress });
       });
     };
 
     socket.on('data', (data: Buffer) => {
-      session?.received(data.length);
-      const error = rtmp.parserData(data);
-      if (error !== null && error !== undefined) {
-        this.#log.debug({ remoteAddress, error }, 'RTMP protocol error');
-        socket.destroy();
-      }
+      windowBytes += data.length;
+      this.#guard(drop, () => {
+        session?.received(data.length);
+        const error = rtmp.parserData(data);
+        if (error !== null && error !== undefined) throw new RtmpViolation('protocol', String(error));
+      });
     });
     socket.on('error', (error) => this.#log.debug({ remoteAddress, err: error.message }, 'RTMP socket error'));
     socket.on('close', () => {
+      clearTimeout(handshakeTimer);
+      clearInterval(rateTimer);
       this.#sockets.delete(socket);
+      if (!authenticated) count.unauthenticated -= 1;
+      count.open -= 1;
+      if (count.open === 0) this.#addresses.delete(key);
       if (session) this.#publisherGone(session);
     });
+  }
+
+  /** Runs `work` at the socket boundary: anything it throws closes this connection only. */
+  #guard(drop: (reason: Dropped['reason'], detail: string) => void, work: () => void): void {
+    try {
+      work();
+    } catch (error) {
+      if (error instanceof RtmpViolation) drop(error.kind, error.message);
+      else drop('protocol', error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+    }
+  }
+
+  #dropped(drop: Omit<Dropped, 'code'>, detail: string): void {
+    const code = DROP_CODES[drop.reason];
+    this.#log.warn({ code, remoteAddress: drop.remoteAddress, streamId: drop.streamId, detail }, 'RTMP connection closed');
+    this.safeEmit('dropped', { ...drop, code });
   }
 
   #startSession(streamId: string, remoteAddress: string, existing: Broadcast | undefined): PublishSession {

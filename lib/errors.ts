@@ -40,6 +40,13 @@ export const ERRORS = {
   ONAIR_ERR_CHAT_COMMENT_NOT_FOUND: { status: 404, message: 'No comment with this id in this stream' },
   ONAIR_ERR_CHAT_BAN_NOT_FOUND: { status: 404, message: 'No ban with this id in this stream' },
   ONAIR_ERR_CHAT_UNAVAILABLE: { status: 503, message: 'Chat state (Redis or the database) is unavailable; try again' },
+  ONAIR_ERR_WHEP_BUSY: { status: 503, message: 'Too many WebRTC viewers here now: try again shortly' },
+  // RTMP connections closed by the ingest's guard: these codes are in the log line and the metrics, not on the wire
+  // (RTMP has no error body); the status says what the HTTP equivalent would be.
+  ONAIR_ERR_RTMP_PROTOCOL: { status: 400, message: 'The RTMP client sent bytes or commands that are not valid RTMP' },
+  ONAIR_ERR_RTMP_LIMIT: { status: 413, message: 'The RTMP client passed a size or count limit' },
+  ONAIR_ERR_RTMP_TIMEOUT: { status: 408, message: 'The RTMP client was too slow (handshake deadline, idle or under the minimum bitrate)' },
+  ONAIR_ERR_RTMP_TOO_MANY_CONNECTIONS: { status: 429, message: 'Too many RTMP connections (in all or from this address)' },
   ONAIR_ERR_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -1,5 +1,7 @@
 import path from 'node:path';
 import { ConfigError } from '../lib/errors.js';
+import { readLimits, type LimitTable, type LimitValues } from '../lib/limits.js';
+import { RTMP_LIMITS } from '../ingest/limits.js';
 
 /**
  * One schema for every environment variable OnAir reads. Each entry parses a raw string (or its absence) into a typed
@@ -184,6 +186,16 @@ const schema = {
   ONAIR_LOG_LEVEL: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
 } satisfies Record<string, Parser<unknown>>;
 
+/**
+ * Every room's table of limits (STYLE: limits are data), read from the environment with the rest of the schema and
+ * listed in the README's *Limits and hardening* section.
+ */
+export const LIMIT_TABLES = {
+  rtmp: RTMP_LIMITS,
+} satisfies Record<string, LimitTable>;
+
+export type Limits = { [K in keyof typeof LIMIT_TABLES]: LimitValues<(typeof LIMIT_TABLES)[K]> };
+
 /** `tokens` per `periodMs`, which is also the burst. */
 export interface RateLimit {
   tokens: number;
@@ -228,6 +240,8 @@ export interface Config {
   ffprobePath: string;
   vaapiDevice: string;
   logLevel: Raw['ONAIR_LOG_LEVEL'];
+  /** What a client may cost, per room (see LIMIT_TABLES). */
+  limits: Limits;
   /** VOD (issue #6): ladder, x264, segments, jobs (concurrency 0: no worker in this process), uploads. */
   vod: {
     heights: number[];
@@ -272,6 +286,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if ((r.ONAIR_TLS_CERT === undefined) !== (r.ONAIR_TLS_KEY === undefined)) {
     throw new ConfigError(r.ONAIR_TLS_CERT === undefined ? 'ONAIR_TLS_CERT' : 'ONAIR_TLS_KEY', 'ONAIR_TLS_CERT and ONAIR_TLS_KEY go together');
   }
+  const limits = Object.fromEntries(Object.entries(LIMIT_TABLES).map(([room, table]) => [room, readLimits(table, env)])) as Limits;
   let s3: Config['s3'];
   if (r.ONAIR_S3_ENDPOINT !== undefined || r.ONAIR_S3_BUCKET !== undefined) {
     for (const name of ['ONAIR_S3_ENDPOINT', 'ONAIR_S3_BUCKET', 'ONAIR_S3_ACCESS_KEY_ID', 'ONAIR_S3_SECRET_ACCESS_KEY'] as const) {
@@ -318,6 +333,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ffprobePath: r.ONAIR_FFPROBE,
     vaapiDevice: r.ONAIR_VAAPI_DEVICE,
     logLevel: r.ONAIR_LOG_LEVEL,
+    limits,
     vod: {
       heights: r.ONAIR_VOD_LADDER,
       preset: r.ONAIR_VOD_X264_PRESET,
@@ -348,4 +364,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /** The variable names the schema knows, for the README and for tests. */
-export const CONFIG_VARIABLES = Object.keys(schema);
+export const CONFIG_VARIABLES = [
+  ...Object.keys(schema),
+  ...Object.values(LIMIT_TABLES).flatMap((table) => Object.values(table as LimitTable).map((limit) => limit.env)),
+];

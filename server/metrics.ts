@@ -15,6 +15,8 @@ export class Metrics {
   readonly registry = new Registry();
   readonly publishRefused: Counter<'reason'>;
   readonly transcoderRestarts: Counter<'stream'>;
+  readonly rtmpDropped: Counter<'reason'>;
+  readonly rateLimited: Counter<'limit'>;
 
   constructor(sample: () => LiveStreamSample[]) {
     collectDefaultMetrics({ register: this.registry, prefix: 'onair_' });
@@ -24,6 +26,18 @@ export class Metrics {
       name: 'onair_publish_refused_total',
       help: 'RTMP publishes refused, by reason (bad-key, busy, bad-app, play-not-supported, unsupported).',
       labelNames: ['reason'],
+      registers,
+    });
+    this.rtmpDropped = new Counter({
+      name: 'onair_rtmp_dropped_total',
+      help: 'RTMP connections closed by the ingest guard, by reason (protocol, limit, timeout, too-many, slow-reader).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.rateLimited = new Counter({
+      name: 'onair_rate_limited_total',
+      help: 'HTTP requests answered 429 or 503 by a limit, by limit name.',
+      labelNames: ['limit'],
       registers,
     });
     this.transcoderRestarts = new Counter({

@@ -131,6 +131,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       host: this.config.host,
       port: this.config.rtmpPort,
       reconnectGraceMs: this.config.reconnectGraceMs,
+      limits: this.config.limits.rtmp,
       log: this.log.child({ component: 'ingest' }),
       authorize: async (streamKey) => {
         const stream = await this.streams.verifyKey(streamKey);
@@ -375,6 +376,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
 
   #wireIngest(): void {
     this.#ingest.on('refused', (refusal) => this.#metrics.publishRefused.inc({ reason: refusal.reason }));
+    this.#ingest.on('dropped', (dropped) => this.#metrics.rtmpDropped.inc({ reason: dropped.reason }));
     this.#ingest.on('publish', (session, { resumed }) => {
       void this.#onPublish(session, resumed).catch((error: unknown) => {
         this.log.error({ err: error, streamId: session.streamId }, 'could not start the live event');
