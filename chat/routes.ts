@@ -5,7 +5,6 @@ import { MAX_SLOW_MODE_SEC, type BanRequest, type ChatServer } from './ChatServe
 export interface ChatRoutesOptions {
   chat: ChatServer;
   /** Whether a presented bearer token is the admin token (constant-time). */
-  isAdmin(token: string): boolean;
   streamExists(streamId: string): Promise<boolean>;
   /**
    * The live event behind a video id, for the replay API. Until the VOD catalog exists, a replay's video id is the
@@ -96,14 +95,6 @@ function banView(ban: { id: string; kind: string; target: string; createdAt: num
 export function registerChatRoutes(app: FastifyInstance, options: ChatRoutesOptions): void {
   const { chat } = options;
 
-  // onRequest: the token is checked before the body is even parsed.
-  const requireAdmin = async (request: FastifyRequest): Promise<void> => {
-    const header = request.headers.authorization;
-    if (header === undefined) throw new OnAirError('ONAIR_ERR_UNAUTHORIZED');
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!match || !options.isAdmin(match[1]!)) throw new OnAirError('ONAIR_ERR_FORBIDDEN');
-  };
-
   const existingStream = async (request: FastifyRequest): Promise<string> => {
     const { id } = request.params as { id: string };
     if (!(await options.streamExists(id))) throw new OnAirError('ONAIR_ERR_STREAM_NOT_FOUND');
@@ -116,20 +107,20 @@ export function registerChatRoutes(app: FastifyInstance, options: ChatRoutesOpti
     return { streamId: id, ...settings, viewers: chat.viewers(id), reactions: chat.reactions.list, reactionWindowMs: chat.windowMs };
   });
 
-  app.put('/api/streams/:id/chat', { onRequest: requireAdmin, schema: { params: streamParams, body: settingsBody } }, async (request) => {
+  app.put('/api/streams/:id/chat', { onRequest: app.requireAdmin, schema: { params: streamParams, body: settingsBody } }, async (request) => {
     const id = await existingStream(request);
     const settings = await chat.setSettings(id, request.body as { slowModeSec: number });
     return { streamId: id, ...settings, viewers: chat.viewers(id), reactions: chat.reactions.list, reactionWindowMs: chat.windowMs };
   });
 
-  app.delete('/api/streams/:id/comments/:commentId', { onRequest: requireAdmin, schema: { params: commentParams } }, async (request, reply: FastifyReply) => {
+  app.delete('/api/streams/:id/comments/:commentId', { onRequest: app.requireAdmin, schema: { params: commentParams } }, async (request, reply: FastifyReply) => {
     const id = await existingStream(request);
     const { commentId } = request.params as { commentId: string };
     if (!(await chat.removeComment(id, commentId))) throw new OnAirError('ONAIR_ERR_CHAT_COMMENT_NOT_FOUND');
     return reply.code(204).send();
   });
 
-  app.post('/api/streams/:id/bans', { onRequest: requireAdmin, schema: { params: streamParams, body: banBody } }, async (request, reply) => {
+  app.post('/api/streams/:id/bans', { onRequest: app.requireAdmin, schema: { params: streamParams, body: banBody } }, async (request, reply) => {
     const id = await existingStream(request);
     const body = request.body as { commentId?: string; address?: string; scope?: 'connection' | 'address'; durationSec?: number };
     if ((body.commentId === undefined) === (body.address === undefined)) {
@@ -144,12 +135,12 @@ export function registerChatRoutes(app: FastifyInstance, options: ChatRoutesOpti
     return reply.code(201).send(banView(await chat.ban(id, ban)));
   });
 
-  app.get('/api/streams/:id/bans', { onRequest: requireAdmin, schema: { params: streamParams } }, async (request) => {
+  app.get('/api/streams/:id/bans', { onRequest: app.requireAdmin, schema: { params: streamParams } }, async (request) => {
     const id = await existingStream(request);
     return { bans: (await chat.bans(id)).map(banView) };
   });
 
-  app.delete('/api/streams/:id/bans/:banId', { onRequest: requireAdmin, schema: { params: banParams } }, async (request, reply) => {
+  app.delete('/api/streams/:id/bans/:banId', { onRequest: app.requireAdmin, schema: { params: banParams } }, async (request, reply) => {
     const id = await existingStream(request);
     const { banId } = request.params as { banId: string };
     if (!(await chat.unban(id, banId))) throw new OnAirError('ONAIR_ERR_CHAT_BAN_NOT_FOUND');

@@ -2,6 +2,8 @@ import path from 'node:path';
 import { ConfigError } from '../lib/errors.js';
 import { readLimits, type LimitTable, type LimitValues } from '../lib/limits.js';
 import { RTMP_LIMITS } from '../ingest/limits.js';
+import { WHEP_LIMITS } from '../webrtc-edge/limits.js';
+import { HTTP_LIMITS } from './httpLimits.js';
 
 /**
  * One schema for every environment variable OnAir reads. Each entry parses a raw string (or its absence) into a typed
@@ -192,6 +194,8 @@ const schema = {
  */
 export const LIMIT_TABLES = {
   rtmp: RTMP_LIMITS,
+  http: HTTP_LIMITS,
+  whep: WHEP_LIMITS,
 } satisfies Record<string, LimitTable>;
 
 export type Limits = { [K in keyof typeof LIMIT_TABLES]: LimitValues<(typeof LIMIT_TABLES)[K]> };

@@ -8,7 +8,6 @@ export interface CueInput {
 }
 
 export interface CueRoutesOptions {
-  requireAdmin(request: FastifyRequest, reply: FastifyReply): Promise<void>;
   /** Adds a cue to a live stream; undefined when the stream does not exist, an error when it is not live. */
   addCue(streamId: string, input: CueInput): Promise<{ id: string; kind: string; startDate: string } | undefined>;
 }
@@ -36,7 +35,7 @@ const params = {
 
 /** `POST /api/streams/:id/cues` (SPEC): an ad break or a news flash on a live stream. */
 export function registerCueRoutes(app: FastifyInstance, options: CueRoutesOptions): void {
-  app.post('/api/streams/:id/cues', { preHandler: options.requireAdmin, schema: { params, body: cueBody } }, async (request, reply) => {
+  app.post('/api/streams/:id/cues', { onRequest: app.requireAdmin, schema: { params, body: cueBody } }, async (request, reply) => {
     const body = request.body as { kind: 'ad' | 'news'; durationSec?: number; text?: string };
     let input: CueInput;
     if (body.kind === 'ad') {

@@ -1,8 +1,13 @@
 import { AjvCompiler } from '@fastify/ajv-compiler';
+import rateLimit from '@fastify/rate-limit';
+import type { Redis } from 'ioredis';
+import { addressKey } from '../lib/address.js';
+import '../lib/httpEdge.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchemaCompiler } from 'fastify';
 import { OnAirError, ERRORS, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { tokenMatches } from './adminToken.js';
+import { ROUTE_LIMITS, type HttpLimits } from './httpLimits.js';
 import type { Metrics } from './metrics.js';
 import type { StreamRecord } from './streams.js';
 
@@ -24,6 +29,9 @@ export interface HttpDeps {
   plugins?: ((app: FastifyInstance) => void)[];
   adminToken: string;
   metrics: Metrics;
+  /** The shared Redis the rate limits count on (across OnAir processes); in-process counters when absent. */
+  redis?: Redis | undefined;
+  limits: HttpLimits;
   ready: () => Promise<{ ok: boolean; checks: Record<string, boolean | string> }>;
   streams: {
     create(input: { title: string; description?: string }): Promise<{ stream: StreamView; streamKey: string }>;
@@ -124,18 +132,73 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
   });
   app.setNotFoundHandler((_request, reply) => sendError(reply, 'ONAIR_ERR_NOT_FOUND'));
 
-  const requireAdmin = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const header = request.headers.authorization;
-    if (header === undefined) {
-      await sendError(reply, 'ONAIR_ERR_UNAUTHORIZED');
-      return;
-    }
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!match || !tokenMatches(match[1]!, deps.adminToken)) {
-      await sendError(reply, 'ONAIR_ERR_FORBIDDEN');
-    }
-  };
+  app.register(async (edge) => {
+    await registerEdge(edge, deps);
+    registerRoutes(edge, deps);
+    for (const plugin of deps.plugins ?? []) plugin(edge);
+  });
 
+  return app;
+}
+
+/** Bearer token of a request, if it has one in the right shape. */
+function bearer(request: FastifyRequest): string | undefined {
+  return /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '')?.[1];
+}
+
+function rateLimited(retryAfterSec: number): OnAirError {
+  return new OnAirError('ONAIR_ERR_RATE_LIMITED', `Too many requests: try again in ${retryAfterSec} s`);
+}
+
+/**
+ * The edge every route sits behind: rate limits (from `ROUTE_LIMITS`, counted on the shared Redis) and the one admin
+ * gate, both as decorations of the scope that holds every room's routes.
+ */
+async function registerEdge(edge: FastifyInstance, deps: HttpDeps): Promise<void> {
+  // Route limits come from the table: set on each route before the rate-limit plugin's own onRoute hook reads them.
+  edge.addHook('onRoute', (route) => {
+    const methods = [route.method].flat();
+    const entry = ROUTE_LIMITS.find((r) => r.url === route.url && methods.includes(r.method as never));
+    const max = entry ? deps.limits[entry.limit] : 0;
+    if (entry && max > 0) route.config = { ...(route.config as object), rateLimit: { max, timeWindow: 60_000 } } as never;
+  });
+  await edge.register(rateLimit, {
+    global: false,
+    ...(deps.redis ? { redis: deps.redis } : {}),
+    nameSpace: 'onair:ratelimit:',
+    // A Redis outage must not take the API down with it: limits lapse until it is back.
+    skipOnError: true,
+    keyGenerator: (request) => addressKey(request.ip),
+    errorResponseBuilder: (_request, context) => rateLimited(Math.ceil(context.ttl / 1000)),
+    onExceeded: (request) => deps.metrics.rateLimited.inc({ limit: `${request.method} ${request.routeOptions.url}` }),
+  });
+
+  const maxFailures = deps.limits.adminFailuresPerMinute;
+  const failures = maxFailures > 0
+    ? edge.createRateLimit({ max: maxFailures, timeWindow: 60_000, keyGenerator: (request) => `admin-failures:${addressKey(request.ip)}` })
+    : undefined;
+  const isAdmin = (request: FastifyRequest): boolean => {
+    const token = bearer(request);
+    return token !== undefined && tokenMatches(token, deps.adminToken);
+  };
+  edge.decorate('isAdmin', isAdmin);
+  edge.decorate('requireAdmin', async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (request.headers.authorization === undefined) throw new OnAirError('ONAIR_ERR_UNAUTHORIZED');
+    // Locked out after too many wrong tokens, the right one included: guessing gains nothing during the lock.
+    const seen = failures ? await failures(request, { increment: false }) : undefined;
+    if (seen && !seen.isAllowed && seen.remaining === 0 && seen.ttl > 0) {
+      deps.metrics.rateLimited.inc({ limit: 'admin-failures' });
+      reply.header('retry-after', String(Math.max(1, Math.ceil(seen.ttl / 1000))));
+      throw rateLimited(Math.max(1, Math.ceil(seen.ttl / 1000)));
+    }
+    if (isAdmin(request)) return;
+    if (failures) await failures(request);
+    throw new OnAirError('ONAIR_ERR_FORBIDDEN');
+  });
+}
+
+/** The node's own routes: health, readiness, metrics, the streams API. */
+function registerRoutes(app: FastifyInstance, deps: HttpDeps): void {
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (_request, reply) => {
@@ -149,7 +212,7 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
   });
 
   app.post('/api/streams', {
-    preHandler: requireAdmin,
+    onRequest: app.requireAdmin,
     schema: { body: createStreamBody },
   }, async (request, reply) => {
     const body = request.body as { title: string; description?: string };
@@ -160,41 +223,33 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
   app.get('/api/streams', async () => ({ streams: await deps.streams.list() }));
 
   // The studio's sign-in check: 200 with the admin token, 401 without one, 403 with a wrong one.
-  app.get('/api/session', { preHandler: requireAdmin }, async () => ({ admin: true }));
-
-  const isAdmin = (request: FastifyRequest): boolean => {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
-    return match !== null && tokenMatches(match[1]!, deps.adminToken);
-  };
+  app.get('/api/session', { onRequest: app.requireAdmin }, async () => ({ admin: true }));
 
   app.get('/api/streams/:id', { schema: { params: streamIdParams } }, async (request, reply) => {
-    const stream = await deps.streams.get((request.params as { id: string }).id, isAdmin(request));
+    const stream = await deps.streams.get((request.params as { id: string }).id, app.isAdmin(request));
     if (!stream) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     return stream;
   });
 
-  app.post('/api/streams/:id/key', { preHandler: requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
+  app.post('/api/streams/:id/key', { onRequest: app.requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
     const result = await deps.streams.rotateKey((request.params as { id: string }).id);
     if (!result) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     return { ...result.stream, streamKey: result.streamKey, ingest: { ...result.stream.ingest, streamKey: result.streamKey } };
   });
 
-  app.post('/api/streams/:id/end', { preHandler: requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
+  app.post('/api/streams/:id/end', { onRequest: app.requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
     const ended = await deps.streams.end((request.params as { id: string }).id);
     if (ended === undefined) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     if (!ended) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_LIVE');
     return reply.code(202).send({ status: 'ending' });
   });
 
-  app.delete('/api/streams/:id', { preHandler: requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
+  app.delete('/api/streams/:id', { onRequest: app.requireAdmin, schema: { params: streamIdParams } }, async (request, reply) => {
     const deleted = await deps.streams.delete((request.params as { id: string }).id);
     if (!deleted) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     return reply.code(204).send();
   });
 
-  for (const plugin of deps.plugins ?? []) plugin(app);
-
-  return app;
 }
 
 export { ERRORS };

@@ -144,23 +144,18 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       tls: parts.tls,
       adminToken: this.adminToken,
       metrics: this.#metrics,
+      redis: this.#redis,
+      limits: this.config.limits.http,
       plugins: [
         registerWebRoutes,
         (app) => registerLiveRoutes(app, {
           packager: (id) => this.#packagers.get(id),
           playbackSigningKey: this.config.playbackSigningKey,
         }),
-        (app) => registerCueRoutes(app, {
-          requireAdmin: async (request, reply) => {
-            if (!request.headers.authorization) await reply.code(401).send(new OnAirError('ONAIR_ERR_UNAUTHORIZED').toJSON());
-            else if (!isAdminRequest(request.headers.authorization, this.adminToken)) await reply.code(403).send(new OnAirError('ONAIR_ERR_FORBIDDEN').toJSON());
-          },
-          addCue: (id, input) => this.#addCue(id, input),
-        }),
+        (app) => registerCueRoutes(app, { addCue: (id, input) => this.#addCue(id, input) }),
         (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: this.config.playbackSigningKey }),
         (app) => registerChatRoutes(app, {
           chat: this.#chat,
-          isAdmin: (token) => tokenMatches(token, this.adminToken),
           streamExists: async (id) => (await this.streams.get(id)) !== undefined,
           // An archived event's video keeps the event's id, and its chat is kept under it; an upload has no chat.
           video: async (id) => {
@@ -175,7 +170,6 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           storage: this.#vod.storage,
           deleteVideo: (id) => this.#vod.deleteVideo(id),
           adsChanged: (videoId, ad) => this.#adsChanged(videoId, ad),
-          isAdmin: (request) => isAdminRequest(request.headers.authorization, this.adminToken),
           publicUrl: () => this.publicUrl,
           playbackSigningKey: this.config.playbackSigningKey,
           playbackTokenTtlSec: this.config.playbackTokenTtlSec,
@@ -184,7 +178,6 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         (app) => registerUploadRoutes(app, {
           dir: this.#vod.uploadDir,
           maxBytes: this.config.vod.uploadMaxBytes,
-          isAdmin: (request) => isAdminRequest(request.headers.authorization, this.adminToken),
           created: (id, metadata) => this.#vod.uploadCreated(id, metadata),
           finished: (id, file) => this.#vod.uploadFinished(id, file),
           onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start)'),
@@ -672,7 +665,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       },
     };
     const live = this.#live.get(stream.id);
-    if (live) view.stats = this.#stats(live);
+    if (live) view.stats = this.#stats(live, admin);
     else if (stream.status === 'ended') {
       // The same /watch/:id plays the replay once the event is over.
       const video = await this.#vod.catalog.latestOfStream(stream.id);
@@ -681,7 +674,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return view;
   }
 
-  #stats(live: LiveStream): unknown {
+  /** `admin`: the WebRTC sessions are listed (their ids are the capability to end them: never public). */
+  #stats(live: LiveStream, admin: boolean): unknown {
     const source = live.publisher?.source;
     const input = live.publisher?.stats;
     const transcoder = live.transcoder.stats;
@@ -703,7 +697,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       // Chat connections in the stream's room on every process: a separate figure, since a WebRTC viewer with the
       // chat open would otherwise count twice.
       chatViewers: this.#chat.viewers(live.streamId),
-      webrtc: this.#edge ? { viewers: this.#edge.sessionStats(live.streamId) } : undefined,
+      webrtc: this.#edge
+        ? { viewers: this.#edge.viewers(live.streamId), ...(admin ? { sessions: this.#edge.sessionStats(live.streamId) } : {}) }
+        : undefined,
       // What an ad break would play now (packaged in this stream's ladder), and the break on air, if any.
       ads: live.packager.ads.map((ad) => ({ videoId: ad.id, durationSec: ad.durationMs / 1000 })),
       adBreak: adBreakView(live.packager.runningBreak),
@@ -761,12 +757,6 @@ function writeTicker(file: string, text: string): void {
   renameSync(temp, file);
 }
 
-/** `Authorization: Bearer <admin token>`, compared in constant time. */
-function isAdminRequest(header: string | undefined, adminToken: string): boolean {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  return match !== null && tokenMatches(match[1]!, adminToken);
-}
-
 /**
  * Starts the WebRTC edge unless WebRTC is off. A node whose mediasoup cannot start still serves LL-HLS: the error is
  * logged and WHEP answers 503.
@@ -780,6 +770,7 @@ async function startEdge(config: Config, log: Logger): Promise<WebRtcEdge | unde
       listenIp,
       announcedIp,
       port: config.webrtc.port,
+      limits: config.limits.whep,
       ...(config.webrtc.workers > 0 ? { workers: config.webrtc.workers } : {}),
       log: log.child({ component: 'webrtc' }),
     });

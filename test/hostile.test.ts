@@ -4,6 +4,7 @@ import { io as connectChat, type Socket } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
 import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
 import { chunks, command, MessageType, rawRtmp, type RawRtmp } from './support/rtmpClient.js';
+import { connectWhep, type WhepClient } from './support/whepClient.js';
 
 /**
  * Hostile input (issue #13): each attack is tried against one node that serves a live stream and a chat. Every test
@@ -73,6 +74,14 @@ describe('hostile input: a stranger costs only their own connection', { timeout:
       ONAIR_RTMP_RATE_WINDOW_MS: '1000',
       ONAIR_RTMP_MAX_UNAUTHENTICATED_PER_ADDRESS: '3',
       ONAIR_RTMP_MAX_CONNECTIONS_PER_ADDRESS: '6',
+      ONAIR_WEBRTC_WORKERS: '1',
+      ONAIR_WHEP_MAX_SESSIONS_PER_ADDRESS: '4',
+      ONAIR_WHEP_MAX_CODEC_VARIANTS: '3',
+      ONAIR_RATE_WHEP_PER_MIN: '40',
+      ONAIR_RATE_STREAM_CREATE_PER_MIN: '10',
+      ONAIR_RATE_UPLOAD_CREATE_PER_MIN: '3',
+      ONAIR_RATE_CHAT_HISTORY_PER_MIN: '5',
+      ONAIR_RATE_ADMIN_FAILURES_PER_MIN: '5',
     });
     close = started.close;
     const node = started.node;
@@ -211,5 +220,170 @@ describe('hostile input: a stranger costs only their own connection', { timeout:
     }
     await api(b.node, 'DELETE', `/api/streams/${created.body.id}`);
     await assertUnharmed(b, 'a trickling publisher');
+  });
+
+  const whepUrl = (): string => `${b.node.httpUrl}/live/${b.streamId}/whep`;
+
+  async function closeAll(clients: WhepClient[]): Promise<void> {
+    await Promise.all(clients.map((client) => client.close()));
+  }
+
+  test('a WHEP offer with no codec in common gets 422 saying what OnAir sends (VP8 alone, and VP8 with Opus)', { timeout: 60_000 }, async () => {
+    for (const options of [{ videoCodec: 'vp8' as const, audio: false }, { videoCodec: 'vp8' as const }]) {
+      const viewer = await connectWhep(whepUrl(), options);
+      try {
+        assert.equal(viewer.status, 422, viewer.answer);
+        const error = JSON.parse(viewer.answer).error;
+        assert.equal(error.code, 'ONAIR_ERR_WHEP_NO_MEDIA');
+        assert.match(error.message, /H\.264.*opus/i);
+      } finally {
+        await viewer.close();
+      }
+    }
+    assert.equal(b.node.edge!.viewers(b.streamId), 0);
+    await assertUnharmed(b, 'offers with no codec in common');
+  });
+
+  test('audio-only and video-only WHEP offers are served', { timeout: 60_000 }, async () => {
+    const audioOnly = await connectWhep(whepUrl(), { video: false });
+    const videoOnly = await connectWhep(whepUrl(), { audio: false });
+    try {
+      assert.equal(audioOnly.status, 201, audioOnly.answer);
+      assert.equal(videoOnly.status, 201, videoOnly.answer);
+      await audioOnly.waitFor('audio RTP', (stats) => stats.audioPackets >= 10, 20_000);
+      await videoOnly.waitFor('video RTP with a keyframe', (stats) => stats.keyframes >= 1, 20_000);
+      assert.equal(audioOnly.stats().videoPackets, 0);
+      assert.equal(videoOnly.stats().audioPackets, 0);
+    } finally {
+      await closeAll([audioOnly, videoOnly]);
+    }
+  });
+
+  test('WHEP session ids are never public: strangers see counts, and only the Location ends a session', { timeout: 60_000 }, async () => {
+    const viewer = await connectWhep(whepUrl());
+    try {
+      assert.equal(viewer.status, 201, viewer.answer);
+      const publicView = await api(b.node, 'GET', `/api/streams/${b.streamId}`, { token: null });
+      assert.equal(publicView.status, 200);
+      assert.equal(publicView.body.stats.webrtc.viewers, 1);
+      assert.ok(!JSON.stringify(publicView.body).includes(viewer.sessionId!), 'the public stream view names no session');
+      const list = await api(b.node, 'GET', '/api/streams', { token: null });
+      assert.ok(!JSON.stringify(list.body).includes(viewer.sessionId!), 'the public list names no session');
+      const adminView = await api(b.node, 'GET', `/api/streams/${b.streamId}`);
+      assert.ok(JSON.stringify(adminView.body).includes(viewer.sessionId!), 'the admin sees the sessions');
+      // A guessed session id ends nothing.
+      const guess = await fetch(`${whepUrl()}/${crypto.randomUUID()}`, { method: 'DELETE' });
+      assert.equal(guess.status, 404);
+      assert.equal((await guess.json()).error.code, 'ONAIR_ERR_WHEP_SESSION_NOT_FOUND');
+      assert.equal(b.node.edge!.viewers(b.streamId), 1);
+      const hangUp = await fetch(new URL(viewer.location!, whepUrl()), { method: 'DELETE' });
+      assert.equal(hangUp.status, 200);
+      assert.equal(b.node.edge!.viewers(b.streamId), 0);
+    } finally {
+      await viewer.close();
+    }
+  });
+
+  test('viewer routers are bounded per stream and closed with their last viewer', { timeout: 90_000 }, async () => {
+    const edge = b.node.edge!;
+    assert.equal(edge.routerCount(b.streamId), 0, 'no router while nobody watches');
+    const viewers: WhepClient[] = [];
+    try {
+      // Each H.264 payload type is a set of its own (browsers differ): three routers are allowed here.
+      for (const payloadType of [100, 102, 104]) {
+        const viewer = await connectWhep(whepUrl(), { h264PayloadType: payloadType });
+        viewers.push(viewer);
+        assert.equal(viewer.status, 201, viewer.answer);
+      }
+      assert.equal(edge.routerCount(b.streamId), 3);
+      const fourth = await connectWhep(whepUrl(), { h264PayloadType: 106 });
+      viewers.push(fourth);
+      assert.equal(fourth.status, 503, fourth.answer);
+      assert.equal(JSON.parse(fourth.answer).error.code, 'ONAIR_ERR_WHEP_BUSY');
+      assert.equal(edge.routerCount(b.streamId), 3);
+      await viewers[0]!.waitFor('video RTP', (stats) => stats.videoPackets >= 10, 20_000);
+    } finally {
+      await closeAll(viewers);
+    }
+    assert.equal(edge.routerCount(b.streamId), 0, 'the routers closed with their last viewer');
+    const again = await connectWhep(whepUrl(), { h264PayloadType: 106 });
+    try {
+      assert.equal(again.status, 201, again.answer);
+      await again.waitFor('video RTP on a fresh router', (stats) => stats.videoPackets >= 10, 20_000);
+    } finally {
+      await again.close();
+    }
+    await assertUnharmed(b, 'many codec variants');
+  });
+
+  test('WHEP sessions from one address past the cap get 503 with Retry-After', { timeout: 90_000 }, async () => {
+    const viewers: WhepClient[] = [];
+    try {
+      for (let i = 0; i < 4; i++) {
+        const viewer = await connectWhep(whepUrl(), { audio: false });
+        viewers.push(viewer);
+        assert.equal(viewer.status, 201, viewer.answer);
+      }
+      const response = await fetch(whepUrl(), { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: viewers[0]!.offer });
+      assert.equal(response.status, 503);
+      assert.ok(Number(response.headers.get('retry-after')) >= 1);
+      assert.equal((await response.json()).error.code, 'ONAIR_ERR_WHEP_BUSY');
+    } finally {
+      await closeAll(viewers);
+    }
+    assert.equal(b.node.edge!.viewers(b.streamId), 0);
+    await assertUnharmed(b, 'a WHEP session flood');
+  });
+
+  /** Sends `request` until it is answered 429; returns that answer. */
+  async function floodUntilLimited(what: string, request: () => Promise<Response>, most: number): Promise<Response> {
+    for (let i = 0; i < most; i++) {
+      const response = await request();
+      if (response.status === 429) return response;
+      await response.arrayBuffer();
+    }
+    assert.fail(`${what}: no 429 after ${most} requests`);
+  }
+
+  async function assertRateLimited(response: Response): Promise<void> {
+    assert.equal(response.status, 429);
+    const retryAfter = Number(response.headers.get('retry-after'));
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${response.headers.get('retry-after')}`);
+    assert.equal((await response.json()).error.code, 'ONAIR_ERR_RATE_LIMITED');
+  }
+
+  test('WHEP offers, stream creations, upload creations and replay chat reads are rate-limited per address', { timeout: 60_000 }, async () => {
+    const admin = { authorization: `Bearer ${b.node.adminToken}` };
+    await assertRateLimited(await floodUntilLimited('WHEP offers', () => fetch(whepUrl(), {
+      method: 'POST', headers: { 'content-type': 'application/sdp' }, body: 'v=0\r\n',
+    }), 60));
+    await assertRateLimited(await floodUntilLimited('stream creations', () => fetch(`${b.node.httpUrl}/api/streams`, {
+      method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ title: 'Flood' }),
+    }), 20));
+    await assertRateLimited(await floodUntilLimited('upload creations', () => fetch(`${b.node.httpUrl}/api/uploads`, {
+      method: 'POST', headers: { ...admin, 'tus-resumable': '1.0.0' },
+    }), 10));
+    await assertRateLimited(await floodUntilLimited('replay chat reads', () => fetch(`${b.node.httpUrl}/api/videos/${'a'.repeat(16)}/chat`), 10));
+    // Other routes are not limited by these: the stream view still answers.
+    assert.equal((await api(b.node, 'GET', `/api/streams/${b.streamId}`, { token: null })).status, 200);
+    await assertUnharmed(b, 'request floods');
+  });
+
+  // Last: the lockout holds for a minute for this address, the right token included.
+  test('wrong admin tokens are throttled: 429 with Retry-After, the right token included, until the window ends', { timeout: 30_000 }, async () => {
+    for (let i = 0; i < 5; i++) {
+      const response = await api(b.node, 'GET', '/api/session', { token: `wrong-token-${i}-0123456789` });
+      assert.equal(response.status, 403);
+      assert.equal(response.body.error.code, 'ONAIR_ERR_FORBIDDEN');
+    }
+    const locked = await api(b.node, 'GET', '/api/session', { token: 'wrong-token-again-0123456789' });
+    assert.equal(locked.status, 429);
+    assert.equal(locked.body.error.code, 'ONAIR_ERR_RATE_LIMITED');
+    assert.ok(Number(locked.headers.get('retry-after')) >= 1);
+    const right = await api(b.node, 'GET', '/api/session');
+    assert.equal(right.status, 429, 'guessing gains nothing during the lockout');
+    const metrics = await (await fetch(`${b.node.httpUrl}/metrics`)).text();
+    assert.match(metrics, /onair_rate_limited_total\{limit="admin-failures"\} [1-9]/);
+    await assertUnharmed(b, 'wrong admin tokens');
   });
 });

@@ -43,7 +43,6 @@ export interface VodRoutesOptions {
   storage: Storage;
   /** Deletes a video: its storage and its row. */
   deleteVideo(id: string): Promise<boolean>;
-  isAdmin(request: FastifyRequest): boolean;
   publicUrl(): string;
   playbackSigningKey: string | undefined;
   /** Lifetime of the tokens the admin view hands out. */
@@ -163,7 +162,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     if (query.cursor !== undefined && !isValidCursor(query.cursor)) {
       return sendError(reply, new OnAirError('ONAIR_ERR_VALIDATION', 'querystring/cursor is not a cursor this server made'));
     }
-    const admin = options.isAdmin(request);
+    const admin = app.isAdmin(request);
     const page = await options.catalog.list({
       limit: query.limit,
       all: admin,
@@ -175,18 +174,13 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
 
   app.get('/api/videos/:id', { schema: { params: videoIdParams } }, async (request, reply) => {
     const video = await options.catalog.get((request.params as { id: string }).id);
-    const admin = options.isAdmin(request);
+    const admin = app.isAdmin(request);
     // A failed upload or one still arriving is the admin's business only.
     if (!video || (!admin && video.version === undefined && video.status !== 'processing')) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
     return view(video, admin);
   });
 
-  const requireAdmin = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    if (!request.headers.authorization) await sendError(reply, new OnAirError('ONAIR_ERR_UNAUTHORIZED'));
-    else if (!options.isAdmin(request)) await sendError(reply, new OnAirError('ONAIR_ERR_FORBIDDEN'));
-  };
-
-  app.patch('/api/videos/:id', { preHandler: requireAdmin, schema: { params: videoIdParams, body: updateBody } }, async (request, reply) => {
+  app.patch('/api/videos/:id', { onRequest: app.requireAdmin, schema: { params: videoIdParams, body: updateBody } }, async (request, reply) => {
     const { id } = request.params as { id: string };
     const before = await options.catalog.get(id);
     if (!before) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
@@ -196,7 +190,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     return view(video!, true);
   });
 
-  app.delete('/api/videos/:id', { preHandler: requireAdmin, schema: { params: videoIdParams } }, async (request, reply) => {
+  app.delete('/api/videos/:id', { onRequest: app.requireAdmin, schema: { params: videoIdParams } }, async (request, reply) => {
     const before = await options.catalog.get((request.params as { id: string }).id);
     const deleted = await options.deleteVideo((request.params as { id: string }).id);
     if (!deleted) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
@@ -232,7 +226,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     const ext = path.extname(file);
     const text = ext === '.m3u8' || ext === '.mpd' || ext === '.vtt';
     const range = text ? undefined : parseRange(request.headers.range);
-    if (range === 'invalid') return reply.code(416).send(new OnAirError('ONAIR_ERR_VALIDATION', 'Unsupported Range header').toJSON());
+    if (range === 'invalid') return sendError(reply, new OnAirError('ONAIR_ERR_RANGE_NOT_SATISFIABLE'));
     const object = await options.storage.get(storageKey, range);
     if (!object) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
     reply.header('access-control-allow-origin', '*');

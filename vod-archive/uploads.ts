@@ -18,7 +18,6 @@ export interface UploadRoutesOptions {
   /** Where partial uploads live (`<dataDir>/uploads`): on disk, so an upload resumes across a node restart. */
   dir: string;
   maxBytes: number;
-  isAdmin(request: FastifyRequest): boolean;
   /** An upload was declared: the catalog gets its video (status processing, not listed publicly yet). */
   created(id: string, metadata: UploadMetadata): Promise<void>;
   /**
@@ -85,25 +84,16 @@ export function registerUploadRoutes(app: FastifyInstance, options: UploadRoutes
     // tus reads the body itself: no parser may consume it.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    // Browsers send CORS preflights without credentials; every other method needs the admin token.
+    const adminUnlessPreflight = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      if (request.method !== 'OPTIONS') await scope.requireAdmin(request, reply);
+    };
     const handle = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-      // Browsers send CORS preflights without credentials; every other method needs the admin token.
-      if (request.method !== 'OPTIONS') {
-        if (!request.headers.authorization) {
-          const error = new OnAirError('ONAIR_ERR_UNAUTHORIZED');
-          await reply.code(error.status).send(error.toJSON());
-          return;
-        }
-        if (!options.isAdmin(request)) {
-          const error = new OnAirError('ONAIR_ERR_FORBIDDEN');
-          await reply.code(error.status).send(error.toJSON());
-          return;
-        }
-      }
       reply.hijack();
       await tus.handle(request.raw as never, reply.raw as never);
     };
     for (const url of ['/api/uploads', '/api/uploads/:id']) {
-      scope.route({ method: ['POST', 'PATCH', 'HEAD', 'DELETE', 'OPTIONS', 'GET'], url, handler: handle, exposeHeadRoute: false });
+      scope.route({ method: ['POST', 'PATCH', 'HEAD', 'DELETE', 'OPTIONS', 'GET'], url, onRequest: adminUnlessPreflight, handler: handle, exposeHeadRoute: false });
     }
   });
 }

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type { types as ms } from 'mediasoup';
+import { addressKey } from '../lib/address.js';
 import { TypedEmitter } from '../lib/emitter.js';
+import { defaultLimits } from '../lib/limits.js';
+import { WHEP_LIMITS, type WhepLimits } from './limits.js';
 import type { Logger } from '../lib/log.js';
 import { loadMediasoup } from './loadMediasoup.js';
 import { RtpRelay, type RelayInput } from './RtpRelay.js';
@@ -16,6 +19,8 @@ export interface WebRtcEdgeOptions {
   /** First UDP/TCP port: worker i listens on `port + i`; 0 picks free ports. */
   port: number;
   log: Logger;
+  /** Session caps and router bounds (webrtc-edge/limits.ts); defaults when absent. */
+  limits?: Partial<WhepLimits>;
 }
 
 /** What ffmpeg must send, and where: one RTP destination per simulcast layer (low → high), one for audio. */
@@ -75,6 +80,9 @@ interface ViewerRouter {
 interface Session {
   id: string;
   worker: number;
+  /** The viewer router it consumes from (`EdgeStream.routers` key) and its client's address key. */
+  routerKey: string;
+  client: string;
   transport: ms.WebRtcTransport;
   consumers: ms.Consumer[];
   timer: NodeJS.Timeout | undefined;
@@ -92,6 +100,8 @@ class EdgeStream {
    * that viewers arriving together share the router the first of them opens.
    */
   readonly routers = new Map<string, Promise<ViewerRouter>>();
+  /** Sessions (and sessions being set up) per viewer router: a router closes with its last one. */
+  readonly routerUsers = new Map<string, number>();
   readonly sessions = new Map<string, Session>();
   video: ms.Producer | undefined;
   audio: ms.Producer | undefined;
@@ -110,11 +120,19 @@ class EdgeStream {
 
 /** Errors a WHEP client can cause, with a catalogue code. */
 export class EdgeError extends Error {
-  constructor(readonly code: 'ONAIR_ERR_STREAM_NOT_LIVE' | 'ONAIR_ERR_WHEP_SESSION_NOT_FOUND' | 'ONAIR_ERR_WHEP_NO_MEDIA', message: string) {
+  constructor(
+    readonly code: 'ONAIR_ERR_STREAM_NOT_LIVE' | 'ONAIR_ERR_WHEP_SESSION_NOT_FOUND' | 'ONAIR_ERR_WHEP_NO_MEDIA' | 'ONAIR_ERR_WHEP_BUSY',
+    message: string,
+    /** For `ONAIR_ERR_WHEP_BUSY`: when to try again. */
+    readonly retryAfterSec?: number,
+  ) {
     super(message);
     this.name = 'EdgeError';
   }
 }
+
+/** A viewer turned away by a cap tries again after this long. */
+const BUSY_RETRY_AFTER_SEC = 5;
 
 /**
  * The WebRTC edge: viewer workers (one per core by default), a WebRtcServer per viewer worker on one port each, and
@@ -129,12 +147,16 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   readonly #ingest: ms.Worker;
   readonly #servers: ms.WebRtcServer[];
   readonly #load: number[];
+  readonly #limits: WhepLimits;
+  /** Sessions per client address key, on this node. */
+  readonly #perAddress = new Map<string, number>();
   readonly #streams = new Map<string, EdgeStream>();
   #closed = false;
 
-  private constructor(log: Logger, workers: ms.Worker[], ingest: ms.Worker, servers: ms.WebRtcServer[]) {
+  private constructor(log: Logger, workers: ms.Worker[], ingest: ms.Worker, servers: ms.WebRtcServer[], limits: WhepLimits) {
     super();
     this.#log = log;
+    this.#limits = limits;
     this.#workers = workers;
     this.#ingest = ingest;
     this.#servers = servers;
@@ -166,7 +188,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       throw error;
     }
     options.log.info({ workers: count, listenIp: options.listenIp, announcedIp: options.announcedIp, port: options.port }, 'WebRTC edge ready');
-    return new WebRtcEdge(options.log, workers, ingest, servers);
+    return new WebRtcEdge(options.log, workers, ingest, servers, { ...defaultLimits(WHEP_LIMITS), ...options.limits });
   }
 
   get workerCount(): number {
@@ -241,7 +263,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
         : undefined;
       for (const pending of stream.routers.values()) {
         const viewer = await pending.catch(() => undefined);
-        if (viewer) await this.#pipe(stream, viewer);
+        // A router closed meanwhile (its last viewer left) needs nothing; the others still get the producers.
+        if (viewer && !viewer.router.closed) await this.#pipe(stream, viewer).catch((error: unknown) => this.#log.warn({ err: error, streamId }, 'could not pipe producers to a viewer router'));
       }
     }).catch((error: unknown) => this.#log.error({ err: error, streamId }, 'could not create producers'));
     return stream.chain;
@@ -252,6 +275,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
    * consumers (the SDP module stays out of this class).
    */
   async createSession<T>(streamId: string, request: {
+    /** The viewer's address (per-address cap). */
+    remoteAddress: string;
     /** Router codecs with the offer's payload types, and a key shared by offers with the same ones. */
     router: { key: string; mediaCodecs: ms.RtpCodecCapability[] };
     rtpCapabilities: ms.RtpCapabilities;
@@ -263,10 +288,24 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     if (!stream) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream is not live');
     await stream.chain;
     if (!stream.video) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream has no media yet');
+    const client = addressKey(request.remoteAddress);
+    const held = this.#perAddress.get(client) ?? 0;
+    if (held >= this.#limits.maxSessionsPerAddress) {
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', `this address holds ${held} WebRTC sessions, the most one address may`, BUSY_RETRY_AFTER_SEC);
+    }
     const worker = this.#leastLoaded();
+    if (this.#load[worker]! >= this.#limits.maxSessionsPerWorker) {
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'every WebRTC worker of this node is full', BUSY_RETRY_AFTER_SEC);
+    }
+    const routerKey = `${worker}|${request.router.key}`;
+    if (!stream.routers.has(routerKey) && [...stream.routers.keys()].filter((key) => key.startsWith(`${worker}|`)).length >= this.#limits.maxCodecVariants) {
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'too many different codec payload-type sets on this stream now', BUSY_RETRY_AFTER_SEC);
+    }
     // Counted from the choice on: viewers arriving together spread over the workers instead of all taking the one that
     // was least loaded when they came.
     this.#load[worker]! += 1;
+    this.#perAddress.set(client, held + 1);
+    stream.routerUsers.set(routerKey, (stream.routerUsers.get(routerKey) ?? 0) + 1);
     let transport: ms.WebRtcTransport | undefined;
     try {
       const viewer = await this.#routerOn(stream, worker, request.router);
@@ -288,18 +327,44 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
         const consumer = await transport.consume({ producerId: producer.id, rtpCapabilities: request.rtpCapabilities, mid: media.mid, paused: false });
         consumers.push({ mid: media.mid, consumer });
       }
-      if (!consumers.some(({ consumer }) => consumer.kind === 'video')) {
-        throw new EdgeError('ONAIR_ERR_WHEP_NO_MEDIA', 'the offer cannot receive this stream\'s video (H.264, packetization-mode 1)');
+      if (consumers.length === 0) {
+        throw new EdgeError('ONAIR_ERR_WHEP_NO_MEDIA', stream.audio
+          ? 'the offer cannot receive this stream\'s media (H.264 packetization-mode 1 video, opus audio)'
+          : 'this stream has no audio, and the offer asks for audio only');
       }
       const result = request.answer(transport, consumers);
-      const session: Session = { id: randomUUID(), worker, transport, consumers: consumers.map((c) => c.consumer), timer: undefined };
+      const session: Session = {
+        id: randomUUID(), worker, routerKey, client, transport, consumers: consumers.map((c) => c.consumer), timer: undefined,
+      };
       this.#track(stream, session);
       return { sessionId: session.id, result };
     } catch (error) {
-      this.#load[worker]! -= 1;
       transport?.close();
+      this.#release(stream, worker, routerKey, client);
       throw error;
     }
+  }
+
+  /** Viewer routers open for a stream (for tests and metrics). */
+  routerCount(streamId: string): number {
+    return this.#streams.get(streamId)?.routers.size ?? 0;
+  }
+
+  /** A session's (or a failed set-up's) share of its worker, its address and its router; the router closes with the last. */
+  #release(stream: EdgeStream, worker: number, routerKey: string, client: string): void {
+    this.#load[worker]! -= 1;
+    const held = (this.#perAddress.get(client) ?? 1) - 1;
+    if (held > 0) this.#perAddress.set(client, held);
+    else this.#perAddress.delete(client);
+    const users = (stream.routerUsers.get(routerKey) ?? 1) - 1;
+    if (users > 0) {
+      stream.routerUsers.set(routerKey, users);
+      return;
+    }
+    stream.routerUsers.delete(routerKey);
+    const pending = stream.routers.get(routerKey);
+    stream.routers.delete(routerKey);
+    void pending?.then((viewer) => viewer.router.close(), () => undefined);
   }
 
   /** WHEP DELETE: frees the viewer's transport and consumers. */
@@ -387,6 +452,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     const { local, remote } = await viewer.pipe;
     for (const producer of [stream.video, stream.audio]) {
       if (!producer || producer.closed || viewer.producers.has(producer.id)) continue;
+      // An audio-only (or video-only) viewer's router has no codec of the other kind: nothing to pipe there.
+      if (!viewer.router.rtpCapabilities.codecs?.some((codec) => codec.kind === producer.kind)) continue;
       const pipeConsumer = await local.consume({ producerId: producer.id });
       let pipeProducer: ms.Producer;
       try {
@@ -450,8 +517,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   #drop(stream: EdgeStream, session: Session, reason: string): void {
     if (!stream.sessions.delete(session.id)) return;
     clearTimeout(session.timer);
-    this.#load[session.worker]! -= 1;
     session.transport.close();
+    this.#release(stream, session.worker, session.routerKey, session.client);
     this.#log.debug({ streamId: stream.streamId, sessionId: session.id, reason }, 'WebRTC viewer left');
     this.safeEmit('viewers', stream.streamId, stream.sessions.size);
   }

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
 import { playbackRefusal } from '../ll-hls-packager/index.js';
 import { EdgeError, type WebRtcEdge } from './WebRtcEdge.js';
-import { buildWhepAnswer, parseWhepOffer, routerMediaCodecsFor, WhepSdpError } from './whepSdp.js';
+import { buildWhepAnswer, parseWhepOffer, routerMediaCodecsFor, WHEP_SENDS, WhepSdpError } from './whepSdp.js';
 
 export interface WhepRoutesOptions {
   edge: () => WebRtcEdge | undefined;
@@ -51,11 +51,16 @@ export function registerWhepRoutes(app: FastifyInstance, options: WhepRoutesOpti
       try {
         offer = parseWhepOffer(String(request.body ?? ''));
       } catch (error) {
+        if (error instanceof WhepSdpError && error.noCommonCodec) return fail(reply, 'ONAIR_ERR_WHEP_NO_MEDIA', `no codec in common: ${WHEP_SENDS}`);
         if (error instanceof WhepSdpError) return fail(reply, 'ONAIR_ERR_WHEP_SDP', error.reason);
         throw error;
       }
+      // A viewer that asks for video (or audio) in codecs we do not send would otherwise get the other kind alone.
+      const uncommon = offer.media.filter((m) => m.noCommonCodec).map((m) => m.kind);
+      if (uncommon.length > 0) return fail(reply, 'ONAIR_ERR_WHEP_NO_MEDIA', `no ${uncommon.join(' or ')} codec in common: ${WHEP_SENDS}`);
       try {
         const { sessionId, result: answer } = await edge.createSession(id, {
+          remoteAddress: request.ip,
           router: routerMediaCodecsFor(offer),
           rtpCapabilities: offer.rtpCapabilities,
           dtlsParameters: offer.dtlsParameters,
@@ -77,7 +82,10 @@ export function registerWhepRoutes(app: FastifyInstance, options: WhepRoutesOpti
           .header('access-control-expose-headers', 'location')
           .send(answer);
       } catch (error) {
-        if (error instanceof EdgeError) return fail(reply, error.code, error.message);
+        if (error instanceof EdgeError) {
+          if (error.retryAfterSec !== undefined) reply.header('retry-after', String(error.retryAfterSec));
+          return fail(reply, error.code, error.message);
+        }
         if (error instanceof WhepSdpError) return fail(reply, 'ONAIR_ERR_WHEP_SDP', error.reason);
         throw error;
       }

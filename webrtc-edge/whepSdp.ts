@@ -13,13 +13,19 @@ import type { types as ms } from 'mediasoup';
 /** An offer we cannot answer at all; `reason` says why in words a person understands (it goes back to the client). */
 export class WhepSdpError extends Error {
   readonly reason: string;
+  /** True when the offer is well formed but names none of the codecs OnAir sends. */
+  readonly noCommonCodec: boolean;
 
-  constructor(reason: string) {
+  constructor(reason: string, noCommonCodec = false) {
     super(`unusable WHEP offer: ${reason}`);
     this.name = 'WhepSdpError';
     this.reason = reason;
+    this.noCommonCodec = noCommonCodec;
   }
 }
+
+/** What OnAir sends over WebRTC, for the message of an offer with no codec in common. */
+export const WHEP_SENDS = 'OnAir sends H.264 constrained baseline (packetization-mode=1, profile-level-id 42e01f) video and opus/48000/2 audio';
 
 /** One audio or video m-section of the offer, in offer order. */
 export interface WhepMedia {
@@ -30,6 +36,8 @@ export interface WhepMedia {
   kind: ms.MediaKind;
   /** True when the section is answered with port 0 and gets no consumer. */
   rejected: boolean;
+  /** Rejected because it offers none of the codecs OnAir sends for its kind. */
+  noCommonCodec?: true;
   /** Why a rejected section is rejected. */
   reason?: string;
 }
@@ -263,6 +271,7 @@ export function parseWhepOffer(sdp: string): WhepOffer {
     sections.push(section);
     const kind: ms.MediaKind | undefined = type === 'audio' || type === 'video' ? type : undefined;
     let reason: string | undefined;
+    let noCommonCodec = false;
     // RFC 8843 §6: port 0 with a=bundle-only is a live section that rides the BUNDLE transport, not a disabled one.
     const bundleOnly = m.bundleOnly !== undefined && mid !== undefined && bundleMids.includes(mid);
     if (m.port === 0 && !bundleOnly) reason = 'the offer disabled it (port 0)';
@@ -278,6 +287,7 @@ export function parseWhepOffer(sdp: string): WhepOffer {
       const offered = servedCodecs(kind, m);
       if (offered.length === 0) {
         reason = kind === 'video' ? 'no H.264 with packetization-mode=1 is offered' : 'no opus/48000/2 is offered';
+        noCommonCodec = true;
       } else {
         served.add(kind);
         codecs.push(...offered);
@@ -287,13 +297,15 @@ export function parseWhepOffer(sdp: string): WhepOffer {
     section.rejected = reason !== undefined;
     if (reason !== undefined) section.reason = reason;
     if (kind && mid !== undefined) {
-      media.push(reason === undefined ? { index, mid, kind, rejected: false } : { index, mid, kind, rejected: true, reason });
+      media.push(reason === undefined ? { index, mid, kind, rejected: false }
+        : { index, mid, kind, rejected: true, reason, ...(noCommonCodec ? { noCommonCodec: true as const } : {}) });
     }
   });
 
   if (served.size === 0) {
     const why = sections.map((s) => `${describe(s)}: ${s.reason}`).join('; ');
-    throw new WhepSdpError(`nothing in the offer can be served (H.264 packetization-mode=1 video, opus audio): ${why}`);
+    throw new WhepSdpError(`nothing in the offer can be served (H.264 packetization-mode=1 video, opus audio): ${why}`,
+      media.length > 0 && media.some((m) => m.noCommonCodec));
   }
 
   return {

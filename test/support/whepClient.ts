@@ -17,7 +17,7 @@
  */
 import { randomInt } from 'node:crypto';
 import {
-  RTCPeerConnection, RTCRtpHeaderExtensionParameters, RTP_EXTENSION_URI, useFIR, useH264, useNACK, useOPUS, usePLI,
+  RTCPeerConnection, RTCRtpHeaderExtensionParameters, RTP_EXTENSION_URI, useFIR, useH264, useNACK, useOPUS, usePLI, useVP8,
   useREMB, useTWCC, type RtcpPacket, type RtpHeader, type RtpPacket,
 } from 'werift';
 
@@ -39,6 +39,12 @@ export interface WhepClientOptions {
   congestionControl?: boolean;
   /** Bound on the POST and on each step of the offer; default 15 s. */
   timeoutMs?: number;
+  /** Ask for video (a recvonly transceiver); default true. False with `audio` makes an audio-only viewer. */
+  video?: boolean;
+  /** The video codec offered: H.264 (what OnAir sends) or VP8 alone (the "no codec in common" case); default h264. */
+  videoCodec?: 'h264' | 'vp8';
+  /** The payload type the H.264 entry is offered on (browsers differ: each set makes a viewer router of its own). */
+  h264PayloadType?: number;
 }
 
 export interface WhepClientStats {
@@ -97,7 +103,14 @@ async function within<T>(what: string, promise: Promise<T>, timeoutMs: number): 
 /** Connects a werift viewer to a WHEP endpoint. Resolves once the answer is applied (media follows ICE and DTLS). */
 export async function connectWhep(url: string, options: WhepClientOptions = {}): Promise<WhepClient> {
   const audio = options.audio ?? true;
+  const wantVideo = options.video ?? true;
   const congestionControl = options.congestionControl ?? true;
+  const videoCodec = options.videoCodec === 'vp8'
+    ? useVP8({ rtcpFeedback: [useNACK(), usePLI()] })
+    : useH264({
+      rtcpFeedback: congestionControl ? [useNACK(), usePLI(), useFIR(), useREMB(), useTWCC()] : [useNACK(), usePLI(), useFIR()],
+      ...(options.h264PayloadType === undefined ? {} : { payloadType: options.h264PayloadType }),
+    });
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
 
   const videoExtensions = congestionControl
@@ -107,7 +120,6 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
   const audioExtensions = congestionControl
     ? [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid), ext(MEDIASOUP_EXTENSION_IDS.absSendTime, RTP_EXTENSION_URI.absSendTime)]
     : [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid)];
-  const videoFeedback = congestionControl ? [useNACK(), usePLI(), useFIR(), useREMB(), useTWCC()] : [useNACK(), usePLI(), useFIR()];
 
   const peer = new RTCPeerConnection({
     // Loopback only, no STUN server to wait for; one transport for both m-sections (mediasoup answers with BUNDLE).
@@ -115,7 +127,7 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
     iceUseIpv6: false,
     iceAdditionalHostAddresses: ['127.0.0.1'],
     bundlePolicy: 'max-bundle',
-    codecs: { video: [useH264({ rtcpFeedback: videoFeedback })], ...(audio ? { audio: [useOPUS()] } : {}) },
+    codecs: { ...(wantVideo ? { video: [videoCodec] } : {}), ...(audio ? { audio: [useOPUS()] } : {}) },
     // werift renumbers these (it only keeps their URIs for negotiation); the ids offered are the transceivers' below.
     headerExtensions: { video: videoExtensions.map((e) => ext(0, e.uri)), audio: audioExtensions.map((e) => ext(0, e.uri)) },
   });
@@ -142,8 +154,10 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
     });
   });
 
-  const video = peer.addTransceiver('video', { direction: 'recvonly' });
-  video.headerExtensions = videoExtensions;
+  if (wantVideo) {
+    const video = peer.addTransceiver('video', { direction: 'recvonly' });
+    video.headerExtensions = videoExtensions;
+  }
   if (audio) {
     const transceiver = peer.addTransceiver('audio', { direction: 'recvonly' });
     transceiver.headerExtensions = audioExtensions;
