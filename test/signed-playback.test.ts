@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { verifyPlaybackToken } from '../ll-hls-packager/signing.js';
+import { playbackTokenExpiry, signPlaybackToken, verifyPlaybackToken } from '../ll-hls-packager/signing.js';
 import type { OnAirNode } from '../server/node.js';
 import { launchChromium, sampleVideo } from './support/browser.js';
 import { api, publish, startTestNode, waitFor } from './support/harness.js';
@@ -34,6 +34,19 @@ function readThrough(url: string): Promise<{ code: number; stderr: string }> {
       (error, _stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stderr }));
   });
 }
+
+describe('a playback token carried over to what it leads to', () => {
+  test('keeps the expiry of a valid token for the same id, and is nothing for another id, an expired or a forged token', () => {
+    const now = 1_800_000_000;
+    const token = signPlaybackToken(SIGNING_KEY, 'stream000001', now + 60);
+    assert.equal(playbackTokenExpiry(SIGNING_KEY, 'stream000001', token, now), now + 60);
+    assert.equal(playbackTokenExpiry(SIGNING_KEY, 'stream000002', token, now), undefined);
+    assert.equal(playbackTokenExpiry(SIGNING_KEY, 'stream000001', token, now + 61), undefined);
+    assert.equal(playbackTokenExpiry('another-key', 'stream000001', token, now), undefined);
+    assert.equal(playbackTokenExpiry(SIGNING_KEY, 'stream000001', [token], now), undefined);
+    assert.equal(playbackTokenExpiry(SIGNING_KEY, 'stream000001', `${now + 3600}.${token.split('.')[1]}`, now), undefined);
+  });
+});
 
 describe('signed playback end to end: with ONAIR_PLAYBACK_SIGNING_KEY the studio\'s watch link plays live, WebRTC and the replay', { timeout: 150_000 }, () => {
   let node: OnAirNode;
