@@ -4,7 +4,7 @@ export { StreamPackager } from './StreamPackager.js';
 export type { StreamPackagerOptions } from './StreamPackager.js';
 export { registerLiveRoutes, parseDirectives } from './routes.js';
 export type { LiveRoutesOptions } from './routes.js';
-export { signPlaybackToken, verifyPlaybackToken, playbackRefusal } from './signing.js';
+export { signPlaybackToken, verifyPlaybackToken, playbackTokenExpiry, playbackRefusal } from './signing.js';
 export { encodeSpliceInsert, decodeSpliceInfo, crc32Mpeg2, toHexSequence } from './scte35.js';
 export type { SpliceInsert, SpliceInfo } from './scte35.js';
 export { dateRangeTag, cueTagsBefore, CUE_CLASS } from './cues.js';

@@ -21,6 +21,14 @@ export function verifyPlaybackToken(key: string, streamId: string, token: unknow
   return valid && expiresAtSec >= nowSec;
 }
 
+/**
+ * The expiry (unix seconds) of a valid, unexpired token for `id`, else undefined. A viewer's token is carried over to
+ * what its id leads to (a stream's replay) with this same expiry, so that a link never outlives the token it came with.
+ */
+export function playbackTokenExpiry(key: string, id: string, token: unknown, nowSec = Math.floor(Date.now() / 1000)): number | undefined {
+  return verifyPlaybackToken(key, id, token, nowSec) ? Number((token as string).split('.')[0]) : undefined;
+}
+
 const STREAM_ID = /^[a-z0-9]{12}$/;
 
 /**

@@ -36,8 +36,11 @@ export interface HttpDeps {
   streams: {
     create(input: { title: string; description?: string }): Promise<{ stream: StreamView; streamKey: string }>;
     list(): Promise<StreamView[]>;
-    /** `admin`: the caller proved the admin token (playback URLs may then carry a signed token). */
-    get(id: string, admin: boolean): Promise<StreamView | undefined>;
+    /**
+     * `admin`: the caller proved the admin token (playback URLs may then carry a signed token); `token`: the playback
+     * token the caller presented (`?token=`), if any.
+     */
+    get(id: string, admin: boolean, token?: unknown): Promise<StreamView | undefined>;
     rotateKey(id: string): Promise<{ stream: StreamView; streamKey: string } | undefined>;
     delete(id: string): Promise<boolean>;
     /** Ends the live event now (the publisher is disconnected); undefined: no such stream; false: not live. */
@@ -226,7 +229,7 @@ function registerRoutes(app: FastifyInstance, deps: HttpDeps): void {
   app.get('/api/session', { onRequest: app.requireAdmin }, async () => ({ admin: true }));
 
   app.get('/api/streams/:id', { schema: { params: streamIdParams } }, async (request, reply) => {
-    const stream = await deps.streams.get((request.params as { id: string }).id, app.isAdmin(request));
+    const stream = await deps.streams.get((request.params as { id: string }).id, app.isAdmin(request), (request.query as Record<string, unknown>)['token']);
     if (!stream) return sendError(reply, 'ONAIR_ERR_STREAM_NOT_FOUND');
     return stream;
   });

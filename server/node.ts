@@ -6,7 +6,7 @@ import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
 import { adLadderArgs, chooseEncoder, LiveTranscoder, type EncoderChoice, type LadderPlan } from '../live-transcoder/index.js';
-import { registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
+import { playbackTokenExpiry, registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
 import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
 import { ChatServer, registerChatRoutes, type ChatTables } from '../chat/index.js';
 import {
@@ -190,9 +190,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           return { stream: await this.#view(stream, true), streamKey };
         },
         list: async () => Promise.all((await this.streams.list()).map((s) => this.#view(s, false))),
-        get: async (id, admin) => {
+        get: async (id, admin, token) => {
           const stream = await this.streams.get(id);
-          return stream && this.#view(stream, admin);
+          return stream && this.#view(stream, admin, token);
         },
         rotateKey: async (id) => {
           const streamKey = await this.streams.rotateKey(id);
@@ -648,13 +648,20 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks };
   }
 
-  /** `admin`: playback URLs carry a signed token when signing is on (the public view cannot hand out tokens). */
-  async #view(stream: StreamRecord, admin: boolean): Promise<StreamView> {
+  /**
+   * `admin`: playback URLs carry a fresh signed token when signing is on (the public view cannot hand out tokens).
+   * `token`: what a viewer presented (`?token=`). A valid one for this stream is carried into the playback URLs and,
+   * signed for the replay's video with the same expiry, into the replay's: the watch link plays the replay after the
+   * event, and opens nothing else.
+   */
+  async #view(stream: StreamRecord, admin: boolean, token?: unknown): Promise<StreamView> {
     const base = this.publicUrl;
     const key = this.config.playbackSigningKey;
-    const query = key !== undefined && admin
-      ? `?token=${signPlaybackToken(key, stream.id, Math.floor(Date.now() / 1000) + this.config.playbackTokenTtlSec)}`
-      : '';
+    const expiresAtSec = key === undefined ? undefined
+      : admin ? Math.floor(Date.now() / 1000) + this.config.playbackTokenTtlSec
+      : playbackTokenExpiry(key, stream.id, token);
+    const signed = (id: string): string => (expiresAtSec === undefined ? '' : `?token=${signPlaybackToken(key!, id, expiresAtSec)}`);
+    const query = signed(stream.id);
     const view: StreamView = {
       ...stream,
       ingest: { rtmpUrl: this.rtmpUrl },
@@ -669,7 +676,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     else if (stream.status === 'ended') {
       // The same /watch/:id plays the replay once the event is over.
       const video = await this.#vod.catalog.latestOfStream(stream.id);
-      if (video?.version) view.replay = { videoId: video.id, hls: `${base}/vod/${video.id}/index.m3u8${query ? `?token=${signPlaybackToken(key!, video.id, Math.floor(Date.now() / 1000) + this.config.playbackTokenTtlSec)}` : ''}` };
+      if (video?.version) view.replay = { videoId: video.id, hls: `${base}/vod/${video.id}/index.m3u8${signed(video.id)}` };
     }
     return view;
   }

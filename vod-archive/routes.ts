@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError } from '../lib/errors.js';
-import { verifyPlaybackToken } from '../ll-hls-packager/index.js';
+import { playbackTokenExpiry, verifyPlaybackToken } from '../ll-hls-packager/index.js';
 import { isValidCursor, VIDEO_ID_RE, type Video } from './catalog.js';
 import { checkKey, contentTypeFor, type ByteRange, type Storage } from './storage.js';
 import { videoPrefix } from './pipeline.js';
@@ -125,10 +125,17 @@ function rewriteMpd(text: string, prefix: string, query: string): string {
  * replay's segments even after the archive replaced it.
  */
 export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOptions): void {
-  const view = (video: Video, admin: boolean): VideoView => {
+  /**
+   * `admin`: playback URLs carry a fresh token when signing is on. `token`: what a viewer presented (`?token=`); a
+   * valid one for this video is carried into its playback URLs (HLS, DASH, poster, storyboard). Lists pass neither.
+   */
+  const view = (video: Video, admin: boolean, token?: unknown): VideoView => {
     const base = options.publicUrl();
     const key = options.playbackSigningKey;
-    const query = key !== undefined && admin ? `?token=${options.signToken(video.id, Math.floor(Date.now() / 1000) + options.playbackTokenTtlSec)}` : '';
+    const expiresAtSec = key === undefined ? undefined
+      : admin ? Math.floor(Date.now() / 1000) + options.playbackTokenTtlSec
+      : playbackTokenExpiry(key, video.id, token);
+    const query = expiresAtSec === undefined ? '' : `?token=${options.signToken(video.id, expiresAtSec)}`;
     const playable = video.version !== undefined;
     const archive = video.kind === 'archive';
     return {
@@ -177,7 +184,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     const admin = app.isAdmin(request);
     // A failed upload or one still arriving is the admin's business only.
     if (!video || (!admin && video.version === undefined && video.status !== 'processing')) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
-    return view(video, admin);
+    return view(video, admin, (request.query as Record<string, unknown>)['token']);
   });
 
   app.patch('/api/videos/:id', { onRequest: app.requireAdmin, schema: { params: videoIdParams, body: updateBody } }, async (request, reply) => {

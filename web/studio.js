@@ -94,7 +94,8 @@
       $('stream-title').textContent = stream.title;
       $('stream-status').textContent = stream.status;
       $('stream-status').className = 'badge' + (stream.status === 'live' ? ' live' : '');
-      $('watch-link').href = '/watch/' + stream.id;
+      // The API's admin view: with signed playback on, the link carries a playback token (it is the link to share).
+      $('watch-link').href = stream.playback.watchPage;
       $('rtmp-url').textContent = stream.ingest.rtmpUrl;
       var key = sessionStorage.getItem('onair.key.' + stream.id);
       $('stream-key').textContent = key || 'hidden — "New key" makes a new one (OBS then needs it)';
@@ -276,7 +277,7 @@
         var ad = el('input', { type: 'checkbox', 'aria-label': 'Use ' + video.title + ' as an ad', checked: video.ad, disabled: video.status !== 'ready' && !video.ad });
         ad.addEventListener('change', function () { O.api('PATCH', '/api/videos/' + video.id, { ad: ad.checked }); });
         table.appendChild(el('tr', { 'data-id': video.id },
-          el('td', {}, el('a', { href: '/watch/' + video.id }, video.title)),
+          el('td', {}, el('a', { href: video.playback.watchPage }, video.title)),
           el('td', { title: video.error || '' }, video.status + (video.error ? ': ' + video.error : '')),
           el('td', {}, el('progress', { max: 100, value: video.progress, 'aria-label': 'Progress of ' + video.title })),
           el('td', {}, ad)));

@@ -141,6 +141,12 @@
     })();
   }
 
+  function refused() {
+    stopPlayers();
+    onair.refused = true;
+    state.textContent = 'this page needs a valid playback token: the link may have expired — ask for a new one';
+  }
+
   function stopPlayers() {
     if (onair.hls) { onair.hls.destroy(); onair.hls = null; }
     if (onair.pc) { onair.pc.close(); onair.pc = null; }
@@ -215,6 +221,8 @@
         onair.errors.push(data.details);
         var status = data.response && data.response.code;
         if (onair.mode === 'live' && (status === 404 || status === 410)) { awaitReplay(); return; }
+        // Signed playback: no token, another stream's, or an expired one. Retrying cannot help; a new link can.
+        if (status === 403) { refused(); return; }
         state.textContent = 'reconnecting…';
         if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
         else timers.push(setTimeout(function () { hls.loadSource(src); hls.startLoad(); }, 1000));
