@@ -1,5 +1,5 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:http';
 import os from 'node:os';
@@ -350,12 +350,14 @@ async function startOnAir(signal: AbortSignal): Promise<Target & { dataDir: stri
   try {
     const deadline = Date.now() + 60_000;
     let match: RegExpExecArray | null = null;
-    while (!(match = /Dashboard:\s+(http:\/\/\S+)\/studio[\s\S]*Admin token:\s+(\S+)/.exec(stdout))) {
+    while (!(match = /Dashboard:\s+(http:\/\/\S+)\/studio/.exec(stdout))) {
       if (child.exitCode !== null) throw new BenchError(`OnAir exited at start: ${stderr}`);
       if (Date.now() > deadline) throw new BenchError(`OnAir did not start within 60 s: ${stderr}`);
       await sleep(50, signal);
     }
-    const [, origin, token] = match;
+    const [, origin] = match;
+    // The banner shows the admin token only on a terminal: read it where the node keeps it.
+    const token = (await readFile(path.join(dataDir, 'admin-token'), 'utf8')).trim();
     const createStream = async (title: string): Promise<string> => {
       const response = await fetch(`${origin}/api/streams`, {
         method: 'POST',

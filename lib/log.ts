@@ -3,8 +3,20 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 export type { Logger };
 
 /**
- * The one pino logger. Child loggers carry context (`{ streamId }`). Paths that could carry a secret are redacted
- * here so that no module has to remember it.
+ * The value of any `…token=` (query parameters such as `?token=`, `&access_token=`, also percent-encoded) and of any
+ * `Bearer` credential. Values end where a URL or a JSON string does; over-redacting a few characters is harmless.
+ */
+const SECRETS_IN_TEXT = /(token(?:=|%3D)|\bBearer\s+)[^&\s"'#\\]+/gi;
+
+/** `text` with every token value in a URL and every bearer credential replaced by `[redacted]`. */
+export function redactSecrets(text: string): string {
+  return text.replace(SECRETS_IN_TEXT, '$1[redacted]');
+}
+
+/**
+ * The one pino logger. Child loggers carry context (`{ streamId }`). Secrets are redacted here so that no module has
+ * to remember it: fields that hold one by name (`redact`), and, in every finished line at every level, token values in
+ * URLs and bearer credentials wherever they appear (a request URL, a message, ffmpeg's stderr, an error's stack).
  */
 export function createLogger(options: {
   level?: string;
@@ -18,10 +30,11 @@ export function createLogger(options: {
     redact: {
       paths: [
         'streamKey', '*.streamKey', 'token', '*.token', 'adminToken', '*.adminToken',
-        'req.headers.authorization', 'headers.authorization', 'password', '*.password',
+        'authorization', '*.authorization', 'req.headers.authorization', 'headers.authorization', 'password', '*.password',
       ],
       censor: '[redacted]',
     },
+    hooks: { streamWrite: redactSecrets },
   };
   return options.destination === undefined ? pino(settings) : pino(settings, options.destination);
 }

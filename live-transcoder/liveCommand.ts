@@ -25,10 +25,15 @@ export interface LiveCommandOptions {
 /** The ticker's font: DejaVu Sans Bold from Debian's fonts-dejavu-core (a dependency of ffmpeg's libass/fontconfig). */
 export const TICKER_FONT = '/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf';
 
-/** A scrolling line at the bottom, white with a black outline, sized to the picture (drawtext, re-read each frame). */
+/**
+ * A scrolling line at the bottom, white with a black outline, sized to the picture (drawtext, re-read each frame).
+ * The text comes from a file, never from the filter string, so `:` `'` `,` in it need no filter escaping; and
+ * `expansion=none` shows it as typed: by default drawtext reads a backslash as an escape and `%{…}` as a function, and a
+ * stray `%` makes it drop the whole line on every frame.
+ */
 export function tickerFilter(file: string): string {
   if (!/^[A-Za-z0-9/._-]+$/.test(file)) throw new Error(`ticker file path must be plain (letters, digits, / . _ -): ${file}`);
-  return `drawtext=fontfile=${TICKER_FONT}:textfile=${file}:reload=1:fontsize=h/14:fontcolor=white:borderw=3:bordercolor=black:` +
+  return `drawtext=fontfile=${TICKER_FONT}:textfile=${file}:reload=1:expansion=none:fontsize=h/14:fontcolor=white:borderw=3:bordercolor=black:` +
     `x=w-mod(t*w/6\\,w+tw):y=h-th-h/24`;
 }
 

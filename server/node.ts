@@ -758,9 +758,14 @@ function prepareTicker(dataDir: string, streamId: string): string | undefined {
   return file;
 }
 
+/**
+ * The ticker file holds the text as typed, UTF-8, on one line: drawtext reads it literally (`expansion=none`), but a
+ * line break would start a second line under the picture, so control characters and line separators become spaces
+ * (the API refuses control characters already; this guards every other caller).
+ */
 function writeTicker(file: string, text: string): void {
   const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, text);
+  writeFileSync(temp, text.replace(/[\p{Cc}\u2028\u2029]+/gu, ' '), 'utf8');
   renameSync(temp, file);
 }
 

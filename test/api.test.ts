@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../lib/errors.js';
+import { createLogger } from '../lib/log.js';
 import { loadConfig } from '../server/config.js';
 import type { OnAirNode } from '../server/node.js';
-import { api, captureLog, publish, spawnNode, startTestNode, waitFor, within } from './support/harness.js';
+import { api, captureLog, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
 
 /** The SPEC's error shape, exactly: `{ error: { code, message } }` and nothing else. */
 function assertError(response: { status: number; body: any }, status: number, code: string): string {
@@ -223,7 +225,55 @@ describe('the HTTP API of one node', { timeout: 120_000 }, () => {
   });
 });
 
-describe('secrets stay out of the log', { timeout: 90_000 }, () => {
+describe('secrets stay out of the log', { timeout: 120_000 }, () => {
+  test('the logger redacts tokens in URLs and bearer credentials in any field, message or error of any child', { timeout: 5_000 }, () => {
+    const log = captureLog();
+    const logger = createLogger({ level: 'trace', destination: log.stream }).child({ component: 'test' });
+    logger.trace({ url: '/live/a/index.m3u8?token=S1ECRET' }, 'GET /vod/b/manifest.mpd?x=1&token=S2ECRET');
+    logger.error({ err: new Error('fetch http://edge/live/a/360p/index.m3u8?_HLS_msn=4&access_token=S3ECRET failed') }, 'failed');
+    logger.info({ sent: { authorization: 'Bearer S4ECRET' } }, 'headers');
+    logger.debug('retrying with Authorization: Bearer S5ECRET');
+    const text = log.text();
+    for (const secret of ['S1ECRET', 'S2ECRET', 'S3ECRET', 'S4ECRET', 'S5ECRET']) assert.ok(!text.includes(secret), `${secret} is redacted:\n${text}`);
+    assert.match(text, /index\.m3u8\?token=\[redacted\]/);
+    assert.match(text, /_HLS_msn=4&access_token=\[redacted\]/, 'other query parameters stay readable');
+  });
+
+  test('tokens in playback URLs and the admin bearer never reach the log, even at trace level; the request lines do', { timeout: 40_000 }, async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-s-'));
+    const secret = (): string => `SECRET${randomBytes(12).toString('hex')}`;
+    const secrets = [secret(), secret(), secret(), secret(), secret()];
+    try {
+      const { proc, origin } = await startedNode(nodeEnv(dir, { ONAIR_LOG_LEVEL: 'trace' }));
+      let adminToken = '';
+      try {
+        adminToken = (await readFile(path.join(dir, 'admin-token'), 'utf8')).trim();
+        const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
+        const created = await fetch(`${origin}/api/streams`, { method: 'POST', headers: admin, body: JSON.stringify({ title: 'Logged' }) });
+        assert.equal(created.status, 201);
+        const { id } = await created.json() as { id: string };
+        await fetch(`${origin}/live/${id}/index.m3u8?token=${secrets[0]}`);
+        await fetch(`${origin}/live/${id}/360p/index.m3u8?_HLS_msn=1&_HLS_part=0&token=${secrets[1]}`);
+        await fetch(`${origin}/vod/${id}/index.m3u8?token=${secrets[2]}`);
+        await fetch(`${origin}/vod/${id}/manifest.mpd?x=1&token=${secrets[3]}`);
+        assert.equal((await fetch(`${origin}/api/streams/${id}`, { headers: admin })).status, 200);
+        assert.equal((await fetch(`${origin}/api/session`, { headers: { authorization: `Bearer ${secrets[4]}` } })).status, 403);
+        await waitFor('the last request line', () => proc.stdout().includes('/api/session'), 5_000);
+      } finally {
+        await stopNode(proc);
+      }
+      const text = proc.stdout() + proc.stderr();
+      assert.ok(!text.includes(adminToken), 'the admin token is not in the log');
+      for (const [i, s] of secrets.entries()) assert.ok(!text.includes(s), `secret ${i} is not in the log`);
+      for (const url of ['/index.m3u8?token=[redacted]', '/360p/index.m3u8?_HLS_msn=1&_HLS_part=0&token=[redacted]', '/manifest.mpd?x=1&token=[redacted]']) {
+        assert.ok(text.includes(url), `the request line for ${url} is in the log`);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+
   test('neither the admin token nor a stream key appears in the node\'s debug log', { timeout: 80_000 }, async () => {
     const log = captureLog();
     const { node, close } = await startTestNode({ ONAIR_LADDER: '360' }, undefined, { logDestination: log.stream, logLevel: 'debug' });
@@ -256,6 +306,93 @@ describe('secrets stay out of the log', { timeout: 90_000 }, () => {
     for (const key of keys) {
       const secret = key.slice(key.indexOf('_') + 1);
       assert.ok(!text.includes(secret), 'no stream key secret is in the log');
+    }
+  });
+});
+
+/** What `npm start` needs here: loopback, free ports, no WebRTC (the banner and the log are what these tests read). */
+function nodeEnv(dataDir: string, env: Record<string, string> = {}): Record<string, string> {
+  return {
+    ONAIR_DATA_DIR: dataDir, ONAIR_HOST: '127.0.0.1', ONAIR_HTTP_PORT: '0', ONAIR_RTMP_PORT: '0', ONAIR_HWACCEL: 'none',
+    ONAIR_WEBRTC_LAYERS: 'off', ONAIR_LOG_LEVEL: 'warn', ...env,
+  };
+}
+
+/** Starts `npm start`, waits for its banner and returns it, the dashboard origin and the banner's admin token line. */
+async function startedNode(env: Record<string, string>, options: { terminal?: boolean } = {}): Promise<{ proc: NodeProcess; origin: string; tokenLine: string }> {
+  const proc = spawnNode(env, options);
+  try {
+    const [, origin] = await proc.waitForStdout(/Dashboard:\s+(\S+)\/studio/, 30_000);
+    const [, tokenLine] = await proc.waitForStdout(/Admin token: ([^\r\n]*)/, 5_000);
+    return { proc, origin: origin!, tokenLine: tokenLine!.trim() };
+  } catch (error) {
+    proc.kill('SIGKILL');
+    throw error;
+  }
+}
+
+/** SIGTERM, as a process manager stops it: a clean stop, exit code 0. */
+async function stopNode(proc: NodeProcess): Promise<void> {
+  proc.kill('SIGTERM');
+  const { code } = await within('the node to stop', proc.exited, 15_000);
+  assert.equal(code, 0, proc.stderr().slice(-2000));
+}
+
+describe('the admin token in the start banner', { timeout: 120_000 }, () => {
+  let dir: string;
+  before(async () => {
+    // Short: the redis socket path inside it must fit in 107 bytes.
+    dir = await mkdtemp(path.join(os.tmpdir(), 'onair-b-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a first start whose stdout is not a terminal says where the new token is kept, not the token', { timeout: 40_000 }, async () => {
+    const first = await mkdtemp(path.join(os.tmpdir(), 'onair-b-'));
+    try {
+      const { proc, tokenLine } = await startedNode(nodeEnv(first));
+      try {
+        const token = (await readFile(path.join(first, 'admin-token'), 'utf8')).trim();
+        assert.equal(tokenLine, `kept in ${first}/admin-token (not shown)`);
+        assert.ok(!proc.stdout().includes(token) && !proc.stderr().includes(token), 'the generated token is not printed');
+      } finally {
+        await stopNode(proc);
+      }
+    } finally {
+      await rm(first, { recursive: true, force: true });
+    }
+  });
+
+  test('on a terminal the token is shown by the start that generates it, and never again', { timeout: 60_000 }, async () => {
+    const first = await startedNode(nodeEnv(dir), { terminal: true });
+    const token = (await readFile(path.join(dir, 'admin-token'), 'utf8')).trim();
+    try {
+      assert.match(first.tokenLine, new RegExp(`^${token}\\s`));
+      assert.match(first.tokenLine, new RegExp(`kept in ${dir}/admin-token`));
+      // The shown token is the one the node takes.
+      const session = await fetch(`${first.origin}/api/session`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(session.status, 200);
+    } finally {
+      await stopNode(first.proc);
+    }
+    const again = await startedNode(nodeEnv(dir), { terminal: true });
+    try {
+      assert.equal(again.tokenLine, `kept in ${dir}/admin-token (not shown)`);
+      assert.ok(!again.proc.stdout().includes(token), 'a later start does not print the kept token');
+    } finally {
+      await stopNode(again.proc);
+    }
+  });
+
+  test('a token set by ONAIR_ADMIN_TOKEN is never shown, not even on a terminal', { timeout: 40_000 }, async () => {
+    const configured = `configured-${randomBytes(16).toString('hex')}`;
+    const { proc, tokenLine } = await startedNode(nodeEnv(dir, { ONAIR_ADMIN_TOKEN: configured }), { terminal: true });
+    try {
+      assert.equal(tokenLine, 'set by ONAIR_ADMIN_TOKEN');
+      assert.ok(!proc.stdout().includes(configured));
+    } finally {
+      await stopNode(proc);
     }
   });
 });

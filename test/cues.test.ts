@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { io as connect, type Socket } from 'socket.io-client';
+import { tickerFilter } from '../live-transcoder/liveCommand.js';
 import { crc32Mpeg2, dateRangeTag, decodeSpliceInfo, encodeSpliceInsert, type Cue } from '../ll-hls-packager/index.js';
 import type { OnAirNode } from '../server/node.js';
 import { launchChromium } from './support/browser.js';
@@ -71,18 +76,81 @@ function dateRange(playlist: string, id: string): Record<string, string> | undef
   return attributes;
 }
 
-/** Luma standard deviation of the bottom 15 % of the newest part of a rendition (the ticker band). */
-async function tickerBandDeviation(node: OnAirNode, streamId: string, rendition: string): Promise<number> {
+/** The first frame of the newest independent part of a rendition, decoded to gray at `width`×`height`. */
+async function newestFrame(node: OnAirNode, streamId: string, rendition: string, size: { width: number; height: number }): Promise<Buffer> {
   const base = `${node.httpUrl}/live/${streamId}/${rendition}/`;
   const playlist = await (await fetch(`${base}index.m3u8`)).text();
   const map = [...playlist.matchAll(/#EXT-X-MAP:URI="([^"]+)"/g)].pop()![1]!;
   const part = [...playlist.matchAll(/#EXT-X-PART:[^\n]*URI="([^"]+)"[^\n]*INDEPENDENT=YES/g)].pop()![1]!;
   const media = Buffer.concat([Buffer.from(await (await fetch(base + map)).arrayBuffer()), Buffer.from(await (await fetch(base + part)).arrayBuffer())]);
-  const gray = await decodeFirstFrame(media, { width: 320, height: 180 }, 'gray');
+  return decodeFirstFrame(media, size, 'gray');
+}
+
+/** Luma standard deviation of the bottom 15 % of the newest part of a rendition (the ticker band). */
+async function tickerBandDeviation(node: OnAirNode, streamId: string, rendition: string): Promise<number> {
+  const gray = await newestFrame(node, streamId, rendition, { width: 320, height: 180 });
   const band = gray.subarray(320 * Math.floor(180 * 0.85));
   const mean = band.reduce((sum, v) => sum + v, 0) / band.length;
   return Math.sqrt(band.reduce((sum, v) => sum + (v - mean) ** 2, 0) / band.length);
 }
+
+/** A gray picture and the ticker band (its bottom 15 %) in it. */
+interface Picture { gray: Buffer; width: number; height: number }
+const bandTop = (p: Picture): number => Math.floor(p.height * 0.85);
+
+/** The first and last column of the ticker band holding text fill (near white); undefined when there is none. */
+function textColumns(p: Picture): { left: number; right: number } | undefined {
+  let left = -1;
+  let right = -1;
+  for (let x = 0; x < p.width; x++) {
+    for (let y = bandTop(p); y < p.height; y++) {
+      if (p.gray[y * p.width + x]! > 170) {
+        if (left < 0) left = x;
+        right = x;
+        break;
+      }
+    }
+  }
+  return left < 0 ? undefined : { left, right };
+}
+
+/** Mean absolute luma difference between the ticker bands of `live` and of `reference` moved right by `dx`, over the text. */
+function bandDifference(live: Picture, reference: Picture, dx: number, columns: { left: number; right: number }): number {
+  let sum = 0;
+  let count = 0;
+  for (let y = bandTop(live); y < live.height; y++) {
+    for (let x = Math.max(0, columns.left - 8); x <= Math.min(reference.width - 1, columns.right + 8); x++) {
+      const lx = x + dx;
+      if (lx < 0 || lx >= live.width) continue;
+      sum += Math.abs(live.gray[y * live.width + lx]! - reference.gray[y * reference.width + x]!);
+      count++;
+    }
+  }
+  return sum / count;
+}
+
+/**
+ * `text` drawn on its own, literally (drawtext with the ticker's own options, expansion off), standing still at `x`
+ * over a flat `color` picture of `width`×`height`.
+ */
+async function drawnAlone(text: string, x: number, color: string, size: { width: number; height: number }): Promise<Picture> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-ticker-'));
+  try {
+    const file = path.join(dir, 'text.txt');
+    await writeFile(file, text);
+    const filter = `${tickerFilter(file).replace(/:expansion=\w+/, '').replace(/:x=[^:]+/, `:x=${x}`)}:expansion=none`;
+    const gray = await new Promise<Buffer>((resolve, reject) => {
+      execFile('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `color=c=${color}:size=${size.width}x${size.height}:rate=1`, '-frames:v', '1',
+        '-vf', `format=yuv420p,${filter}`, '-pix_fmt', 'gray', '-f', 'rawvideo', 'pipe:1'],
+      { encoding: 'buffer', timeout: 20_000, maxBuffer: 1 << 22 }, (error, stdout) => (error ? reject(error) : resolve(stdout)));
+    });
+    return { gray, ...size };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const BACKGROUND = '0x336699';
 
 describe('cues on a live stream: ad breaks and news flashes', { timeout: 240_000 }, () => {
   let node: OnAirNode;
@@ -99,7 +167,7 @@ describe('cues on a live stream: ad breaks and news flashes', { timeout: 240_000
     const created = await api(node, 'POST', '/api/streams', { body: { title: 'Cue show' } });
     streamId = created.body.id;
     // A flat picture: the ticker band is uniform until a flash is burned in.
-    publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 640, height: 360, videoSource: 'color=c=0x336699' });
+    publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 640, height: 360, videoSource: `color=c=${BACKGROUND}` });
     await waitFor('the stream to have segments', () => node.packager(streamId)?.ready, 30_000);
     chat = connect(`${node.httpUrl}/chat`, { transports: ['websocket'], forceNew: true });
     await within('chat connect', new Promise((resolve) => chat.once('connect', () => resolve(undefined))), 10_000);
@@ -202,6 +270,34 @@ describe('cues on a live stream: ad breaks and news flashes', { timeout: 240_000
     assert.ok(await tickerBandDeviation(node, streamId, '240p') > 12, 'every rendition shows it');
     await waitFor('the ticker to clear after 4 s', async () => (await tickerBandDeviation(node, streamId, '360p')) < 4, 8000, 250);
     assert.ok(Date.now() - requestedAt >= 4000, 'not before its duration');
+  });
+
+  test('a news flash with % \\ : and quotes is shown exactly as typed', async (t) => {
+    const text = '50% off: C:\\temp "now"';
+    const size = { width: 640, height: 360 };
+    const created = await api(node, 'POST', `/api/streams/${streamId}/cues`, { body: { kind: 'news', text, durationSec: 30 } });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const literal = await drawnAlone(text, 40, BACKGROUND, size);
+    // What drawtext would show if it read the backslash as an escape (and the % were let through).
+    const escaped = await drawnAlone(text.replace(/\\/g, ''), 40, BACKGROUND, size);
+    const expected = textColumns(literal)!;
+    // The ticker scrolls: wait for a keyframe that has the whole line on screen, then line it up with the reference.
+    const live = await waitFor('the whole flash on screen', async () => {
+      const picture = { gray: await newestFrame(node, streamId, '360p', size), ...size };
+      const columns = textColumns(picture);
+      return columns && columns.left > 4 && columns.right < size.width - 5 ? { picture, columns } : undefined;
+    }, 25_000, 150);
+    const liveWidth = live.columns.right - live.columns.left;
+    const shift = live.columns.left - expected.left;
+    const best = (reference: Picture, columns: { left: number; right: number }): number =>
+      Math.min(...[-3, -2, -1, 0, 1, 2, 3].map((d) => bandDifference(live.picture, reference, shift + d, columns)));
+    const toLiteral = best(literal, expected);
+    const toEscaped = best(escaped, textColumns(escaped)!);
+    t.diagnostic(`line ${liveWidth} px wide at x=${live.columns.left}; difference to the literal text ${toLiteral.toFixed(2)}, to the escaped one ${toEscaped.toFixed(2)}`);
+    assert.ok(Math.abs(liveWidth - (expected.right - expected.left)) <= 2,
+      `the line is as wide as the literal text drawn alone (${liveWidth} px, expected ${expected.right - expected.left} px)`);
+    assert.ok(toLiteral < 6, `the ticker matches the literal text drawn alone (mean difference ${toLiteral.toFixed(1)})`);
+    assert.ok(toLiteral * 2 < toEscaped, `and not the text with its backslash read as an escape (${toLiteral.toFixed(1)} vs ${toEscaped.toFixed(1)})`);
   });
 
   test('bad cue bodies get catalogued 4xx errors', async () => {

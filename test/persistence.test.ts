@@ -58,7 +58,7 @@ function running(pid: number): boolean {
   }
 }
 
-/** What `npm start` prints: the HTTP origin, the RTMP server URL and the admin token. */
+/** What `npm start` prints (the HTTP origin, the RTMP server URL) and the admin token it keeps in the data dir. */
 async function startNodeProcess(dataDir: string): Promise<{ proc: NodeProcess; remote: OnAirNode; rtmpUrl: string }> {
   const proc = spawnNode({
     ONAIR_DATA_DIR: dataDir,
@@ -73,9 +73,10 @@ async function startNodeProcess(dataDir: string): Promise<{ proc: NodeProcess; r
   await proc.waitForStdout(/OnAir is on air/, 30_000);
   const [, dashboard] = await proc.waitForStdout(/Dashboard:\s+(\S+)\/studio/, 5_000);
   const [, rtmpUrl] = await proc.waitForStdout(/RTMP server:\s+(\S+)/, 5_000);
-  const [, adminToken] = await proc.waitForStdout(/Admin token:\s+(\S+)/, 5_000);
+  // Not in the banner: stdout here is a pipe, not a terminal.
+  const adminToken = (await readFile(path.join(dataDir, 'admin-token'), 'utf8')).trim();
   // `api` needs only these two fields of a node.
-  const remote = { httpUrl: dashboard!, adminToken: adminToken! } as unknown as OnAirNode;
+  const remote = { httpUrl: dashboard!, adminToken } as unknown as OnAirNode;
   return { proc, remote, rtmpUrl: rtmpUrl! };
 }
 

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -141,7 +142,10 @@ export function captureLog(): { stream: Writable; text(): string } {
 export const MAIN_JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../server/main.js');
 
 export interface NodeProcess {
+  /** The node's process; with `terminal`, script(1) around it. */
   child: ChildProcess;
+  /** Sends `signal` to the node itself (with `terminal`, past script(1), which would hang up on it). */
+  kill(signal: NodeJS.Signals): void;
   /** Resolves with the exit code and signal once the process has exited and its pipes are closed. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stdout(): string;
@@ -150,9 +154,15 @@ export interface NodeProcess {
   waitForStdout(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
 }
 
-/** `node dist/server/main.js` as a child process, with `env` added to this process's environment. */
-export function spawnNode(env: Record<string, string>): NodeProcess {
-  const child = spawn(process.execPath, [MAIN_JS], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * `node dist/server/main.js` as a child process, with `env` added to this process's environment. Its stdout is a pipe
+ * (what a process manager gives it), or with `terminal` a pseudo-terminal (an operator's shell) from script(1).
+ */
+export function spawnNode(env: Record<string, string>, options: { terminal?: boolean } = {}): NodeProcess {
+  const spawnOptions = { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'] };
+  const child = options.terminal
+    ? spawn('script', ['--quiet', '--flush', '--return', '--command', `exec '${process.execPath}' '${MAIN_JS}'`, '/dev/null'], spawnOptions)
+    : spawn(process.execPath, [MAIN_JS], spawnOptions);
   let out = '';
   let err = '';
   const waiters = new Set<() => void>();
@@ -173,6 +183,16 @@ export function spawnNode(env: Record<string, string>): NodeProcess {
   });
   return {
     child,
+    kill(signal) {
+      if (!options.terminal) return void child.kill(signal);
+      // The node is script(1)'s only child (`exec` replaced the shell); none left: script is ending on its own.
+      let node = 0;
+      try {
+        node = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ')[0]);
+      } catch { /* script has exited */ }
+      if (node > 0) process.kill(node, signal);
+      else child.kill(signal);
+    },
     exited,
     stdout: () => out,
     stderr: () => err,
