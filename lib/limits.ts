@@ -44,3 +44,15 @@ export function readLimits<T extends LimitTable>(table: T, env: NodeJS.ProcessEn
 export function defaultLimits<T extends LimitTable>(table: T): LimitValues<T> {
   return readLimits(table, {});
 }
+
+function formatDefault(limit: Limit): string {
+  const n = limit.default;
+  if (limit.unit === 'bytes' && n >= 1024 * 1024 && n % (1024 * 1024) === 0) return `${n / (1024 * 1024)} MiB`;
+  if (limit.unit === 'bytes' && n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
+  return `${n} ${limit.unit}`;
+}
+
+/** A table's rows for the README: variable, default, what happens at the bound (docs are generated from the data). */
+export function limitRows(table: LimitTable): string[] {
+  return Object.values(table).map((limit) => `| \`${limit.env}\` | ${formatDefault(limit)} | ${limit.doc} |`);
+}

@@ -296,6 +296,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return `rtmp://${host}:${this.#rtmpPort}/${RTMP_APP}`;
   }
 
+  /** RTMP connections open now, and those without an accepted publish (for tests and tools). */
+  rtmpConnections(): { open: number; unauthenticated: number } {
+    return this.#ingest.connections();
+  }
+
   get rtmpPort(): number {
     return this.#rtmpPort;
   }

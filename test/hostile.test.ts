@@ -4,6 +4,7 @@ import { io as connectChat, type Socket } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
 import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
 import { chunks, command, MessageType, rawRtmp, type RawRtmp } from './support/rtmpClient.js';
+import { fuzzRtmp, makePublishCorpus } from './support/rtmpFuzz.js';
 import { connectWhep, type WhepClient } from './support/whepClient.js';
 
 /**
@@ -172,6 +173,18 @@ describe('hostile input: a stranger costs only their own connection', { timeout:
       client.socket.destroy();
     }
     await assertUnharmed(b, 'garbled commands');
+  });
+
+  test('300 fuzzed publishes (a real ffmpeg publish, mutated) cost the node nothing (short mode of the rtmp-fuzz bench)', { timeout: 90_000 }, async () => {
+    const corpus = await makePublishCorpus(rtmpPort, 'not-a-valid-stream-key-0123456789');
+    const rssBefore = process.memoryUsage().rss;
+    const result = await fuzzRtmp({ port: rtmpPort, corpus, sessions: 300, concurrency: 8, seed: 13, sessionMs: 500 });
+    assert.equal(result.sessions, 300);
+    assert.ok(Object.keys(result.byMutation).length >= 5, JSON.stringify(result.byMutation));
+    const grownMiB = (process.memoryUsage().rss - rssBefore) / MiB;
+    assert.ok(grownMiB < 150, `RSS grew by ${grownMiB.toFixed(0)} MiB`);
+    await waitFor('every fuzz connection gone', () => b.node.rtmpConnections().open <= 1, 5000, 50);
+    await assertUnharmed(b, 'fuzzed publishes');
   });
 
   test('connections from one address past the caps are closed on accept; closing them frees the slots', { timeout: 30_000 }, async () => {

@@ -81,8 +81,8 @@ export interface RawRtmp {
 }
 
 /** Opens a TCP connection to `port` on loopback and completes the RTMP handshake (C0/C1 → S0/S1/S2 → C2). */
-export async function rawRtmp(port: number, options: { handshake?: boolean } = {}): Promise<RawRtmp> {
-  const socket = net.connect({ host: '127.0.0.1', port });
+export async function rawRtmp(port: number, options: { handshake?: boolean; localAddress?: string } = {}): Promise<RawRtmp> {
+  const socket = net.connect({ host: '127.0.0.1', port, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
   let closed = false;
   const closedPromise = new Promise<void>((resolve) => {
     socket.on('close', () => {
