@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { MediaPlaylist } from '../ll-hls-packager/index.js';
+import { ConfigError } from '../lib/errors.js';
+import { BlockingRequests, LLHLS_LIMITS, MediaPlaylist, readLlhlsLimits } from '../ll-hls-packager/index.js';
 import type { OnAirNode } from '../server/node.js';
 import { publish, startTestNode, waitFor, within } from './support/harness.js';
 
@@ -56,6 +57,70 @@ function errorCode(text: string): string | undefined {
     return undefined;
   }
 }
+
+describe('blocking waits and their caps (no node)', () => {
+  const newPlaylist = (): MediaPlaylist => new MediaPlaylist({ name: '240p', partTargetMs: 200, segmentTargetMs: 2000, uriPrefix: 'u', windowMs: 30_000 });
+
+  test('an aborted wait leaves the playlist at once and resolves false; the others still wake up first come, first served', async () => {
+    const playlist = newPlaylist();
+    let open = false;
+    const woken: string[] = [];
+    const first = playlist.waitUntil(() => open, 60_000).then((arrived) => woken.push(`first:${arrived}`));
+    const hangUp = new AbortController();
+    const abandoned = playlist.waitUntil(() => open, 60_000, hangUp.signal);
+    const second = playlist.waitUntil(() => open, 60_000).then((arrived) => woken.push(`second:${arrived}`));
+    assert.equal(playlist.waiting, 3);
+    hangUp.abort();
+    assert.equal(playlist.waiting, 2, 'removed in the abort itself, not at its timeout');
+    assert.equal(await abandoned, false);
+    open = true;
+    playlist.touch();
+    assert.equal(playlist.waiting, 0);
+    await Promise.all([first, second]);
+    assert.deepEqual(woken, ['first:true', 'second:true']);
+  });
+
+  test('a wait whose signal is already aborted never parks; a timed-out wait leaves the playlist', async () => {
+    const playlist = newPlaylist();
+    assert.equal(await playlist.waitUntil(() => false, 60_000, AbortSignal.abort()), false);
+    assert.equal(playlist.waiting, 0);
+    const timedOut = playlist.waitUntil(() => false, 20);
+    assert.equal(playlist.waiting, 1);
+    assert.equal(await timedOut, false);
+    assert.equal(playlist.waiting, 0);
+    assert.equal(await playlist.waitUntil(() => true, 20, AbortSignal.abort()), true, 'what is already there is answered');
+  });
+
+  test('parked requests are counted per address (IPv6 by its /64) and in total, and released once', () => {
+    const requests = new BlockingRequests({ maxBlockingPerAddress: 2, maxBlocking: 3 });
+    const a = requests.admit('2001:db8:1:2::1');
+    const b = requests.admit('2001:db8:1:2:ffff::9');
+    assert.ok(a.ok && b.ok);
+    assert.deepEqual(requests.admit('2001:db8:1:2::77'), { ok: false, reason: 'address' }, 'the same /64 shares one cap');
+    const c = requests.admit('::ffff:192.0.2.7');
+    assert.ok(c.ok);
+    assert.equal(requests.countFor('192.0.2.7'), 1, 'an IPv4-mapped address is its IPv4 address');
+    assert.deepEqual(requests.admit('198.51.100.1'), { ok: false, reason: 'total' });
+    assert.equal(requests.size, 3);
+    a.release();
+    a.release();
+    assert.equal(requests.size, 2, 'release is idempotent');
+    assert.equal(requests.countFor('2001:db8:1:2::1'), 1);
+    assert.ok(requests.admit('198.51.100.1').ok);
+    b.release();
+    assert.equal(requests.countFor('2001:db8:1:2::1'), 0);
+  });
+
+  test('the limits table reads its variables, and a bad value names the variable', () => {
+    assert.deepEqual(readLlhlsLimits({}), { maxBlockingPerAddress: 100, maxBlocking: 10_000 });
+    assert.deepEqual(readLlhlsLimits({ ONAIR_LLHLS_MAX_BLOCKING_PER_ADDRESS: '5', ONAIR_LLHLS_MAX_BLOCKING: '8' }), { maxBlockingPerAddress: 5, maxBlocking: 8 });
+    for (const spec of Object.values(LLHLS_LIMITS)) {
+      for (const bad of ['0', '-1', 'ten', String(spec.max + 1)]) {
+        assert.throws(() => readLlhlsLimits({ [spec.env]: bad }), (error: unknown) => error instanceof ConfigError && error.variable === spec.env);
+      }
+    }
+  });
+});
 
 describe('blocking LL-HLS requests: capped per address and in total, freed the moment the client hangs up', { timeout: 60_000 }, () => {
   let node: OnAirNode;
@@ -149,7 +214,9 @@ describe('blocking LL-HLS requests: capped per address and in total, freed the m
     const five = Array.from({ length: PER_ADDRESS }, () => parkOne());
     await waitParked(PER_ADDRESS);
 
-    const sixth = await within('the sixth request\'s answer', h1Get(farFutureUrl()), 3000);
+    assert.equal(playlist.waiting, PER_ADDRESS);
+    const sixthCall = new AbortController();
+    const sixth = await within('the sixth request\'s answer', h1Get(farFutureUrl(), { signal: sixthCall.signal }), 3000).finally(() => sixthCall.abort());
     assert.equal(sixth.status, 429);
     assert.equal(errorCode(sixth.text), 'ONAIR_ERR_RATE_LIMITED');
     assert.match(String(sixth.headers['retry-after']), /^[1-9]\d?$/);
@@ -165,6 +232,7 @@ describe('blocking LL-HLS requests: capped per address and in total, freed the m
     for (const one of five) assert.equal(await one.answer, 'aborted');
     await waitParked(0, FREED_WITHIN_MS);
     assert.ok(Date.now() - abortedAt < FREED_WITHIN_MS);
+    assert.equal(playlist.waiting, 0, 'the rendition holds no waiter for a client that hung up');
 
     // The address's share is free again at once: a new far-future request parks instead of getting 429.
     const next = parkOne();
@@ -184,6 +252,7 @@ describe('blocking LL-HLS requests: capped per address and in total, freed the m
     assert.equal(await one.answer, 'aborted');
     await waitParked(0, FREED_WITHIN_MS);
     assert.ok(Date.now() - abortedAt < blockMs / 4, 'freed long before the blocking timeout');
+    assert.equal(playlist.waiting, 0);
 
     const session = http2.connect(node.httpUrl, { rejectUnauthorized: false });
     session.on('error', () => {});
@@ -199,6 +268,7 @@ describe('blocking LL-HLS requests: capped per address and in total, freed the m
       await closed;
       await waitParked(0, FREED_WITHIN_MS);
       assert.ok(Date.now() - abortedAt < blockMs / 4, 'freed long before the blocking timeout');
+      assert.equal(playlist.waiting, 0);
       assert.equal(session.closed, false);
     } finally {
       session.close();
