@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Gauge, type Registry } from 'prom-client';
@@ -137,14 +138,14 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
   };
 
   const limits = { ...LLHLS_LIMIT_DEFAULTS, ...options.limits };
-  const blocking = new BlockingRequests(limits);
+  const parkedRequests = new BlockingRequests(limits);
   if (options.registry) {
     new Gauge({
       name: 'onair_llhls_blocking_requests',
       help: 'Blocking LL-HLS requests (playlist reloads, hinted parts) parked on this process now.',
       registers: [options.registry],
       collect() {
-        this.set(blocking.size);
+        this.set(parkedRequests.size);
       },
     });
   }
@@ -154,7 +155,7 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
    * cached), and only while its client is there. `wait` gets a signal that aborts when the client hangs up.
    */
   const park = async (request: FastifyRequest, reply: FastifyReply, retryAfterSec: number, wait: (signal: AbortSignal) => Promise<boolean>): Promise<Parked> => {
-    const admission = blocking.admit(request.ip);
+    const admission = parkedRequests.admit(request.ip);
     if (!admission.ok) {
       reply.header('retry-after', String(retryAfterSec));
       if (admission.reason === 'address') {
@@ -200,7 +201,7 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     if (!packager.ready && !packager.ended) {
       const parked = await park(request, reply, 1, async (signal) => {
         const deadline = Date.now() + FIRST_SEGMENT_WAIT_MS;
-        while (!packager.ready && !packager.ended && !signal.aborted && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        while (!packager.ready && !packager.ended && !signal.aborted && Date.now() < deadline) await sleep(100, undefined, { signal }).catch(() => {});
         return packager.ready;
       });
       if (parked === 'refused') return reply;
