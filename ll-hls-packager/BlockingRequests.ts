@@ -26,11 +26,11 @@ export class BlockingRequests {
 
   /** Requests parked now by `address`'s key. */
   countFor(address: string): number {
-    return this.#byAddress.get(addressKey(address) ?? address) ?? 0;
+    return this.#byAddress.get(addressKey(address)) ?? 0;
   }
 
   admit(address: string): Admission {
-    const key = addressKey(address) ?? address;
+    const key = addressKey(address);
     const count = this.#byAddress.get(key) ?? 0;
     // The address's own cap first: a client over its share hears 429 (its own doing) rather than 503 (the node's).
     if (count >= this.#maxPerAddress) return { ok: false, reason: 'address' };

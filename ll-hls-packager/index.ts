@@ -5,7 +5,7 @@ export type { StreamPackagerOptions } from './StreamPackager.js';
 export { registerLiveRoutes, parseDirectives } from './routes.js';
 export type { LiveRoutesOptions } from './routes.js';
 export { LLHLS_LIMITS, LLHLS_LIMIT_DEFAULTS, readLlhlsLimits } from './limits.js';
-export type { LimitSpec, LlhlsLimits } from './limits.js';
+export type { LlhlsLimits } from './limits.js';
 export { BlockingRequests } from './BlockingRequests.js';
 export type { Admission } from './BlockingRequests.js';
 export { signPlaybackToken, verifyPlaybackToken, playbackTokenExpiry, playbackRefusal } from './signing.js';

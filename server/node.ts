@@ -151,8 +151,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         (app) => registerLiveRoutes(app, {
           packager: (id) => this.#packagers.get(id),
           playbackSigningKey: this.config.playbackSigningKey,
-          // Read here until server/config.ts reads the room's LLHLS_LIMITS table.
-          limits: readLlhlsLimits(),
+          // Read here until server/config.ts lists LLHLS_LIMITS in LIMIT_TABLES: then `this.config.limits.llhls`.
+          limits: readLlhlsLimits(process.env),
           registry: this.#metrics.registry,
         }),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#addCue(id, input) }),
