@@ -37,3 +37,9 @@ export function addressKey(address: string): string {
   }
   return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`;
 }
+
+/** Is `address` an IPv4 or IPv6 address (brackets and an IPv6 zone id allowed)? */
+export function isIpAddress(address: string): boolean {
+  const text = address.trim().replace(/^\[(.*)\]$/, '$1');
+  return net.isIPv4(text) || net.isIPv6(text);
+}

@@ -116,7 +116,8 @@ export class MediaPlaylist {
   readonly #segments: Segment[] = [];
   readonly #inits = new Map<string, InitSegment>();
   readonly #parts = new Map<number, Part>();
-  #waiters: Waiter[] = [];
+  /** A Set: O(1) removal when a client hangs up, and it iterates in insertion order (wake-ups stay first come, first served). */
+  readonly #waiters = new Set<Waiter>();
   #mapUri: string | undefined;
   #pendingDiscontinuity = false;
   #generation = -1;
@@ -328,25 +329,31 @@ export class MediaPlaylist {
   }
 
   /**
-   * Resolves when `ready()` holds, or with false after `timeoutMs` (or at once if it already holds: true).
+   * Resolves when `ready()` holds, or with false after `timeoutMs` (or at once if it already holds: true), or with false
+   * as soon as `signal` aborts (the client hung up): the waiter is gone at once, not when its timeout fires.
    * Blocking playlist reloads and hinted part requests wait here.
    */
-  waitUntil(ready: () => boolean, timeoutMs: number): Promise<boolean> {
+  waitUntil(ready: () => boolean, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (ready()) return Promise.resolve(true);
+    if (signal?.aborted) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const waiter: Waiter = {
-        ready,
-        resolve: () => {
-          clearTimeout(timer);
-          resolve(true);
-        },
+      const settle = (arrived: boolean): void => {
+        this.#waiters.delete(waiter);
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', abandon);
+        resolve(arrived);
       };
-      const timer = setTimeout(() => {
-        this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        resolve(false);
-      }, timeoutMs);
-      this.#waiters.push(waiter);
+      const abandon = (): void => settle(false);
+      const waiter: Waiter = { ready, resolve: () => settle(true) };
+      const timer = setTimeout(abandon, timeoutMs);
+      signal?.addEventListener('abort', abandon, { once: true });
+      this.#waiters.add(waiter);
     });
+  }
+
+  /** Requests waiting on this rendition now (blocking reloads, hinted parts). */
+  get waiting(): number {
+    return this.#waiters.size;
   }
 
   /** Has the playlist got part `part` of segment `msn` (or, without part, the complete segment)? §6.2.5.2 */
@@ -518,12 +525,7 @@ export class MediaPlaylist {
 
   #changed(): void {
     this.#version += 1;
-    if (this.#waiters.length === 0) return;
-    const waiting: Waiter[] = [];
-    for (const waiter of this.#waiters) {
-      if (waiter.ready()) waiter.resolve();
-      else waiting.push(waiter);
-    }
-    this.#waiters = waiting;
+    // Deleting the entry being visited is safe while iterating a Set; `settle` does it.
+    for (const waiter of this.#waiters) if (waiter.ready()) waiter.resolve();
   }
 }

@@ -1,6 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Gauge, type Registry } from 'prom-client';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
+import { BlockingRequests } from './BlockingRequests.js';
+import { LLHLS_LIMIT_DEFAULTS, type LlhlsLimits } from './limits.js';
 import type { MediaPlaylist } from './MediaPlaylist.js';
 import { playbackRefusal } from './signing.js';
 import type { StreamPackager } from './StreamPackager.js';
@@ -9,6 +13,10 @@ export interface LiveRoutesOptions {
   packager(streamId: string): StreamPackager | undefined;
   /** HMAC key: when set, every /live URL needs a valid `?token=`. */
   playbackSigningKey: string | undefined;
+  /** Caps on parked blocking requests (`limits.ts`); absent ones take the table's defaults. */
+  limits?: Partial<LlhlsLimits>;
+  /** Where the `onair_llhls_blocking_requests` gauge goes; absent: no gauge. */
+  registry?: Registry;
 }
 
 const RENDITION = /^(?:source|\d{3,4}p)$/;
@@ -22,10 +30,19 @@ const PLAYLIST_TYPE = 'application/vnd.apple.mpegurl';
 /** Multivariant requests made before the first segments exist wait this long for them. */
 const FIRST_SEGMENT_WAIT_MS = 10_000;
 
-function fail(reply: FastifyReply, code: ErrorCode, message?: string): FastifyReply {
+function fail(reply: FastifyReply, code: ErrorCode, message?: string, cacheControl = CACHE_ERROR): FastifyReply {
   const error = new OnAirError(code, message);
-  return reply.code(error.status).header('cache-control', CACHE_ERROR).send(error.toJSON());
+  return reply.code(error.status).header('cache-control', cacheControl).send(error.toJSON());
 }
+
+/** The client hung up while its request was parked: there is nobody to answer, and fastify is told not to try. */
+function hungUp(reply: FastifyReply): FastifyReply {
+  reply.hijack();
+  return reply;
+}
+
+/** How a parked request ended: what it waited for came, its time ran out, the client hung up, or it was refused (sent). */
+type Parked = 'arrived' | 'timeout' | 'gone' | 'refused';
 
 /**
  * Delivery directives (rfc8216bis §6.2.5). Returns an error message for a malformed request.
@@ -120,6 +137,50 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     return { packager, query };
   };
 
+  const limits = { ...LLHLS_LIMIT_DEFAULTS, ...options.limits };
+  const parkedRequests = new BlockingRequests(limits);
+  if (options.registry) {
+    new Gauge({
+      name: 'onair_llhls_blocking_requests',
+      help: 'Blocking LL-HLS requests (playlist reloads, hinted parts) parked on this process now.',
+      registers: [options.registry],
+      collect() {
+        this.set(parkedRequests.size);
+      },
+    });
+  }
+
+  /**
+   * The one place a request parks: under the caps per address and in total (else refused with Retry-After, not
+   * cached), and only while its client is there. `wait` gets a signal that aborts when the client hangs up.
+   */
+  const park = async (request: FastifyRequest, reply: FastifyReply, retryAfterSec: number, wait: (signal: AbortSignal) => Promise<boolean>): Promise<Parked> => {
+    const admission = parkedRequests.admit(request.ip);
+    if (!admission.ok) {
+      reply.header('retry-after', String(retryAfterSec));
+      if (admission.reason === 'address') {
+        fail(reply, 'ONAIR_ERR_RATE_LIMITED', `at most ${limits.maxBlockingPerAddress} blocking requests per client address at once`, 'no-store');
+      } else {
+        fail(reply, 'ONAIR_ERR_OVERLOADED', 'too many blocking requests on this node', 'no-store');
+      }
+      return 'refused';
+    }
+    const hangUp = new AbortController();
+    const gone = (): void => hangUp.abort();
+    // The response's 'close' comes when the client goes away before the answer, for HTTP/1.1 (socket closed) and HTTP/2
+    // (stream reset, the session stays) alike; the socket is not watched: under HTTP/2 it is the whole session's.
+    reply.raw.once('close', gone);
+    try {
+      if (request.raw.destroyed) return 'gone';
+      const arrived = await wait(hangUp.signal);
+      if (hangUp.signal.aborted) return 'gone';
+      return arrived ? 'arrived' : 'timeout';
+    } finally {
+      reply.raw.off('close', gone);
+      admission.release();
+    }
+  };
+
   app.addHook('onRequest', async (request, reply) => {
     if (!request.url.startsWith('/live/')) return;
     reply.header('access-control-allow-origin', '*');
@@ -137,8 +198,15 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     const found = lookup(request, reply);
     if (!found) return reply;
     const { packager, query } = found;
-    const deadline = Date.now() + FIRST_SEGMENT_WAIT_MS;
-    while (!packager.ready && !packager.ended && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (!packager.ready && !packager.ended) {
+      const parked = await park(request, reply, 1, async (signal) => {
+        const deadline = Date.now() + FIRST_SEGMENT_WAIT_MS;
+        while (!packager.ready && !packager.ended && !signal.aborted && Date.now() < deadline) await sleep(100, undefined, { signal }).catch(() => {});
+        return packager.ready;
+      });
+      if (parked === 'refused') return reply;
+      if (parked === 'gone') return hungUp(reply);
+    }
     if (!packager.ready) return fail(reply, 'ONAIR_ERR_HLS_TIMEOUT', 'the stream has no media yet').header('retry-after', '1');
     const rendered = cacheFor(packager, '').get(`${packager.version}|${query}`, () => packager.renderMultivariant(query), acceptsGzip(request));
     return sendPlaylist(request, reply, rendered, 'public, max-age=2');
@@ -156,6 +224,7 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     if (typeof directives === 'string') return fail(reply, 'ONAIR_ERR_HLS_DIRECTIVE', directives);
 
     const blockMs = 3 * playlist.targetDuration * 1000;
+    const retryAfterSec = playlist.targetDuration;
     // §6.2.5: directives are ignored once the playlist has EXT-X-ENDLIST.
     const blocking = directives.msn !== undefined && !playlist.ended;
     if (blocking) {
@@ -163,11 +232,18 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
         return fail(reply, 'ONAIR_ERR_HLS_DIRECTIVE', 'the requested segment or part is beyond the advance limits');
       }
       // §6.2.5.2: hold the request until the playlist has the segment/part, at most three target durations.
-      const arrived = await playlist.waitUntil(() => playlist.has(directives.msn!, directives.part), blockMs);
-      if (!arrived) return fail(reply, 'ONAIR_ERR_HLS_TIMEOUT');
+      const ready = (): boolean => playlist.has(directives.msn!, directives.part);
+      if (!ready()) {
+        const parked = await park(request, reply, retryAfterSec, (signal) => playlist.waitUntil(ready, blockMs, signal));
+        if (parked === 'refused') return reply;
+        if (parked === 'gone') return hungUp(reply);
+        if (parked === 'timeout') return fail(reply, 'ONAIR_ERR_HLS_TIMEOUT');
+      }
     } else if (playlist.segments.length === 0 && !playlist.ended) {
-      const arrived = await playlist.waitUntil(() => playlist.segments.length > 0, blockMs);
-      if (!arrived) return fail(reply, 'ONAIR_ERR_HLS_TIMEOUT', 'the stream has no media yet');
+      const parked = await park(request, reply, retryAfterSec, (signal) => playlist.waitUntil(() => playlist.segments.length > 0, blockMs, signal));
+      if (parked === 'refused') return reply;
+      if (parked === 'gone') return hungUp(reply);
+      if (parked === 'timeout') return fail(reply, 'ONAIR_ERR_HLS_TIMEOUT', 'the stream has no media yet');
     }
     const skip = playlist.ended ? undefined : directives.skip;
     const rendered = cacheFor(packager, rendition).get(`${packager.version}|${skip ?? ''}|${query}`, () => playlist.render({
@@ -203,8 +279,11 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
       const sequence = Number(name.slice(1, -4));
       // §6.2.6: a request for the hinted part waits until the part exists.
       if (!playlist.part(sequence) && playlist.partIsComing(sequence)) {
-        const arrived = await playlist.waitUntil(() => playlist.part(sequence) !== undefined || playlist.ended, 3 * playlist.targetDuration * 1000);
-        if (!arrived) return fail(reply, 'ONAIR_ERR_HLS_TIMEOUT');
+        const ready = (): boolean => playlist.part(sequence) !== undefined || playlist.ended;
+        const parked = await park(request, reply, playlist.targetDuration, (signal) => playlist.waitUntil(ready, 3 * playlist.targetDuration * 1000, signal));
+        if (parked === 'refused') return reply;
+        if (parked === 'gone') return hungUp(reply);
+        if (parked === 'timeout') return fail(reply, 'ONAIR_ERR_HLS_TIMEOUT');
       }
       data = playlist.part(sequence)?.data;
     }
