@@ -2,3 +2,5 @@ export { RtmpIngest, RTMP_APP } from './RtmpIngest.js';
 export type { RtmpIngestOptions, RtmpIngestEvents, AuthorizeResult, Refusal } from './RtmpIngest.js';
 export { PublishSession } from './PublishSession.js';
 export type { PublishSource, PublishStats, PublishSessionEvents } from './PublishSession.js';
+export { RTMP_LIMITS } from './limits.js';
+export type { RtmpLimits } from './limits.js';

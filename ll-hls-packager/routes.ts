@@ -193,6 +193,8 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
       await reply.code(204).send();
     }
   });
+  // Hooks run only for requests that match a route of their scope: preflights need one (answered by the hook above).
+  app.options('/live/*', async (_request, reply) => reply.code(204).send());
 
   app.get('/live/:id/index.m3u8', async (request, reply) => {
     const found = lookup(request, reply);

@@ -1,8 +1,9 @@
 import path from 'node:path';
 import { ConfigError } from '../lib/errors.js';
 import { readLimits, type LimitTable, type LimitValues } from '../lib/limits.js';
-import { RTMP_LIMITS } from '../ingest/limits.js';
-import { WHEP_LIMITS } from '../webrtc-edge/limits.js';
+import { RTMP_LIMITS } from '../ingest/index.js';
+import { WHEP_LIMITS } from '../webrtc-edge/index.js';
+import { LLHLS_LIMITS } from '../ll-hls-packager/index.js';
 import { HTTP_LIMITS } from './httpLimits.js';
 
 /**
@@ -196,6 +197,7 @@ export const LIMIT_TABLES = {
   rtmp: RTMP_LIMITS,
   http: HTTP_LIMITS,
   whep: WHEP_LIMITS,
+  llhls: LLHLS_LIMITS,
 } satisfies Record<string, LimitTable>;
 
 export type Limits = { [K in keyof typeof LIMIT_TABLES]: LimitValues<(typeof LIMIT_TABLES)[K]> };

@@ -6,7 +6,7 @@ import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
 import { adLadderArgs, chooseEncoder, LiveTranscoder, type EncoderChoice, type LadderPlan } from '../live-transcoder/index.js';
-import { playbackTokenExpiry, readLlhlsLimits, registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
+import { playbackTokenExpiry, registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
 import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
 import { ChatServer, registerChatRoutes, type ChatTables } from '../chat/index.js';
 import {
@@ -151,8 +151,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         (app) => registerLiveRoutes(app, {
           packager: (id) => this.#packagers.get(id),
           playbackSigningKey: this.config.playbackSigningKey,
-          // Read here until server/config.ts lists LLHLS_LIMITS in LIMIT_TABLES: then `this.config.limits.llhls`.
-          limits: readLlhlsLimits(process.env),
+          limits: this.config.limits.llhls,
           registry: this.#metrics.registry,
         }),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#addCue(id, input) }),

@@ -132,7 +132,6 @@ describe('blocking LL-HLS requests: capped per address and in total, freed the m
   let playlistUrl: string;
   let playlist: MediaPlaylist;
   let firstMsn: number;
-  const savedEnv: Record<string, string | undefined> = {};
 
   /** The gauge on /metrics: blocking requests parked on this process now. */
   const parked = async (): Promise<number | undefined> => {
@@ -163,13 +162,7 @@ describe('blocking LL-HLS requests: capped per address and in total, freed the m
   };
 
   before(async () => {
-    // Until server/config.ts reads ll-hls-packager's limits table, the node takes these from process.env; once it does,
-    // the same variables reach it through startTestNode's env.
     const limits = { ONAIR_LLHLS_MAX_BLOCKING_PER_ADDRESS: String(PER_ADDRESS), ONAIR_LLHLS_MAX_BLOCKING: String(TOTAL) };
-    for (const [name, value] of Object.entries(limits)) {
-      savedEnv[name] = process.env[name];
-      process.env[name] = value;
-    }
     dir = await mkdtemp(path.join(os.tmpdir(), 'onair-llhls-limits-'));
     const key = path.join(dir, 'k.pem');
     const cert = path.join(dir, 'c.pem');
@@ -204,10 +197,6 @@ describe('blocking LL-HLS requests: capped per address and in total, freed the m
     publisher?.stop();
     await close?.();
     if (dir) await rm(dir, { recursive: true, force: true });
-    for (const [name, value] of Object.entries(savedEnv)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
   });
 
   test('a sixth parked blocking request from one address gets 429 ONAIR_ERR_RATE_LIMITED with Retry-After; aborting the five lets the next park at once', { timeout: 20_000 }, async () => {

@@ -3,3 +3,5 @@ export type { WebRtcEdgeOptions, EdgeRtpInputs, EdgeProducerShape, ViewerStats, 
 export { registerWhepRoutes } from './routes.js';
 export type { WhepRoutesOptions } from './routes.js';
 export { loadMediasoup, cachedWorkerBin, MEDIASOUP_VERSION } from './loadMediasoup.js';
+export { WHEP_LIMITS } from './limits.js';
+export type { WhepLimits } from './limits.js';
