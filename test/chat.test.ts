@@ -446,7 +446,7 @@ describe('chat limits and moderation', { timeout: 120_000 }, () => {
     cluster = await startCluster({
       ONAIR_CHAT_COMMENT_LIMIT: '5/10s',
       ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: '8/60s',
-      ONAIR_CHAT_BLOCKED_WORDS: 'spamword, buy now',
+      ONAIR_CHAT_BLOCKED_WORDS: 'spamword, buy now, bad',
     });
     [a, b] = cluster.nodes as [OnAirNode, OnAirNode];
   });
@@ -546,6 +546,20 @@ describe('chat limits and moderation', { timeout: 120_000 }, () => {
     assert.equal((await comment(viewer, 'please BUY   NOW')).error.code, 'ONAIR_ERR_CHAT_BLOCKED_WORD');
     assert.equal((await comment(viewer, 'ｓｐａｍｗｏｒｄ in fullwidth')).error.code, 'ONAIR_ERR_CHAT_BLOCKED_WORD');
     assert.equal((await comment(viewer, 'spamwords and buy nowhere are fine')).ok, true);
+
+    // Invisible characters and look-alike letters do not hide a blocked word (a soft hyphen, a zero-width space, a
+    // Cyrillic а); what others see of an accepted comment is exactly what was sent.
+    const sly = await chatClient(a, { localAddress: '127.0.0.20' });
+    await join(sly, stream.id, 'Sly');
+    for (const text of ['so b\u00ADad', 'so b\u200Bad', 'so b\u0430d']) {
+      assert.equal((await comment(sly, text)).error?.code, 'ONAIR_ERR_CHAT_BLOCKED_WORD', JSON.stringify(text));
+    }
+    const reader = await chatClient(b, { localAddress: '127.0.0.19' });
+    await join(reader, stream.id, 'Reader');
+    const kept = 'caf\u00E9 \u2764\uFE0F, a classy show at 5 pm';
+    const arrived = nextEvent(reader, 'comment', (c) => c.name === 'Sly');
+    assert.equal((await comment(sly, kept)).ok, true);
+    assert.equal((await arrived).text, kept);
   });
 
   test('a ban by address disconnects that address on every process and holds for new connections', { timeout: 30_000 }, async () => {
