@@ -4,6 +4,7 @@ import { readLimits, type LimitTable, type LimitValues } from '../lib/limits.js'
 import { RTMP_LIMITS } from '../ingest/limits.js';
 import { WHEP_LIMITS } from '../webrtc-edge/limits.js';
 import { HTTP_LIMITS } from './httpLimits.js';
+import { CHAT_LIMITS } from '../chat/limits.js';
 
 /**
  * One schema for every environment variable OnAir reads. Each entry parses a raw string (or its absence) into a typed
@@ -196,6 +197,7 @@ export const LIMIT_TABLES = {
   rtmp: RTMP_LIMITS,
   http: HTTP_LIMITS,
   whep: WHEP_LIMITS,
+  chat: CHAT_LIMITS,
 } satisfies Record<string, LimitTable>;
 
 export type Limits = { [K in keyof typeof LIMIT_TABLES]: LimitValues<(typeof LIMIT_TABLES)[K]> };
@@ -269,6 +271,8 @@ export interface Config {
       reaction: RateLimit | undefined;
       addressReaction: RateLimit | undefined;
       join: RateLimit | undefined;
+      /** Chat connections held at once by one address across processes (`limits.chat.maxConnectionsPerAddress`, 0: off). */
+      connectionsPerAddress: number | undefined;
     };
     blockedWords: string[];
     /** Take the client address from the last X-Forwarded-For hop (behind one reverse proxy). */
@@ -359,6 +363,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         reaction: r.ONAIR_CHAT_REACTION_LIMIT,
         addressReaction: r.ONAIR_CHAT_ADDRESS_REACTION_LIMIT,
         join: r.ONAIR_CHAT_JOIN_LIMIT,
+        connectionsPerAddress: limits.chat.maxConnectionsPerAddress || undefined,
       },
       blockedWords: r.ONAIR_CHAT_BLOCKED_WORDS,
       trustProxy: r.ONAIR_CHAT_TRUST_PROXY,

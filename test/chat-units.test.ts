@@ -216,6 +216,7 @@ describe('chat configuration', () => {
     assert.deepEqual(chat.limits.reaction, { tokens: 30, periodMs: 3000 });
     assert.deepEqual(chat.limits.addressReaction, { tokens: 600, periodMs: 3000 });
     assert.deepEqual(chat.limits.join, { tokens: 10, periodMs: 10_000 });
+    assert.equal(chat.limits.connectionsPerAddress, 20);
     assert.deepEqual(chat.blockedWords, []);
     assert.equal(chat.trustProxy, false);
     assert.equal(chat.redisAdapter, 'auto');
@@ -227,6 +228,7 @@ describe('chat configuration', () => {
       ONAIR_CHAT_COMMENT_LIMIT: '3/500ms',
       ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: 'off',
       ONAIR_CHAT_REACTION_LIMIT: '100/1m',
+      ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '3',
       ONAIR_CHAT_BLOCKED_WORDS: 'foo, bar baz,,',
       ONAIR_CHAT_TRUST_PROXY: 'true',
       ONAIR_CHAT_REDIS_ADAPTER: 'classic',
@@ -235,6 +237,8 @@ describe('chat configuration', () => {
     assert.deepEqual(chat.limits.comment, { tokens: 3, periodMs: 500 });
     assert.equal(chat.limits.addressComment, undefined);
     assert.deepEqual(chat.limits.reaction, { tokens: 100, periodMs: 60_000 });
+    assert.equal(chat.limits.connectionsPerAddress, 3);
+    assert.equal(loadConfig({ ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '0' }).chat.limits.connectionsPerAddress, undefined, '0: off');
     assert.deepEqual(chat.blockedWords, ['foo', 'bar baz']);
     assert.equal(chat.trustProxy, true);
     assert.equal(chat.redisAdapter, 'classic');
@@ -250,6 +254,9 @@ describe('chat configuration', () => {
       ['ONAIR_CHAT_REDIS_ADAPTER', 'cluster'],
       ['ONAIR_CHAT_TRUST_PROXY', 'maybe'],
       ['ONAIR_CHAT_BLOCKED_WORDS', 'ok,bad\u0007word'],
+      ['ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS', '-1'],
+      ['ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS', '2.5'],
+      ['ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS', 'many'],
     ];
     for (const [name, value] of bad) {
       assert.throws(() => loadConfig({ [name]: value }), (error: unknown) => error instanceof ConfigError && error.variable === name, `${name}=${value}`);
@@ -258,7 +265,8 @@ describe('chat configuration', () => {
 
   test('every chat refusal has a catalogued code', () => {
     for (const code of ['BAD_PAYLOAD', 'NOT_JOINED', 'STREAM_NOT_FOUND', 'NAME_INVALID', 'TEXT_EMPTY', 'TEXT_TOO_LONG', 'TEXT_INVALID',
-      'BLOCKED_WORD', 'REACTION_INVALID', 'RATE_LIMITED', 'SLOW_MODE', 'BANNED', 'COMMENT_NOT_FOUND', 'BAN_NOT_FOUND', 'UNAVAILABLE']) {
+      'BLOCKED_WORD', 'REACTION_INVALID', 'RATE_LIMITED', 'SLOW_MODE', 'BANNED', 'COMMENT_NOT_FOUND', 'BAN_NOT_FOUND', 'UNAVAILABLE',
+      'TOO_MANY_CONNECTIONS']) {
       const entry = (ERRORS as Record<string, { status: number; message: string }>)[`ONAIR_ERR_CHAT_${code}`];
       assert.ok(entry, code);
       assert.ok(entry.status >= 400 && entry.status < 600 && entry.message.length > 0, code);
