@@ -42,6 +42,14 @@ const WATCH_MS = 30_000;
 const ROOM_REFRESH_MS = 10_000;
 /** Full address buckets are forgotten this often. */
 const SWEEP_MS = 60_000;
+/**
+ * A connection's entry in its address's count (Redis) lasts this long unless refreshed, which its process does every
+ * CONNECTION_REFRESH_MS: the connections of a process that died stop counting within a minute.
+ */
+const CONNECTION_TTL_MS = 60_000;
+const CONNECTION_REFRESH_MS = 20_000;
+/** Redis slower than this at a handshake: the connection is let in (fail open), not kept waiting. */
+const CONNECTION_COUNT_TIMEOUT_MS = 1000;
 
 const roomOf = (streamId: string): string => `s:${streamId}`;
 const streamOf = (room: string): string | undefined => (room.startsWith('s:') ? room.slice(2) : undefined);
@@ -123,6 +131,12 @@ export interface ChatLimits {
   addressReaction: RateLimit | undefined;
   /** Joins, and messages that are no chat event at all, per connection. */
   join: RateLimit | undefined;
+  /**
+   * Connections one client address may hold at once across every OnAir process (counted in Redis; admin connections
+   * not counted). Beyond, the handshake is refused: `connect_error` with `data.code` ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS.
+   * Without Redis, connections are let in (the chat must keep working) and the failure is logged.
+   */
+  connectionsPerAddress: number | undefined;
 }
 
 export interface ChatServerOptions {
@@ -201,6 +215,11 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
   readonly #watched = new Map<string, number>();
   readonly #gone = new Set<string>();
   readonly #admins = new Set<string>();
+  /** Connections of this process counted against their address (socket id → address key), refreshed in Redis. */
+  readonly #slots = new Map<string, string>();
+  #lastSlotRefresh = Date.now();
+  /** The connection count in Redis failed last time: logged once per outage. */
+  #countFailing = false;
   #metrics: { comments: Counter; reactions: Counter; refused: Counter<'code'> } | undefined;
   #timer: NodeJS.Timeout | undefined;
   #ticking = false;
@@ -412,6 +431,10 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
     this.#closed = true;
     clearInterval(this.#timer);
     this.#coalescer.close();
+    // Freed before the sockets go, in one round trip (their disconnect handlers then find nothing to free).
+    const slots = [...this.#slots].map(([id, address]) => [address, this.#slotMember(id)] as const);
+    this.#slots.clear();
+    if (slots.length > 0) await this.#state.releaseConnections(slots).catch(() => {});
     const namespaces = [...this.#io._nsps.values()];
     for (const nsp of namespaces) nsp.local.disconnectSockets(true);
     await Promise.allSettled(namespaces.map((nsp) => nsp.adapter.close()));
@@ -444,7 +467,63 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
       queue: Promise.resolve(),
     };
     if (admin) this.#admins.add(socket.id);
-    next();
+    const cap = limits.connectionsPerAddress;
+    if (admin || cap === undefined) return next();
+    void this.#takeSlot(socket.data.address, socket.id, cap).then((taken) => {
+      if (!taken) {
+        this.#metrics?.refused.inc({ code: 'ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS' });
+        this.#log.debug({ address: socket.data.address, cap }, 'chat: connection refused, the address holds its allowance');
+        next(connectError('ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS', `${ERRORS.ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS.message} (at most ${cap})`));
+        // Its transport goes too, once the refusal is written (engine.io drains before closing): a client that ignores
+        // the refusal would otherwise hold it until Socket.IO's connect timeout. A Socket.IO client carries one /chat
+        // socket per transport, and /chat is the only namespace, so nothing else rides on it.
+        setImmediate(() => socket.conn.close());
+        return;
+      }
+      next();
+      // Socket.IO connects (or, if the client left meanwhile, drops) the socket on the next tick: a slot taken for a
+      // socket that never connected is freed here, one that did is freed on its disconnect.
+      setImmediate(() => {
+        if (socket.connected || this.#slots.has(socket.id)) return;
+        this.#releaseSlot(socket.data.address, socket.id);
+      });
+    }).catch((error: unknown) => this.#log.error({ err: error }, 'chat: handshake failed'));
+  }
+
+  /** Whether a connection from `address` may take one of its `cap` slots; true (fail open) when Redis cannot say. */
+  async #takeSlot(address: string, socketId: string, cap: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const taken = await Promise.race([
+        this.#state.acquireConnection(address, this.#slotMember(socketId), cap, CONNECTION_TTL_MS),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${CONNECTION_COUNT_TIMEOUT_MS} ms`)), CONNECTION_COUNT_TIMEOUT_MS);
+        }),
+      ]);
+      if (this.#countFailing) this.#log.info('chat: connections per address are counted again');
+      this.#countFailing = false;
+      return taken;
+    } catch (error) {
+      // Redis away or slow: let the viewer in (it is counted once Redis answers again: the refresh writes every
+      // connection of this process), and say so once per outage.
+      if (!this.#countFailing) {
+        this.#log.warn({ err: (error as Error).message }, 'chat: cannot count connections per address in Redis; letting connections in');
+      }
+      this.#countFailing = true;
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #releaseSlot(address: string, socketId: string): void {
+    void this.#state.releaseConnections([[address, this.#slotMember(socketId)]])
+      .catch((error: unknown) => this.#log.debug({ err: error }, 'chat: could not free a connection slot (it expires)'));
+  }
+
+  /** A connection's member in its address's count: unique across processes. */
+  #slotMember(socketId: string): string {
+    return `${this.nodeId}:${socketId}`;
   }
 
   #clientAddress(socket: ChatSocket): string {
@@ -465,8 +544,10 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
       if (event === 'join' || event === 'comment' || event === 'reaction') return;
       this.#arrive(socket, 'unknown', args, String(event).slice(0, 40));
     });
+    if (!socket.data.admin && this.#options.limits.connectionsPerAddress !== undefined) this.#slots.set(socket.id, socket.data.address);
     socket.on('disconnect', () => {
       this.#admins.delete(socket.id);
+      if (this.#slots.delete(socket.id)) this.#releaseSlot(socket.data.address, socket.id);
     });
   }
 
@@ -763,6 +844,17 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
         } else if (now - room.loadedAt > ROOM_REFRESH_MS) {
           void this.#load(streamId, room);
         }
+      }
+      if (now - this.#lastSlotRefresh > CONNECTION_REFRESH_MS) {
+        this.#lastSlotRefresh = now;
+        const byAddress = new Map<string, string[]>();
+        for (const [id, address] of this.#slots) {
+          const members = byAddress.get(address) ?? [];
+          if (members.length === 0) byAddress.set(address, members);
+          members.push(this.#slotMember(id));
+        }
+        await this.#state.refreshConnections(byAddress, CONNECTION_TTL_MS)
+          .catch((error: unknown) => this.#log.debug({ err: error }, 'chat: could not refresh the connection counts'));
       }
       if (now - this.#lastSweep > SWEEP_MS) {
         this.#lastSweep = now;

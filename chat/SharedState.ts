@@ -3,13 +3,36 @@ import type { Redis } from 'ioredis';
 /**
  * What every OnAir process must agree on, kept in Redis (the embedded one persists it with its append-only file):
  * per stream the chat settings and the bans, per recent comment who wrote it (for "ban the author of this comment"),
- * and per stream and process the number of chat viewers.
+ * per stream and process the number of chat viewers, and per client address the connections it holds.
  */
 const PREFIX = 'onair:chat:';
 const settingsKey = (streamId: string): string => `${PREFIX}settings:${streamId}`;
 const bansKey = (streamId: string): string => `${PREFIX}bans:${streamId}`;
 const authorKey = (commentId: string): string => `${PREFIX}author:${commentId}`;
 const viewersKey = (streamId: string): string => `${PREFIX}viewers:${streamId}`;
+const connectionsKey = (address: string): string => `${PREFIX}connections:${address}`;
+
+/**
+ * The connections of an address are a sorted set: a member per connection, scored with the (Redis clock) time its
+ * entry expires. A process refreshes its own entries; those of a process that died expire and stop counting. Redis's
+ * clock, not ours, so that processes on hosts whose clocks disagree still agree on what has expired.
+ */
+const NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+/** KEYS[1]: the address's set; ARGV: cap, ttlMs, member. 1 when the member holds a slot (already, or now), else 0. */
+const ACQUIRE_SCRIPT = `${NOW_MS}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`;
+
+/** KEYS[1]: the address's set; ARGV: ttlMs, members… (live connections: they count, over the cap or not). */
+const REFRESH_SCRIPT = `${NOW_MS}
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 0`;
 
 /** How long the author of a comment stays known, for bans by comment. */
 export const AUTHOR_RETENTION_SEC = 24 * 3600;
@@ -136,6 +159,30 @@ export class SharedState {
       remote.set(streamId, sum);
     });
     return remote;
+  }
+
+  /**
+   * Takes a connection slot of `address` for `member` unless the address already holds `max` live ones, on every
+   * process together; true when the member holds one. The entry lasts `ttlMs` unless refreshed.
+   */
+  async acquireConnection(address: string, member: string, max: number, ttlMs: number): Promise<boolean> {
+    return (await this.#redis.eval(ACQUIRE_SCRIPT, 1, connectionsKey(address), max, ttlMs, member)) === 1;
+  }
+
+  /** Extends the entries of this process's live connections, per address, by `ttlMs` from now. */
+  async refreshConnections(byAddress: ReadonlyMap<string, readonly string[]>, ttlMs: number): Promise<void> {
+    if (byAddress.size === 0) return;
+    const pipeline = this.#redis.pipeline();
+    for (const [address, members] of byAddress) pipeline.eval(REFRESH_SCRIPT, 1, connectionsKey(address), ttlMs, ...members);
+    for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
+  }
+
+  /** Frees the slots of closed connections: `[address, member]` pairs. */
+  async releaseConnections(entries: Iterable<readonly [string, string]>): Promise<void> {
+    const pipeline = this.#redis.pipeline();
+    for (const [address, member] of entries) pipeline.zrem(connectionsKey(address), member);
+    if (pipeline.length === 0) return;
+    for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
   }
 
   async forgetViewers(nodeId: string, streams: Iterable<string>): Promise<void> {

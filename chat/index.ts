@@ -9,3 +9,4 @@ export type { ChatBan, ChatSettings } from './SharedState.js';
 export type { ReactionCounts } from './ReactionCoalescer.js';
 export type { RateLimit } from './TokenBucket.js';
 export { MAX_COMMENT_CHARS, MAX_NAME_CHARS } from './validation.js';
+export { CHAT_LIMITS } from './limits.js';

@@ -39,6 +39,7 @@ export const ERRORS = {
   ONAIR_ERR_CHAT_RATE_LIMITED: { status: 429, message: 'Too many messages: slow down' },
   ONAIR_ERR_CHAT_SLOW_MODE: { status: 429, message: 'Slow mode is on: wait before commenting again' },
   ONAIR_ERR_CHAT_BANNED: { status: 403, message: 'You are banned from this chat' },
+  ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS: { status: 429, message: 'Too many chat connections from this address: close one first' },
   ONAIR_ERR_CHAT_COMMENT_NOT_FOUND: { status: 404, message: 'No comment with this id in this stream' },
   ONAIR_ERR_CHAT_BAN_NOT_FOUND: { status: 404, message: 'No ban with this id in this stream' },
   ONAIR_ERR_CHAT_UNAVAILABLE: { status: 503, message: 'Chat state (Redis or the database) is unavailable; try again' },

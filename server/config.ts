@@ -5,6 +5,7 @@ import { RTMP_LIMITS } from '../ingest/index.js';
 import { WHEP_LIMITS } from '../webrtc-edge/index.js';
 import { LLHLS_LIMITS } from '../ll-hls-packager/index.js';
 import { HTTP_LIMITS } from './httpLimits.js';
+import { CHAT_LIMITS } from '../chat/index.js';
 
 /**
  * One schema for every environment variable OnAir reads. Each entry parses a raw string (or its absence) into a typed
@@ -198,6 +199,7 @@ export const LIMIT_TABLES = {
   http: HTTP_LIMITS,
   whep: WHEP_LIMITS,
   llhls: LLHLS_LIMITS,
+  chat: CHAT_LIMITS,
 } satisfies Record<string, LimitTable>;
 
 export type Limits = { [K in keyof typeof LIMIT_TABLES]: LimitValues<(typeof LIMIT_TABLES)[K]> };
@@ -271,6 +273,8 @@ export interface Config {
       reaction: RateLimit | undefined;
       addressReaction: RateLimit | undefined;
       join: RateLimit | undefined;
+      /** Chat connections held at once by one address across processes (`limits.chat.maxConnectionsPerAddress`, 0: off). */
+      connectionsPerAddress: number | undefined;
     };
     blockedWords: string[];
     /** Take the client address from the last X-Forwarded-For hop (behind one reverse proxy). */
@@ -361,6 +365,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         reaction: r.ONAIR_CHAT_REACTION_LIMIT,
         addressReaction: r.ONAIR_CHAT_ADDRESS_REACTION_LIMIT,
         join: r.ONAIR_CHAT_JOIN_LIMIT,
+        connectionsPerAddress: limits.chat.maxConnectionsPerAddress || undefined,
       },
       blockedWords: r.ONAIR_CHAT_BLOCKED_WORDS,
       trustProxy: r.ONAIR_CHAT_TRUST_PROXY,

@@ -62,6 +62,83 @@ describe('chat validation', () => {
     assert.equal(blockedWordsMatcher([])('anything'), false);
   });
 
+  test('blocked words are still caught with invisible characters inside them', () => {
+    const blocked = blockedWordsMatcher(['bad', 'buy now']);
+    const invisible = ['\u00AD', '\u200B', '\u200C', '\u200D', '\u200E', '\u200F', '\u2060', '\u2061', '\u2064', '\uFEFF',
+      '\uFE00', '\uFE0F', '\u{E0100}', '\u{E01EF}', '\u034F', '\u180B', '\u180F'];
+    for (const c of invisible) {
+      const code = `U+${c.codePointAt(0)!.toString(16).toUpperCase()}`;
+      assert.equal(blocked(`b${c}ad`), true, `b${code}ad`);
+      assert.equal(blocked(`so ${c}bad${c}${c} today`), true, `${code} around the word`);
+    }
+    assert.equal(blocked('buy\u00AD \u200Bnow'), true);
+    assert.equal(blocked('ＢＡＤ'), true, 'fullwidth');
+  });
+
+  test('blocked words are still caught when written with look-alike letters, digits, symbols or accents', () => {
+    const blocked = blockedWordsMatcher(['bad', 'ass', 'spam', 'hello', 'lol', 'buy now', 'doj']);
+    const caught = [
+      'b\u0430d', // Cyrillic а
+      '\u0412\u0410D', // Cyrillic В, А
+      'b\u03B1d', // Greek α
+      'b\u0430\u0501', // Cyrillic а, ԁ
+      '\u0455\u0440\u0430m', // Cyrillic ѕ р а
+      'h\u0435ll\u043E', // Cyrillic е о
+      'd\u03BF\u0458', // Greek ο, Cyrillic ј
+      'b4d', 'b@d', 'a$$', '@ss', '5p4m', 'h3ll0', 'l0l', '1o1',
+      'b\u0336a\u0336d\u0336', // strikethrough marks
+      'b\u00E1d', 'B\u00C0D', 'b\u0301a\u0308d', // accents, precomposed or combining
+      '\u{1D41B}\u{1D41A}\u{1D41D}', // mathematical bold
+      '\u24D1\u24D0\u24D3', // circled letters
+      'BUY N0W', 'buy   n\u043Ew',
+      'so b\u200B4d!',
+    ];
+    for (const text of caught) assert.equal(blocked(text), true, JSON.stringify(text));
+  });
+
+  test('look-alike folding leaves ordinary sentences alone', () => {
+    const blocked = blockedWordsMatcher(['bad', 'ass', 'spam', 'hell', 'lol', 'buy now', 'sex', 'tit']);
+    const ordinary = [
+      'What a classy broadcast, thank you!',
+      'I passed my exam at 5 pm, so hello from Shell Beach',
+      'Room 101 is on floor 3; the code is 1010',
+      'Price: $5, or 4 for $15 (300 $ for the 4k TV)',
+      'mail me at alice@example.com or @alice',
+      'Badminton tonight? The spammers are gone, assess and embassy are fine',
+      'Essex, titles, Sussex, lollipop, badly, bass',
+      '\u041F\u0440\u0438\u0432\u0435\u0442 \u0432\u0441\u0435\u043C, \u043E\u0442\u043B\u0438\u0447\u043D\u044B\u0439 \u0441\u0442\u0440\u0438\u043C!',
+      '\u039A\u03B1\u03BB\u03B7\u03BC\u03AD\u03C1\u03B1 \u03C3\u03B5 \u03CC\u03BB\u03BF\u03C5\u03C2',
+      'Caf\u00E9 cr\u00E8me et p\u00E2t\u00E9, s\u2019il vous pla\u00EEt',
+      'Stra\u00DFe, Gr\u00F6\u00DFe, na\u00EFve r\u00E9sum\u00E9',
+      '\u{1F602}\u{1F525}\u2764\uFE0F \u{1F44D}\u{1F3FD} \u{1F469}\u200D\u{1F469}\u200D\u{1F467} 1\uFE0F\u20E3',
+      'see you at 7 or 8, 2024-05-01',
+    ];
+    for (const text of ordinary) assert.equal(blocked(text), false, text);
+  });
+
+  test('a blocked word given with look-alikes or digits still matches what it means', () => {
+    assert.equal(blockedWordsMatcher(['1488'])('they wrote 1488 again'), true);
+    assert.equal(blockedWordsMatcher(['1488'])('they wrote 14888 again'), false);
+    assert.equal(blockedWordsMatcher(['\u0432\u0430\u0434'])('\u0432\u0430\u0434'), true, 'a Cyrillic word matches itself');
+    assert.equal(blockedWordsMatcher(['b\u00E1d'])('bad'), true, 'accents on the blocked word are folded too');
+    assert.equal(blockedWordsMatcher(['\u200B'])('anything'), false, 'a word of nothing but invisible characters blocks nothing');
+    assert.equal(blockedWordsMatcher(['\u039F\u0394\u039F\u03A3'])('\u03BF\u03B4\u03BF\u03C3 \u03BA\u03B1\u03B9'), true, 'a final sigma is a sigma');
+  });
+
+  test('a long comment is checked against ten thousand blocked words quickly', () => {
+    const letters = 'abcdefghijklmnopqrstuvwxyz';
+    let seed = 7;
+    const random = (length: number): string => Array.from({ length }, () => letters[(seed = (seed * 48271) % 2147483647) % 26]).join('');
+    const blocked = blockedWordsMatcher(Array.from({ length: 10_000 }, (_, i) => (i % 10 === 0 ? `${random(5)} ${random(6)}` : random(4 + (i % 8)))));
+    const texts = ['The quick brown fox jumps over the lazy dog 1234 '.repeat(10).slice(0, 500), 'a b '.repeat(125), '1'.repeat(500), '4 '.repeat(250)];
+    const started = performance.now();
+    for (let i = 0; i < 25; i++) for (const text of texts) blocked(text);
+    const perCall = (performance.now() - started) / 100;
+    // An alternation of the words in one regular expression took 130 to 600 ms per call here: a few comments a second
+    // would have held the event loop. Generous bound for a shared machine.
+    assert.ok(perCall < 20, `${perCall.toFixed(2)} ms per comment`);
+  });
+
   test('reactions resolve with or without the emoji presentation selector', () => {
     const set = new ReactionSet(['❤️', '🔥']);
     assert.equal(set.resolve('❤️'), '❤️');
@@ -139,6 +216,7 @@ describe('chat configuration', () => {
     assert.deepEqual(chat.limits.reaction, { tokens: 30, periodMs: 3000 });
     assert.deepEqual(chat.limits.addressReaction, { tokens: 600, periodMs: 3000 });
     assert.deepEqual(chat.limits.join, { tokens: 10, periodMs: 10_000 });
+    assert.equal(chat.limits.connectionsPerAddress, 100);
     assert.deepEqual(chat.blockedWords, []);
     assert.equal(chat.trustProxy, false);
     assert.equal(chat.redisAdapter, 'auto');
@@ -150,6 +228,7 @@ describe('chat configuration', () => {
       ONAIR_CHAT_COMMENT_LIMIT: '3/500ms',
       ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: 'off',
       ONAIR_CHAT_REACTION_LIMIT: '100/1m',
+      ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '3',
       ONAIR_CHAT_BLOCKED_WORDS: 'foo, bar baz,,',
       ONAIR_CHAT_TRUST_PROXY: 'true',
       ONAIR_CHAT_REDIS_ADAPTER: 'classic',
@@ -158,6 +237,8 @@ describe('chat configuration', () => {
     assert.deepEqual(chat.limits.comment, { tokens: 3, periodMs: 500 });
     assert.equal(chat.limits.addressComment, undefined);
     assert.deepEqual(chat.limits.reaction, { tokens: 100, periodMs: 60_000 });
+    assert.equal(chat.limits.connectionsPerAddress, 3);
+    assert.equal(loadConfig({ ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '0' }).chat.limits.connectionsPerAddress, undefined, '0: off');
     assert.deepEqual(chat.blockedWords, ['foo', 'bar baz']);
     assert.equal(chat.trustProxy, true);
     assert.equal(chat.redisAdapter, 'classic');
@@ -173,6 +254,9 @@ describe('chat configuration', () => {
       ['ONAIR_CHAT_REDIS_ADAPTER', 'cluster'],
       ['ONAIR_CHAT_TRUST_PROXY', 'maybe'],
       ['ONAIR_CHAT_BLOCKED_WORDS', 'ok,bad\u0007word'],
+      ['ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS', '-1'],
+      ['ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS', '2.5'],
+      ['ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS', 'many'],
     ];
     for (const [name, value] of bad) {
       assert.throws(() => loadConfig({ [name]: value }), (error: unknown) => error instanceof ConfigError && error.variable === name, `${name}=${value}`);
@@ -181,7 +265,8 @@ describe('chat configuration', () => {
 
   test('every chat refusal has a catalogued code', () => {
     for (const code of ['BAD_PAYLOAD', 'NOT_JOINED', 'STREAM_NOT_FOUND', 'NAME_INVALID', 'TEXT_EMPTY', 'TEXT_TOO_LONG', 'TEXT_INVALID',
-      'BLOCKED_WORD', 'REACTION_INVALID', 'RATE_LIMITED', 'SLOW_MODE', 'BANNED', 'COMMENT_NOT_FOUND', 'BAN_NOT_FOUND', 'UNAVAILABLE']) {
+      'BLOCKED_WORD', 'REACTION_INVALID', 'RATE_LIMITED', 'SLOW_MODE', 'BANNED', 'COMMENT_NOT_FOUND', 'BAN_NOT_FOUND', 'UNAVAILABLE',
+      'TOO_MANY_CONNECTIONS']) {
       const entry = (ERRORS as Record<string, { status: number; message: string }>)[`ONAIR_ERR_CHAT_${code}`];
       assert.ok(entry, code);
       assert.ok(entry.status >= 400 && entry.status < 600 && entry.message.length > 0, code);

@@ -5,9 +5,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { io as connect, type Socket } from 'socket.io-client';
+import WebSocket from 'ws';
+import { SharedState } from '../chat/SharedState.js';
 import type { OnAirNode } from '../server/node.js';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
+import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
 
@@ -150,6 +153,7 @@ const ROOMY = {
   ONAIR_CHAT_REACTION_LIMIT: '30/3s',
   ONAIR_CHAT_ADDRESS_REACTION_LIMIT: '10000/1s',
   ONAIR_CHAT_JOIN_LIMIT: '1000/1s',
+  ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '1000',
 };
 
 
@@ -446,7 +450,8 @@ describe('chat limits and moderation', { timeout: 120_000 }, () => {
     cluster = await startCluster({
       ONAIR_CHAT_COMMENT_LIMIT: '5/10s',
       ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: '8/60s',
-      ONAIR_CHAT_BLOCKED_WORDS: 'spamword, buy now',
+      ONAIR_CHAT_BLOCKED_WORDS: 'spamword, buy now, bad',
+      ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '4',
     });
     [a, b] = cluster.nodes as [OnAirNode, OnAirNode];
   });
@@ -546,6 +551,85 @@ describe('chat limits and moderation', { timeout: 120_000 }, () => {
     assert.equal((await comment(viewer, 'please BUY   NOW')).error.code, 'ONAIR_ERR_CHAT_BLOCKED_WORD');
     assert.equal((await comment(viewer, 'ｓｐａｍｗｏｒｄ in fullwidth')).error.code, 'ONAIR_ERR_CHAT_BLOCKED_WORD');
     assert.equal((await comment(viewer, 'spamwords and buy nowhere are fine')).ok, true);
+
+    // Invisible characters and look-alike letters do not hide a blocked word (a soft hyphen, a zero-width space, a
+    // Cyrillic а); what others see of an accepted comment is exactly what was sent.
+    const sly = await chatClient(a, { localAddress: '127.0.0.20' });
+    await join(sly, stream.id, 'Sly');
+    for (const text of ['so b\u00ADad', 'so b\u200Bad', 'so b\u0430d']) {
+      assert.equal((await comment(sly, text)).error?.code, 'ONAIR_ERR_CHAT_BLOCKED_WORD', JSON.stringify(text));
+    }
+    const reader = await chatClient(b, { localAddress: '127.0.0.19' });
+    await join(reader, stream.id, 'Reader');
+    const kept = 'caf\u00E9 \u2764\uFE0F, a classy show at 5 pm';
+    const arrived = nextEvent(reader, 'comment', (c) => c.name === 'Sly');
+    assert.equal((await comment(sly, kept)).ok, true);
+    assert.equal((await arrived).text, kept);
+  });
+
+  test('chat connections from one address are capped across processes; the one over the cap is told why, the others chat on', { timeout: 30_000 }, async () => {
+    const stream = await createStream(a);
+    const from = { localAddress: '127.0.0.21' };
+    // The cap is 4: two connections on each process.
+    const held = [await chatClient(a, from), await chatClient(b, from), await chatClient(a, from), await chatClient(b, from)];
+    for (const [i, socket] of held.entries()) await join(socket, stream.id, `Held ${i}`);
+    for (const node of [a, b]) {
+      await assert.rejects(chatClient(node, from), (error: Error & { data?: { code: string; message: string } }) => {
+        assert.equal(error.data?.code, 'ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS');
+        assert.match(error.data?.message ?? '', /connections/);
+        return true;
+      });
+    }
+    // A client that ignores the refusal does not keep its transport either: the server closes it.
+    const raw = new WebSocket(`${a.httpUrl.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`, { localAddress: from.localAddress });
+    const frames: string[] = [];
+    raw.on('message', (data: Buffer) => {
+      const frame = data.toString();
+      frames.push(frame);
+      if (frame.startsWith('0{')) raw.send('40/chat,'); // engine.io open → Socket.IO CONNECT to /chat
+    });
+    await within('the server to close a refused client\'s transport', new Promise((resolve) => raw.once('close', resolve)), 5000);
+    assert.ok(frames.some((frame) => frame.startsWith('44/chat,') && frame.includes('ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS')), frames.join(' | '));
+
+    // The broadcaster's studio (admin token) is not counted; a neighbouring address is not affected.
+    const studio = await chatClient(a, { ...from, token: a.adminToken });
+    await join(studio, stream.id, 'Studio');
+    const neighbour = await chatClient(b, { localAddress: '127.0.0.22' });
+    await join(neighbour, stream.id, 'Neighbour');
+    // The held connections keep chatting across processes.
+    const arrived = nextEvent(held[1]!, 'comment', (c) => c.text === 'still here');
+    assert.equal((await comment(held[0]!, 'still here')).ok, true);
+    await arrived;
+    assert.ok(held.every((socket) => socket.connected));
+
+    // Closing one (on node B) frees a slot, on either process.
+    held[3]!.close();
+    const again = await waitFor('a freed slot', () => chatClient(a, from).catch(() => undefined), 5000, 50);
+    await join(again, stream.id, 'Again');
+    await assert.rejects(chatClient(b, from), (error: Error & { data?: { code: string } }) => error.data?.code === 'ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS');
+  });
+
+  test('the connections of a process that died stop counting once their entries expire', { timeout: 15_000 }, async () => {
+    const redis = new Redis({ ...redisOptionsFromUrl(cluster.redis().url), lazyConnect: true });
+    await redis.connect();
+    try {
+      const state = new SharedState(redis);
+      const address = '192.0.2.1';
+      // The whole allowance of an address, short-lived: three connections of a process that died (never refreshed) and
+      // one of a process that lives and refreshes its entries.
+      for (const member of ['dead/0', 'dead/1', 'dead/2', 'alive/0']) assert.equal(await state.acquireConnection(address, member, 4, 300), true);
+      await state.refreshConnections(new Map([[address, ['alive/0']]]), 60_000);
+      assert.equal(await state.acquireConnection(address, 'new/0', 4, 60_000), false);
+      await waitFor('the dead entries to expire', () => state.acquireConnection(address, 'new/0', 4, 60_000), 5000, 50);
+      // The refreshed entry still counts: with a cap of 2, alive/0 and new/0 fill it.
+      assert.equal(await state.acquireConnection(address, 'new/1', 2, 60_000), false);
+      assert.equal(await state.acquireConnection(address, 'new/0', 2, 60_000), true, 'a member holding a slot keeps it');
+      // A released entry frees its slot at once.
+      await state.releaseConnections([[address, 'new/0']]);
+      assert.equal(await state.acquireConnection(address, 'new/1', 2, 60_000), true);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   test('a ban by address disconnects that address on every process and holds for new connections', { timeout: 30_000 }, async () => {
@@ -712,6 +796,9 @@ for (const adapter of ['sharded', 'classic'] as const) describe(`chat through a 
     const local = nextEvent(amy, 'comment', (c) => c.text === 'while redis is away');
     assert.equal((await comment(alice, 'while redis is away')).ok, true);
     await local;
+    // The connection cap is counted in Redis: without it, new viewers are still let in.
+    const late = await chatClient(a);
+    await join(late, stream.id, 'Late');
 
     await cluster.restartRedis();
     assert.notEqual(cluster.redis().pid, oldPid);
