@@ -10,7 +10,7 @@ import { Server } from 'socket.io';
 import WebSocket from 'ws';
 import { BenchError, envInteger, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { sleep } from './support/clock.js';
-import { processCpuSec } from './support/process.js';
+import { cleanEnv, processCpuSec } from './support/process.js';
 import { msText, ratioText } from './support/stats.js';
 
 /*
@@ -304,12 +304,6 @@ async function storm(target: Target, clients: RawChatClient[], rate: number, sec
   };
 }
 
-/** The shell's ONAIR_* would change what is measured: the node runs the defaults, with only what is set here. */
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('ONAIR_')) env[name] = value;
-  return { ...env, ...extra };
-}
 
 /** Stops a child: SIGTERM (OnAir then closes its Redis), SIGKILL after 10 s. */
 function stopChild(child: ChildProcess): Promise<void> {

@@ -8,7 +8,7 @@ import { BenchError, envInteger, fixed, type BenchContext, type Benchmark, type 
 import { epochMs, sleep } from './support/clock.js';
 import { freePort, nginxMissing, nginxVersion, startNginx, type RunningNginx } from './support/nginx.js';
 import type { NodeProcessCommand, NodeProcessMessage } from './support/onairNodeProcess.js';
-import { processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
+import { cleanEnv, forkBounded, processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
 import { summarize, type Summary } from './support/stats.js';
 import type { LoadOptions, LoadResult } from './support/viewerLoad.js';
@@ -72,41 +72,6 @@ interface StepFigures {
   loopDelayP99Ms: number;
   reconnects: number;
   requestsPerSec: number;
-}
-
-/**
- * A forked Node process that cannot outlive its time limit or the run: SIGTERM (the node then closes its ffmpeg and
- * Redis), SIGKILL if it is still there 10 s later.
- */
-function forkBounded(module: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal: AbortSignal): {
-  child: ChildProcess; exited: Promise<void>; stderr(): string; stop(): void;
-} {
-  const child = fork(module, [], { env, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (text: string) => { stderr = (stderr + text).slice(-4000); });
-  const alive = (): boolean => child.exitCode === null && child.signalCode === null;
-  let killTimer: NodeJS.Timeout | undefined;
-  const stop = (): void => {
-    if (!alive() || killTimer) return;
-    child.kill('SIGTERM');
-    killTimer = setTimeout(() => { if (alive()) child.kill('SIGKILL'); }, 10_000);
-  };
-  const timer = setTimeout(stop, timeoutMs);
-  signal.addEventListener('abort', stop, { once: true });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => {
-    clearTimeout(timer);
-    clearTimeout(killTimer);
-    signal.removeEventListener('abort', stop);
-    resolve();
-  }));
-  return { child, exited, stderr: () => stderr, stop };
-}
-
-/** The shell's ONAIR_* would change what is measured: the bench runs the defaults, with only what it sets. */
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('ONAIR_')) env[name] = value;
-  return { ...env, ...extra };
 }
 
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {

@@ -10,6 +10,9 @@ import { FIRST_RENDITION_FD, liveLadderArgs, PROGRESS_FD } from './liveCommand.j
 import { ProgressParser, type Progress } from './progress.js';
 import { rtpFeed, type RtpFeed, type RtpTargets } from './rtpOutput.js';
 
+
+/** The longest ffmpeg stderr line kept while waiting for its end. */
+const MAX_STDERR_LINE = 16 * 1024;
 export interface LiveTranscoderOptions {
   streamId: string;
   ffmpegPath: string;
@@ -342,7 +345,8 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     stderr.setEncoding('utf8').on('data', (text: string) => {
       buffered += text;
       const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
+      // A child's output is outside input too: a line without end is cut, not kept growing.
+      buffered = (lines.pop() ?? '').slice(-MAX_STDERR_LINE);
       for (const line of lines) {
         if (!line.trim()) continue;
         // Audio starting after video: harmless in fragmented MP4, where every fragment carries its decode time (tfdt).

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess, type IOType } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcess, type IOType } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { BenchError } from './benchmark.js';
 
@@ -196,4 +196,39 @@ export async function within<T>(what: string, promise: Promise<T>, timeoutMs: nu
     clearTimeout(timer);
     signal.removeEventListener('abort', onAbort!);
   }
+}
+
+/**
+ * A forked Node process that cannot outlive its time limit or the run: SIGTERM (the node then closes its ffmpeg and
+ * Redis), SIGKILL if it is still there 10 s later.
+ */
+export function forkBounded(module: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal: AbortSignal): {
+  child: ChildProcess; exited: Promise<void>; stderr(): string; stop(): void;
+} {
+  const child = fork(module, [], { env, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => { stderr = (stderr + text).slice(-4000); });
+  const alive = (): boolean => child.exitCode === null && child.signalCode === null;
+  let killTimer: NodeJS.Timeout | undefined;
+  const stop = (): void => {
+    if (!alive() || killTimer) return;
+    child.kill('SIGTERM');
+    killTimer = setTimeout(() => { if (alive()) child.kill('SIGKILL'); }, 10_000);
+  };
+  const timer = setTimeout(stop, timeoutMs);
+  signal.addEventListener('abort', stop, { once: true });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => {
+    clearTimeout(timer);
+    clearTimeout(killTimer);
+    signal.removeEventListener('abort', stop);
+    resolve();
+  }));
+  return { child, exited, stderr: () => stderr, stop };
+}
+
+/** The shell's ONAIR_* would change what is measured: the bench runs the defaults, with only what it sets. */
+export function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('ONAIR_')) env[name] = value;
+  return { ...env, ...extra };
 }
