@@ -120,6 +120,15 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
     bodyLimit: 1024 * 1024,
     routerOptions: { maxParamLength: 200 },
     schemaController: { compilersFactory: { buildValidator } },
+    // Errors fastify raises before routing (a URL that is not valid percent-encoding, a bad content type) go through
+    // the same catalogue as everything else, not fastify's own shape.
+    frameworkErrors: (error: Error & { code?: string; statusCode?: number }, _request: FastifyRequest, reply: FastifyReply) => {
+      const mapped = error.code === 'FST_ERR_BAD_URL' ? new OnAirError('ONAIR_ERR_VALIDATION', 'the URL is not valid (bad percent-encoding)')
+        : error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? new OnAirError('ONAIR_ERR_VALIDATION', 'a path parameter is longer than any this server serves')
+          : (error.statusCode ?? 500) < 500 ? new OnAirError('ONAIR_ERR_VALIDATION', error.message)
+            : toOnAirError(error);
+      void reply.code(mapped.status).send(mapped.toJSON());
+    },
     ...(deps.tls ? { http2: true, https: { allowHTTP1: true, cert: deps.tls.cert, key: deps.tls.key } } : {}),
   };
   // One code path for both: the HTTP/2 instance differs only in its raw server type.

@@ -348,6 +348,30 @@ describe('hostile input: a stranger costs only their own connection', { timeout:
     await assertUnharmed(b, 'a WHEP session flood');
   });
 
+  test('odd HTTP requests get coded 4xx answers, never a 500 or a crash', { timeout: 30_000 }, async () => {
+    const base = b.node.httpUrl;
+    const cases: { what: string; url: string; init?: RequestInit }[] = [
+      { what: 'a bad percent-encoding', url: `${base}/live/%E0%A4%A/index.m3u8` },
+      { what: 'a NUL in the path', url: `${base}/api/streams/%00` },
+      { what: 'a path traversal', url: `${base}/vod/${'a'.repeat(16)}/..%2F..%2Fetc%2Fpasswd` },
+      { what: 'an overlong id', url: `${base}/api/streams/${'x'.repeat(5000)}` },
+      { what: 'a bogus HLS directive', url: `${b.playlistUrl}?_HLS_msn=-1&_HLS_part=abc` },
+      { what: 'a far-future HLS directive', url: `${b.playlistUrl}?_HLS_msn=999999999` },
+      { what: 'a bad Range', url: `${base}/vod/${'a'.repeat(16)}/index.m3u8`, init: { headers: { range: 'bytes=9-1,2-3' } } },
+      { what: 'JSON that is an array', url: `${base}/api/streams`, init: { method: 'POST', headers: { authorization: `Bearer ${b.node.adminToken}`, 'content-type': 'application/json' }, body: '[1,2,3]' } },
+      { what: 'JSON nested 10,000 deep', url: `${base}/api/streams`, init: { method: 'POST', headers: { authorization: `Bearer ${b.node.adminToken}`, 'content-type': 'application/json' }, body: '['.repeat(10_000) + ']'.repeat(10_000) } },
+      { what: 'a WHEP offer that is not SDP', url: whepUrl(), init: { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: 'v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF\r\n'.repeat(100) } },
+      { what: 'a chat history window upside down', url: `${base}/api/videos/${'a'.repeat(16)}/chat?fromSec=50&toSec=-3` },
+    ];
+    for (const c of cases) {
+      const response = await fetch(c.url, c.init);
+      const text = await response.text();
+      assert.ok(response.status >= 400 && response.status < 500, `${c.what}: ${response.status} ${text.slice(0, 200)}`);
+      assert.match(JSON.parse(text).error.code, /^ONAIR_ERR_/, `${c.what}: a catalogued code`);
+    }
+    await assertUnharmed(b, 'odd HTTP requests');
+  });
+
   /** Sends `request` until it is answered 429; returns that answer. */
   async function floodUntilLimited(what: string, request: () => Promise<Response>, most: number): Promise<Response> {
     for (let i = 0; i < most; i++) {
