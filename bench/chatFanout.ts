@@ -328,6 +328,7 @@ async function startOnAir(signal: AbortSignal): Promise<Target & { dataDir: stri
       // All the bench's clients share one address and send far faster than a person: the limits check, never refuse.
       ONAIR_CHAT_COMMENT_LIMIT: unlimited, ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: unlimited,
       ONAIR_CHAT_REACTION_LIMIT: unlimited, ONAIR_CHAT_ADDRESS_REACTION_LIMIT: unlimited, ONAIR_CHAT_JOIN_LIMIT: unlimited,
+      ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '0',
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });

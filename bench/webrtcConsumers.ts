@@ -132,6 +132,8 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
 
   const harness = await within('starting an OnAir node', startTestNode({
     ONAIR_X264_PRESET: config.x264Preset, ONAIR_LADDER: LADDER, ONAIR_WEBRTC_WORKERS: '1', ONAIR_WEBRTC_PORT: '0',
+    // Every consumer comes from loopback: no per-address cap or rate limit on WHEP for a load test.
+    ONAIR_WHEP_MAX_SESSIONS_PER_ADDRESS: '1000000', ONAIR_WHEP_MAX_SESSIONS_PER_WORKER: '1000000', ONAIR_RATE_WHEP_PER_MIN: '0',
   }), 60_000, signal, (late) => late.close());
   const { node } = harness;
   let publisher: BoundedChild | undefined;

@@ -6,22 +6,13 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { OnAirNode } from '../server/node.js';
-import { launchChromium, sampleVideo } from './support/browser.js';
+import { launchChromium, plays, playhead, sampleVideo } from './support/browser.js';
 import { publish, startTestNode, waitFor } from './support/harness.js';
 
 /** Screenshots of every page, kept after the run (CI artifacts): `artifacts/screenshots/`, or `ONAIR_ARTIFACTS_DIR`. */
 const ARTIFACTS = process.env.ONAIR_ARTIFACTS_DIR
   ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../artifacts/screenshots');
 
-const playhead = (page: Page): Promise<number> => page.evaluate(() => document.querySelector('video')!.currentTime);
-
-/** The page plays: its playhead moves on by `seconds` and a decoded frame is the programme's blue-grey, not black. */
-async function plays(page: Page, what: string, seconds = 1): Promise<void> {
-  const from = await playhead(page);
-  await waitFor(`${what} to play`, async () => (await playhead(page)) > from + seconds, 30_000, 250);
-  const frame = await sampleVideo(page);
-  assert.ok(frame.brightness > 40, `${what} shows a picture (brightness ${frame.brightness.toFixed(0)})`);
-}
 
 describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout: 300_000 }, () => {
   let node: OnAirNode;

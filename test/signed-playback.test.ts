@@ -4,21 +4,12 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { playbackTokenExpiry, signPlaybackToken, verifyPlaybackToken } from '../ll-hls-packager/signing.js';
 import type { OnAirNode } from '../server/node.js';
-import { launchChromium, sampleVideo } from './support/browser.js';
+import { launchChromium, plays, playhead, sampleVideo } from './support/browser.js';
 import { api, publish, startTestNode, waitFor } from './support/harness.js';
 
 const SIGNING_KEY = 'signed-playback-test-key-0123456789';
 
 const tokenOf = (url: string): string => new URL(url, 'http://x').searchParams.get('token') ?? '';
-const playhead = (page: Page): Promise<number> => page.evaluate(() => document.querySelector('video')!.currentTime);
-
-/** The page plays: its playhead moves on by `seconds` and a decoded frame is the programme's blue-grey, not black. */
-async function plays(page: Page, what: string, seconds = 1): Promise<void> {
-  const from = await playhead(page);
-  await waitFor(`${what} to play`, async () => (await playhead(page)) > from + seconds, 30_000, 250);
-  const frame = await sampleVideo(page);
-  assert.ok(frame.brightness > 40, `${what} shows a picture (brightness ${frame.brightness.toFixed(0)})`);
-}
 
 async function refused(url: string, init?: RequestInit): Promise<string | undefined> {
   const response = await fetch(url, init);

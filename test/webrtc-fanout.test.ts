@@ -61,6 +61,8 @@ describe('WebRTC fan-out: Node (werift) viewers beside Chromium, many viewers ov
   before(async () => {
     ({ node, close } = await startTestNode({
       ONAIR_LADDER: '360', ONAIR_WEBRTC_LAYERS: '360,180', ONAIR_WEBRTC_WORKERS: '2',
+      // Every viewer here comes from 127.0.0.1: the per-address caps (tested in the hostile group) would stop at 20.
+      ONAIR_WHEP_MAX_SESSIONS_PER_ADDRESS: '1000', ONAIR_RATE_WHEP_PER_MIN: '0',
     }));
     assert.ok(node.edge, 'the WebRTC edge started');
     assert.equal(node.edge.workerCount, 2);

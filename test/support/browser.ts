@@ -1,7 +1,9 @@
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
+import { waitFor } from './harness.js';
 
 /** Debian's Chromium, headless, with the flags this machine needs (closed network, no GPU, autoplay allowed). */
 export async function launchChromium(): Promise<{ browser: BrowserContext; close(): Promise<void> }> {
@@ -69,4 +71,15 @@ export async function sampleVideo(page: import('playwright-core').Page): Promise
       latencyText: document.getElementById('latency')?.textContent ?? '',
     };
   });
+}
+
+/** Where the page's `<video>` is now, in seconds. */
+export const playhead = (page: import('playwright-core').Page): Promise<number> => page.evaluate(() => document.querySelector('video')!.currentTime);
+
+/** The page plays: its playhead moves on by `seconds` and a decoded frame is the programme's blue-grey, not black. */
+export async function plays(page: import('playwright-core').Page, what: string, seconds = 1): Promise<void> {
+  const from = await playhead(page);
+  await waitFor(`${what} to play`, async () => (await playhead(page)) > from + seconds, 30_000, 250);
+  const frame = await sampleVideo(page);
+  assert.ok(frame.brightness > 40, `${what} shows a picture (brightness ${frame.brightness.toFixed(0)})`);
 }
