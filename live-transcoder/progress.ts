@@ -27,6 +27,11 @@ export interface ProgressParserEvents {
   progress: [Progress];
 }
 
+
+/** Longest progress line kept, and most keys one block may hold (ffmpeg's blocks have about 20 short ones). */
+const MAX_LINE_CHARS = 4096;
+const MAX_FIELDS = 64;
+
 /**
  * Reads FFmpeg's `-progress pipe:N` output: blocks of `key=value` lines, each block closed by `progress=continue` or
  * `progress=end`. Chunks may cut lines anywhere; a block is emitted once its `progress=` line is complete.
@@ -39,8 +44,14 @@ export class ProgressParser extends TypedEmitter<ProgressParserEvents> {
   push(chunk: Buffer | string): void {
     const text = this.#partialLine + (typeof chunk === 'string' ? chunk : this.#decoder.write(chunk));
     const lines = text.split('\n');
-    this.#partialLine = lines.pop() ?? '';
+    // A child's output is outside input: a line without end is cut, not kept growing.
+    this.#partialLine = (lines.pop() ?? '').slice(-MAX_LINE_CHARS);
     for (const line of lines) this.#onLine(line);
+  }
+
+  /** What is held until the next line or block ends (bounded whatever the child writes). */
+  get pending(): { chars: number; fields: number } {
+    return { chars: this.#partialLine.length, fields: this.#fields.size };
   }
 
   #onLine(rawLine: string): void {
@@ -50,7 +61,8 @@ export class ProgressParser extends TypedEmitter<ProgressParserEvents> {
     const key = line.slice(0, equals).trim();
     const value = line.slice(equals + 1).trim();
     if (key !== 'progress') {
-      this.#fields.set(key, value);
+      // ffmpeg writes about 20 keys a block; garbage with many '=' lines must not grow the map without end.
+      if (this.#fields.size < MAX_FIELDS || this.#fields.has(key)) this.#fields.set(key, value.slice(0, MAX_LINE_CHARS));
       return;
     }
     const fields = this.#fields;

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { io as connectChat, type Socket } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
@@ -422,5 +425,38 @@ describe('hostile input: a stranger costs only their own connection', { timeout:
     const metrics = await (await fetch(`${b.node.httpUrl}/metrics`)).text();
     assert.match(metrics, /onair_rate_limited_total\{limit="admin-failures"\} [1-9]/);
     await assertUnharmed(b, 'wrong admin tokens');
+  });
+});
+
+describe('a child whose output is garbage costs only its own run', { timeout: 120_000 }, () => {
+  test('an ffmpeg that writes noise on every pipe OnAir reads and dies is restarted; the node stays up and bounded', { timeout: 90_000 }, async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-broken-ffmpeg-'));
+    const fake = path.join(dir, 'ffmpeg');
+    // fd 2 stderr, 3 progress, 4 the first rendition's fMP4 (live-transcoder/LiveTranscoder.ts): noise on each, then death.
+    await writeFile(fake, [
+      '#!/bin/sh',
+      'head -c 2000000 /dev/urandom >&4 2>/dev/null',
+      'head -c 300000 /dev/urandom >&3 2>/dev/null',
+      "head -c 300000 /dev/zero | tr '\\0' x >&2",
+      'exit 1',
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const { node, close } = await startTestNode({ ONAIR_LADDER: '240', ONAIR_WEBRTC_LAYERS: 'off', ONAIR_FFMPEG: fake });
+    let publisher: ReturnType<typeof publish> | undefined;
+    try {
+      const created = await api(node, 'POST', '/api/streams', { body: { title: 'Broken encoder' } });
+      const rssBefore = process.memoryUsage().rss;
+      publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240 });
+      await waitFor('the broken ffmpeg restarted twice', () => (node.transcoder(created.body.id)?.restarts ?? 0) >= 2, 30_000, 100);
+      const metrics = await (await fetch(`${node.httpUrl}/metrics`)).text();
+      assert.match(metrics, new RegExp(`onair_transcoder_restarts_total\\{stream="${created.body.id}"\\} [2-9]`));
+      assert.equal((await fetch(`${node.httpUrl}/healthz`)).status, 200);
+      const grownMiB = (process.memoryUsage().rss - rssBefore) / MiB;
+      assert.ok(grownMiB < 100, `RSS grew by ${grownMiB.toFixed(0)} MiB`);
+    } finally {
+      publisher?.stop();
+      await close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
