@@ -86,6 +86,10 @@ describe('hostile input: a stranger costs only their own connection', { timeout:
       ONAIR_RATE_UPLOAD_CREATE_PER_MIN: '3',
       ONAIR_RATE_CHAT_HISTORY_PER_MIN: '5',
       ONAIR_RATE_ADMIN_FAILURES_PER_MIN: '5',
+      ONAIR_CHAT_BLOCKED_WORDS: 'spamword',
+      ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '3',
+      // The bystander comments after every attack: its own rate limits (tested in the chat group) are not the point here.
+      ONAIR_CHAT_COMMENT_LIMIT: 'off', ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: 'off',
     });
     close = started.close;
     const node = started.node;
@@ -236,6 +240,31 @@ describe('hostile input: a stranger costs only their own connection', { timeout:
     }
     await api(b.node, 'DELETE', `/api/streams/${created.body.id}`);
     await assertUnharmed(b, 'a trickling publisher');
+  });
+
+  test('a blocked word hidden by a soft hyphen, a zero-width space or a Cyrillic look-alike is still refused', { timeout: 30_000 }, async () => {
+    for (const text of ['buy spam\u00ADword now', 'buy spam\u200Bword now', 'buy sp\u0430mword now', 'buy SPAMWORD now']) {
+      const ack = await b.chat.timeout(5000).emitWithAck('comment', { text });
+      assert.equal(ack.ok, false, `${JSON.stringify(text)} was taken`);
+      assert.equal(ack.error.code, 'ONAIR_ERR_CHAT_BLOCKED_WORD', JSON.stringify(ack));
+    }
+    await assertUnharmed(b, 'hidden blocked words');
+  });
+
+  test('chat connections from one address past the cap are refused at connect, with a code', { timeout: 30_000 }, async () => {
+    // The cap is 3 and the bystanders hold 2 from this address.
+    const third = await joinChat(b.node, b.streamId, 'Third');
+    try {
+      const fourth = connectChat(`${b.node.httpUrl}/chat`, { transports: ['websocket'], reconnection: false });
+      const refusal = await within('the fourth connection refused', new Promise<{ code?: string }>((resolve) => {
+        fourth.once('connect_error', (error: Error & { data?: { code?: string } }) => resolve(error.data ?? {}));
+      }), 5000);
+      fourth.close();
+      assert.equal(refusal.code, 'ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS');
+    } finally {
+      third.close();
+    }
+    await assertUnharmed(b, 'too many chat connections');
   });
 
   const whepUrl = (): string => `${b.node.httpUrl}/live/${b.streamId}/whep`;
