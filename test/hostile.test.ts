@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { io as connectChat, type Socket } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
+import { startEmbeddedRedis } from '../server/redis.js';
 import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
 import { chunks, command, MessageType, rawRtmp, type RawRtmp } from './support/rtmpClient.js';
 import { fuzzRtmp, makePublishCorpus } from './support/rtmpFuzz.js';
@@ -486,6 +487,32 @@ describe('a child whose output is garbage costs only its own run', { timeout: 12
       publisher?.stop();
       await close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('rate limits hold across OnAir processes sharing one Redis', { timeout: 120_000 }, () => {
+  test('wrong admin tokens sent to two nodes in turn are counted together; the lockout holds on both', { timeout: 60_000 }, async () => {
+    const redisDir = await mkdtemp(path.join(os.tmpdir(), 'onair-shared-redis-'));
+    const redis = await startEmbeddedRedis({ dataDir: redisDir });
+    const env = { ONAIR_REDIS_URL: redis.url, ONAIR_RATE_ADMIN_FAILURES_PER_MIN: '4', ONAIR_WEBRTC_LAYERS: 'off', ONAIR_ADMIN_TOKEN: 'shared-admin-token-0123456789' };
+    const first = await startTestNode(env);
+    const second = await startTestNode(env);
+    try {
+      // Two wrong tokens on each node: four in all, the limit.
+      for (const node of [first.node, second.node, first.node, second.node]) {
+        assert.equal((await api(node, 'GET', '/api/session', { token: 'guess-0123456789abcdef' })).status, 403);
+      }
+      for (const node of [first.node, second.node]) {
+        const locked = await api(node, 'GET', '/api/session', { token: 'guess-0123456789abcdef' });
+        assert.equal(locked.status, 429, 'each node alone saw only two');
+        assert.equal(locked.body.error.code, 'ONAIR_ERR_RATE_LIMITED');
+      }
+    } finally {
+      await first.close();
+      await second.close();
+      await redis.stop();
+      await rm(redisDir, { recursive: true, force: true });
     }
   });
 });
