@@ -66,10 +66,15 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): crashes mid-job
     await tusPatch(created.url!, node.adminToken, data, 0);
     const id = created.url!.split('/').pop()!;
 
+    let last: unknown;
     await waitFor('the first worker to be transcoding', async () => {
       const body = (await api(node, 'GET', `/api/videos/${id}`)).body;
+      last = { status: body.status, progress: body.progress, ffmpegs: ffmpegsIn(dataDir).length };
       return body.progress >= 10 && ffmpegsIn(dataDir).length > 0;
-    }, 60_000, 100);
+    }, 60_000, 100).catch((error: Error) => {
+      // What the worker said, for a failure that only shows on a loaded machine.
+      throw new Error(`${error.message}; last seen ${JSON.stringify(last)}; worker stdout:\n${first.stdout().slice(-3000)}\nstderr:\n${first.stderr().slice(-2000)}`);
+    });
     const ffmpegs = ffmpegsIn(dataDir);
     first.child.kill('SIGKILL');
     await first.exited;
