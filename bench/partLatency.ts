@@ -431,10 +431,10 @@ function instrument(node: OnAirNode, streamId: string, transcoder: LiveTranscode
   // A run's generation is the number of preludes asked for before it: every run starts with one.
   let generation = -1;
   const write = transcoder.write.bind(transcoder);
-  transcoder.write = (tag: Buffer): void => {
+  transcoder.write = (tag: Buffer): boolean => {
     const info = readFlvTag(tag);
     if (info.videoFrame) on.frame(info.dts, epochMs(), generation);
-    write(tag);
+    return write(tag);
   };
   const attach = transcoder.attach.bind(transcoder);
   transcoder.attach = (input: TranscoderInput): void => attach({

@@ -23,6 +23,8 @@ export interface PublishStats {
 }
 
 export type PublishSessionEvents = {
+  /** Flow control from downstream: false, stop reading the publisher's socket; true, read again. */
+  flow: [flowing: boolean];
   /** The source is known (first keyframe, sequence headers and frame rate seen); `tag`s follow. */
   source: [PublishSource];
   /** One FLV tag, in order, after `source`. */
@@ -55,6 +57,7 @@ export class PublishSession extends TypedEmitter<PublishSessionEvents> {
   readonly startedAt = Date.now();
 
   #closed = false;
+  #paused = false;
   #source: PublishSource | undefined;
   #metadata: Record<string, unknown> | undefined;
   #metadataTag: Buffer | undefined;
@@ -82,6 +85,24 @@ export class PublishSession extends TypedEmitter<PublishSessionEvents> {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Whether downstream asked to stop reading (see `pause`). */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Downstream is backlogged: stop reading the publisher (TCP then pushes back to it) until `resume`. */
+  pause(): void {
+    if (this.#paused || this.#closed) return;
+    this.#paused = true;
+    this.safeEmit('flow', false);
+  }
+
+  resume(): void {
+    if (!this.#paused || this.#closed) return;
+    this.#paused = false;
+    this.safeEmit('flow', true);
   }
 
   /** Undefined until the `source` event. */

@@ -268,10 +268,25 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
           this.#log.warn({ streamId: result.streamId, message }, 'unsupported publish');
           refuse({ reason: 'unsupported', remoteAddress, streamId: result.streamId });
         });
+        // Paused by downstream (ffmpeg backlogged), the socket is not read: neither idle nor slow is the publisher's doing.
+        let pausedInWindow = false;
+        session.on('flow', (flowing) => {
+          if (socket.destroyed) return;
+          if (flowing) {
+            socket.setTimeout(limits.idleTimeoutMs);
+            socket.resume();
+          } else {
+            pausedInWindow = true;
+            socket.setTimeout(0);
+            socket.pause();
+          }
+        });
         if (minWindowBytes > 0) {
           windowBytes = 0;
           rateTimer = setInterval(() => {
-            if (windowBytes < minWindowBytes) {
+            const excused = pausedInWindow || session!.paused;
+            pausedInWindow = false;
+            if (!excused && windowBytes < minWindowBytes) {
               drop('timeout', `${Math.round(windowBytes * 8 / limits.rateWindowMs)} kbit/s, under the minimum of ${limits.minBitrateKbps}`);
             }
             windowBytes = 0;
@@ -282,7 +297,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
         this.#guard(drop, () => {
           for (const packet of queued) session!.handlePacket(packet);
         });
-        if (!socket.destroyed) socket.resume();
+        if (!socket.destroyed && !session.paused) socket.resume();
       }).catch((error: unknown) => {
         this.#log.error({ err: error }, 'stream key check failed');
         refuse({ reason: 'bad-key', remoteAddress });

@@ -11,6 +11,13 @@ import { ProgressParser, type Progress } from './progress.js';
 import { rtpFeed, type RtpFeed, type RtpTargets } from './rtpOutput.js';
 
 
+/**
+ * Bytes of FLV waiting in ffmpeg's stdin beyond which `write` says stop: the composition root then pauses the
+ * publisher's socket (TCP pushes back to it) until `drain`. A publisher faster than real time (no `-re`, a burst after
+ * a network stall) costs at most this much memory instead of all it sends.
+ */
+export const MAX_STDIN_BACKLOG = 4 * 1024 * 1024;
+
 /** The longest ffmpeg stderr line kept while waiting for its end. */
 const MAX_STDERR_LINE = 16 * 1024;
 export interface LiveTranscoderOptions {
@@ -58,6 +65,8 @@ export type LiveTranscoderEvents = {
   progress: [Progress];
   /** A run ended; `expected` is false for crashes (a restart follows). */
   exit: [{ generation: number; code: number | null; signal: NodeJS.Signals | null; expected: boolean }];
+  /** ffmpeg's input is no longer backlogged (or a new run starts empty): a paused publisher may send again. */
+  drain: [];
   close: [];
 };
 
@@ -113,6 +122,7 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
   #run: Run | undefined;
   #generation = -1;
   #restarts = 0;
+  #maxBacklog = 0;
   #crashesInARow = 0;
   #restartTimer: NodeJS.Timeout | undefined;
   #stallTimer: NodeJS.Timeout | undefined;
@@ -182,11 +192,21 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     this.#startRun(this.#generation < 0 ? 'publish' : 'reconnect');
   }
 
-  /** One FLV tag from the publisher. Dropped while ffmpeg is being restarted; the restart begins at a keyframe. */
-  write(tag: Buffer): void {
+  /**
+   * One FLV tag from the publisher. Dropped while ffmpeg is being restarted; the restart begins at a keyframe. Returns
+   * false once ffmpeg's input holds more than `MAX_STDIN_BACKLOG`: stop sending until `drain`.
+   */
+  write(tag: Buffer): boolean {
     const stdin = this.#run?.child.stdin;
-    if (!stdin || stdin.destroyed || stdin.writableEnded) return;
+    if (!stdin || stdin.destroyed || stdin.writableEnded) return true;
     stdin.write(tag);
+    this.#maxBacklog = Math.max(this.#maxBacklog, stdin.writableLength);
+    return stdin.writableLength <= MAX_STDIN_BACKLOG;
+  }
+
+  /** Bytes waiting in ffmpeg's stdin now, and the most seen since this transcoder started. */
+  get stdinBacklog(): { bytes: number; maxBytes: number } {
+    return { bytes: this.#run?.child.stdin?.writableLength ?? 0, maxBytes: this.#maxBacklog };
   }
 
   /** The publisher is gone: let ffmpeg finish what it has (flush the last fragments) and exit. */
@@ -249,6 +269,9 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     this.safeEmit('start', { generation, plan, reason });
 
     child.stdin!.on('error', () => { /* EPIPE when ffmpeg dies; the exit handler restarts it */ });
+    child.stdin!.on('drain', () => {
+      if (this.#run === run) this.safeEmit('drain');
+    });
     this.#readStderr(child.stderr!, generation);
     const progress = new ProgressParser();
     progress.on('progress', (p) => {
@@ -291,6 +314,8 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
 
     const prelude = input.prelude();
     child.stdin!.write(prelude);
+    // A publisher paused by the last run's backlog sends again into this one.
+    this.safeEmit('drain');
   }
 
   /** Asks the WebRTC room for this run's targets; a failure there costs the run its RTP output, never its HLS. */

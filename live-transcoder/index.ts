@@ -1,4 +1,4 @@
-export { LiveTranscoder } from './LiveTranscoder.js';
+export { MAX_STDIN_BACKLOG, LiveTranscoder } from './LiveTranscoder.js';
 export type { LiveTranscoderOptions, LiveTranscoderEvents, TranscoderInput, TranscoderStats, RenditionStats, DiscontinuityReason } from './LiveTranscoder.js';
 export { planLadder, planWebRtc, AUDIO_KBPS, DEFAULT_WEBRTC_HEIGHTS, WEBRTC_AUDIO_KBPS, WEBRTC_GOP_MS } from './ladder.js';
 export type { SourceInfo, Rendition, LadderPlan, LadderOptions, WebRtcLayer, WebRtcAudio, WebRtcPlan } from './ladder.js';

@@ -462,11 +462,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const current = live;
     current.publisher = session;
     let record: ((tag: Buffer) => void) | undefined;
+    // Backpressure: a backlogged ffmpeg pauses the publisher's socket until it drains.
     const feed = (tag: Buffer): void => {
-      current.transcoder.write(tag);
+      if (!current.transcoder.write(tag)) session.pause();
       record?.(tag);
     };
+    const resume = (): void => session.resume();
     const start = (): void => {
+      current.transcoder.on('drain', resume);
       current.transcoder.attach({ source: session.source!, prelude: () => session.prelude() });
       record = current.recorder?.startSource(session.prelude());
       session.on('tag', feed);
@@ -475,6 +478,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     else session.once('source', start);
     session.once('close', () => {
       session.off('tag', feed);
+      current.transcoder.off('drain', resume);
       if (record) current.recorder?.endSource();
       if (current.publisher === session) {
         current.publisher = undefined;
