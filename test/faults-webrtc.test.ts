@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { childProcesses, mediasoupWorkers } from '../bench/support/procfs.js';
 import type { OnAirNode } from '../server/node.js';
@@ -23,6 +24,11 @@ function mediasoupChildren(): number[] {
   return childProcesses(process.pid).filter((p) => p.comm.startsWith('mediasoup-work')).map((p) => p.pid);
 }
 
+/** The ports of the answer's ICE candidates: where the viewer's worker's WebRtcServer listens. */
+function candidatePorts(answer: string): Set<number> {
+  return new Set([...answer.matchAll(/^a=candidate:\S+ \d+ \S+ \d+ \S+ (\d+) typ/gm)].map((m) => Number(m[1])));
+}
+
 async function restartCount(node: OnAirNode): Promise<number> {
   const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
   const match = /^onair_child_restarts_total\{child="mediasoup"\} (\d+)$/m.exec(text);
@@ -36,6 +42,8 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
   let streamId: string;
   let whepUrl: string;
   const open = new Set<WhepClient>();
+  // A fixed port, as an operator configures one: the replacement must listen where the dead worker did.
+  const basePort = 20_000 + 2 * randomInt(0, 10_000);
 
   const connect = async (): Promise<WhepClient> => {
     const client = await connectWhep(whepUrl, { congestionControl: false });
@@ -46,7 +54,7 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
 
   before(async () => {
     ({ node, close } = await startTestNode({
-      ONAIR_LADDER: '360', ONAIR_WEBRTC_LAYERS: '180', ONAIR_WEBRTC_WORKERS: '2',
+      ONAIR_LADDER: '360', ONAIR_WEBRTC_LAYERS: '180', ONAIR_WEBRTC_WORKERS: '2', ONAIR_WEBRTC_PORT: String(basePort),
       // Every viewer comes from 127.0.0.1, and players re-POST in bursts.
       ONAIR_WHEP_MAX_SESSIONS_PER_ADDRESS: '1000', ONAIR_RATE_WHEP_PER_MIN: '0',
     }));
@@ -64,7 +72,7 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
     await close?.();
   });
 
-  test('a SIGKILLed viewer worker ends its viewers\' sessions, spares the other worker\'s, and new viewers get video within 5 s', async () => {
+  test('a SIGKILLed viewer worker ends its viewers\' sessions, spares the other worker\'s, and new viewers get video within 5 s', async (t) => {
     const edge = node.edge!;
     const viewers = [await connect(), await connect(), await connect(), await connect()];
     await Promise.all(viewers.map((c, i) => c.waitFor(`viewer ${i}: video with a keyframe`, (s) => s.videoPackets >= 20 && s.keyframes > 0, 30_000)));
@@ -89,9 +97,10 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
       await c.close();
     }
 
-    const { client: fresh } = await repost(whepUrl, 5_000 - (Date.now() - killedAt));
+    const { client: fresh, statuses } = await repost(whepUrl, 5_000 - (Date.now() - killedAt));
     open.add(fresh);
     await fresh.waitFor('the new viewer: video with a keyframe', (s) => s.videoPackets >= 10 && s.keyframes > 0, Math.max(1_000, 5_000 - (Date.now() - killedAt)));
+    t.diagnostic(`a new viewer received video ${Date.now() - killedAt} ms after the kill (POSTs: ${statuses.join(', ')})`);
 
     // The other worker's viewers kept receiving.
     const counts = kept.map((c) => c.stats().videoPackets);
@@ -103,7 +112,10 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
     // Viewers spread over both workers again, the replacement included.
     const more = [await connect(), await connect(), await connect()];
     await Promise.all(more.map((c, i) => c.waitFor(`later viewer ${i}: video`, (s) => s.videoPackets >= 10, 10_000)));
-    assert.deepEqual(new Set(edge.sessionStats(streamId).map((s) => s.worker)), new Set([0, 1]));
+    const workerOf = new Map(edge.sessionStats(streamId).map((s) => [s.sessionId, s.worker]));
+    assert.deepEqual(new Set(workerOf.values()), new Set([0, 1]));
+    const onReplacement = more.find((c) => workerOf.get(c.sessionId!) === deadWorker)!;
+    assert.deepEqual([...candidatePorts(onReplacement.answer)], [basePort + deadWorker!], 'the replacement listens on the dead worker\'s port');
     for (const c of [...open]) {
       await c.close();
       open.delete(c);
@@ -111,7 +123,7 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
     assert.equal(edge.viewers(streamId), 0);
   });
 
-  test('with every mediasoup worker SIGKILLed, ingest included, /readyz says webrtc is degraded and new viewers get video within 5 s', async () => {
+  test('with every mediasoup worker SIGKILLed, ingest included, /readyz says webrtc is degraded and new viewers get video within 5 s', async (t) => {
     const edge = node.edge!;
     const viewers = [await connect(), await connect()];
     await Promise.all(viewers.map((c, i) => c.waitFor(`viewer ${i}: video`, (s) => s.videoPackets >= 20 && s.keyframes > 0, 30_000)));
@@ -135,9 +147,10 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
         open.delete(c);
         await c.close();
       }
-      const { client: fresh } = await repost(whepUrl, 5_000 - (Date.now() - killedAt));
+      const { client: fresh, statuses } = await repost(whepUrl, 5_000 - (Date.now() - killedAt));
       open.add(fresh);
       await fresh.waitFor('the new viewer: video with a keyframe', (s) => s.videoPackets >= 10 && s.keyframes > 0, Math.max(1_000, 5_000 - (Date.now() - killedAt)));
+    t.diagnostic(`a new viewer received video ${Date.now() - killedAt} ms after the kill (POSTs: ${statuses.join(', ')})`);
       await waitFor('webrtc ready again', () => !edge.degraded, 5_000, 50);
     } finally {
       polling = false;
