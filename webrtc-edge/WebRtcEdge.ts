@@ -286,33 +286,31 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   /** The stream's producers for `shape` on its plain transport, piped to its viewer routers. */
   async #produce(stream: EdgeStream, shape: EdgeProducerShape): Promise<void> {
     const { streamId } = stream;
-    {
-      // A new shape closes the old producers (and with them their consumers and pipes).
-      stream.video?.close();
-      stream.audio?.close();
-      stream.video = await stream.plain.produce({
-        kind: 'video',
+    // A new shape closes the old producers (and with them their consumers and pipes).
+    stream.video?.close();
+    stream.audio?.close();
+    stream.video = await stream.plain.produce({
+      kind: 'video',
+      rtpParameters: {
+        codecs: [{ mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters! }],
+        encodings: shape.layers.map((layer) => ({ ssrc: layer.ssrc, maxBitrate: layer.kbps * 1000 })),
+        rtcp: { cname: `onair-${streamId}` },
+      },
+    });
+    stream.audio = shape.audio
+      ? await stream.plain.produce({
+        kind: 'audio',
         rtpParameters: {
-          codecs: [{ mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters! }],
-          encodings: shape.layers.map((layer) => ({ ssrc: layer.ssrc, maxBitrate: layer.kbps * 1000 })),
+          codecs: [{ mimeType: 'audio/opus', payloadType: AUDIO_PAYLOAD_TYPE, clockRate: 48000, channels: 2 }],
+          encodings: [{ ssrc: stream.inputs.audioSsrc }],
           rtcp: { cname: `onair-${streamId}` },
         },
-      });
-      stream.audio = shape.audio
-        ? await stream.plain.produce({
-          kind: 'audio',
-          rtpParameters: {
-            codecs: [{ mimeType: 'audio/opus', payloadType: AUDIO_PAYLOAD_TYPE, clockRate: 48000, channels: 2 }],
-            encodings: [{ ssrc: stream.inputs.audioSsrc }],
-            rtcp: { cname: `onair-${streamId}` },
-          },
-        })
-        : undefined;
-      for (const pending of stream.routers.values()) {
-        const viewer = await pending.catch(() => undefined);
-        // A router closed meanwhile (its last viewer left) needs nothing; the others still get the producers.
-        if (viewer && !viewer.router.closed) await this.#pipe(stream, viewer).catch((error: unknown) => this.#log.warn({ err: error, streamId }, 'could not pipe producers to a viewer router'));
-      }
+      })
+      : undefined;
+    for (const pending of stream.routers.values()) {
+      const viewer = await pending.catch(() => undefined);
+      // A router closed meanwhile (its last viewer left) needs nothing; the others still get the producers.
+      if (viewer && !viewer.router.closed) await this.#pipe(stream, viewer).catch((error: unknown) => this.#log.warn({ err: error, streamId }, 'could not pipe producers to a viewer router'));
     }
   }
 
