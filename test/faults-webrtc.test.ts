@@ -3,6 +3,7 @@ import { randomInt } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { childProcesses, mediasoupWorkers } from '../bench/support/procfs.js';
 import type { OnAirNode } from '../server/node.js';
+import { restartWithBackoff } from '../webrtc-edge/restartWithBackoff.js';
 import { api, isAlive, publish, startTestNode, waitFor } from './support/harness.js';
 import { connectWhep, type WhepClient } from './support/whepClient.js';
 
@@ -34,6 +35,44 @@ async function restartCount(node: OnAirNode): Promise<number> {
   const match = /^onair_child_restarts_total\{child="mediasoup"\} (\d+)$/m.exec(text);
   return match ? Number(match[1]) : 0;
 }
+
+describe('restartWithBackoff: how a dead mediasoup worker\'s replacement is retried', () => {
+  test('a replacement that fails to start is tried again after each backoff delay, the last one repeating', async () => {
+    const attempts: number[] = [];
+    const failures: { attempt: number; retryInMs: number }[] = [];
+    const started = await restartWithBackoff(async () => {
+      attempts.push(performance.now());
+      if (attempts.length < 4) throw new Error(`spawn failed (${attempts.length})`);
+    }, {
+      backoffMs: [0, 30, 60],
+      signal: new AbortController().signal,
+      onFailure: (_error, attempt, retryInMs) => failures.push({ attempt, retryInMs }),
+    });
+    assert.equal(started, true);
+    assert.equal(attempts.length, 4);
+    assert.deepEqual(failures, [{ attempt: 1, retryInMs: 30 }, { attempt: 2, retryInMs: 60 }, { attempt: 3, retryInMs: 60 }]);
+    const gaps = attempts.slice(1).map((t, i) => t - attempts[i]!);
+    for (const [i, min] of [30, 60, 60].entries()) assert.ok(gaps[i]! >= min - 2, `gap ${i}: ${gaps[i]} ms, at least ${min}`);
+  });
+
+  test('closing the edge ends a replacement waiting in backoff, with no further attempt', async () => {
+    const closing = new AbortController();
+    let attempts = 0;
+    const began = performance.now();
+    const started = await restartWithBackoff(async () => {
+      attempts += 1;
+      throw new Error('spawn failed');
+    }, {
+      backoffMs: [0, 60_000],
+      signal: closing.signal,
+      // The edge closes while the next attempt waits its 60 s.
+      onFailure: () => setImmediate(() => closing.abort()),
+    });
+    assert.equal(started, false);
+    assert.equal(attempts, 1);
+    assert.ok(performance.now() - began < 1_000, 'the wait ended with the close');
+  });
+});
 
 describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and are served within 5 s', { timeout: 240_000 }, () => {
   let node: OnAirNode;

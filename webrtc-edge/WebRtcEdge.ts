@@ -7,6 +7,7 @@ import { defaultLimits } from '../lib/limits.js';
 import { WHEP_LIMITS, type WhepLimits } from './limits.js';
 import type { Logger } from '../lib/log.js';
 import { loadMediasoup } from './loadMediasoup.js';
+import { restartWithBackoff } from './restartWithBackoff.js';
 import { RtpRelay, type RelayInput } from './RtpRelay.js';
 
 type Mediasoup = typeof import('mediasoup');
@@ -178,7 +179,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   #ingestRecovery: Promise<void> | undefined;
   /** Resolves once an ingest worker runs (at once, unless one is being replaced). */
   #ingestUp: Promise<void> = Promise.resolve();
-  readonly #backoffTimers = new Set<NodeJS.Timeout>();
+  /** Aborted by `close()`: ends the replacements being tried. */
+  readonly #closing = new AbortController();
   #closed = false;
 
   private constructor(parts: {
@@ -460,8 +462,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const timer of this.#backoffTimers) clearTimeout(timer);
-    this.#backoffTimers.clear();
+    this.#closing.abort();
     for (const streamId of [...this.#streams.keys()]) this.closeStream(streamId);
     for (const worker of this.#workers) worker.close();
     this.#ingest.close();
@@ -584,27 +585,13 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
 
   /** Starts a replacement with backoff until one runs (or the edge closes); each success is a `restart`. */
   async #restart(role: EdgeWorkerRole, start: () => Promise<void>): Promise<void> {
-    for (let attempt = 0; !this.#closed; attempt++) {
-      const delay = RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length - 1)]!;
-      if (delay > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            this.#backoffTimers.delete(timer);
-            resolve();
-          }, delay);
-          this.#backoffTimers.add(timer);
-        });
-        if (this.#closed) return;
-      }
-      try {
-        await start();
-        if (!this.#closed) this.safeEmit('restart', role);
-        return;
-      } catch (error) {
-        this.#log.error({ worker: role, attempt: attempt + 1, err: (error as Error).message, retryInMs: RESTART_BACKOFF_MS[Math.min(attempt + 1, RESTART_BACKOFF_MS.length - 1)] },
-          'could not start a replacement mediasoup worker');
-      }
-    }
+    const started = await restartWithBackoff(start, {
+      backoffMs: RESTART_BACKOFF_MS,
+      signal: this.#closing.signal,
+      onFailure: (error, attempt, retryInMs) => this.#log.error({ worker: role, attempt, err: (error as Error).message, retryInMs },
+        'could not start a replacement mediasoup worker'),
+    });
+    if (started) this.safeEmit('restart', role);
   }
 
   #routerOn(stream: EdgeStream, worker: number, codecs: { key: string; mediaCodecs: ms.RtpCodecCapability[] }): Promise<ViewerRouter> {
