@@ -17,6 +17,7 @@ export class Metrics {
   readonly transcoderRestarts: Counter<'stream'>;
   readonly rtmpDropped: Counter<'reason'>;
   readonly rateLimited: Counter<'limit'>;
+  readonly childRestarts: Counter<'child'>;
 
   constructor(sample: () => LiveStreamSample[]) {
     collectDefaultMetrics({ register: this.registry, prefix: 'onair_' });
@@ -44,6 +45,12 @@ export class Metrics {
       name: 'onair_transcoder_restarts_total',
       help: 'ffmpeg restarts after a crash or a hang, by stream.',
       labelNames: ['stream'],
+      registers,
+    });
+    this.childRestarts = new Counter({
+      name: 'onair_child_restarts_total',
+      help: 'Child processes OnAir replaced after they died, by child (mediasoup: a worker, ingest or viewer).',
+      labelNames: ['child'],
       registers,
     });
 

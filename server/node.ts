@@ -127,6 +127,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#metrics = new Metrics(() => this.#samples());
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
+    if (this.#edge) {
+      this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
+      this.#edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
+    }
     this.#ingest = new RtmpIngest({
       host: this.config.host,
       port: this.config.rtmpPort,
@@ -656,6 +660,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       checks['database'] = false;
     }
     checks['encoder'] = this.encoder.kind;
+    // A WebRTC edge repairing itself is listed, not a reason to leave the pool: LL-HLS and the rest keep serving.
+    checks['webrtc'] = this.#edge ? this.#edge.degraded ?? true : 'off';
     return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks };
   }
 

@@ -7,7 +7,10 @@ import { defaultLimits } from '../lib/limits.js';
 import { WHEP_LIMITS, type WhepLimits } from './limits.js';
 import type { Logger } from '../lib/log.js';
 import { loadMediasoup } from './loadMediasoup.js';
+import { restartWithBackoff } from './restartWithBackoff.js';
 import { RtpRelay, type RelayInput } from './RtpRelay.js';
+
+type Mediasoup = typeof import('mediasoup');
 
 export interface WebRtcEdgeOptions {
   /** mediasoup workers (one process each); default one per core. */
@@ -47,9 +50,16 @@ export interface ViewerStats {
   spatialLayer: number | undefined;
 }
 
+/** A mediasoup worker's place in the edge: the ingest worker, or viewer worker `i` (its WebRtcServer's port index). */
+export type EdgeWorkerRole = 'ingest' | number;
+
 export type WebRtcEdgeEvents = {
   /** Viewer count of a stream changed. */
   viewers: [streamId: string, count: number];
+  /** A worker process died (its viewers were dropped; a replacement is being started). */
+  died: [worker: EdgeWorkerRole];
+  /** A replacement worker runs in place of a dead one (for viewer workers: with its WebRtcServer). */
+  restart: [worker: EdgeWorkerRole];
 };
 
 const VIDEO_PAYLOAD_TYPE = 101;
@@ -59,6 +69,12 @@ const MAX_LAYERS = 3;
 /** A viewer whose ICE stays disconnected this long, or never connects, is dropped. */
 const DISCONNECT_GRACE_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 30_000;
+/** Delays before successive attempts to start a replacement worker; the last one repeats. */
+const RESTART_BACKOFF_MS = [0, 500, 1000, 2000, 5000];
+/** How long a WHEP POST (or a new stream) waits for a worker being replaced before it is turned away. */
+const RECOVERY_WAIT_MS = 3_000;
+/** What a viewer turned away while workers restart is told: try again this soon. */
+const RESTARTING_RETRY_AFTER_SEC = 1;
 
 const MEDIA_CODECS: ms.RtpCodecCapability[] = [
   { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 },
@@ -93,8 +109,9 @@ class EdgeStream {
   readonly streamId: string;
   readonly relay: RtpRelay;
   readonly inputs: EdgeRtpInputs;
-  readonly origin: ms.Router;
-  readonly plain: ms.PlainTransport;
+  /** On the ingest worker; replaced, with the plain transport and producers, when that worker is. */
+  origin: ms.Router;
+  plain: ms.PlainTransport;
   /**
    * Viewer routers by `<worker>|<codec key>`: payload types follow the viewers' offers (see whepSdp.ts). A promise, so
    * that viewers arriving together share the router the first of them opens.
@@ -106,6 +123,8 @@ class EdgeStream {
   video: ms.Producer | undefined;
   audio: ms.Producer | undefined;
   shapeKey = '';
+  /** The shape the producers were made for: what they are rebuilt with on a new ingest worker. */
+  shape: EdgeProducerShape | undefined;
   /** Serialises producer changes and the pipes that follow them. */
   chain: Promise<void> = Promise.resolve();
 
@@ -143,24 +162,41 @@ const BUSY_RETRY_AFTER_SEC = 5;
  */
 export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   readonly #log: Logger;
+  readonly #mediasoup: Mediasoup;
+  readonly #options: WebRtcEdgeOptions;
+  /** Viewer workers and their WebRtcServers by index; an entry is replaced when its worker dies. */
   readonly #workers: ms.Worker[];
-  readonly #ingest: ms.Worker;
   readonly #servers: ms.WebRtcServer[];
+  #ingest: ms.Worker;
   readonly #load: number[];
   readonly #limits: WhepLimits;
   /** Sessions per client address key, on this node. */
   readonly #perAddress = new Map<string, number>();
   readonly #streams = new Map<string, EdgeStream>();
+  /** Viewer workers that died and whose replacement is not running yet: no viewer is placed on them. */
+  readonly #down = new Set<number>();
+  /** Set from the ingest worker's death until a new one runs and every stream's origin is rebuilt on it. */
+  #ingestRecovery: Promise<void> | undefined;
+  /** Resolves once an ingest worker runs (at once, unless one is being replaced). */
+  #ingestUp: Promise<void> = Promise.resolve();
+  /** Aborted by `close()`: ends the replacements being tried. */
+  readonly #closing = new AbortController();
   #closed = false;
 
-  private constructor(log: Logger, workers: ms.Worker[], ingest: ms.Worker, servers: ms.WebRtcServer[], limits: WhepLimits) {
+  private constructor(parts: {
+    mediasoup: Mediasoup; options: WebRtcEdgeOptions; workers: ms.Worker[]; ingest: ms.Worker; servers: ms.WebRtcServer[]; limits: WhepLimits;
+  }) {
     super();
-    this.#log = log;
-    this.#limits = limits;
-    this.#workers = workers;
-    this.#ingest = ingest;
-    this.#servers = servers;
-    this.#load = workers.map(() => 0);
+    this.#log = parts.options.log;
+    this.#mediasoup = parts.mediasoup;
+    this.#options = parts.options;
+    this.#limits = parts.limits;
+    this.#workers = parts.workers;
+    this.#ingest = parts.ingest;
+    this.#servers = parts.servers;
+    this.#load = parts.workers.map(() => 0);
+    this.#ingest.on('died', (error) => this.#ingestDied(parts.ingest, error));
+    parts.workers.forEach((worker, i) => worker.on('died', (error) => this.#viewerDied(i, worker, error)));
   }
 
   static async create(options: WebRtcEdgeOptions): Promise<WebRtcEdge> {
@@ -171,16 +207,10 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     let ingest: ms.Worker | undefined;
     try {
       ingest = await mediasoup.createWorker({ logLevel: 'warn' });
-      ingest.on('died', (error) => options.log.error({ worker: 'ingest', err: error.message }, 'mediasoup worker died'));
       for (let i = 0; i < count; i++) {
-        const worker = await mediasoup.createWorker({ logLevel: 'warn' });
+        const { worker, server } = await startViewerWorker(mediasoup, options, i);
         workers.push(worker);
-        worker.on('died', (error) => options.log.error({ worker: i, err: error.message }, 'mediasoup worker died'));
-        const port = options.port === 0 ? undefined : options.port + i;
-        const listen = (protocol: 'udp' | 'tcp'): ms.WebRtcServerListenInfo => ({
-          protocol, ip: options.listenIp, ...(options.announcedIp ? { announcedIp: options.announcedIp } : {}), ...(port === undefined ? {} : { port }),
-        });
-        servers.push(await worker.createWebRtcServer({ listenInfos: [listen('udp'), listen('tcp')] }));
+        servers.push(server);
       }
     } catch (error) {
       for (const worker of workers) worker.close();
@@ -188,7 +218,16 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       throw error;
     }
     options.log.info({ workers: count, listenIp: options.listenIp, announcedIp: options.announcedIp, port: options.port }, 'WebRTC edge ready');
-    return new WebRtcEdge(options.log, workers, ingest, servers, { ...defaultLimits(WHEP_LIMITS), ...options.limits });
+    return new WebRtcEdge({ mediasoup, options, workers, ingest, servers, limits: { ...defaultLimits(WHEP_LIMITS), ...options.limits } });
+  }
+
+  /**
+   * What is being repaired, for `/readyz`: undefined when every worker runs (and every stream's input is on the
+   * current ingest worker).
+   */
+  get degraded(): string | undefined {
+    const restarting = [...(this.#ingestRecovery ? ['ingest worker'] : []), ...[...this.#down].sort().map((i) => `viewer worker ${i}`)];
+    return restarting.length === 0 ? undefined : `degraded: restarting ${restarting.join(', ')}`;
   }
 
   get workerCount(): number {
@@ -212,8 +251,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   async openStream(streamId: string): Promise<EdgeRtpInputs> {
     const existing = this.#streams.get(streamId);
     if (existing) return existing.inputs;
-    const origin = await this.#ingest.createRouter({ mediaCodecs: MEDIA_CODECS });
-    const plain = await origin.createPlainTransport({ listenIp: '127.0.0.1', rtcpMux: true, comedia: true });
+    if (!await settles(this.#ingestUp, RECOVERY_WAIT_MS)) throw new Error('the mediasoup ingest worker is being replaced');
+    const { origin, plain } = await this.#originOn(this.#ingest);
     const { relay, inputs } = await RtpRelay.create(MAX_LAYERS + 1);
     relay.connect({ address: plain.tuple.localIp, port: plain.tuple.localPort });
     const base = 0x4f4e0000 + Math.floor(Math.random() * 0xff00); // 'ON' + random: distinct per stream in logs
@@ -240,34 +279,41 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     stream.chain = stream.chain.then(async () => {
       if (stream.shapeKey === key) return;
       stream.shapeKey = key;
-      // A new shape closes the old producers (and with them their consumers and pipes).
-      stream.video?.close();
-      stream.audio?.close();
-      stream.video = await stream.plain.produce({
-        kind: 'video',
-        rtpParameters: {
-          codecs: [{ mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters! }],
-          encodings: shape.layers.map((layer) => ({ ssrc: layer.ssrc, maxBitrate: layer.kbps * 1000 })),
-          rtcp: { cname: `onair-${streamId}` },
-        },
-      });
-      stream.audio = shape.audio
-        ? await stream.plain.produce({
-          kind: 'audio',
-          rtpParameters: {
-            codecs: [{ mimeType: 'audio/opus', payloadType: AUDIO_PAYLOAD_TYPE, clockRate: 48000, channels: 2 }],
-            encodings: [{ ssrc: stream.inputs.audioSsrc }],
-            rtcp: { cname: `onair-${streamId}` },
-          },
-        })
-        : undefined;
-      for (const pending of stream.routers.values()) {
-        const viewer = await pending.catch(() => undefined);
-        // A router closed meanwhile (its last viewer left) needs nothing; the others still get the producers.
-        if (viewer && !viewer.router.closed) await this.#pipe(stream, viewer).catch((error: unknown) => this.#log.warn({ err: error, streamId }, 'could not pipe producers to a viewer router'));
-      }
+      stream.shape = shape;
+      await this.#produce(stream, shape);
     }).catch((error: unknown) => this.#log.error({ err: error, streamId }, 'could not create producers'));
     return stream.chain;
+  }
+
+  /** The stream's producers for `shape` on its plain transport, piped to its viewer routers. */
+  async #produce(stream: EdgeStream, shape: EdgeProducerShape): Promise<void> {
+    const { streamId } = stream;
+    // A new shape closes the old producers (and with them their consumers and pipes).
+    stream.video?.close();
+    stream.audio?.close();
+    stream.video = await stream.plain.produce({
+      kind: 'video',
+      rtpParameters: {
+        codecs: [{ mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters! }],
+        encodings: shape.layers.map((layer) => ({ ssrc: layer.ssrc, maxBitrate: layer.kbps * 1000 })),
+        rtcp: { cname: `onair-${streamId}` },
+      },
+    });
+    stream.audio = shape.audio
+      ? await stream.plain.produce({
+        kind: 'audio',
+        rtpParameters: {
+          codecs: [{ mimeType: 'audio/opus', payloadType: AUDIO_PAYLOAD_TYPE, clockRate: 48000, channels: 2 }],
+          encodings: [{ ssrc: stream.inputs.audioSsrc }],
+          rtcp: { cname: `onair-${streamId}` },
+        },
+      })
+      : undefined;
+    for (const pending of stream.routers.values()) {
+      const viewer = await pending.catch(() => undefined);
+      // A router closed meanwhile (its last viewer left) needs nothing; the others still get the producers.
+      if (viewer && !viewer.router.closed) await this.#pipe(stream, viewer).catch((error: unknown) => this.#log.warn({ err: error, streamId }, 'could not pipe producers to a viewer router'));
+    }
   }
 
   /**
@@ -286,14 +332,23 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   }): Promise<{ sessionId: string; result: T }> {
     const stream = this.#streams.get(streamId);
     if (!stream) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream is not live');
-    await stream.chain;
+    // After the ingest worker's death the chain rebuilds the stream's input: wait for it, a while.
+    if (!await settles(stream.chain, RECOVERY_WAIT_MS) || (this.#ingestRecovery && stream.video?.closed !== false)) {
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the WebRTC edge is restarting a media worker', RESTARTING_RETRY_AFTER_SEC);
+    }
     if (!stream.video) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream has no media yet');
     const client = addressKey(request.remoteAddress);
     const held = this.#perAddress.get(client) ?? 0;
     if (held >= this.#limits.maxSessionsPerAddress) {
       throw new EdgeError('ONAIR_ERR_WHEP_BUSY', `this address holds ${held} WebRTC sessions, the most one address may`, BUSY_RETRY_AFTER_SEC);
     }
-    const worker = this.#leastLoaded();
+    let worker = this.#leastLoaded();
+    if (worker === undefined) {
+      // Every viewer worker is being replaced: the first one back serves this viewer.
+      await this.next('restart', RECOVERY_WAIT_MS, (role) => role !== 'ingest').catch(() => undefined);
+      worker = this.#leastLoaded();
+      if (worker === undefined) throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'every WebRTC worker of this node is restarting', RESTARTING_RETRY_AFTER_SEC);
+    }
     if (this.#load[worker]! >= this.#limits.maxSessionsPerWorker) {
       throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'every WebRTC worker of this node is full', BUSY_RETRY_AFTER_SEC);
     }
@@ -407,15 +462,136 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closing.abort();
     for (const streamId of [...this.#streams.keys()]) this.closeStream(streamId);
     for (const worker of this.#workers) worker.close();
     this.#ingest.close();
   }
 
-  #leastLoaded(): number {
-    let best = 0;
-    for (let i = 1; i < this.#load.length; i++) if (this.#load[i]! < this.#load[best]!) best = i;
+  /** The least-loaded viewer worker that runs; undefined while every one is being replaced. */
+  #leastLoaded(): number | undefined {
+    let best: number | undefined;
+    for (let i = 0; i < this.#load.length; i++) {
+      if (this.#down.has(i)) continue;
+      if (best === undefined || this.#load[i]! < this.#load[best]!) best = i;
+    }
     return best;
+  }
+
+  /** A stream's origin router and plain-RTP transport on `ingest`. */
+  async #originOn(ingest: ms.Worker): Promise<{ origin: ms.Router; plain: ms.PlainTransport }> {
+    const origin = await ingest.createRouter({ mediaCodecs: MEDIA_CODECS });
+    try {
+      const plain = await origin.createPlainTransport({ listenIp: '127.0.0.1', rtcpMux: true, comedia: true });
+      return { origin, plain };
+    } catch (error) {
+      origin.close();
+      throw error;
+    }
+  }
+
+  /**
+   * A viewer worker died: mediasoup closed its routers, and with them its viewers' transports. Those sessions are
+   * ended (a player sees its connection go and POSTs again), the worker's viewer routers forgotten, and a replacement
+   * started at the same index — the same port when one is configured: the dead process's sockets went with it.
+   * Meanwhile new viewers go to the other workers.
+   */
+  #viewerDied(index: number, worker: ms.Worker, error: Error): void {
+    if (this.#closed || this.#workers[index] !== worker) return;
+    this.#down.add(index);
+    for (const stream of this.#streams.values()) {
+      // Already dropped as their transports closed with the worker's routers ('routerclose'); this makes sure.
+      for (const session of [...stream.sessions.values()]) if (session.worker === index) this.#drop(stream, session, 'worker died');
+      // Routers still opening for a viewer being set up fail on their own; none of this worker's is reused.
+      for (const key of [...stream.routers.keys()]) if (key.startsWith(`${index}|`)) stream.routers.delete(key);
+    }
+    this.#log.error({ worker: index, pid: worker.pid, err: error.message }, 'mediasoup viewer worker died (its viewers\' sessions ended); replacing it');
+    this.safeEmit('died', index);
+    void this.#restart(index, async () => {
+      const { worker: next, server } = await startViewerWorker(this.#mediasoup, this.#options, index);
+      if (this.#closed) {
+        next.close();
+        return;
+      }
+      this.#workers[index] = next;
+      this.#servers[index] = server;
+      next.on('died', (e) => this.#viewerDied(index, next, e));
+      this.#down.delete(index);
+      this.#log.warn({ worker: index, pid: next.pid }, 'mediasoup viewer worker replaced');
+    });
+  }
+
+  /**
+   * The ingest worker died: every stream's origin router, plain transport and producers went with it, and so did the
+   * pipes to the viewer routers. Every viewer of every stream is dropped (their players POST again) and their viewer
+   * routers closed; a new ingest worker is started, each stream's origin rebuilt on it with the producers' current shape
+   * and its relay re-pointed at the new plain transport (ffmpeg keeps sending to the relay's ports, untouched).
+   */
+  #ingestDied(worker: ms.Worker, error: Error): void {
+    if (this.#closed || this.#ingest !== worker) return;
+    let dropped = 0;
+    for (const stream of this.#streams.values()) {
+      for (const session of [...stream.sessions.values()]) {
+        this.#drop(stream, session, 'ingest worker died');
+        dropped += 1;
+      }
+      for (const pending of stream.routers.values()) void pending.then((viewer) => viewer.router.close(), () => undefined);
+      stream.routers.clear();
+    }
+    this.#log.error({ worker: 'ingest', pid: worker.pid, err: error.message, viewersDropped: dropped }, 'mediasoup ingest worker died; replacing it');
+    this.safeEmit('died', 'ingest');
+    const up = this.#restart('ingest', async () => {
+      const next = await this.#mediasoup.createWorker({ logLevel: 'warn' });
+      if (this.#closed) {
+        next.close();
+        return;
+      }
+      this.#ingest = next;
+      next.on('died', (e) => this.#ingestDied(next, e));
+      this.#log.warn({ worker: 'ingest', pid: next.pid }, 'mediasoup ingest worker replaced');
+    });
+    this.#ingestUp = up;
+    // Chained now: a WHEP POST for a stream waits on its chain, so it waits for the rebuild instead of meeting the dead
+    // producers.
+    const rebuilt = [...this.#streams.values()].map((stream) => {
+      stream.chain = stream.chain.then(async () => {
+        await up;
+        await this.#rebuildOrigin(stream);
+      }).catch((e: unknown) => this.#log.error({ err: e, streamId: stream.streamId }, 'could not rebuild the stream\'s WebRTC input'));
+      return stream.chain;
+    });
+    const recovery = Promise.all(rebuilt).then(() => {
+      if (this.#ingestRecovery === recovery) this.#ingestRecovery = undefined;
+    });
+    this.#ingestRecovery = recovery;
+  }
+
+  async #rebuildOrigin(stream: EdgeStream): Promise<void> {
+    if (this.#closed || this.#streams.get(stream.streamId) !== stream || !stream.origin.closed) return;
+    const { origin, plain } = await this.#originOn(this.#ingest);
+    if (this.#streams.get(stream.streamId) !== stream) {
+      origin.close();
+      return;
+    }
+    stream.origin = origin;
+    stream.plain = plain;
+    // comedia: the new transport learns the relay's address from the relay's next packet.
+    stream.relay.connect({ address: plain.tuple.localIp, port: plain.tuple.localPort });
+    stream.video = undefined;
+    stream.audio = undefined;
+    if (stream.shape) await this.#produce(stream, stream.shape);
+    this.#log.info({ streamId: stream.streamId }, 'stream\'s WebRTC input rebuilt on the new ingest worker');
+  }
+
+  /** Starts a replacement with backoff until one runs (or the edge closes); each success is a `restart`. */
+  async #restart(role: EdgeWorkerRole, start: () => Promise<void>): Promise<void> {
+    const started = await restartWithBackoff(start, {
+      backoffMs: RESTART_BACKOFF_MS,
+      signal: this.#closing.signal,
+      onFailure: (error, attempt, retryInMs) => this.#log.error({ worker: role, attempt, err: (error as Error).message, retryInMs },
+        'could not start a replacement mediasoup worker'),
+    });
+    if (started) this.safeEmit('restart', role);
   }
 
   #routerOn(stream: EdgeStream, worker: number, codecs: { key: string; mediaCodecs: ms.RtpCodecCapability[] }): Promise<ViewerRouter> {
@@ -507,6 +683,10 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     transport.on('dtlsstatechange', (state) => {
       if (state === 'failed' || state === 'closed') this.#drop(stream, session, `DTLS ${state}`);
     });
+    // Its worker died (the router and WebRtcServer close with it), also while the session was being set up.
+    transport.on('routerclose', () => this.#drop(stream, session, 'router closed'));
+    transport.on('listenserverclose', () => this.#drop(stream, session, 'WebRtcServer closed'));
+    if (transport.closed) this.#drop(stream, session, 'router closed');
     for (const consumer of session.consumers) {
       consumer.on('producerclose', () => {
         if (session.consumers.every((c) => c.closed)) this.#drop(stream, session, 'producer closed');
@@ -522,4 +702,32 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     this.#log.debug({ streamId: stream.streamId, sessionId: session.id, reason }, 'WebRTC viewer left');
     this.safeEmit('viewers', stream.streamId, stream.sessions.size);
   }
+}
+
+/** A viewer worker with its WebRtcServer on `port + index` (or a free port). */
+async function startViewerWorker(mediasoup: Mediasoup, options: WebRtcEdgeOptions, index: number): Promise<{ worker: ms.Worker; server: ms.WebRtcServer }> {
+  const worker = await mediasoup.createWorker({ logLevel: 'warn' });
+  const port = options.port === 0 ? undefined : options.port + index;
+  const listen = (protocol: 'udp' | 'tcp'): ms.WebRtcServerListenInfo => ({
+    protocol, ip: options.listenIp, ...(options.announcedIp ? { announcedIp: options.announcedIp } : {}), ...(port === undefined ? {} : { port }),
+  });
+  try {
+    return { worker, server: await worker.createWebRtcServer({ listenInfos: [listen('udp'), listen('tcp')] }) };
+  } catch (error) {
+    worker.close();
+    throw error;
+  }
+}
+
+/** Whether `promise` settles within `ms` (its outcome is the caller's business). */
+async function settles(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    promise.then(() => true, () => true),
+    new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return settled;
 }
