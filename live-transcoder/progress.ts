@@ -28,9 +28,9 @@ export interface ProgressParserEvents {
 }
 
 
-/** Longest progress line kept, and most keys one block may hold (ffmpeg's blocks have about 20 short ones). */
+/** Longest progress line kept, and most keys one block may hold (a VOD ladder with many outputs writes a stream_N_M_q key per output stream). */
 const MAX_LINE_CHARS = 4096;
-const MAX_FIELDS = 64;
+const MAX_FIELDS = 1024;
 
 /**
  * Reads FFmpeg's `-progress pipe:N` output: blocks of `key=value` lines, each block closed by `progress=continue` or

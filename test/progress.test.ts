@@ -113,8 +113,18 @@ test('garbage on the progress pipe is held in bounded memory, and the next real 
   parser.push(Buffer.alloc(1024 * 1024, 0x41));
   assert.ok(parser.pending.chars <= 4096, `held ${parser.pending.chars} characters of one line`);
   parser.push('\n' + Array.from({ length: 100_000 }, (_, i) => `junk${i}=${'v'.repeat(50)}`).join('\n') + '\n');
-  assert.ok(parser.pending.fields <= 64, `held ${parser.pending.fields} keys`);
+  assert.ok(parser.pending.fields <= 1024, `held ${parser.pending.fields} keys`);
   parser.push('progress=continue\n');
   parser.push(REPORT);
   assert.deepEqual(reports.slice(-2), EXPECTED);
+});
+
+test('a block with a quality key for each of hundreds of output streams still reads its time', { timeout: 30000 }, () => {
+  const parser = new ProgressParser();
+  const reports = collect(parser);
+  const qualities = Array.from({ length: 300 }, (_, i) => `stream_${i}_0_q=23.0`);
+  parser.push(['frame=151', 'fps=29.97', ...qualities, 'out_time_us=5053333', 'speed=1.01x', 'progress=continue', ''].join('\n'));
+  assert.equal(reports.length, 1);
+  assert.equal(reports[0]!.outTimeMs, 5053);
+  assert.equal(reports[0]!.speed, 1.01);
 });
