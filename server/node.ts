@@ -56,7 +56,7 @@ export const CLOSE_TIMEOUT_MS = 10_000;
 /** Kept at the end of close() for the embedded redis-server to flush its append-only file (then it is killed). */
 const CLOSE_REDIS_RESERVE_MS = 2_000;
 /** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
-const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 5_000, transcoders: 3_000, vod: 2_000, edge: 2_000, database: 2_000 } as const;
+const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, edge: 2_000, database: 2_000 } as const;
 /** A readiness check that takes longer than this fails (a hung dependency must not hang /readyz). */
 const READY_CHECK_TIMEOUT_MS = 1_000;
 
