@@ -102,6 +102,8 @@ describe('fault: the embedded redis-server is killed', { timeout: 120_000 }, () 
     started = await startTestNode({
       ONAIR_LADDER: '240',
       ONAIR_WEBRTC_LAYERS: 'off',
+      // A VOD worker in the node: its blocking connection must come back too.
+      ONAIR_VOD_CONCURRENCY: '1',
       ONAIR_CHAT_COMMENT_LIMIT: '100/1s',
       ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: '10000/1s',
     }, undefined, { logDestination: log.stream, logLevel: 'info' });
@@ -168,13 +170,25 @@ describe('fault: the embedded redis-server is killed', { timeout: 120_000 }, () 
       assert.equal(await waitFor('the test client to reconnect', () => client.get('onair:test:fault').catch(() => undefined), 5_000), 'kept');
       const counts = await within('the job counts', node.vod.queue.counts(), 5_000);
       assert.equal(counts['delayed'], 1, JSON.stringify(counts));
-      // BullMQ works again: a new job is queued.
-      await within('a job to be queued', node.vod.queue.enqueue('faulttestvideo0'), 5_000);
-      assert.equal((await node.vod.queue.counts())['waiting'], 1);
+      // BullMQ works again: a job queued now is taken and done by the node's worker.
+      const worker = node.vod.worker!.worker;
+      const done = within('the worker to complete a job queued after the restart', new Promise<void>((resolve) => {
+        const listener = (job: { id?: string }): void => {
+          if (job.id !== 'cleanup-videos-fault-after') return;
+          worker.off('completed', listener);
+          resolve();
+        };
+        worker.on('completed', listener);
+      }), 10_000);
+      await within('a job to be queued', node.vod.queue.scheduleCleanup('videos/fault-after', 0), 5_000);
+      await done;
+      assert.equal((await node.vod.queue.counts())['failed'], 0);
       // The chat works again, both ways.
       await commentCrosses(alice, bob, 'after the fault A→B', 10_000);
       await commentCrosses(bob, alice, 'after the fault B→A', 10_000);
       assert.equal((await api(node, 'GET', `/api/streams/${streamId}`)).body?.status, 'live');
+      // Deleted, not ended: no archive job for the worker to run while the node closes.
+      assert.equal((await api(node, 'DELETE', `/api/streams/${streamId}`)).status, 204);
     } finally {
       publisher.stop();
       client.disconnect();
