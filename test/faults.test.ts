@@ -32,6 +32,22 @@ function redisServerPid(dataDir: string): number | undefined {
   return undefined;
 }
 
+/** The mediasoup worker processes whose parent is `parentPid`. */
+function mediasoupWorkersOf(parentPid: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === parentPid && readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('mediasoup-worker')) pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
+}
+
 /** A zombie is dead for our purposes. */
 function running(pid: number): boolean {
   if (!isAlive(pid)) return false;
@@ -215,10 +231,10 @@ describe('fault: stopping after a dependency died', { timeout: 120_000 }, () => 
   });
 
   /** `npm start` on `dir`, with a live event on it (its end at SIGTERM queues an archive job in Redis). */
-  async function startLiveNodeProcess(dir: string): Promise<{ proc: NodeProcess; redisPid: number; publisher: ReturnType<typeof publish> }> {
+  async function startLiveNodeProcess(dir: string, env: Record<string, string> = {}): Promise<{ proc: NodeProcess; redisPid: number; publisher: ReturnType<typeof publish> }> {
     const started = spawnNode({
       ONAIR_DATA_DIR: dir, ONAIR_HOST: '127.0.0.1', ONAIR_HTTP_PORT: '0', ONAIR_RTMP_PORT: '0', ONAIR_HWACCEL: 'none',
-      ONAIR_X264_PRESET: 'ultrafast', ONAIR_LADDER: '240', ONAIR_WEBRTC_LAYERS: 'off', ONAIR_LOG_LEVEL: 'warn',
+      ONAIR_X264_PRESET: 'ultrafast', ONAIR_LADDER: '240', ONAIR_WEBRTC_LAYERS: 'off', ONAIR_LOG_LEVEL: 'warn', ...env,
     });
     procs.push(started);
     const [, origin] = await started.waitForStdout(/Dashboard:\s+(\S+)\/studio/, 30_000);
@@ -262,5 +278,20 @@ describe('fault: stopping after a dependency died', { timeout: 120_000 }, () => 
     } finally {
       killQuietly(redisPid, 'SIGCONT');
     }
+  });
+
+  test('SIGTERM stops a node with a live event within 15 s after its mediasoup workers and its redis-server were SIGKILLed', { timeout: 60_000 }, async () => {
+    const dir = path.join(dataDir, 'm');
+    const { proc, redisPid } = await startLiveNodeProcess(dir, { ONAIR_WEBRTC_LAYERS: '240', ONAIR_WEBRTC_PORT: '0' });
+    const workers = mediasoupWorkersOf(proc.child.pid!);
+    assert.ok(workers.length > 0, 'the node runs mediasoup workers');
+    leftovers.push(...workers);
+    for (const pid of [...workers, redisPid]) process.kill(pid, 'SIGKILL');
+    await waitFor('the killed processes to be gone', () => [...workers, redisPid].every((pid) => !running(pid)), 5_000, 20);
+    proc.kill('SIGTERM');
+    const { signal } = await within('the node to exit after SIGTERM', proc.exited, 15_000);
+    assert.equal(signal, null);
+    await waitFor('no redis-server left behind', () => redisServerPid(dir) === undefined, 5_000);
+    await waitFor('no mediasoup worker left behind', () => mediasoupWorkersOf(proc.child.pid!).length === 0 && workers.every((pid) => !running(pid)), 5_000);
   });
 });
