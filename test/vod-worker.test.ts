@@ -67,13 +67,15 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): crashes mid-job
     const id = created.url!.split('/').pop()!;
 
     let last: unknown;
+    const history: string[] = [];
     await waitFor('the first worker to be transcoding', async () => {
       const body = (await api(node, 'GET', `/api/videos/${id}`)).body;
       last = { status: body.status, progress: body.progress, ffmpegs: ffmpegsIn(dataDir).length };
+      if (history.at(-1) !== JSON.stringify(last)) history.push(JSON.stringify(last));
       return body.progress >= 10 && ffmpegsIn(dataDir).length > 0;
     }, 60_000, 100).catch((error: Error) => {
       // What the worker said, for a failure that only shows on a loaded machine.
-      throw new Error(`${error.message}; last seen ${JSON.stringify(last)}; worker stdout:\n${first.stdout().slice(-3000)}\nstderr:\n${first.stderr().slice(-2000)}`);
+      throw new Error(`${error.message}; seen ${history.join(' → ')}; worker stdout:\n${first.stdout().slice(-3000)}\nstderr:\n${first.stderr().slice(-2000)}`);
     });
     const ffmpegs = ffmpegsIn(dataDir);
     first.child.kill('SIGKILL');
