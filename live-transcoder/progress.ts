@@ -27,11 +27,6 @@ export interface ProgressParserEvents {
   progress: [Progress];
 }
 
-
-/** Longest progress line kept, and most keys one block may hold (a VOD ladder with many outputs writes a stream_N_M_q key per output stream). */
-const MAX_LINE_CHARS = 4096;
-const MAX_FIELDS = 1024;
-
 /**
  * Reads FFmpeg's `-progress pipe:N` output: blocks of `key=value` lines, each block closed by `progress=continue` or
  * `progress=end`. Chunks may cut lines anywhere; a block is emitted once its `progress=` line is complete.
@@ -44,14 +39,8 @@ export class ProgressParser extends TypedEmitter<ProgressParserEvents> {
   push(chunk: Buffer | string): void {
     const text = this.#partialLine + (typeof chunk === 'string' ? chunk : this.#decoder.write(chunk));
     const lines = text.split('\n');
-    // A child's output is outside input: a line without end is cut, not kept growing.
-    this.#partialLine = (lines.pop() ?? '').slice(-MAX_LINE_CHARS);
+    this.#partialLine = lines.pop() ?? '';
     for (const line of lines) this.#onLine(line);
-  }
-
-  /** What is held until the next line or block ends (bounded whatever the child writes). */
-  get pending(): { chars: number; fields: number } {
-    return { chars: this.#partialLine.length, fields: this.#fields.size };
   }
 
   #onLine(rawLine: string): void {
@@ -61,8 +50,7 @@ export class ProgressParser extends TypedEmitter<ProgressParserEvents> {
     const key = line.slice(0, equals).trim();
     const value = line.slice(equals + 1).trim();
     if (key !== 'progress') {
-      // ffmpeg writes about 20 keys a block; garbage with many '=' lines must not grow the map without end.
-      if (this.#fields.size < MAX_FIELDS || this.#fields.has(key)) this.#fields.set(key, value.slice(0, MAX_LINE_CHARS));
+      this.#fields.set(key, value);
       return;
     }
     const fields = this.#fields;
