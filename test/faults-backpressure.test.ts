@@ -14,7 +14,7 @@ const MiB = 1024 * 1024;
 
 /**
  * Backpressure (issue #14 §4): a publisher faster than real time — here ffmpeg copying a 20 s, 10 Mbit/s file to RTMP
- * without `-re`, 25 MB at loopback speed — must not be buffered without bound in front of the transcoder: the RTMP
+ * at 15× real time, 25 MB in about a second — must not be buffered without bound in front of the transcoder: the RTMP
  * socket is paused while ffmpeg's stdin holds more than MAX_STDIN_BACKLOG, and every byte is still read (TCP holds the
  * rest at the publisher).
  */
@@ -41,7 +41,9 @@ describe('a publisher faster than real time is paused, not buffered', { timeout:
 
   test('ffmpeg\'s input never holds more than the bound; the publisher is not cut off and the stream is packaged', { timeout: 150_000 }, async () => {
     const created = await api(node, 'POST', '/api/streams', { body: { title: 'Burst' } });
-    const publisher = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-loglevel', 'error', '-i', file, '-c', 'copy', '-f', 'flv',
+    // 15× real time: fast enough to outrun the ladder, slow enough that the transcoder is up before the burst is over
+    // (at full loopback speed the whole file can be in before ffmpeg starts, and then nothing is backlogged).
+    const publisher = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-loglevel', 'error', '-readrate', '15', '-i', file, '-c', 'copy', '-f', 'flv',
       `${node.rtmpUrl}/${created.body.streamKey}`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     publisher.stderr!.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
