@@ -68,11 +68,16 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): crashes mid-job
 
     let last: unknown;
     const history: string[] = [];
+    let transcodingSince: number | undefined;
     await waitFor('the first worker to be transcoding', async () => {
       const body = (await api(node, 'GET', `/api/videos/${id}`)).body;
       last = { status: body.status, progress: body.progress, ffmpegs: ffmpegsIn(dataDir).length };
       if (history.at(-1) !== JSON.stringify(last)) history.push(JSON.stringify(last));
-      return body.progress >= 10 && ffmpegsIn(dataDir).length > 0;
+      // Mid-transcode: ffmpeg has been running for 2 s (progress alone is no sign: it sometimes stays at 5 % until the
+      // transcode ends, a reporting gap left open in the closing note).
+      if (ffmpegsIn(dataDir).length === 0) transcodingSince = undefined;
+      else transcodingSince ??= Date.now();
+      return body.status === 'processing' && transcodingSince !== undefined && Date.now() - transcodingSince >= 2000;
     }, 60_000, 100).catch((error: Error) => {
       // What the worker said, for a failure that only shows on a loaded machine.
       throw new Error(`${error.message}; seen ${history.join(' → ')}; worker stdout:\n${first.stdout().slice(-3000)}\nstderr:\n${first.stderr().slice(-2000)}`);
