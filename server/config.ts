@@ -152,6 +152,7 @@ const schema = {
   ONAIR_SEGMENT_MS: integer(2000, 500, 10000),
   ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
   ONAIR_RECONNECT_GRACE_SEC: integer(10, 0, 600),
+  ONAIR_MAX_STREAMS: integer(0, 0, 10_000),
   ONAIR_DVR_WINDOW_SEC: integer(30, 10, 6 * 3600),
   ONAIR_PLAYBACK_TOKEN_TTL_SEC: integer(24 * 3600, 60, 365 * 24 * 3600),
   ONAIR_TLS_CERT: optionalString,
@@ -231,6 +232,8 @@ export interface Config {
   segmentTargetMs: number;
   playbackSigningKey: string | undefined;
   reconnectGraceMs: number;
+  /** Live streams this node takes at once; 0: no fixed cap. */
+  maxStreams: number;
   /** Media each live playlist keeps for seeking back (and at least CAN-SKIP-UNTIL). */
   dvrWindowMs: number;
   /** Lifetime of the playback tokens the admin API hands out when signing is on. */
@@ -326,6 +329,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     segmentTargetMs: r.ONAIR_SEGMENT_MS,
     playbackSigningKey: r.ONAIR_PLAYBACK_SIGNING_KEY,
     reconnectGraceMs: r.ONAIR_RECONNECT_GRACE_SEC * 1000,
+    maxStreams: r.ONAIR_MAX_STREAMS,
     dvrWindowMs: r.ONAIR_DVR_WINDOW_SEC * 1000,
     playbackTokenTtlSec: r.ONAIR_PLAYBACK_TOKEN_TTL_SEC,
     tls: r.ONAIR_TLS_CERT !== undefined && r.ONAIR_TLS_KEY !== undefined ? { certFile: r.ONAIR_TLS_CERT, keyFile: r.ONAIR_TLS_KEY } : undefined,

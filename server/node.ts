@@ -159,6 +159,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         const stream = await this.streams.verifyKey(streamKey);
         return stream ? { ok: true, streamId: stream.id } : { ok: false, reason: 'bad-key' };
       },
+      admit: ({ live }) => {
+        const max = this.config.maxStreams;
+        return max > 0 && live >= max ? `${live} live streams, ONAIR_MAX_STREAMS=${max}` : undefined;
+      },
     });
     this.#wireIngest();
     this.#http = buildHttpServer({
