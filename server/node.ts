@@ -184,9 +184,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         (app) => registerUploadRoutes(app, {
           dir: this.#vod.uploadDir,
           maxBytes: this.config.vod.uploadMaxBytes,
+          expiryMs: this.config.vod.uploadExpiryMs,
+          expired: (id) => this.#vod.uploadExpired(id, this.config.vod.uploadExpiryMs),
           created: (id, metadata) => this.#vod.uploadCreated(id, metadata),
           finished: (id, file) => this.#vod.uploadFinished(id, file),
-          onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start)'),
+          onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start) or sweep expired uploads'),
         }),
       ],
       ready: () => this.#ready(),
@@ -762,6 +764,7 @@ export function startVodArchive(config: Config, log: Logger, database: Database,
     lockMs: config.vod.lockMs,
     concurrency,
     replacedRetentionMs: config.vod.replacedRetentionMs,
+    timeLimits: config.vod.timeLimits,
     log: log.child({ component: 'vod' }),
   });
 }

@@ -6,7 +6,7 @@ import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { VIDEO_ID_RE, VideoCatalog, type CatalogTables, type Video } from './catalog.js';
 import { VodQueue, VodWorker } from './jobs.js';
-import { sha256File, sourcePrefix, videoPrefix } from './pipeline.js';
+import { sha256File, sourcePrefix, videoPrefix, type VodTimeLimits } from './pipeline.js';
 import { EventRecorder, type TimelineSpan } from './recorder.js';
 import type { Storage } from './storage.js';
 import type { UploadMetadata } from './uploads.js';
@@ -28,6 +28,8 @@ export interface VodArchiveOptions {
   /** Jobs this process runs at once; 0: none (an origin that leaves the work to `ONAIR_ROLE=worker` processes). */
   concurrency: number;
   replacedRetentionMs: number;
+  /** ffprobe's and the transcode's time limits (pipeline.ts DEFAULT_TIME_LIMITS when absent). */
+  timeLimits?: VodTimeLimits;
   log: Logger;
 }
 
@@ -68,6 +70,7 @@ export class VodArchive {
           ffprobePath: options.ffprobePath,
           workDir: path.join(options.dataDir, 'work'),
           ladder: options.ladder,
+          ...(options.timeLimits ? { timeLimits: options.timeLimits } : {}),
           log: options.log,
         },
       })
@@ -131,7 +134,7 @@ export class VodArchive {
     }
     await this.#move(sources);
     await recorder.remove();
-    if (sources.length > 0) await this.queue.enqueue(eventId);
+    if (sources.length > 0) await this.queue.enqueue(eventId, event.streamId);
     else await this.catalog.fail(eventId, 'The event recorded no media to archive.');
     return this.catalog.get(eventId);
   }
@@ -152,7 +155,20 @@ export class VodArchive {
     await this.#move([{ key, file }]);
     await rm(`${file}.json`, { force: true });
     await this.catalog.setSource(id, { key, sha256, bytes });
-    await this.queue.enqueue(id);
+    await this.queue.enqueue(id, 'upload');
+  }
+
+  /**
+   * A tus upload expired before its last byte arrived (its partial file is gone): its video, still processing and
+   * without a source, fails with a reason the uploader reads in the admin view. It stays listed for the admin (not
+   * publicly) until deleted, like any failed upload; a video that has its source meanwhile is left alone.
+   */
+  async uploadExpired(id: string, expiryMs: number): Promise<void> {
+    const video = await this.catalog.get(id);
+    if (!video || video.source !== 'upload' || video.status !== 'processing' || video.sourceSha256) return;
+    const hours = expiryMs / 3600_000;
+    await this.catalog.fail(id, `The upload expired: not every byte arrived within ${hours >= 1 ? `${Math.round(hours)} h` : `${Math.round(expiryMs / 1000)} s`} of its start, and its partial file was removed. Upload the file again.`);
+    this.#log.info({ videoId: id }, 'expired upload removed');
   }
 
   /**
@@ -168,7 +184,7 @@ export class VodArchive {
         if (info?.size !== undefined && size === info.size) await this.uploadFinished(video.id, file);
         continue;
       }
-      await this.queue.enqueue(video.id);
+      await this.queue.enqueue(video.id, video.source);
     }
   }
 
