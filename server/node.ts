@@ -122,6 +122,18 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         partTargetMs: this.config.partTargetMs,
         vaapiDevice: this.config.vaapiDevice,
       }),
+      limits: this.config.ads,
+      // What a running ad break plays is never evicted (its plan's key and its ads' ids).
+      inUse: () => {
+        const ids = new Set<string>();
+        for (const live of this.#live.values()) {
+          const running = live.plan && live.packager.runningBreak;
+          if (!running) continue;
+          const key = this.#ads.planKey(live.plan!);
+          for (const ad of live.packager.adsOf(running.id)) ids.add(`${key}/${ad.id}`);
+        }
+        return ids;
+      },
       log: this.log.child({ component: 'ads' }),
     });
     this.#metrics = new Metrics(() => this.#samples());

@@ -8,7 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import { Worker } from 'bullmq';
 import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import type { OnAirNode } from '../server/node.js';
-import { probeSource, VOD_QUEUE, VodQueue } from '../vod-archive/index.js';
+import { execFileSync } from 'node:child_process';
+import { createLogger } from '../lib/log.js';
+import { adLadderArgs, planLadder } from '../live-transcoder/index.js';
+import { openDatabase, type Database } from '../server/db.js';
+import { AdLibrary, DiskStorage, probeSource, VideoCatalog, VOD_QUEUE, VodQueue, type CatalogTables } from '../vod-archive/index.js';
 import { api, startTestNode, waitFor, within } from './support/harness.js';
 import { makeVideo, tusCreate, tusPatch } from './support/tus.js';
 
@@ -139,5 +143,76 @@ describe('housekeeping: expired tus uploads are swept', { timeout: 120_000 }, ()
       body: data.subarray(data.length / 2),
     });
     assert.ok([404, 410].includes(resumed.status), `resume answered ${resumed.status}`);
+  });
+});
+
+describe('housekeeping: packaged ads are evicted least recently used, never one a running break plays', { timeout: 180_000 }, () => {
+  let dir: string;
+  let database: Database;
+  let catalog: VideoCatalog;
+  const adIds = ['adspot0000000001', 'adspot0000000002'];
+  const plan = (height: number) => planLadder(
+    { width: 640, height: 360, fps: 25, videoCodec: 'h264', audioCodec: 'aac' },
+    { heights: [height], passthrough: false, gopMs: 2000 },
+  );
+  const planA = plan(240);
+  const planB = plan(144);
+  let inUse = new Set<string>();
+  let library: AdLibrary;
+  const packagedOnDisk = async (): Promise<string[]> => {
+    const found: string[] = [];
+    for (const key of await readdir(path.join(dir, 'ads')).catch(() => [] as string[])) {
+      for (const video of await readdir(path.join(dir, 'ads', key))) found.push(`${key}/${video}`);
+    }
+    return found.sort();
+  };
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'onair-ads-lru-'));
+    database = await openDatabase({ dataDir: dir });
+    catalog = new VideoCatalog(database.db as never as import('kysely').Kysely<CatalogTables>, database.dialect);
+    const storage = new DiskStorage(path.join(dir, 'storage'));
+    for (const [i, id] of adIds.entries()) {
+      const file = path.join(media, `${id}.mp4`);
+      execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `color=c=${i ? 'blue' : 'red'}:size=320x180:rate=25:duration=1`, '-f', 'lavfi', '-i', 'sine=f=660:duration=1',
+        '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', file]);
+      await storage.putFile(`sources/${id}/source.mp4`, file);
+      await catalog.create({ id, title: `Spot ${i}`, source: 'upload' });
+      await catalog.setSource(id, { key: `sources/${id}/source.mp4`, sha256: 'x', bytes: 1 });
+      await catalog.publish(id, 'a00000001', { kind: 'archive', durationMs: 1000, renditions: [], ready: true });
+      await catalog.update(id, { ad: true });
+    }
+    library = new AdLibrary({
+      catalog, storage, dir: path.join(dir, 'ads'), ffmpegPath: 'ffmpeg', ffprobePath: 'ffprobe',
+      args: (packaging) => adLadderArgs({ ...packaging, encoder: 'libx264', x264Preset: 'ultrafast', partTargetMs: 200, vaapiDevice: '' }),
+      settings: 'test',
+      // Two entries on disk at most, one in memory.
+      limits: { maxPackaged: 2, maxDiskBytes: 64 * 1024 * 1024, maxMemoryBytes: 1 },
+      inUse: () => inUse,
+      log: createLogger({ level: 'warn' }),
+    } as ConstructorParameters<typeof AdLibrary>[0]);
+  });
+  after(async () => {
+    await database?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a second plan evicts the first plan\'s ads from disk and memory; one in a running break stays; a later request packages again', async () => {
+    const a = library.planKey(planA);
+    const b = library.planKey(planB);
+    assert.equal((await library.forPlan(planA)).length, 2);
+    assert.deepEqual(await packagedOnDisk(), adIds.map((id) => `${a}/${id}`).sort());
+    // Plan B is used now; A's first spot plays in a running ad break.
+    inUse = new Set([`${a}/${adIds[0]}`]);
+    assert.equal((await library.forPlan(planB)).length, 2);
+    assert.deepEqual(await packagedOnDisk(), [`${a}/${adIds[0]}`, ...adIds.map((id) => `${b}/${id}`)].sort(),
+      'past 2 entries the least recently used goes, except the one a running break plays');
+    // Memory (1 byte allowed): only what is in use or was just asked for is held.
+    assert.deepEqual((await library.stored()).memory.sort(), [`${a}/${adIds[0]}`, ...adIds.map((id) => `${b}/${id}`)].sort());
+    // The break is over; plan A is asked for again: its evicted spot is packaged again, B's oldest go.
+    inUse = new Set();
+    const again = await library.forPlan(planA);
+    assert.deepEqual(again.map((ad) => ad.id).sort(), [...adIds].sort());
+    assert.deepEqual(await packagedOnDisk(), adIds.map((id) => `${a}/${id}`).sort());
   });
 });
