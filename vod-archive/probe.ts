@@ -28,8 +28,11 @@ export class VodTimeLimitError extends Error {
   }
 }
 
+/** `1.5 s`, `42 s`, `5 min`, `2.5 h`: durations in a reason a person reads. */
 export function formatSeconds(ms: number): string {
-  return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  if (ms < 2 * 3600_000) return `${Math.round(ms / 60_000)} min`;
+  return `${Math.round(ms / 360_000) / 10} h`;
 }
 
 /** Default time limit of one ffprobe: reading a file's headers takes well under a second; 60 s is a file that never ends. */
