@@ -139,6 +139,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#metrics = new Metrics(() => this.#samples());
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
+    this.#ads.registerMetrics(this.#metrics.registry);
     if (this.#edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       this.#edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Worker } from 'bullmq';
+import { Registry } from 'prom-client';
 import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import type { OnAirNode } from '../server/node.js';
 import { execFileSync } from 'node:child_process';
@@ -76,6 +77,8 @@ describe('VOD time limits: ffmpeg and ffprobe are stopped past their limit', { t
       assert.deepEqual(processesOn(path.join(dataDir, 'work')), [], 'no ffmpeg left');
       const job = await node.vod.queue.queue.getJob(`vod-${id}`);
       assert.match(job?.failedReason ?? '', /Time limit/);
+      const metrics = await (await fetch(`${node.httpUrl}/metrics`)).text();
+      assert.match(metrics, /onair_vod_time_limit_total\{step="transcode"\} 1\n/);
     });
   });
 });
@@ -143,6 +146,7 @@ describe('housekeeping: expired tus uploads are swept', { timeout: 120_000 }, ()
       body: data.subarray(data.length / 2),
     });
     assert.ok([404, 410].includes(resumed.status), `resume answered ${resumed.status}`);
+    assert.match(await (await fetch(`${node.httpUrl}/metrics`)).text(), /onair_uploads_expired_total 1\n/);
   });
 });
 
@@ -159,6 +163,7 @@ describe('housekeeping: packaged ads are evicted least recently used, never one 
   const planB = plan(144);
   let inUse = new Set<string>();
   let library: AdLibrary;
+  const registry = new Registry();
   const packagedOnDisk = async (): Promise<string[]> => {
     const found: string[] = [];
     for (const key of await readdir(path.join(dir, 'ads')).catch(() => [] as string[])) {
@@ -191,6 +196,7 @@ describe('housekeeping: packaged ads are evicted least recently used, never one 
       inUse: () => inUse,
       log: createLogger({ level: 'warn' }),
     } as ConstructorParameters<typeof AdLibrary>[0]);
+    library.registerMetrics(registry);
   });
   after(async () => {
     await database?.close();
@@ -214,5 +220,8 @@ describe('housekeeping: packaged ads are evicted least recently used, never one 
     const again = await library.forPlan(planA);
     assert.deepEqual(again.map((ad) => ad.id).sort(), [...adIds].sort());
     assert.deepEqual(await packagedOnDisk(), adIds.map((id) => `${a}/${id}`).sort());
+    const metrics = await registry.metrics();
+    assert.match(metrics, /onair_ads_packaged\{where="disk"\} 2\n/);
+    assert.match(metrics, /onair_ads_evicted_total\{from="disk"\} 3\n/, 'A\'s second spot, then B\'s two');
   });
 });

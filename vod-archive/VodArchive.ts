@@ -2,7 +2,7 @@ import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
 import type { RedisOptions } from 'ioredis';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { VIDEO_ID_RE, VideoCatalog, type CatalogTables, type Video } from './catalog.js';
 import { VodQueue, VodWorker } from './jobs.js';
@@ -44,6 +44,9 @@ export class VodArchive {
   readonly worker: VodWorker | undefined;
   readonly #options: VodArchiveOptions;
   readonly #log: Logger;
+  /** Housekeeping counters, once registerMetrics has given them a registry. */
+  #stopped: Counter<'step'> | undefined;
+  #expired: Counter | undefined;
 
   constructor(options: VodArchiveOptions) {
     this.#options = options;
@@ -71,6 +74,7 @@ export class VodArchive {
           workDir: path.join(options.dataDir, 'work'),
           ladder: options.ladder,
           ...(options.timeLimits ? { timeLimits: options.timeLimits } : {}),
+          onTimeLimit: (step) => this.#stopped?.inc({ step }),
           log: options.log,
         },
       })
@@ -167,6 +171,7 @@ export class VodArchive {
     const video = await this.catalog.get(id);
     if (!video || video.source !== 'upload' || video.status !== 'processing' || video.sourceSha256) return;
     const hours = expiryMs / 3600_000;
+    this.#expired?.inc();
     await this.catalog.fail(id, `The upload expired: not every byte arrived within ${hours >= 1 ? `${Math.round(hours)} h` : `${Math.round(expiryMs / 1000)} s`} of its start, and its partial file was removed. Upload the file again.`);
     this.#log.info({ videoId: id }, 'expired upload removed');
   }
@@ -188,8 +193,24 @@ export class VodArchive {
     }
   }
 
-  /** `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis). */
+  /**
+   * `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis);
+   * `onair_vod_time_limit_total{step}`: probes and transcodes of this process stopped at their time limit;
+   * `onair_uploads_expired_total`: tus uploads swept because their last byte never came.
+   */
   registerMetrics(registry: Registry): void {
+    this.#stopped = new Counter({
+      name: 'onair_vod_time_limit_total',
+      help: 'VOD ffprobe (step=probe) and ffmpeg (step=transcode) runs stopped at their time limit by this process',
+      labelNames: ['step'],
+      registers: [registry],
+    });
+    for (const step of ['probe', 'transcode']) this.#stopped.inc({ step }, 0);
+    this.#expired = new Counter({
+      name: 'onair_uploads_expired_total',
+      help: 'tus uploads removed because they were not finished within ONAIR_UPLOAD_EXPIRY_HOURS',
+      registers: [registry],
+    });
     const queue = this.queue;
     new Gauge({
       name: 'onair_vod_jobs',

@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { runTied } from '../lib/tiedProcess.js';
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
 import { splitAdRendition, type AdMedia, type AdRendition } from '../ll-hls-packager/index.js';
 import type { Video, VideoCatalog } from './catalog.js';
+import { DEFAULT_TIME_LIMITS, transcodeLimitMs } from './pipeline.js';
 import { probeSource } from './probe.js';
 import type { Storage } from './storage.js';
 
@@ -69,6 +71,7 @@ export class AdLibrary {
   /** In memory, least recently used first (a request moves an entry to the end). */
   readonly #packaged = new Map<string, Held>();
   #queue: Promise<unknown> = Promise.resolve();
+  #evicted: Counter<'from'> | undefined;
 
   constructor(options: AdLibraryOptions) {
     this.#options = options;
@@ -94,6 +97,37 @@ export class AdLibrary {
     // What was just asked for is what a live stream is about to hold: it stays, whatever the bounds.
     await this.#serial(() => this.#evict(new Set(videos.map((video) => `${key}/${video.id}`))));
     return ads.filter((ad): ad is AdMedia => ad !== undefined);
+  }
+
+  /**
+   * `onair_ads_packaged{where}` and `onair_ads_packaged_bytes{where}` (disk, memory): what is kept now;
+   * `onair_ads_evicted_total{from}`: entries evicted (from memory only, or from disk and memory).
+   */
+  registerMetrics(registry: Registry): void {
+    this.#evicted = new Counter({ name: 'onair_ads_evicted_total', help: 'Packaged ads evicted, least recently used first (from=memory: memory only; from=disk: disk and memory)', labelNames: ['from'], registers: [registry] });
+    for (const from of ['memory', 'disk']) this.#evicted.inc({ from }, 0);
+    let last: Promise<Awaited<ReturnType<AdLibrary['stored']>>> | undefined;
+    // One look at the disk per scrape for both gauges.
+    const read = (): Promise<Awaited<ReturnType<AdLibrary['stored']>>> => {
+      last ??= this.stored().finally(() => setTimeout(() => { last = undefined; }, 1000).unref());
+      return last;
+    };
+    new Gauge({
+      name: 'onair_ads_packaged', help: 'Packaged ads (one ad in one live ladder) kept, on disk and in memory', labelNames: ['where'], registers: [registry],
+      async collect() {
+        const stored = await read();
+        this.set({ where: 'disk' }, stored.disk.length);
+        this.set({ where: 'memory' }, stored.memory.length);
+      },
+    });
+    new Gauge({
+      name: 'onair_ads_packaged_bytes', help: 'Bytes of packaged ads kept, on disk and in memory', labelNames: ['where'], registers: [registry],
+      async collect() {
+        const stored = await read();
+        this.set({ where: 'disk' }, stored.diskBytes);
+        this.set({ where: 'memory' }, stored.memoryBytes);
+      },
+    });
   }
 
   /** Entries packaged on disk (`<plan key>/<video id>`) and in memory: for /metrics and tests. */
@@ -128,6 +162,7 @@ export class AdLibrary {
       if (inUse.has(id)) continue;
       this.#packaged.delete(id);
       memoryBytes -= held.bytes;
+      this.#evicted?.inc({ from: 'memory' });
     }
     const disk = await this.#onDisk();
     let count = disk.length;
@@ -139,6 +174,7 @@ export class AdLibrary {
       await rm(path.join(this.#options.dir, ...entry.id.split('/')), { recursive: true, force: true });
       count -= 1;
       bytes -= entry.bytes;
+      this.#evicted?.inc({ from: 'disk' });
       this.#log.info({ ad: entry.id, bytes: entry.bytes }, 'packaged ad evicted (least recently used)');
     }
   }
@@ -209,7 +245,10 @@ export class AdLibrary {
         output: (rendition) => path.join(dir, `${rendition.name}.mp4`),
       });
       // Below the live encodes: a viewer's stream comes before an ad that is not needed yet.
-      const result = await runTied('nice', ['-n', '10', this.#options.ffmpegPath, ...args]);
+      // Bounded like a VOD transcode (an ad is at most MAX_AD_SEC long): a stuck packaging cannot hold the queue.
+      const limitMs = transcodeLimitMs(Math.min(probed.durationMs, MAX_AD_SEC * 1000), DEFAULT_TIME_LIMITS);
+      const result = await runTied('nice', ['-n', '10', this.#options.ffmpegPath, ...args], { timeoutMs: limitMs });
+      if (result.timedOut) throw new Error(`ffmpeg could not package the ad within ${Math.round(limitMs / 1000)} s (stopped)`);
       await rm(source, { force: true });
       if (result.code !== 0) {
         const reason = result.stderr.trim().split('\n').pop()?.slice(0, 200) ?? `exit ${result.code}`;

@@ -25,6 +25,8 @@ export interface PipelineDeps {
   ladder: VodLadderOptions;
   /** How long ffprobe and the transcode may take (see `transcodeLimitMs`); past it they are stopped. */
   timeLimits?: VodTimeLimits;
+  /** A probe or a transcode was stopped at its time limit (for `/metrics`). */
+  onTimeLimit?: (step: 'probe' | 'transcode') => void;
   log: Logger;
 }
 
@@ -192,6 +194,9 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     });
     log.info({ videoId: video.id, version, replaced }, 'vod published');
     return { version, replaced, durationMs: decodedMs };
+  } catch (error) {
+    if (error instanceof VodTimeLimitError) deps.onTimeLimit?.(error.step);
+    throw error;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
