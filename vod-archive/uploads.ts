@@ -137,7 +137,13 @@ export function registerUploadRoutes(app: FastifyInstance, options: UploadRoutes
   const sweepEveryMs = Math.min(3600_000, Math.max(1000, Math.floor(options.expiryMs / 4)));
   const timer = setInterval(() => void sweep(), sweepEveryMs);
   timer.unref();
-  app.addHook('onClose', async () => clearInterval(timer));
+  // What expired while the node was down goes soon after start, not an interval later.
+  const first = setTimeout(() => void sweep(), Math.min(sweepEveryMs, 10_000));
+  first.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(timer);
+    clearTimeout(first);
+  });
 
   app.register(async (scope) => {
     // tus reads the body itself: no parser may consume it.
