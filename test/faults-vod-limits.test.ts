@@ -11,6 +11,7 @@ import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../
 import type { OnAirNode } from '../server/node.js';
 import { execFileSync } from 'node:child_process';
 import { createLogger } from '../lib/log.js';
+import { runTied } from '../lib/tiedProcess.js';
 import { adLadderArgs, planLadder } from '../live-transcoder/index.js';
 import { openDatabase, type Database } from '../server/db.js';
 import { AdLibrary, DiskStorage, probeSource, VideoCatalog, VOD_QUEUE, VodQueue, type CatalogTables } from '../vod-archive/index.js';
@@ -44,6 +45,17 @@ describe('VOD time limits: ffmpeg and ffprobe are stopped past their limit', { t
     // 1 s limit, then SIGTERM and at most 2 s of grace before SIGKILL.
     assert.ok(Date.now() - started < 5000, `gave up after ${Date.now() - started} ms`);
     assert.deepEqual(processesOn(fifo), [], 'no ffprobe left');
+  });
+
+  test('an ffmpeg deaf to SIGTERM (blocked opening a FIFO) is SIGKILLed once the grace is over', async () => {
+    const fifo = path.join(media, 'deaf.flv');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const started = Date.now();
+    const result = await within('ffmpeg to be stopped', runTied('ffmpeg', ['-v', 'error', '-i', fifo, '-f', 'null', '-'], { timeoutMs: 500, graceMs: 1000 }), 10_000);
+    assert.equal(result.timedOut, true);
+    assert.equal(result.code, 137, 'killed (128 + SIGKILL), not ended by SIGTERM');
+    assert.ok(Date.now() - started >= 1500, `stopped after ${Date.now() - started} ms`);
+    assert.deepEqual(processesOn(fifo), [], 'no ffmpeg left');
   });
 
   describe('a transcode past duration × factor', () => {
