@@ -135,6 +135,18 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         partTargetMs: this.config.partTargetMs,
         vaapiDevice: this.config.vaapiDevice,
       }),
+      limits: this.config.ads,
+      // What a running ad break plays is never evicted (its plan's key and its ads' ids).
+      inUse: () => {
+        const ids = new Set<string>();
+        for (const live of this.#live.values()) {
+          const running = live.plan && live.packager.runningBreak;
+          if (!running) continue;
+          const key = this.#ads.planKey(live.plan!);
+          for (const ad of live.packager.adsOf(running.id)) ids.add(`${key}/${ad.id}`);
+        }
+        return ids;
+      },
       log: this.log.child({ component: 'ads' }),
     });
     this.#metrics = new Metrics(() => this.#samples());
@@ -145,6 +157,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     }
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
+    this.#ads.registerMetrics(this.#metrics.registry);
     if (this.#edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       this.#edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
@@ -206,9 +219,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         (app) => registerUploadRoutes(app, {
           dir: this.#vod.uploadDir,
           maxBytes: this.config.vod.uploadMaxBytes,
+          expiryMs: this.config.vod.uploadExpiryMs,
+          expired: (id) => this.#vod.uploadExpired(id, this.config.vod.uploadExpiryMs),
           created: (id, metadata) => this.#vod.uploadCreated(id, metadata),
           finished: (id, file) => this.#vod.uploadFinished(id, file),
-          onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start)'),
+          onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start) or sweep expired uploads'),
         }),
       ],
       ready: () => this.#ready(),
@@ -840,6 +855,7 @@ export function startVodArchive(config: Config, log: Logger, database: Database,
     lockMs: config.vod.lockMs,
     concurrency,
     replacedRetentionMs: config.vod.replacedRetentionMs,
+    timeLimits: config.vod.timeLimits,
     log: log.child({ component: 'vod' }),
   });
 }

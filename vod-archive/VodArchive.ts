@@ -2,11 +2,11 @@ import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
 import type { RedisOptions } from 'ioredis';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { VIDEO_ID_RE, VideoCatalog, type CatalogTables, type Video } from './catalog.js';
 import { VodQueue, VodWorker } from './jobs.js';
-import { sha256File, sourcePrefix, videoPrefix } from './pipeline.js';
+import { sha256File, sourcePrefix, videoPrefix, type VodTimeLimits } from './pipeline.js';
 import { EventRecorder, type TimelineSpan } from './recorder.js';
 import type { Storage } from './storage.js';
 import type { UploadMetadata } from './uploads.js';
@@ -28,6 +28,8 @@ export interface VodArchiveOptions {
   /** Jobs this process runs at once; 0: none (an origin that leaves the work to `ONAIR_ROLE=worker` processes). */
   concurrency: number;
   replacedRetentionMs: number;
+  /** ffprobe's and the transcode's time limits (pipeline.ts DEFAULT_TIME_LIMITS when absent). */
+  timeLimits?: VodTimeLimits;
   log: Logger;
 }
 
@@ -42,6 +44,9 @@ export class VodArchive {
   readonly worker: VodWorker | undefined;
   readonly #options: VodArchiveOptions;
   readonly #log: Logger;
+  /** Housekeeping counters, once registerMetrics has given them a registry. */
+  #stopped: Counter<'step'> | undefined;
+  #expired: Counter | undefined;
 
   constructor(options: VodArchiveOptions) {
     this.#options = options;
@@ -68,6 +73,8 @@ export class VodArchive {
           ffprobePath: options.ffprobePath,
           workDir: path.join(options.dataDir, 'work'),
           ladder: options.ladder,
+          ...(options.timeLimits ? { timeLimits: options.timeLimits } : {}),
+          onTimeLimit: (step) => this.#stopped?.inc({ step }),
           log: options.log,
         },
       })
@@ -131,7 +138,7 @@ export class VodArchive {
     }
     await this.#move(sources);
     await recorder.remove();
-    if (sources.length > 0) await this.queue.enqueue(eventId);
+    if (sources.length > 0) await this.queue.enqueue(eventId, event.streamId);
     else await this.catalog.fail(eventId, 'The event recorded no media to archive.');
     return this.catalog.get(eventId);
   }
@@ -152,7 +159,21 @@ export class VodArchive {
     await this.#move([{ key, file }]);
     await rm(`${file}.json`, { force: true });
     await this.catalog.setSource(id, { key, sha256, bytes });
-    await this.queue.enqueue(id);
+    await this.queue.enqueue(id, 'upload');
+  }
+
+  /**
+   * A tus upload expired before its last byte arrived (its partial file is gone): its video, still processing and
+   * without a source, fails with a reason the uploader reads in the admin view. It stays listed for the admin (not
+   * publicly) until deleted, like any failed upload; a video that has its source meanwhile is left alone.
+   */
+  async uploadExpired(id: string, expiryMs: number): Promise<void> {
+    const video = await this.catalog.get(id);
+    if (!video || video.source !== 'upload' || video.status !== 'processing' || video.sourceSha256) return;
+    const hours = expiryMs / 3600_000;
+    this.#expired?.inc();
+    await this.catalog.fail(id, `The upload expired: not every byte arrived within ${hours >= 1 ? `${Math.round(hours)} h` : `${Math.round(expiryMs / 1000)} s`} of its start, and its partial file was removed. Upload the file again.`);
+    this.#log.info({ videoId: id }, 'expired upload removed');
   }
 
   /**
@@ -168,12 +189,28 @@ export class VodArchive {
         if (info?.size !== undefined && size === info.size) await this.uploadFinished(video.id, file);
         continue;
       }
-      await this.queue.enqueue(video.id);
+      await this.queue.enqueue(video.id, video.source);
     }
   }
 
-  /** `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis). */
+  /**
+   * `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis);
+   * `onair_vod_time_limit_total{step}`: probes and transcodes of this process stopped at their time limit;
+   * `onair_uploads_expired_total`: tus uploads swept because their last byte never came.
+   */
   registerMetrics(registry: Registry): void {
+    this.#stopped = new Counter({
+      name: 'onair_vod_time_limit_total',
+      help: 'VOD ffprobe (step=probe) and ffmpeg (step=transcode) runs stopped at their time limit by this process',
+      labelNames: ['step'],
+      registers: [registry],
+    });
+    for (const step of ['probe', 'transcode']) this.#stopped.inc({ step }, 0);
+    this.#expired = new Counter({
+      name: 'onair_uploads_expired_total',
+      help: 'tus uploads removed because they were not finished within ONAIR_UPLOAD_EXPIRY_HOURS',
+      registers: [registry],
+    });
     const queue = this.queue;
     new Gauge({
       name: 'onair_vod_jobs',

@@ -29,10 +29,14 @@ export class VodQueue {
     this.queue.on('error', () => { /* connection errors surface in readiness; ioredis reconnects */ });
   }
 
-  /** The job id is the video's: enqueueing twice (a restart re-enqueueing unfinished videos) adds nothing. */
-  async enqueue(videoId: string): Promise<void> {
+  /**
+   * The job id is the video's: enqueueing twice (a restart re-enqueueing unfinished videos) adds nothing. `source` is
+   * the video's catalog `source` (`'upload'`, or the stream id of an archived event): live archives go first.
+   */
+  async enqueue(videoId: string, source: string): Promise<void> {
     await this.queue.add('vod', { videoId }, {
       jobId: `vod-${videoId}`,
+      priority: jobPriority(source),
       attempts: this.#options.attempts,
       backoff: { type: 'exponential', delay: this.#options.backoffMs },
       removeOnComplete: { age: 3600 },
@@ -142,6 +146,16 @@ export class VodWorker {
     // The aborted runs end quickly (ffmpeg is stopped); wait so that none touches a closed database.
     await Promise.all(running);
   }
+}
+
+/**
+ * BullMQ priorities (1 is taken first): an event's archive before uploads, so that one huge upload does not hold back
+ * the archives of the events that end behind it. Within one priority, first in first out.
+ */
+export const VOD_PRIORITY = { archive: 1, upload: 10 } as const;
+
+export function jobPriority(source: string): number {
+  return source === 'upload' ? VOD_PRIORITY.upload : VOD_PRIORITY.archive;
 }
 
 /** BullMQ's blocking commands need `maxRetriesPerRequest: null` (its docs); its option type is its own. */
