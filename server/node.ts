@@ -1,4 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
@@ -51,6 +52,13 @@ interface LiveStream {
 /** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
 const ENDED_PLAYLIST_RETENTION_MS = 10 * 60_000;
 
+/**
+ * The end of an event whose dependency (database, Redis, storage) fails is tried again after 0.5 s, then twice as
+ * long each time up to this cap, for as long as the node runs.
+ */
+const ENDING_RETRY_FIRST_MS = 500;
+const ENDING_RETRY_MAX_MS = 10_000;
+
 export type OnAirNodeEvents = {
   /** A live event began: its transcoder is ready to listen to. */
   live: [{ streamId: string; eventId: string; transcoder: LiveTranscoder }];
@@ -87,6 +95,15 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #retentionTimers = new Set<NodeJS.Timeout>();
   /** Event endings in progress: close() waits for them before it closes the database. */
   readonly #endings = new Set<Promise<void>>();
+  /**
+   * Events whose end waits for a dependency, by stream (one per stream: a stream has one event at a time). The API
+   * shows such a stream `ended` at once, whatever the database still says.
+   */
+  readonly #waitingEnds = new Map<string, string>();
+  /** Steps of an event's end now waiting between two tries (`onair_event_endings_waiting`). */
+  #endingsWaiting = 0;
+  /** Aborted when close() begins: an ending waiting between two tries stops waiting (the next start finishes it). */
+  readonly #closing = new AbortController();
   #httpPort = 0;
   #rtmpPort = 0;
   #closed = false;
@@ -127,6 +144,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#metrics = new Metrics(() => this.#samples());
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
+    this.#metrics.gauge('onair_event_endings_waiting', 'Ended live events whose end (database update, replay, archive job) waits for a dependency to come back.', () => this.#endingsWaiting);
     if (this.#edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       this.#edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
@@ -339,6 +357,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closing.abort();
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
     await this.#chat.close();
     await this.#http.close();
@@ -507,11 +526,60 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       timer.unref();
       this.#retentionTimers.add(timer);
     }
-    // A deleted stream has no row left: both updates then touch nothing.
-    await this.streams.endEvent(live.eventId);
-    await this.streams.setStatus(streamId, 'ended');
-    this.safeEmit('ended', { streamId, eventId: live.eventId });
-    await this.#archive(live);
+    // Viewers saw the end already (ENDLIST). What follows needs the database, Redis and storage: each step is
+    // idempotent and tried again until it succeeds; a node that stops meanwhile leaves the recording on disk, and the
+    // next start ends the event and archives it (#recoverAfterCrash, #archiveLeftRecordings).
+    const { eventId } = live;
+    this.#waitingEnds.set(streamId, eventId);
+    try {
+      const ended = await this.#untilDone({ streamId, eventId }, 'marking the event ended', async () => {
+        // A deleted stream has no row left: both updates then touch nothing. A new event on the same stream (the
+        // publisher came back once the database did) keeps its `live`.
+        await this.streams.endEvent(eventId);
+        if (!this.#live.has(streamId)) await this.streams.setStatus(streamId, 'ended');
+      });
+      if (!ended) return;
+      this.safeEmit('ended', { streamId, eventId });
+      await this.#untilDone({ streamId, eventId }, 'publishing the replay and queueing the archive', () => this.#archive(live));
+    } finally {
+      if (this.#waitingEnds.get(streamId) === eventId) this.#waitingEnds.delete(streamId);
+    }
+  }
+
+  /**
+   * Runs `step` until it succeeds: after a failure (a dependency down) it waits with capped backoff and tries again,
+   * logging each wait. False when the node began stopping first: the step is left for the next start.
+   */
+  async #untilDone(fields: Record<string, unknown>, what: string, step: () => Promise<void>): Promise<boolean> {
+    let waiting = false;
+    try {
+      return await this.#tryUntilDone(fields, what, step, () => {
+        if (!waiting) this.#endingsWaiting++;
+        waiting = true;
+      });
+    } finally {
+      if (waiting) this.#endingsWaiting--;
+    }
+  }
+
+  async #tryUntilDone(fields: Record<string, unknown>, what: string, step: () => Promise<void>, failed: () => void): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      if (this.#closing.signal.aborted) {
+        this.log.warn(fields, `the node is stopping before ${what}: the recording stays on disk and the next start finishes it`);
+        return false;
+      }
+      try {
+        await step();
+        if (attempt > 1) this.log.info({ ...fields, attempt }, `the end of the event went on: ${what} succeeded`);
+        return true;
+      } catch (error) {
+        if (this.#closing.signal.aborted) continue;
+        failed();
+        const retryInMs = Math.min(ENDING_RETRY_MAX_MS, ENDING_RETRY_FIRST_MS * 2 ** (attempt - 1));
+        this.log.warn({ ...fields, err: error, attempt, retryInMs }, `the end of the event waits: ${what} failed (a dependency is down); tried again`);
+        await sleep(retryInMs, undefined, { signal: this.#closing.signal }).catch(() => {});
+      }
+    }
   }
 
   /** The ended event's replay is published at once and its archive job queued; a deleted stream keeps nothing. */
@@ -552,7 +620,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         continue;
       }
       this.log.info({ eventId, streamId: event.streamId }, 'archiving the recording of an event cut off when the node stopped');
-      await this.#archiveRecording({ eventId, streamId: event.streamId, startedAt: event.startedAt, recorder, cues: [] });
+      await this.#untilDone({ eventId, streamId: event.streamId }, 'archiving a recording left by the last run',
+        () => this.#archiveRecording({ eventId, streamId: event.streamId, startedAt: event.startedAt, recorder, cues: [] }));
     }
   }
 
@@ -690,6 +759,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     };
     const live = this.#live.get(stream.id);
     if (live) view.stats = this.#stats(live, admin);
+    // Its event is over on this node; the database has not been told yet (it was down): viewers see it ended.
+    else if (stream.status === 'live' && this.#waitingEnds.has(stream.id)) view.status = 'ended';
     else if (stream.status === 'ended') {
       // The same /watch/:id plays the replay once the event is over.
       const video = await this.#vod.catalog.latestOfStream(stream.id);
