@@ -144,6 +144,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#metrics = new Metrics(() => this.#samples());
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
+    this.#metrics.gauge('onair_recordings_disk_full', 'Live recordings waiting for disk space (their segments are left out until a write succeeds).', () => this.#recordingsDiskFull());
     this.#metrics.gauge('onair_event_endings_waiting', 'Ended live events whose end (database update, replay, archive job) waits for a dependency to come back.', () => this.#endingsWaiting);
     if (this.#edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
@@ -494,7 +495,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const start = (): void => {
       current.transcoder.on('drain', resume);
       current.transcoder.attach({ source: session.source!, prelude: () => session.prelude() });
-      record = current.recorder?.startSource(session.prelude());
+      record = current.recorder?.startSource(() => session.prelude());
       session.on('tag', feed);
     };
     if (session.source) start();
@@ -715,6 +716,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return row && { id: row.id, streamId: row.stream_id, startedAt: Number(row.started_at) };
   }
 
+  #recordingsDiskFull(): number {
+    return [...this.#live.values()].filter((live) => live.recorder?.diskFull).length;
+  }
+
   async #ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
     const checks: Record<string, boolean | string> = {};
     try {
@@ -729,6 +734,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       checks['database'] = false;
     }
     checks['encoder'] = this.encoder.kind;
+    // A recording waiting for disk space is listed, not a reason to leave the pool: live playback goes on.
+    const full = this.#recordingsDiskFull();
+    checks['disk'] = full === 0 ? true : `full: ${full} recording${full === 1 ? '' : 's'} waiting for space`;
     // A WebRTC edge repairing itself is listed, not a reason to leave the pool: LL-HLS and the rest keep serving.
     checks['webrtc'] = this.#edge ? this.#edge.degraded ?? true : 'off';
     return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks };

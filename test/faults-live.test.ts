@@ -1,8 +1,16 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import type { OnAirNode } from '../server/node.js';
 import { startPostgres } from './support/postgres.js';
-import { api, captureLog, publish, startTestNode, waitFor } from './support/harness.js';
+import { probeDuration } from './support/ffprobe.js';
+import { api, captureLog, isAlive, publish, startTestNode, waitFor } from './support/harness.js';
+
+const run = promisify(execFile);
 
 /**
  * The live event survives its dependencies dying (issue #14): each fault injected for real, each test asserting what
@@ -56,6 +64,25 @@ async function readyz(node: OnAirNode): Promise<{ status: number; checks: Record
   const body = await response.json() as { checks: Record<string, unknown> };
   return { status: response.status, checks: body.checks };
 }
+
+/** The media sequence numbers of the segments a recording's journal names (written to disk, complete). */
+async function journaled(dataDir: string, rendition = '240p'): Promise<Set<number>> {
+  const recordings = path.join(dataDir, 'recordings');
+  const [eventId] = await readdir(recordings).catch(() => [] as string[]);
+  const text = eventId ? await readFile(path.join(recordings, eventId, 'journal.jsonl'), 'utf8').catch(() => '') : '';
+  const found = new Set<number>();
+  for (const line of text.split('\n')) {
+    try {
+      const entry = JSON.parse(line) as { segment?: { rendition: string; sequence: number } };
+      if (entry.segment?.rendition === rendition) found.add(entry.segment.sequence);
+    } catch {
+      // A torn line.
+    }
+  }
+  return found;
+}
+
+const maxOf = (values: Iterable<number>): number => Math.max(-1, ...values);
 
 describe('faults: the live event survives its dependencies dying', { timeout: 300_000 }, () => {
   test('PostgreSQL stopped mid-event and at the end of the event: LL-HLS goes on, the stream goes offline, the replay appears with every segment once it is back', { timeout: 180_000 }, async () => {
@@ -111,6 +138,113 @@ describe('faults: the live event survives its dependencies dying', { timeout: 30
       await pg.resume().catch(() => {});
       await close();
       await pg.stop();
+    }
+  });
+
+  test('the ladder ffmpeg SIGKILLed mid-event: restarted after a discontinuity, and the replay has the segments from before and after', { timeout: 120_000 }, async (t) => {
+    const { node, close } = await startTestNode(LEAN);
+    let publisher: ReturnType<typeof publish> | undefined;
+    try {
+      const created = await api(node, 'POST', '/api/streams', { body: { title: 'Encoder crash' } });
+      const streamId: string = created.body.id;
+      publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240, fps: 25 });
+      await waitFor('two live segments', async () => (await liveSegments(node, streamId)).segments.size >= 2, 30_000, 250);
+      const transcoder = node.transcoder(streamId)!;
+      const pid = transcoder.pid!;
+      const discontinuity = transcoder.next('discontinuity', 10_000);
+      const killedAt = Date.now();
+      process.kill(pid, 'SIGKILL');
+      await discontinuity;
+      const before = maxOf((await liveSegments(node, streamId)).segments.keys());
+      await waitFor('two segments from the restarted ffmpeg', async () => maxOf((await liveSegments(node, streamId)).segments.keys()) >= before + 2, 20_000, 250);
+      t.diagnostic(`new segments ${Date.now() - killedAt} ms after the kill`);
+      assert.ok(!isAlive(pid));
+
+      const archived = node.next('archived', 30_000);
+      publisher.stop();
+      const [{ videoId }] = await archived;
+      const live = await liveSegments(node, streamId);
+      assert.match(live.playlist, /#EXT-X-ENDLIST/);
+      assert.match(live.playlist, /#EXT-X-DISCONTINUITY/);
+      const replay = await replaySegments(node, videoId);
+      assertAllKept(live.segments, replay.segments);
+      assert.match(replay.playlist, /#EXT-X-DISCONTINUITY/, 'the restart is a discontinuity in the replay too');
+      const total = [...replay.segments.values()].reduce((sum, d) => sum + d, 0);
+      const played = await probeDuration(`${node.httpUrl}/vod/${videoId}/index.m3u8`);
+      assert.ok(Math.abs(played - total) < 1, `a player reads ${played} s of ${total} s`);
+    } finally {
+      publisher?.stop();
+      await close();
+    }
+  });
+
+  test('the data directory fills up during a recording: live goes on, /readyz says the disk is full, and once space is freed nothing recorded is lost', { timeout: 150_000 }, async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-full-'));
+    try {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=48m,mode=0700', 'tmpfs', dir]);
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      t.skip(`cannot mount a tmpfs here (needs root): ${(error as Error).message}`);
+      return;
+    }
+    const log = captureLog();
+    const filler = path.join(dir, 'filler');
+    let publisher: ReturnType<typeof publish> | undefined;
+    let close: (() => Promise<void>) | undefined;
+    try {
+      const started = await startTestNode({ ...LEAN, ONAIR_VOD_CONCURRENCY: '1' }, dir, { logDestination: log.stream, logLevel: 'info' });
+      const node = started.node;
+      close = () => started.close({ keepData: true });
+      const created = await api(node, 'POST', '/api/streams', { body: { title: 'Full disk' } });
+      const streamId: string = created.body.id;
+      publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240, fps: 25 });
+      await waitFor('two segments recorded', async () => (await journaled(dir)).size >= 2, 30_000, 250);
+
+      // The disk fills up (another program's file): every write in the data dir fails with ENOSPC.
+      await run('sh', ['-c', `dd if=/dev/zero of='${filler}' bs=1M 2>/dev/null; true`]);
+      const recordedBefore = await journaled(dir);
+      const fullAt = maxOf((await liveSegments(node, streamId)).segments.keys());
+      await waitFor('live segments while the disk is full', async () => maxOf((await liveSegments(node, streamId)).segments.keys()) >= fullAt + 3, 20_000, 250);
+      await waitFor('a log line saying the recording waits for disk space', () => /recording waits: the disk is full/.test(log.text()), 10_000, 250);
+      const full = await (await fetch(`${node.httpUrl}/readyz`)).json() as { checks: Record<string, unknown> };
+      assert.match(String(full.checks['disk']), /full/);
+      assert.match(await (await fetch(`${node.httpUrl}/metrics`)).text(), /onair_recordings_disk_full 1/);
+
+      // Space freed: the recording goes on, the end of the event makes the replay, nothing recorded before is lost.
+      await rm(filler);
+      const freedAt = maxOf((await liveSegments(node, streamId)).segments.keys());
+      await waitFor('segments recorded again after space is freed', async () => maxOf(await journaled(dir)) >= freedAt + 3, 20_000, 250);
+      const ready = await (await fetch(`${node.httpUrl}/readyz`)).json() as { checks: Record<string, unknown> };
+      assert.equal(ready.checks['disk'], true);
+      const archived = node.next('archived', 30_000);
+      publisher.stop();
+      const [{ videoId }] = await archived;
+      const replay = await replaySegments(node, videoId);
+      const lost = [...recordedBefore].filter((sequence) => !replay.segments.has(sequence));
+      assert.deepEqual(lost, [], 'every segment recorded before the disk filled up is in the replay');
+      assert.ok(maxOf(replay.segments.keys()) >= freedAt + 2, 'segments recorded after space was freed are in the replay');
+      assert.match(replay.playlist, /#EXT-X-DISCONTINUITY/, 'the segments missed while the disk was full are a discontinuity');
+      const total = [...replay.segments.values()].reduce((sum, d) => sum + d, 0);
+      const played = await probeDuration(`${node.httpUrl}/vod/${videoId}/index.m3u8`);
+      assert.ok(Math.abs(played - total) < 1, `a player reads ${played} s of ${total} s`);
+      t.diagnostic(`replay: ${replay.segments.size} segments, ${total.toFixed(1)} s; missed while full: ${freedAt - fullAt} or so`);
+      // The source goes on in a new file from the first keyframe after space was freed: the archive covers both parts.
+      const sources = await node.vod.storage.list(`sources/${videoId}`);
+      assert.ok(sources.filter((key) => key.endsWith('.flv')).length >= 2, `a source file from before and one from after: ${sources.join(', ')}`);
+      const video = await waitFor('the archive to be ready', async () => {
+        const body = (await api(node, 'GET', `/api/videos/${videoId}`)).body;
+        assert.notEqual(body.status, 'failed', body.error);
+        return body.status === 'ready' ? body : undefined;
+      }, 60_000, 500);
+      assert.equal(video.kind, 'archive');
+      // The source goes on within a second of the space coming back, from the publisher's last keyframe.
+      assert.ok(video.durationSec >= total - 1.5, `the archive (${video.durationSec} s) covers the replay (${total.toFixed(1)} s)`);
+      t.diagnostic(`archive ${video.durationSec} s from ${sources.length} source files`);
+    } finally {
+      publisher?.stop();
+      await close?.();
+      await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
