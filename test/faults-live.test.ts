@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,7 +9,7 @@ import { promisify } from 'node:util';
 import type { OnAirNode } from '../server/node.js';
 import { startPostgres } from './support/postgres.js';
 import { probeDuration } from './support/ffprobe.js';
-import { api, captureLog, isAlive, publish, startTestNode, waitFor } from './support/harness.js';
+import { api, captureLog, isAlive, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
 
 const run = promisify(execFile);
 
@@ -80,6 +81,17 @@ async function journaled(dataDir: string, rendition = '240p'): Promise<Set<numbe
     }
   }
   return found;
+}
+
+/** Processes (not zombies) whose command line mentions `text`: what a dead node may have left running. */
+function processesMentioning(text: string): number[] {
+  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry) && Number(entry) !== process.pid).filter((entry) => {
+    try {
+      return readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text);
+    } catch {
+      return false;
+    }
+  }).map(Number);
 }
 
 const maxOf = (values: Iterable<number>): number => Math.max(-1, ...values);
@@ -244,6 +256,49 @@ describe('faults: the live event survives its dependencies dying', { timeout: 30
       publisher?.stop();
       await close?.();
       await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the OnAir process SIGKILLed mid-event: restarted on the same data dir, it archives the recording with every segment viewers had', { timeout: 120_000 }, async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-killed-'));
+    let proc: NodeProcess | undefined;
+    let publisher: ReturnType<typeof publish> | undefined;
+    try {
+      proc = spawnNode({
+        ...LEAN, ONAIR_DATA_DIR: dir, ONAIR_HOST: '127.0.0.1', ONAIR_HTTP_PORT: '0', ONAIR_RTMP_PORT: '0', ONAIR_HWACCEL: 'none',
+        ONAIR_X264_PRESET: 'ultrafast', ONAIR_VOD_CONCURRENCY: '0', ONAIR_LOG_LEVEL: 'warn',
+      });
+      const [, origin] = await proc.waitForStdout(/Dashboard:\s+(\S+)\/studio/, 30_000);
+      const [, rtmpUrl] = await proc.waitForStdout(/RTMP server:\s+(\S+)/, 5_000);
+      const remote = { httpUrl: origin!, adminToken: (await readFile(path.join(dir, 'admin-token'), 'utf8')).trim() } as unknown as OnAirNode;
+      const created = await api(remote, 'POST', '/api/streams', { body: { title: 'Killed node' } });
+      const streamId: string = created.body.id;
+      publisher = publish(`${rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240, fps: 25 });
+      await waitFor('three segments recorded', async () => (await journaled(dir)).size >= 3, 30_000, 250);
+      // What viewers had: every complete segment of the live playlist, each on disk (journaled) when the node dies.
+      const { segments: served } = await liveSegments(remote, streamId);
+      await waitFor('the served segments on disk', async () => {
+        const onDisk = await journaled(dir);
+        return [...served.keys()].every((sequence) => onDisk.has(sequence));
+      }, 5_000, 50);
+      proc.child.kill('SIGKILL');
+      await within('the node to die', proc.exited, 10_000);
+      publisher.stop();
+      await waitFor('the dead node\'s children (redis-server, ffmpeg) to exit', () => processesMentioning(dir).length === 0, 10_000, 50);
+
+      const next = await startTestNode(LEAN, dir);
+      try {
+        const replay = await waitFor('the replay of the cut-off event', async () => (await api(next.node, 'GET', `/api/streams/${streamId}`, { token: null })).body.replay, 20_000);
+        assert.equal((await api(next.node, 'GET', `/api/streams/${streamId}`, { token: null })).body.status, 'ended');
+        assertAllKept(served, (await replaySegments(next.node, replay.videoId)).segments);
+        assert.deepEqual(await readdir(path.join(dir, 'recordings')), [], 'the recording has left the node\'s disk');
+      } finally {
+        await next.close({ keepData: true });
+      }
+    } finally {
+      publisher?.stop();
+      proc?.child.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
     }
   });
