@@ -425,8 +425,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       });
       // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
       const rtpInputs = this.#edge ? await this.#edge.openStream(streamId) : undefined;
-      const tickerFile = prepareTicker(this.config.dataDir, streamId);
-      if (!tickerFile) log.warn('the data dir path has characters ffmpeg filters cannot take: news flashes will not be burned in');
+      let tickerFile: string | undefined;
+      try {
+        tickerFile = prepareTicker(this.config.dataDir, streamId);
+        if (!tickerFile) log.warn('the data dir path has characters ffmpeg filters cannot take: news flashes will not be burned in');
+      } catch (error) {
+        // A full disk does not keep a stream off the air: it goes live without the ticker.
+        log.warn({ err: error }, 'could not write the ticker file: news flashes will not be burned in for this event');
+      }
       const transcoder = new LiveTranscoder({
         streamId,
         ...(tickerFile ? { tickerFile } : {}),
@@ -694,7 +700,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const update = (): void => {
       const now = Date.now();
       live.news = live.news.filter((n) => n.until > now);
-      writeTicker(live.tickerFile!, live.news.map((n) => n.cue.text ?? '').join('   •   '));
+      try {
+        writeTicker(live.tickerFile!, live.news.map((n) => n.cue.text ?? '').join('   •   '));
+      } catch (error) {
+        // The flash still goes to the playlists and the chat; only the burned-in text misses it (a full disk).
+        this.log.warn({ err: error, streamId: live.streamId }, 'could not write the ticker file');
+      }
       if (live.newsTimer) clearTimeout(live.newsTimer);
       live.newsTimer = undefined;
       if (live.news.length > 0) {

@@ -97,7 +97,7 @@ function processesMentioning(text: string): number[] {
 const maxOf = (values: Iterable<number>): number => Math.max(-1, ...values);
 
 describe('faults: the live event survives its dependencies dying', { timeout: 300_000 }, () => {
-  test('PostgreSQL stopped mid-event and at the end of the event: LL-HLS goes on, the stream goes offline, the replay appears with every segment once it is back', { timeout: 180_000 }, async () => {
+  test('PostgreSQL stopped mid-event and at the end of the event: LL-HLS goes on, the stream goes offline, the replay appears with every segment once it is back', { timeout: 180_000 }, async (t) => {
     const pg = await startPostgres();
     const log = captureLog();
     const { node, close } = await startTestNode({ ...LEAN, ONAIR_DATABASE_URL: pg.url }, undefined, { logDestination: log.stream, logLevel: 'info' });
@@ -135,8 +135,10 @@ describe('faults: the live event survives its dependencies dying', { timeout: 30
 
       // PostgreSQL back: the event ends in the database and its replay appears, nothing missing.
       const archived = node.next('archived', 60_000);
+      const resumingAt = Date.now();
       await pg.resume();
       const [{ videoId }] = await archived;
+      t.diagnostic(`offline ${Date.now() - endedAt} ms in all; replay ${Date.now() - resumingAt} ms after PostgreSQL was started again`);
       const stream = (await api(node, 'GET', `/api/streams/${streamId}`, { token: null })).body;
       assert.equal(stream.status, 'ended');
       assert.equal(stream.replay.videoId, videoId);
@@ -149,6 +151,51 @@ describe('faults: the live event survives its dependencies dying', { timeout: 30
       publisher?.stop();
       await pg.resume().catch(() => {});
       await close();
+      await pg.stop();
+    }
+  });
+
+  test('a node stopped while the end of an event waits for PostgreSQL stops within 10 s and leaves the recording; its next start archives it', { timeout: 120_000 }, async (t) => {
+    const pg = await startPostgres();
+    const log = captureLog();
+    const started = await startTestNode({ ...LEAN, ONAIR_DATABASE_URL: pg.url }, undefined, { logDestination: log.stream, logLevel: 'info' });
+    let publisher: ReturnType<typeof publish> | undefined;
+    let closed = false;
+    try {
+      const { node } = started;
+      const created = await api(node, 'POST', '/api/streams', { body: { title: 'Stopped while waiting' } });
+      const streamId: string = created.body.id;
+      publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240, fps: 25 });
+      await waitFor('two live segments', async () => (await liveSegments(node, streamId)).segments.size >= 2, 30_000, 250);
+      await pg.halt();
+      publisher.stop();
+      const ended = await waitFor('the live playlist to end', async () => {
+        const live = await liveSegments(node, streamId);
+        return live.playlist.includes('#EXT-X-ENDLIST') ? live : undefined;
+      }, 15_000, 250);
+      await waitFor('the end of the event to wait', () => /end of the event waits/.test(log.text()), 15_000, 250);
+      const stoppingAt = Date.now();
+      await within('the node to stop', started.close({ keepData: true }), 10_000);
+      closed = true;
+      const stopMs = Date.now() - stoppingAt;
+      t.diagnostic(`stopped in ${stopMs} ms while the end waited`);
+      assert.match(log.text(), /the recording stays on disk/);
+      assert.equal((await readdir(path.join(started.dataDir, 'recordings'))).length, 1, 'the recording is kept for the next start');
+
+      await pg.resume();
+      const next = await startTestNode({ ...LEAN, ONAIR_DATABASE_URL: pg.url }, started.dataDir);
+      try {
+        const replay = await waitFor('the replay at the next start', async () => (await api(next.node, 'GET', `/api/streams/${streamId}`, { token: null })).body.replay, 20_000, 250);
+        assert.equal((await api(next.node, 'GET', `/api/streams/${streamId}`, { token: null })).body.status, 'ended');
+        assertAllKept(ended.segments, (await replaySegments(next.node, replay.videoId)).segments);
+        assert.ok(stopMs < 10_000, `stopped in ${stopMs} ms`);
+      } finally {
+        await next.close();
+      }
+    } finally {
+      publisher?.stop();
+      await pg.resume().catch(() => {});
+      if (!closed) await started.close().catch(() => {});
       await pg.stop();
     }
   });
