@@ -96,8 +96,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   /** Event endings in progress: close() waits for them before it closes the database. */
   readonly #endings = new Set<Promise<void>>();
   /**
-   * Events whose end waits for a dependency, by stream (one per stream: a stream has one event at a time). The API
-   * shows such a stream `ended` at once, whatever the database still says.
+   * Events whose end is in progress (and may wait for a dependency), by stream: one per stream, a stream has one event
+   * at a time. The API shows such a stream `ended` at once, whatever the database still says.
    */
   readonly #waitingEnds = new Map<string, string>();
   /** Steps of an event's end now waiting between two tries (`onair_event_endings_waiting`). */
@@ -569,22 +569,24 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     }
   }
 
+  /** The first try always runs (a node that stops ends its live events); tries again only while it is not stopping. */
   async #tryUntilDone(fields: Record<string, unknown>, what: string, step: () => Promise<void>, failed: () => void): Promise<boolean> {
+    const stopping = (error?: unknown): false => {
+      this.log.warn({ ...fields, ...(error === undefined ? {} : { err: error }) }, `the node is stopping before ${what}: the recording stays on disk and the next start finishes it`);
+      return false;
+    };
     for (let attempt = 1; ; attempt++) {
-      if (this.#closing.signal.aborted) {
-        this.log.warn(fields, `the node is stopping before ${what}: the recording stays on disk and the next start finishes it`);
-        return false;
-      }
       try {
         await step();
         if (attempt > 1) this.log.info({ ...fields, attempt }, `the end of the event went on: ${what} succeeded`);
         return true;
       } catch (error) {
-        if (this.#closing.signal.aborted) continue;
+        if (this.#closing.signal.aborted) return stopping(error);
         failed();
         const retryInMs = Math.min(ENDING_RETRY_MAX_MS, ENDING_RETRY_FIRST_MS * 2 ** (attempt - 1));
         this.log.warn({ ...fields, err: error, attempt, retryInMs }, `the end of the event waits: ${what} failed (a dependency is down); tried again`);
         await sleep(retryInMs, undefined, { signal: this.#closing.signal }).catch(() => {});
+        if (this.#closing.signal.aborted) return stopping();
       }
     }
   }
