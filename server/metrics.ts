@@ -19,6 +19,11 @@ export class Metrics {
   readonly rateLimited: Counter<'limit'>;
   readonly childRestarts: Counter<'child'>;
 
+  /** A gauge read at scrape time from the composition root's state (e.g. event endings waiting). */
+  gauge(name: string, help: string, read: () => number): void {
+    new Gauge({ name, help, registers: [this.registry], collect() { this.set(read()); } });
+  }
+
   constructor(sample: () => LiveStreamSample[]) {
     collectDefaultMetrics({ register: this.registry, prefix: 'onair_' });
     const registers = [this.registry];

@@ -1,4 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
@@ -63,6 +64,13 @@ const READY_CHECK_TIMEOUT_MS = 1_000;
 /** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
 const ENDED_PLAYLIST_RETENTION_MS = 10 * 60_000;
 
+/**
+ * The end of an event whose dependency (database, Redis, storage) fails is tried again after 0.5 s, then twice as
+ * long each time up to this cap, for as long as the node runs.
+ */
+const ENDING_RETRY_FIRST_MS = 500;
+const ENDING_RETRY_MAX_MS = 10_000;
+
 export type OnAirNodeEvents = {
   /** A live event began: its transcoder is ready to listen to. */
   live: [{ streamId: string; eventId: string; transcoder: LiveTranscoder }];
@@ -99,6 +107,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #retentionTimers = new Set<NodeJS.Timeout>();
   /** Event endings in progress: close() waits for them before it closes the database. */
   readonly #endings = new Set<Promise<void>>();
+  /**
+   * Events whose end is in progress (and may wait for a dependency), by stream: one per stream, a stream has one event
+   * at a time. The API shows such a stream `ended` at once, whatever the database still says.
+   */
+  readonly #waitingEnds = new Map<string, string>();
+  /** Steps of an event's end now waiting between two tries (`onair_event_endings_waiting`). */
+  #endingsWaiting = 0;
+  /** Aborted when close() begins: an ending waiting between two tries stops waiting (the next start finishes it). */
+  /** Aborted when close() begins: retries of ends of events stop (their recordings stay for the next start). */
+  readonly #stopping = new AbortController();
   #httpPort = 0;
   #rtmpPort = 0;
   #closed = false;
@@ -158,6 +176,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
     this.#ads.registerMetrics(this.#metrics.registry);
+    this.#metrics.gauge('onair_recordings_disk_full', 'Live recordings waiting for disk space (their segments are left out until a write succeeds).', () => this.#recordingsDiskFull());
+    this.#metrics.gauge('onair_event_endings_waiting', 'Ended live events whose end (database update, replay, archive job) waits for a dependency to come back.', () => this.#endingsWaiting);
     if (this.#edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       this.#edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
@@ -403,6 +423,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       if (outcome === 'timeout') this.log.error({ step: name, budgetMs }, 'close: a step ran out of time; going on without it');
       if (outcome !== 'done') failures.push(`${name} ${outcome}`);
     };
+    // Retries of ends of events stop now: a recording they leave is archived by the next start.
+    this.#stopping.abort();
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
     await step('chat', () => this.#chat.close());
     await step('http', () => this.#http.close());
@@ -478,8 +500,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       });
       // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
       const rtpInputs = this.#edge ? await this.#edge.openStream(streamId) : undefined;
-      const tickerFile = prepareTicker(this.config.dataDir, streamId);
-      if (!tickerFile) log.warn('the data dir path has characters ffmpeg filters cannot take: news flashes will not be burned in');
+      let tickerFile: string | undefined;
+      try {
+        tickerFile = prepareTicker(this.config.dataDir, streamId);
+        if (!tickerFile) log.warn('the data dir path has characters ffmpeg filters cannot take: news flashes will not be burned in');
+      } catch (error) {
+        // A full disk does not keep a stream off the air: it goes live without the ticker.
+        log.warn({ err: error }, 'could not write the ticker file: news flashes will not be burned in for this event');
+      }
       const transcoder = new LiveTranscoder({
         streamId,
         ...(tickerFile ? { tickerFile } : {}),
@@ -548,7 +576,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const start = (): void => {
       current.transcoder.on('drain', resume);
       current.transcoder.attach({ source: session.source!, prelude: () => session.prelude() });
-      record = current.recorder?.startSource(session.prelude());
+      record = current.recorder?.startSource(() => session.prelude());
       session.on('tag', feed);
     };
     if (session.source) start();
@@ -580,11 +608,62 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       timer.unref();
       this.#retentionTimers.add(timer);
     }
-    // A deleted stream has no row left: both updates then touch nothing.
-    await this.streams.endEvent(live.eventId);
-    await this.streams.setStatus(streamId, 'ended');
-    this.safeEmit('ended', { streamId, eventId: live.eventId });
-    await this.#archive(live);
+    // Viewers saw the end already (ENDLIST). What follows needs the database, Redis and storage: each step is
+    // idempotent and tried again until it succeeds; a node that stops meanwhile leaves the recording on disk, and the
+    // next start ends the event and archives it (#recoverAfterCrash, #archiveLeftRecordings).
+    const { eventId } = live;
+    this.#waitingEnds.set(streamId, eventId);
+    try {
+      const ended = await this.#untilDone({ streamId, eventId }, 'marking the event ended', async () => {
+        // A deleted stream has no row left: both updates then touch nothing. A new event on the same stream (the
+        // publisher came back once the database did) keeps its `live`.
+        await this.streams.endEvent(eventId);
+        if (!this.#live.has(streamId)) await this.streams.setStatus(streamId, 'ended');
+      });
+      if (!ended) return;
+      this.safeEmit('ended', { streamId, eventId });
+      await this.#untilDone({ streamId, eventId }, 'publishing the replay and queueing the archive', () => this.#archive(live));
+    } finally {
+      if (this.#waitingEnds.get(streamId) === eventId) this.#waitingEnds.delete(streamId);
+    }
+  }
+
+  /**
+   * Runs `step` until it succeeds: after a failure (a dependency down) it waits with capped backoff and tries again,
+   * logging each wait. False when the node began stopping first: the step is left for the next start.
+   */
+  async #untilDone(fields: Record<string, unknown>, what: string, step: () => Promise<void>): Promise<boolean> {
+    let waiting = false;
+    try {
+      return await this.#tryUntilDone(fields, what, step, () => {
+        if (!waiting) this.#endingsWaiting++;
+        waiting = true;
+      });
+    } finally {
+      if (waiting) this.#endingsWaiting--;
+    }
+  }
+
+  /** The first try always runs (a node that stops ends its live events); tries again only while it is not stopping. */
+  async #tryUntilDone(fields: Record<string, unknown>, what: string, step: () => Promise<void>, failed: () => void): Promise<boolean> {
+    const stopping = (error?: unknown): false => {
+      this.log.warn({ ...fields, ...(error === undefined ? {} : { err: error }) }, `the node is stopping before ${what}: the recording stays on disk and the next start finishes it`);
+      return false;
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await step();
+        if (attempt > 1) this.log.info({ ...fields, attempt }, `the end of the event went on: ${what} succeeded`);
+        return true;
+      } catch (error) {
+        if (this.#stopping.signal.aborted) return stopping(error);
+        failed();
+        const retryInMs = Math.min(ENDING_RETRY_MAX_MS, ENDING_RETRY_FIRST_MS * 2 ** (attempt - 1));
+        this.log.warn({ ...fields, err: error, attempt, retryInMs }, `the end of the event waits: ${what} failed (a dependency is down); tried again`);
+        await sleep(retryInMs, undefined, { signal: this.#stopping.signal }).catch(() => {});
+        if (this.#stopping.signal.aborted) return stopping();
+      }
+    }
   }
 
   /** The ended event's replay is published at once and its archive job queued; a deleted stream keeps nothing. */
@@ -625,7 +704,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         continue;
       }
       this.log.info({ eventId, streamId: event.streamId }, 'archiving the recording of an event cut off when the node stopped');
-      await this.#archiveRecording({ eventId, streamId: event.streamId, startedAt: event.startedAt, recorder, cues: [] });
+      await this.#untilDone({ eventId, streamId: event.streamId }, 'archiving a recording left by the last run',
+        () => this.#archiveRecording({ eventId, streamId: event.streamId, startedAt: event.startedAt, recorder, cues: [] }));
     }
   }
 
@@ -697,7 +777,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const update = (): void => {
       const now = Date.now();
       live.news = live.news.filter((n) => n.until > now);
-      writeTicker(live.tickerFile!, live.news.map((n) => n.cue.text ?? '').join('   •   '));
+      try {
+        writeTicker(live.tickerFile!, live.news.map((n) => n.cue.text ?? '').join('   •   '));
+      } catch (error) {
+        // The flash still goes to the playlists and the chat; only the burned-in text misses it (a full disk).
+        this.log.warn({ err: error, streamId: live.streamId }, 'could not write the ticker file');
+      }
       if (live.newsTimer) clearTimeout(live.newsTimer);
       live.newsTimer = undefined;
       if (live.news.length > 0) {
@@ -719,9 +804,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return row && { id: row.id, streamId: row.stream_id, startedAt: Number(row.started_at) };
   }
 
+  #recordingsDiskFull(): number {
+    return [...this.#live.values()].filter((live) => live.recorder?.diskFull).length;
+  }
+
   /**
    * Readiness: Redis and the database answer (each within READY_CHECK_TIMEOUT_MS). `degraded` names what is failing
-   * or being repaired (`redis` while the embedded redis-server restarts, `webrtc` while a mediasoup worker does); it
+   * or being repaired (`redis` while the embedded redis-server restarts, `webrtc` while a mediasoup worker does, `disk`
+   * while a recording waits for space); it
    * empties on its own once they are back.
    */
   async #ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string>; degraded: string[] }> {
@@ -737,9 +827,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     checks['redis'] = redis;
     checks['database'] = database;
     checks['encoder'] = this.encoder.kind;
+    // A recording waiting for disk space is listed, not a reason to leave the pool: live playback goes on.
+    const full = this.#recordingsDiskFull();
+    checks['disk'] = full === 0 ? true : `full: ${full} recording${full === 1 ? '' : 's'} waiting for space`;
     // A WebRTC edge repairing itself is listed, not a reason to leave the pool: LL-HLS and the rest keep serving.
     checks['webrtc'] = this.#edge ? this.#edge.degraded ?? true : 'off';
-    const degraded = Object.keys(checks).filter((name) => checks[name] === false || (typeof checks[name] === 'string' && checks[name].startsWith('degraded')));
+    const degraded = Object.keys(checks).filter((name) => checks[name] === false || (typeof checks[name] === 'string' && /^(degraded|full)/.test(checks[name])));
     return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks, degraded };
   }
 
@@ -768,6 +861,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     };
     const live = this.#live.get(stream.id);
     if (live) view.stats = this.#stats(live, admin);
+    // Its event is over on this node; the database has not been told yet (it was down): viewers see it ended.
+    else if (stream.status === 'live' && this.#waitingEnds.has(stream.id)) view.status = 'ended';
     else if (stream.status === 'ended') {
       // The same /watch/:id plays the replay once the event is over.
       const video = await this.#vod.catalog.latestOfStream(stream.id);

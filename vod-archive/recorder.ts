@@ -1,5 +1,5 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { appendFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { InitSegment, Rendition } from '../live-transcoder/index.js';
 import type { Segment } from '../ll-hls-packager/index.js';
@@ -19,10 +19,54 @@ interface RecordedSegment {
 
 interface RecordedRendition {
   rendition: Rendition;
+  /** The segments on disk and in the journal (a write that failed left its segment out). */
   segments: RecordedSegment[];
-  /** init file name by the live playlist's map URI. */
+  /** init file name by the live playlist's map URI (one whose write failed is dropped, and written again). */
   inits: Map<string, string>;
+  /** The init files on disk and in the journal: a segment plays only with its own. */
+  written: Set<string>;
+  /** Inits named so far (the next one's number). */
+  initCount: number;
   codecs: string;
+}
+
+/** A write that failed because the disk is full (or the user's quota is): the recording waits for space. */
+function isDiskFull(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/** The 32-bit timestamp of an FLV tag (24 bits, then the extension byte as the high 8). */
+function tagTime(tag: Buffer, at = 0): number {
+  return ((tag[at + 7]! << 24) | tag.readUIntBE(at + 4, 3)) >>> 0;
+}
+
+/**
+ * For an FLV file begun mid-publish: rewrites `prelude` (header, then whole tags, the last GOP from its keyframe) in
+ * place so that its keyframe is at 0, and returns the same shift for the tags that follow (copies: the session's
+ * buffers are shared). Tags before the keyframe (headers, audio) are clamped at 0.
+ */
+function rebaseTags(prelude: Buffer): (tag: Buffer) => Buffer {
+  const tags: number[] = [];
+  for (let at = 13; at + 11 <= prelude.length; at += 11 + prelude.readUIntBE(at + 1, 3) + 4) tags.push(at);
+  const keyframe = tags.find((at) => isKeyframeTag(prelude.subarray(at)));
+  const base = keyframe === undefined ? 0 : tagTime(prelude, keyframe);
+  const set = (buffer: Buffer, at: number): void => {
+    const time = Math.max(0, tagTime(buffer, at) - base);
+    buffer.writeUIntBE(time & 0xffffff, at + 4, 3);
+    buffer[at + 7] = (time >>> 24) & 0xff;
+  };
+  for (const at of tags) set(prelude, at);
+  return (tag) => {
+    const copy = Buffer.from(tag);
+    set(copy, 0);
+    return copy;
+  };
+}
+
+/** An FLV video tag carrying an H.264 keyframe (not a sequence header): where a new source file can begin. */
+function isKeyframeTag(tag: Buffer): boolean {
+  return tag.length > 12 && tag[0] === 9 && tag[11]! >> 4 === 1 && tag[12] === 1;
 }
 
 export interface RecordingResult {
@@ -59,6 +103,9 @@ type JournalEntry =
 
 const JOURNAL = 'journal.jsonl';
 
+/** A source file that failed (disk full) is replaced by a new one at most this often. */
+const SOURCE_RETRY_MS = 1000;
+
 /**
  * The recording of one live event, on local disk while it lasts: every publish's FLV as received (copied, not
  * re-encoded: the VOD pipeline's source) and every complete segment of the live ladder with its inits (the instant
@@ -67,6 +114,11 @@ const JOURNAL = 'journal.jsonl';
  *
  * A journal beside the files names each one once it is complete, so that a node that died mid-event finds its
  * recording at the next start (`EventRecorder.recover`) and archives it like any ended event.
+ *
+ * A write that fails (the disk is full) never stops the event: the segment is left out of the recording (the replay
+ * has a discontinuity there), `diskFull` says so, and the next segment is tried again; once one is written the
+ * recording goes on. The source goes on in a new file (tried once a second) from the publisher's last keyframe. What
+ * was recorded before is kept.
  */
 export class EventRecorder {
   readonly eventId: string;
@@ -76,7 +128,14 @@ export class EventRecorder {
   readonly #sources: string[] = [];
   readonly #pending = new Set<Promise<void>>();
   #openSource: WriteStream | undefined;
-  #failed = false;
+  /** Source files named so far (the next one's number; names are never reused within a run). */
+  #sourceCount = 0;
+  /** Writes fail (the disk is full): segments are left out until one is written again. */
+  #diskFull = false;
+  /** A journal line may have been cut off by a failed write: the next one starts on a new line. */
+  #journalTorn = false;
+  /** Segments left out of the recording because their write failed. */
+  #lost = 0;
   #finished = false;
 
   constructor(options: { dir: string; eventId: string; log: Logger }) {
@@ -90,20 +149,72 @@ export class EventRecorder {
     return new EventRecorder(options);
   }
 
-  /** A publish began: its FLV (header, metadata, sequence headers, current GOP, then every tag) goes to a new file. */
-  startSource(prelude: Buffer): (tag: Buffer) => void {
+  /** True while writes fail (the disk is full): the event goes on live, its recording waits for space. */
+  get diskFull(): boolean {
+    return this.#diskFull;
+  }
+
+  /**
+   * A publish began: its FLV (header, metadata, sequence headers, current GOP, then every tag) goes to a new file.
+   * `prelude` is read again when a file that failed (the disk was full) is replaced by a new one at a keyframe.
+   */
+  startSource(prelude: Buffer | (() => Buffer)): (tag: Buffer) => void {
     this.endSource();
     if (this.#finished) return () => {};
-    const name = `source-${this.#sources.length}.flv`;
+    const readPrelude = typeof prelude === 'function' ? prelude : () => prelude;
+    let { stream, write } = this.#openSourceFile(readPrelude());
+    let nextTry = 0;
+    return (tag) => {
+      if (this.#openSource !== stream) return;
+      if (!stream.destroyed && !stream.errored) {
+        write(tag);
+        return;
+      }
+      // The file failed (disk full): a new one is tried at most once a second, from the session's prelude (its
+      // current GOP, which ends with this very tag); one that fails before its prelude is on disk is removed.
+      const now = Date.now();
+      if (this.#finished || now < nextTry) return;
+      nextTry = now + SOURCE_RETRY_MS;
+      this.#openSource = undefined;
+      ({ stream, write } = this.#openSourceFile(readPrelude(), true));
+    };
+  }
+
+  /**
+   * A new source file, starting with `prelude`. Every chunk written is whole FLV tags; if a write fails (the disk is
+   * full) the file is cut back to the end of the last chunk on disk, so that it ends on a whole tag (a demuxer reads
+   * its duration from the last tag), or emptied (and then left out) when not even the prelude made it.
+   */
+  #openSourceFile(prelude: Buffer, rebase = false): { stream: WriteStream; write: (chunk: Buffer) => void } {
+    // A file begun mid-publish starts its clock at 0, like a publish's first file: a demuxer takes the last tag's
+    // time for the file's duration, and the archive plays the files back to back.
+    const shift = rebase ? rebaseTags(prelude) : undefined;
+    const name = `source-${this.#sourceCount++}.flv`;
     this.#sources.push(name);
-    const stream = createWriteStream(path.join(this.dir, name));
-    stream.on('error', (error) => this.#fail(error, name));
-    stream.write(prelude);
+    const file = path.join(this.dir, name);
+    const stream = createWriteStream(file);
+    let queued = 0;
+    let durable = 0;
+    const put = (chunk: Buffer): void => {
+      const end = (queued += chunk.length);
+      stream.write(chunk, (error) => {
+        if (!error) durable = end;
+      });
+    };
+    stream.on('error', (error) => {
+      this.#writeFailed(error, name);
+      const keep = durable >= prelude.length ? durable : 0;
+      if (keep === 0) this.#sources.splice(this.#sources.indexOf(name), 1);
+      this.#track(new Promise<void>((resolve) => {
+        if (stream.closed) resolve();
+        else stream.once('close', () => resolve());
+      }).then(() => (keep > 0 ? truncate(file, keep) : rm(file, { force: true }))));
+    });
+    const write = (tag: Buffer): void => put(shift ? shift(tag) : tag);
+    put(prelude);
     this.#track(this.#journal({ source: name }));
     this.#openSource = stream;
-    return (tag) => {
-      if (this.#openSource === stream && !stream.destroyed) stream.write(tag);
-    };
+    return { stream, write };
   }
 
   /** The publisher left: its source file is closed. */
@@ -111,29 +222,41 @@ export class EventRecorder {
     const stream = this.#openSource;
     if (!stream) return;
     this.#openSource = undefined;
+    // A file that failed (disk full) has nothing left to flush.
+    if (stream.destroyed || stream.errored) return;
     this.#track(new Promise<void>((resolve) => stream.end(() => resolve())));
   }
 
   /** A complete live segment of one rendition (StreamPackager's onSegment). */
   addSegment(rendition: Rendition, segment: Segment, init: InitSegment): void {
-    if (this.#finished || this.#failed || !segment.data) return;
+    if (this.#finished || !segment.data) return;
     let recorded = this.#renditions.get(rendition.name);
     if (!recorded) {
-      recorded = { rendition, segments: [], inits: new Map(), codecs: '' };
+      recorded = { rendition, segments: [], inits: new Map(), written: new Set(), initCount: 0, codecs: '' };
       this.#renditions.set(rendition.name, recorded);
     }
-    recorded.rendition = rendition;
+    const current = recorded;
+    current.rendition = rendition;
     const folder = path.join(this.dir, 'ladder', rendition.name);
-    let map = recorded.inits.get(segment.mapUri);
+    let map = current.inits.get(segment.mapUri);
     if (map === undefined) {
-      map = `init${recorded.inits.size}.mp4`;
-      recorded.inits.set(segment.mapUri, map);
+      const initName = `init${current.initCount++}.mp4`;
+      map = initName;
+      current.inits.set(segment.mapUri, initName);
       // The programme's codecs name the replay's rendition (an ad's may differ in profile or level).
-      const codecs = !segment.ad || recorded.codecs === '' ? init.tracks.filter((t) => t.kind !== 'other').map((t) => t.codec).join(',') : undefined;
-      if (codecs !== undefined) recorded.codecs = codecs;
+      const codecs = !segment.ad || current.codecs === '' ? init.tracks.filter((t) => t.kind !== 'other').map((t) => t.codec).join(',') : undefined;
+      if (codecs !== undefined) current.codecs = codecs;
       const entry: JournalEntry = { init: { rendition, map, codecs } };
       const file = path.join(folder, map);
-      this.#track(mkdir(folder, { recursive: true }).then(() => writeFile(file, init.data)).then(() => this.#journal(entry)));
+      const mapUri = segment.mapUri;
+      this.#track(mkdir(folder, { recursive: true }).then(() => writeFile(file, init.data)).then(() => this.#journal(entry)).then(
+        () => void current.written.add(initName),
+        (error: unknown) => {
+          // Written again with the next segment that needs it.
+          if (current.inits.get(mapUri) === initName) current.inits.delete(mapUri);
+          this.#writeFailed(error, `${rendition.name}/${initName}`);
+        },
+      ));
     }
     const recordedSegment: RecordedSegment = {
       sequence: segment.mediaSequence,
@@ -144,10 +267,18 @@ export class EventRecorder {
       programDateTime: segment.programDateTime,
       bytes: segment.data.length,
     };
-    recorded.segments.push(recordedSegment);
     const data = segment.data;
     const entry: JournalEntry = { segment: { ...recordedSegment, rendition: rendition.name } };
-    this.#track(mkdir(folder, { recursive: true }).then(() => writeFile(path.join(folder, recordedSegment.file), data)).then(() => this.#journal(entry)));
+    this.#track(mkdir(folder, { recursive: true }).then(() => writeFile(path.join(folder, recordedSegment.file), data)).then(() => this.#journal(entry)).then(
+      () => {
+        current.segments.push(recordedSegment);
+        this.#wrote();
+      },
+      (error: unknown) => {
+        this.#lost++;
+        this.#writeFailed(error, `${rendition.name}/${recordedSegment.file}`);
+      },
+    ));
   }
 
   /**
@@ -176,6 +307,7 @@ export class EventRecorder {
     }
     const order = (name: string): number => Number(/\d+/.exec(name)?.[0]);
     recorder.#sources.splice(0, Infinity, ...sources.sort((a, b) => order(a) - order(b)));
+    recorder.#sourceCount = Math.max(0, ...recorder.#sources.map((name) => order(name) + 1));
     return recorder;
   }
 
@@ -184,7 +316,7 @@ export class EventRecorder {
     this.endSource();
     this.#finished = true;
     while (this.#pending.size > 0) await Promise.all([...this.#pending]);
-    if (this.#failed) throw new Error(`the recording of event ${this.eventId} lost data (disk error); see the log`);
+    if (this.#lost > 0) this.#log.warn({ eventId: this.eventId, lost: this.#lost }, 'segments the disk had no room for are missing from the replay (a discontinuity marks each gap)');
     const replayFiles: string[] = [];
     const variants: string[] = [];
     const renditions: RecordingResult['renditions'] = [];
@@ -193,6 +325,9 @@ export class EventRecorder {
     let timeline: TimelineSpan[] = [];
     const ordered = [...this.#renditions.values()].sort((a, b) => b.rendition.height - a.rendition.height);
     for (const recorded of ordered) {
+      // Only segments whose init is on disk, in order; a gap (segments the disk had no room for) is a discontinuity.
+      recorded.segments = recorded.segments.filter((s) => recorded.written.has(s.map)).sort((a, b) => a.sequence - b.sequence)
+        .map((s, i, all) => (i > 0 && !s.discontinuity && s.sequence !== all[i - 1]!.sequence + 1 ? { ...s, discontinuity: true } : s));
       if (recorded.segments.length === 0) continue;
       const { rendition } = recorded;
       const name = rendition.name;
@@ -228,21 +363,31 @@ export class EventRecorder {
   }
 
   #journal(entry: JournalEntry): Promise<void> {
-    return appendFile(path.join(this.dir, JOURNAL), `${JSON.stringify(entry)}\n`);
+    // After a failed append the last line may be cut: a fresh line keeps this one readable (recover skips the torn one).
+    const line = `${this.#journalTorn ? '\n' : ''}${JSON.stringify(entry)}\n`;
+    return appendFile(path.join(this.dir, JOURNAL), line).then(
+      () => { this.#journalTorn = false; },
+      (error: unknown) => {
+        this.#journalTorn = true;
+        throw error;
+      },
+    );
   }
 
   #replay(entry: JournalEntry): void {
     if ('source' in entry) {
-      this.#sources.push(entry.source);
+      // A name can come twice: a file that failed before its prelude was on disk was removed and its name reused.
+      if (!this.#sources.includes(entry.source)) this.#sources.push(entry.source);
       return;
     }
     const name = 'init' in entry ? entry.init.rendition.name : entry.segment.rendition;
     let recorded = this.#renditions.get(name);
     if ('init' in entry) {
-      recorded ??= { rendition: entry.init.rendition, segments: [], inits: new Map(), codecs: '' };
+      recorded ??= { rendition: entry.init.rendition, segments: [], inits: new Map(), written: new Set(), initCount: 0, codecs: '' };
       this.#renditions.set(name, recorded);
       recorded.rendition = entry.init.rendition;
       recorded.inits.set(entry.init.map, entry.init.map);
+      recorded.written.add(entry.init.map);
       if (entry.init.codecs !== undefined) recorded.codecs = entry.init.codecs;
       return;
     }
@@ -252,13 +397,25 @@ export class EventRecorder {
   }
 
   #track(promise: Promise<unknown>): void {
-    const tracked: Promise<void> = promise.then(() => {}, (error: unknown) => this.#fail(error, 'segment')).finally(() => this.#pending.delete(tracked));
+    const tracked: Promise<void> = promise.then(() => {}, (error: unknown) => this.#writeFailed(error, 'journal')).finally(() => this.#pending.delete(tracked));
     this.#pending.add(tracked);
   }
 
-  #fail(error: unknown, what: string): void {
-    if (!this.#failed) this.#log.error({ err: error, eventId: this.eventId, what }, 'recording write failed');
-    this.#failed = true;
+  /** A write failed: logged once per outage; the recording waits (the next segment is tried again). */
+  #writeFailed(error: unknown, what: string): void {
+    if (this.#diskFull) return;
+    this.#diskFull = true;
+    const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    this.#log.error({ err: error, code, eventId: this.eventId, what }, isDiskFull(error)
+      ? 'the recording waits: the disk is full; segments are left out until space is freed (live playback goes on)'
+      : 'the recording waits: a write failed; segments are left out until one can be written (live playback goes on)');
+  }
+
+  /** A segment was written: after an outage, the recording goes on. */
+  #wrote(): void {
+    if (!this.#diskFull) return;
+    this.#diskFull = false;
+    this.#log.warn({ eventId: this.eventId, lost: this.#lost }, 'the recording goes on: segments can be written again');
   }
 }
 

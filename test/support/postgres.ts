@@ -15,6 +15,10 @@ export interface TestPostgres {
   url: string;
   /** Stops the server at once (no checkpoint) and removes its directory. Idempotent. */
   stop(): Promise<void>;
+  /** Stops the server for real (a fault: connections refused), keeping its data, port and directory. */
+  halt(): Promise<void>;
+  /** Starts a halted server again on the same port and data. */
+  resume(): Promise<void>;
 }
 
 function freePort(): Promise<number> {
@@ -77,14 +81,14 @@ export async function startPostgres(): Promise<TestPostgres> {
     // The port is free when we look; another process may take it before the server binds, so try a few.
     let port = 0;
     let lastError: unknown;
+    // -l: the postmaster writes to a file, not to our pipes, so execFile returns once it is up.
+    const startServer = (): Promise<void> => runAsPostgres(
+      `${shellQuote(pgCtl)} -w -t 30 -D ${shellQuote(dataDir)} -l ${shellQuote(logFile)} -o ${shellQuote(`-h 127.0.0.1 -p ${port} -k ${shellQuote(root)} -c fsync=off`)} start >/dev/null`,
+    );
     for (let attempt = 0; attempt < 3; attempt++) {
       port = await freePort();
-      const serverOptions = `-h 127.0.0.1 -p ${port} -k ${shellQuote(root)} -c fsync=off`;
       try {
-        // -l: the postmaster writes to a file, not to our pipes, so execFile returns once it is up.
-        await runAsPostgres(
-          `${shellQuote(pgCtl)} -w -t 30 -D ${shellQuote(dataDir)} -l ${shellQuote(logFile)} -o ${shellQuote(serverOptions)} start >/dev/null`,
-        );
+        await startServer();
         lastError = undefined;
         break;
       } catch (error) {
@@ -109,6 +113,8 @@ export async function startPostgres(): Promise<TestPostgres> {
         })();
         return stopping;
       },
+      halt: () => runAsPostgres(`${shellQuote(pgCtl)} -D ${shellQuote(dataDir)} -m fast -w stop >/dev/null`),
+      resume: startServer,
     };
   } catch (error) {
     await runAsPostgres(`${shellQuote(pgCtl)} -D ${shellQuote(dataDir)} -m immediate -w stop >/dev/null 2>&1`).catch(() => {});
