@@ -1,14 +1,15 @@
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
 import type { RedisOptions } from 'ioredis';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { VIDEO_ID_RE, VideoCatalog, type CatalogTables, type Video } from './catalog.js';
 import { VodQueue, VodWorker } from './jobs.js';
 import { sha256File, sourcePrefix, videoPrefix } from './pipeline.js';
 import { EventRecorder, type TimelineSpan } from './recorder.js';
-import type { Storage } from './storage.js';
+import { DEPENDENCIES } from './faults.js';
+import { digestFile, type Storage } from './storage.js';
 import type { UploadMetadata } from './uploads.js';
 import type { VodLadderOptions } from './vodCommand.js';
 import type { Cue } from '../ll-hls-packager/cues.js';
@@ -24,6 +25,8 @@ export interface VodArchiveOptions {
   ladder: VodLadderOptions;
   attempts: number;
   backoffMs: number;
+  /** The longest wait between two tries while a dependency (S3, disk, database, Redis) is away. */
+  waitMaxMs: number;
   lockMs: number;
   /** Jobs this process runs at once; 0: none (an origin that leaves the work to `ONAIR_ROLE=worker` processes). */
   concurrency: number;
@@ -59,6 +62,8 @@ export class VodArchive {
         connection: options.redis,
         concurrency: options.concurrency,
         lockMs: options.lockMs,
+        backoffMs: options.backoffMs,
+        waitMaxMs: options.waitMaxMs,
         queue: this.queue,
         log: options.log,
         pipeline: {
@@ -103,37 +108,77 @@ export class VodArchive {
    * A live event ended: its replay (the live ladder's segments, no re-encode) is stored and published at once, its
    * source recording stored, and the archive job queued. The video keeps the event's id, so the chat kept under that
    * id is the replay's chat; `placeComments` moves that chat onto the video's timeline before the replay shows.
+   *
+   * Nothing is lost on the way: each file is copied and verified (size, SHA-256) before an archive journal beside the
+   * recording (`archive.jsonl`) records it, and the local recording is removed only after the replay is published and
+   * the job queued. Every step is idempotent: called again after failing anywhere (S3 or the database away), or after
+   * a restart on the recovered recording, it goes on from its journal: nothing stored twice, comments placed once.
    */
   async archiveEvent(event: {
     eventId: string; streamId: string; title: string; description: string; startedAt: number; recorder: EventRecorder; cues?: readonly Cue[];
     placeComments?: (timeline: readonly TimelineSpan[]) => Promise<void>;
   }): Promise<Video | undefined> {
     const { eventId, recorder } = event;
+    // Archived already (a second call after a success): the recording is gone, the video is what there is.
+    if (!(await stat(recorder.dir).catch(() => undefined))) return this.catalog.get(eventId);
     const recording = await recorder.finish(event.cues);
     if (recording.replayFiles.length === 0 && recording.sourceFiles.length === 0) {
       await recorder.remove();
       return undefined;
     }
+    const journal = await ArchiveJournal.open(recording.dir);
     // The archive re-encodes the same publishes back to back: the replay's timeline is its timeline too.
-    await event.placeComments?.(recording.timeline);
+    if (!journal.has('comments')) {
+      await event.placeComments?.(recording.timeline);
+      await journal.add('comments');
+    }
     let video = await this.catalog.get(eventId);
     video ??= await this.catalog.create({ id: eventId, title: event.title, description: event.description, source: event.streamId, at: event.startedAt });
-    if (recording.replayFiles.length > 0) {
+    if (recording.replayFiles.length > 0 && !journal.has('replay')) {
       const ladder = path.join(recording.dir, 'ladder');
-      await this.#move(recording.replayFiles.map((name) => ({ key: `${videoPrefix(eventId, 'replay')}/${name}`, file: path.join(ladder, ...name.split('/')) })));
-      await this.catalog.publish(eventId, 'replay', { kind: 'replay', durationMs: recording.durationMs, renditions: recording.renditions, ready: false });
-      this.#log.info({ videoId: eventId, durationMs: recording.durationMs }, 'replay published');
+      await this.#store(journal, recording.replayFiles.map((name) => ({ key: `${videoPrefix(eventId, 'replay')}/${name}`, file: path.join(ladder, ...name.split('/')) })));
+      // An archive that a first call got as far as queueing may be published already: it stays what plays.
+      if (video.kind !== 'archive') {
+        await this.catalog.publish(eventId, 'replay', { kind: 'replay', durationMs: recording.durationMs, renditions: recording.renditions, ready: false });
+        this.#log.info({ videoId: eventId, durationMs: recording.durationMs }, 'replay published');
+      }
+      await journal.add('replay');
     }
     const sources: { key: string; file: string }[] = [];
     for (const name of recording.sourceFiles) {
       const file = path.join(recording.dir, name);
       if ((await stat(file).catch(() => undefined))?.size) sources.push({ key: `${sourcePrefix(eventId)}/${name}`, file });
     }
-    await this.#move(sources);
+    if (!journal.has('queued')) {
+      await this.#store(journal, sources);
+      if (sources.length > 0) await this.queue.enqueue(eventId);
+      else await this.catalog.fail(eventId, 'The event recorded no media to archive.');
+      await journal.add('queued');
+    }
+    // Only now: everything the recording holds is in storage, published or queued.
     await recorder.remove();
-    if (sources.length > 0) await this.queue.enqueue(eventId);
-    else await this.catalog.fail(eventId, 'The event recorded no media to archive.');
     return this.catalog.get(eventId);
+  }
+
+  /**
+   * Copy → verify → record, for each file the journal does not name yet (4 at a time to S3, playlists last). The
+   * local files stay: the recording is removed as a whole once it is archived.
+   */
+  async #store(journal: ArchiveJournal, items: { key: string; file: string }[]): Promise<void> {
+    const storage = this.storage;
+    const pending = items.filter((item) => !journal.stored(item.key));
+    const playlists = pending.filter((i) => /\.(m3u8|mpd)$/.test(i.key));
+    const media = pending.filter((i) => !/\.(m3u8|mpd)$/.test(i.key));
+    for (const batch of [media, playlists]) {
+      const queue = [...batch];
+      await Promise.all(Array.from({ length: storage.kind === 's3' ? 4 : 1 }, async () => {
+        for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
+          const digest = await digestFile(item.file);
+          await storage.putVerified(item.key, item.file, digest);
+          await journal.addStored(item.key, digest.bytes, digest.sha256);
+        }
+      }));
+    }
   }
 
   /** A tus upload was declared: its video exists from now on (processing, visible to the admin only). */
@@ -157,10 +202,13 @@ export class VodArchive {
 
   /**
    * After a restart: uploads that completed but were not handed over are handed over, and every video still
-   * processing has its job (enqueueing is idempotent per video).
+   * processing has its job (enqueueing is idempotent per video), except an event whose recording is still here.
    */
   async recover(): Promise<void> {
+    // An event whose recording is still on this disk is queued by its archive (once its sources are stored).
+    const recordings = new Set(await this.recordings());
     for (const video of await this.catalog.processing()) {
+      if (recordings.has(video.id)) continue;
       if (video.source === 'upload' && !video.sourceSha256) {
         const file = path.join(this.uploadDir, video.id);
         const info = await readUploadInfo(`${file}.json`);
@@ -172,9 +220,46 @@ export class VodArchive {
     }
   }
 
-  /** `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis). */
+  /**
+   * An admin's retry of a failed video (its source was kept): processing again, its job queued anew. Undefined when
+   * there is no such video; false when it is not failed.
+   */
+  async retryVideo(id: string): Promise<boolean | undefined> {
+    if (!(await this.catalog.get(id))) return undefined;
+    if (!(await this.catalog.retry(id))) return false;
+    await this.queue.enqueue(id);
+    return true;
+  }
+
+  /**
+   * `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis);
+   * `onair_vod_waiting`: videos waiting for a dependency now (from the catalog); `onair_vod_dependency_waits_total`:
+   * the waits this process's worker began, by dependency.
+   */
   registerMetrics(registry: Registry): void {
-    const queue = this.queue;
+    const { queue, catalog, worker } = this;
+    new Gauge({
+      name: 'onair_vod_waiting',
+      help: 'VOD videos processing but waiting for a dependency (S3, disk, database, Redis) to come back',
+      registers: [registry],
+      async collect() {
+        try {
+          this.set(await catalog.waitingCount());
+        } catch {
+          // The database is away: the gauge keeps its last value.
+        }
+      },
+    });
+    new Counter({
+      name: 'onair_vod_dependency_waits_total',
+      help: 'Times a VOD job of this process waited for a dependency that was away, by dependency',
+      labelNames: ['dependency'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const dependency of DEPENDENCIES) this.inc({ dependency }, worker?.dependencyWaits.get(dependency) ?? 0);
+      },
+    });
     new Gauge({
       name: 'onair_vod_jobs',
       help: 'VOD queue jobs by state (waiting, active, delayed, completed, failed, prioritized)',
@@ -232,5 +317,53 @@ async function readUploadInfo(file: string): Promise<{ size?: number } | undefin
     return JSON.parse(await readFile(file, 'utf8')) as { size?: number };
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * What `archiveEvent` has done for one recording, one JSON line per step in `<recording>/archive.jsonl` (appended
+ * once the step is done; a torn last line is a step not done): `comments` placed, each file `stored` and verified,
+ * the `replay` published, the job `queued`. It lives and dies with the recording.
+ */
+class ArchiveJournal {
+  readonly #file: string;
+  readonly #steps = new Set<string>();
+  readonly #stored = new Set<string>();
+
+  private constructor(file: string) {
+    this.#file = file;
+  }
+
+  static async open(dir: string): Promise<ArchiveJournal> {
+    const journal = new ArchiveJournal(path.join(dir, 'archive.jsonl'));
+    const text = await readFile(journal.#file, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      try {
+        const entry = JSON.parse(line) as { step?: unknown; stored?: unknown };
+        if (typeof entry.step === 'string') journal.#steps.add(entry.step);
+        if (typeof entry.stored === 'string') journal.#stored.add(entry.stored);
+      } catch {
+        // The line being written when the node died: that step was not done.
+      }
+    }
+    return journal;
+  }
+
+  has(step: 'comments' | 'replay' | 'queued'): boolean {
+    return this.#steps.has(step);
+  }
+
+  stored(key: string): boolean {
+    return this.#stored.has(key);
+  }
+
+  async add(step: 'comments' | 'replay' | 'queued'): Promise<void> {
+    await appendFile(this.#file, `${JSON.stringify({ step, at: Date.now() })}\n`);
+    this.#steps.add(step);
+  }
+
+  async addStored(key: string, bytes: number, sha256: string): Promise<void> {
+    await appendFile(this.#file, `${JSON.stringify({ stored: key, bytes, sha256 })}\n`);
+    this.#stored.add(key);
   }
 }
