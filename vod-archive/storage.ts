@@ -40,8 +40,9 @@ export interface Storage {
   /**
    * Copies a local file in and checks that what storage holds is that file (`expected`: its size and SHA-256, which
    * the caller computed): on disk the copy is read back before it is renamed into place; on S3 the object carries
-   * its SHA-256 as metadata (`x-amz-meta-sha256`), a single-part upload its Content-MD5 (the server checks the
-   * body), and a HEAD afterwards must show both size and hash. Throws when they differ. The file is left as it is.
+   * its SHA-256 as metadata (`x-amz-meta-sha256`); a single-part upload sends its Content-MD5 (the server checks the
+   * body) and must get it back as its ETag; otherwise a HEAD must show the size and the SHA-256. Throws when they
+   * differ. The file is left as it is.
    */
   putVerified(key: string, file: string, expected: FileDigest): Promise<void>;
   /** Moves a local file in (a rename where it can); absent: put, then remove the file. */
@@ -280,7 +281,9 @@ export class S3Storage implements Storage {
       partSize: S3_PART_SIZE,
       leavePartsOnError: false,
     });
-    await upload.done();
+    const done = await upload.done();
+    // One PutObject whose Content-MD5 the server checked: its ETag is that MD5, nothing more to ask.
+    if (single && done.ETag?.replace(/"/g, '') === expected.md5) return;
     const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
     const size = head.ContentLength ?? -1;
     const sha256 = head.Metadata?.['sha256'];
