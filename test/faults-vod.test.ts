@@ -110,6 +110,25 @@ describe('S3 outages delay VOD work and lose nothing (Swift s3api SIGKILLed, the
     assert.equal(await sha256((await storedBytes(node, `sources/${id}/source.mp4`))!), await sha256(data), 'the source is intact');
   });
 
+  test('an upload whose last byte lands while S3 is down is handed over once S3 is back, then ends ready', async () => {
+    const file = path.join(media, 'handover.mp4');
+    makeVideo(file, { seconds: 2, megabytes: 0.5, width: 426, height: 240, faststart: true });
+    const data = await readFile(file);
+    await killS3();
+    // tus writes to the node's disk: the upload itself does not need S3.
+    const id = await upload(node, data, { filename: 'handover.mp4', title: 'Finished during an outage' });
+    const waiting = await waitFor('the video to say it waits for storage', async () => (await api(node, 'GET', `/api/videos/${id}`)).body.waiting, 20_000, 200);
+    assert.match(waiting, /storage/i);
+    assert.equal((await api(node, 'GET', `/api/videos/${id}`)).body.status, 'processing');
+    await restartS3();
+    await waitFor('the video to be ready once S3 is back', async () => {
+      const video = (await api(node, 'GET', `/api/videos/${id}`)).body;
+      assert.notEqual(video.status, 'failed', video.error);
+      return video.status === 'ready';
+    }, 90_000, 250);
+    assert.equal(await sha256((await storedBytes(node, `sources/${id}/source.mp4`))!), await sha256(data), 'the source is intact');
+  });
+
   test('an undecodable upload fails once with its reason, keeps its source until the admin deletes it, and can be retried', async () => {
     const garbage = Buffer.from('MZ this is not a video at all '.repeat(2000));
     const id = await upload(node, garbage, { filename: 'garbage.mp4', title: 'Garbage' });

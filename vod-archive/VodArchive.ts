@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { appendFile, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Kysely } from 'kysely';
 import type { RedisOptions } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -8,7 +10,7 @@ import { VIDEO_ID_RE, VideoCatalog, type CatalogTables, type Video } from './cat
 import { VodQueue, VodWorker } from './jobs.js';
 import { sha256File, sourcePrefix, videoPrefix } from './pipeline.js';
 import { EventRecorder, type TimelineSpan } from './recorder.js';
-import { DEPENDENCIES } from './faults.js';
+import { DEPENDENCIES, dependencyOf, fromDependency, guardDependency, waitDelayMs, waitingReason } from './faults.js';
 import { digestFile, type Storage } from './storage.js';
 import type { UploadMetadata } from './uploads.js';
 import type { VodLadderOptions } from './vodCommand.js';
@@ -45,6 +47,8 @@ export class VodArchive {
   readonly worker: VodWorker | undefined;
   readonly #options: VodArchiveOptions;
   readonly #log: Logger;
+  /** Aborted by close(): hand-overs waiting for a dependency stop waiting (the upload stays for the next start). */
+  readonly #closing = new AbortController();
 
   constructor(options: VodArchiveOptions) {
     this.#options = options;
@@ -189,15 +193,45 @@ export class VodArchive {
 
   /** Every byte of an upload arrived: it becomes the video's source, its SHA-256 is kept, and its job is queued. */
   async uploadFinished(id: string, file: string): Promise<void> {
-    const video = await this.catalog.get(id);
+    // S3, the database or Redis away: the hand-over waits (the file stays in the upload folder) and goes on after.
+    for (let waits = 1; ; waits++) {
+      try {
+        await this.#handOver(id, file);
+        return;
+      } catch (error) {
+        const dependency = dependencyOf(error);
+        if (!dependency || this.#closing.signal.aborted) throw error;
+        const delay = waitDelayMs(waits, this.#options.backoffMs, this.#options.waitMaxMs);
+        this.#log.warn({ videoId: id, dependency, waits, retryInMs: delay, err: (error as Error).message }, 'upload hand-over waits for a dependency');
+        await this.catalog.setWaiting(id, waitingReason(dependency, error, Date.now() + delay)).catch(() => {});
+        const waited = await sleep(delay, undefined, { signal: this.#closing.signal }).then(() => true, () => false);
+        if (!waited) throw error;
+      }
+    }
+  }
+
+  /** Each step can be done again: a file already moved is found in storage (and hashed there). */
+  async #handOver(id: string, file: string): Promise<void> {
+    const catalog = guardDependency(this.catalog, 'database');
+    const storage = guardDependency(this.storage, 'storage');
+    const video = await catalog.get(id);
     if (!video) return;
     const key = video.sourceKey ?? `${sourcePrefix(id)}/source`;
-    const sha256 = await sha256File(file);
-    const bytes = (await stat(file)).size;
-    await this.#move([{ key, file }]);
+    let digest: { sha256: string; bytes: number };
+    if (await stat(file).catch(() => undefined)) {
+      digest = { sha256: await sha256File(file), bytes: (await stat(file)).size };
+      await this.#move([{ key, file }]);
+    } else {
+      const stored = await storage.get(key);
+      if (!stored) throw new Error(`the upload ${id} is neither in ${file} nor in storage`);
+      const hash = createHash('sha256');
+      for await (const chunk of stored.body) hash.update(chunk as Buffer);
+      digest = { sha256: hash.digest('hex'), bytes: stored.size };
+    }
     await rm(`${file}.json`, { force: true });
-    await this.catalog.setSource(id, { key, sha256, bytes });
-    await this.queue.enqueue(id);
+    await catalog.setSource(id, { key, ...digest });
+    await this.queue.enqueue(id).catch((error: unknown) => { throw fromDependency(error, 'redis'); });
+    await catalog.setWaiting(id, null);
   }
 
   /**
@@ -213,7 +247,10 @@ export class VodArchive {
         const file = path.join(this.uploadDir, video.id);
         const info = await readUploadInfo(`${file}.json`);
         const size = (await stat(file).catch(() => undefined))?.size;
-        if (info?.size !== undefined && size === info.size) await this.uploadFinished(video.id, file);
+        // In the background: a hand-over that waits for S3 must not hold the start up.
+        if (info?.size !== undefined && size === info.size) {
+          void this.uploadFinished(video.id, file).catch((error: unknown) => this.#log.error({ err: error, videoId: video.id }, 'could not hand an upload over (it stays for the next start)'));
+        }
         continue;
       }
       await this.queue.enqueue(video.id);
@@ -287,6 +324,7 @@ export class VodArchive {
   }
 
   async close(): Promise<void> {
+    this.#closing.abort();
     await this.worker?.close();
     await this.queue.close();
     this.storage.close();
@@ -294,7 +332,7 @@ export class VodArchive {
 
   /** Files into storage: a rename on local disk, an upload (4 at a time) to S3. Playlists go last. */
   async #move(items: { key: string; file: string }[]): Promise<void> {
-    const storage = this.storage;
+    const storage = guardDependency(this.storage, 'storage');
     const playlists = items.filter((i) => /\.(m3u8|mpd)$/.test(i.key));
     const media = items.filter((i) => !/\.(m3u8|mpd)$/.test(i.key));
     for (const batch of [media, playlists]) {
