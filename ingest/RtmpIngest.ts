@@ -2,6 +2,7 @@ import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { addressKey } from '../lib/address.js';
 import { TypedEmitter } from '../lib/emitter.js';
+import { ERRORS, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { defaultLimits } from '../lib/limits.js';
 import { RTMP_LIMITS, type RtmpLimits } from './limits.js';
@@ -23,13 +24,37 @@ export interface RtmpIngestOptions {
   log: Logger;
   /** Bounds on what one client may cost (ingest/limits.ts); defaults when absent. */
   limits?: Partial<RtmpLimits>;
+  /**
+   * Admission control for a publish that would start a new event (a reconnect within the grace is always let in):
+   * returns why it is refused (`no-capacity`, with a detail for the log), or undefined to let it in. `live` counts
+   * the events on this ingest, those waiting for their publisher included.
+   */
+  admit?: (request: { streamId: string; live: number }) => string | undefined;
 }
 
 export interface Refusal {
-  reason: 'bad-key' | 'busy' | 'bad-app' | 'play-not-supported' | 'unsupported';
+  reason: 'bad-key' | 'busy' | 'bad-app' | 'play-not-supported' | 'unsupported' | 'no-capacity';
   remoteAddress: string;
   streamId?: string;
+  /** Why, for the log (never the key). */
+  detail?: string;
 }
+
+/**
+ * The catalogued code of each refusal: sent to the client as the description of an `onStatus` error (ffmpeg prints
+ * it as `Server error: <code>: <message>`; OBS logs it), logged, and counted by reason.
+ */
+export const REFUSAL_CODES = {
+  'bad-key': 'ONAIR_ERR_PUBLISH_BAD_KEY',
+  busy: 'ONAIR_ERR_PUBLISH_BUSY',
+  'bad-app': 'ONAIR_ERR_PUBLISH_BAD_APP',
+  'play-not-supported': 'ONAIR_ERR_PLAY_NOT_SUPPORTED',
+  unsupported: 'ONAIR_ERR_PUBLISH_UNSUPPORTED',
+  'no-capacity': 'ONAIR_ERR_PUBLISH_NO_CAPACITY',
+} as const satisfies Record<Refusal['reason'], ErrorCode>;
+
+/** A refused client gets this long to read its `onStatus` error before its socket is destroyed. */
+const REFUSAL_LINGER_MS = 1000;
 
 /**
  * Why a connection was closed by the guard at the socket's boundary, as its log line's `code` and the metrics label:
@@ -209,11 +234,20 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     let refused = false;
 
     const refuse = (refusal: Refusal): void => {
+      if (refused) return;
       refused = true;
       pending = undefined;
-      // destroy, not end: a graceful close would let buffered media in; nothing of a refused publish is kept.
-      socket.destroy();
-      this.#log.warn({ remoteAddress, reason: refusal.reason, streamId: refusal.streamId }, 'publish refused');
+      const code = REFUSAL_CODES[refusal.reason];
+      // The client learns why (an onStatus error), then the socket closes. Nothing it sends from now on is read: no
+      // byte of a refused publish is kept.
+      try {
+        rtmp.sendStatusMessage(rtmp.streamId, 'error', refusal.reason === 'play-not-supported' ? 'NetStream.Play.Failed' : 'NetStream.Publish.BadName', `${code}: ${ERRORS[code].message}`);
+      } catch {
+        // Nothing to tell a client that never got as far as a stream.
+      }
+      socket.end();
+      setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+      this.#log.warn({ code, remoteAddress, reason: refusal.reason, streamId: refusal.streamId, detail: refusal.detail }, 'publish refused');
       this.safeEmit('refused', refusal);
     };
 
@@ -258,6 +292,11 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
         const broadcast = this.#broadcasts.get(result.streamId);
         if (broadcast?.publisher) {
           refuse({ reason: 'busy', remoteAddress, streamId: result.streamId });
+          return;
+        }
+        const full = broadcast ? undefined : this.#options.admit?.({ streamId: result.streamId, live: this.#broadcasts.size });
+        if (full !== undefined) {
+          refuse({ reason: 'no-capacity', remoteAddress, streamId: result.streamId, detail: full });
           return;
         }
         authenticate();
@@ -305,6 +344,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     };
 
     socket.on('data', (data: Buffer) => {
+      if (refused) return;
       windowBytes += data.length;
       this.#guard(drop, () => {
         session?.received(data.length);

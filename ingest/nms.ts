@@ -45,6 +45,10 @@ export interface RtmpProtocol {
   onPushCallback: () => void;
   onPacketCallback: (packet: AvPacket) => void;
   onOutputCallback: (buffer: Buffer) => void;
+  /** The message stream of the last publish or play (where its status messages go). */
+  readonly streamId: number;
+  /** An `onStatus` message to the client (`level` `error` ends a publish in ffmpeg, OBS and librtmp clients). */
+  sendStatusMessage(streamId: number, level: 'status' | 'error', code: string, description: string): void;
 }
 
 interface FlvStatic {

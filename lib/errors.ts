@@ -44,6 +44,12 @@ export const ERRORS = {
   ONAIR_ERR_CHAT_COMMENT_NOT_FOUND: { status: 404, message: 'No comment with this id in this stream' },
   ONAIR_ERR_CHAT_BAN_NOT_FOUND: { status: 404, message: 'No ban with this id in this stream' },
   ONAIR_ERR_CHAT_UNAVAILABLE: { status: 503, message: 'Chat state (Redis or the database) is unavailable; try again' },
+  ONAIR_ERR_PUBLISH_BAD_KEY: { status: 401, message: 'The stream key is not valid' },
+  ONAIR_ERR_PUBLISH_BUSY: { status: 409, message: 'Someone is already publishing with this key' },
+  ONAIR_ERR_PUBLISH_BAD_APP: { status: 404, message: 'Publish to the live application: rtmp://<host>/live' },
+  ONAIR_ERR_PUBLISH_UNSUPPORTED: { status: 415, message: 'Only H.264 video with AAC or MP3 audio can be published' },
+  ONAIR_ERR_PUBLISH_NO_CAPACITY: { status: 503, message: 'This node takes no more live streams now (ONAIR_MAX_STREAMS): try again later or another node' },
+  ONAIR_ERR_PLAY_NOT_SUPPORTED: { status: 405, message: 'RTMP playback is not offered: watch over LL-HLS or WebRTC' },
   ONAIR_ERR_WHEP_BUSY: { status: 503, message: 'Too many WebRTC viewers here now: try again shortly' },
   // RTMP connections closed by the ingest's guard: these codes are in the log line and the metrics, not on the wire
   // (RTMP has no error body); the status says what the HTTP equivalent would be.

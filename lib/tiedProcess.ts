@@ -48,14 +48,33 @@ export interface RunResult {
   stdout: string;
   /** The last 8 KiB of stderr. */
   stderr: string;
+  /** It ran past `timeoutMs` and was stopped. */
+  timedOut: boolean;
 }
 
-/** Runs a tied command to its end; `onStdout` sees output as it comes; `signal` stops it (SIGTERM). */
-export function runTied(command: string, args: readonly string[], options: { onStdout?: (chunk: Buffer) => void; signal?: AbortSignal; keepStdout?: boolean } = {}): Promise<RunResult> {
+export interface RunOptions {
+  onStdout?: (chunk: Buffer) => void;
+  /** Stops it (SIGTERM, then SIGKILL after `graceMs`). */
+  signal?: AbortSignal;
+  keepStdout?: boolean;
+  /** A time limit: past it the command gets SIGTERM, then SIGKILL after `graceMs`, and the result says `timedOut`. */
+  timeoutMs?: number;
+  /** How long a stopped command has to exit before it is killed; default 5 s. */
+  graceMs?: number;
+}
+
+/**
+ * Runs a tied command to its end; `onStdout` sees output as it comes; `signal` or `timeoutMs` stops it: SIGTERM (the
+ * wrapper passes it on), then, if it is still there after `graceMs`, our end of the tie pipe is closed so that the
+ * watcher SIGKILLs it (a command blocked in an uninterruptible-looking wait, such as an open() on a FIFO, ends too).
+ */
+export function runTied(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawnTied(command, args);
     let stdout = '';
     let stderr = '';
+    let timedOut = false;
+    let killTimer: NodeJS.Timeout | undefined;
     child.stdout.on('data', (chunk: Buffer) => {
       options.onStdout?.(chunk);
       if (options.keepStdout) stdout += chunk.toString();
@@ -63,15 +82,23 @@ export function runTied(command: string, args: readonly string[], options: { onS
     child.stderr.on('data', (chunk: Buffer) => {
       stderr = (stderr + chunk.toString()).slice(-8192);
     });
-    const abort = (): void => {
+    const stop = (): void => {
+      if (killTimer) return;
       child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.stdin.destroy(), options.graceMs ?? 5000);
     };
-    options.signal?.addEventListener('abort', abort, { once: true });
+    const limit = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+      timedOut = true;
+      stop();
+    }, options.timeoutMs);
+    options.signal?.addEventListener('abort', stop, { once: true });
     child.once('error', reject);
     child.once('close', (code, signal) => {
-      options.signal?.removeEventListener('abort', abort);
+      options.signal?.removeEventListener('abort', stop);
+      clearTimeout(limit);
+      clearTimeout(killTimer);
       child.stdin.destroy();
-      resolve({ code, signal, stdout, stderr });
+      resolve({ code, signal, stdout, stderr, timedOut });
     });
   });
 }

@@ -22,6 +22,15 @@ const integer = (fallback: number, min: number, max: number): Parser<number> => 
   return value;
 };
 
+/** A decimal number (`0.5`, `24`, `1e-3` not accepted: plain digits and one point). */
+const decimal = (fallback: number, min: number, max: number): Parser<number> => (raw, name) => {
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+(\.\d+)?$/.test(raw.trim())) throw new ConfigError(name, `expected a number such as 2 or 0.5, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `expected a number from ${min} to ${max}, got ${value}`);
+  return value;
+};
+
 const port = (fallback: number): Parser<number> => integer(fallback, 0, 65535);
 
 const oneOf = <T extends string>(fallback: T, values: readonly T[]): Parser<T> => (raw, name) => {
@@ -152,6 +161,7 @@ const schema = {
   ONAIR_SEGMENT_MS: integer(2000, 500, 10000),
   ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
   ONAIR_RECONNECT_GRACE_SEC: integer(10, 0, 600),
+  ONAIR_MAX_STREAMS: integer(0, 0, 10_000),
   ONAIR_DVR_WINDOW_SEC: integer(30, 10, 6 * 3600),
   ONAIR_PLAYBACK_TOKEN_TTL_SEC: integer(24 * 3600, 60, 365 * 24 * 3600),
   ONAIR_TLS_CERT: optionalString,
@@ -187,7 +197,14 @@ const schema = {
   ONAIR_VOD_WAIT_MAX_MS: integer(60_000, 100, 3_600_000),
   ONAIR_VOD_LOCK_MS: integer(30_000, 2000, 600_000),
   ONAIR_VOD_REPLACED_RETENTION_SEC: integer(600, 0, 7 * 24 * 3600),
+  ONAIR_VOD_PROBE_TIMEOUT_SEC: integer(60, 1, 3600),
+  ONAIR_VOD_TIME_FACTOR: decimal(6, 0.001, 1000),
+  ONAIR_VOD_MIN_TIME_SEC: integer(300, 1, 7 * 24 * 3600),
   ONAIR_UPLOAD_MAX_BYTES: integer(50 * 1024 ** 3, 1024, Number.MAX_SAFE_INTEGER),
+  ONAIR_UPLOAD_EXPIRY_HOURS: decimal(24, 0.001, 365 * 24),
+  ONAIR_ADS_MAX_PACKAGED: integer(200, 1, 100_000),
+  ONAIR_ADS_MAX_DISK_MB: integer(4096, 1, 1024 * 1024),
+  ONAIR_ADS_MAX_MEMORY_MB: integer(512, 1, 64 * 1024),
   ONAIR_LOG_LEVEL: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
 } satisfies Record<string, Parser<unknown>>;
 
@@ -232,6 +249,8 @@ export interface Config {
   segmentTargetMs: number;
   playbackSigningKey: string | undefined;
   reconnectGraceMs: number;
+  /** Live streams this node takes at once; 0: no fixed cap. */
+  maxStreams: number;
   /** Media each live playlist keeps for seeking back (and at least CAN-SKIP-UNTIL). */
   dvrWindowMs: number;
   /** Lifetime of the playback tokens the admin API hands out when signing is on. */
@@ -264,8 +283,14 @@ export interface Config {
     waitMaxMs: number;
     lockMs: number;
     replacedRetentionMs: number;
+    /** Time limits: one ffprobe; a transcode gets the media's duration × factor, at least minMs. */
+    timeLimits: { probeMs: number; factor: number; minMs: number };
     uploadMaxBytes: number;
+    /** A tus upload not finished this long after its creation is removed (and its video failed). */
+    uploadExpiryMs: number;
   };
+  /** Packaged ads kept (least recently used evicted past these): entries and bytes on disk, bytes in memory. */
+  ads: { maxPackaged: number; maxDiskBytes: number; maxMemoryBytes: number };
   /** Chat (issue #5): reactions, limits (undefined: no limit), moderation, the Socket.IO Redis adapter. */
   chat: {
     reactions: string[];
@@ -329,6 +354,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     segmentTargetMs: r.ONAIR_SEGMENT_MS,
     playbackSigningKey: r.ONAIR_PLAYBACK_SIGNING_KEY,
     reconnectGraceMs: r.ONAIR_RECONNECT_GRACE_SEC * 1000,
+    maxStreams: r.ONAIR_MAX_STREAMS,
     dvrWindowMs: r.ONAIR_DVR_WINDOW_SEC * 1000,
     playbackTokenTtlSec: r.ONAIR_PLAYBACK_TOKEN_TTL_SEC,
     tls: r.ONAIR_TLS_CERT !== undefined && r.ONAIR_TLS_KEY !== undefined ? { certFile: r.ONAIR_TLS_CERT, keyFile: r.ONAIR_TLS_KEY } : undefined,
@@ -358,7 +384,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       waitMaxMs: r.ONAIR_VOD_WAIT_MAX_MS,
       lockMs: r.ONAIR_VOD_LOCK_MS,
       replacedRetentionMs: r.ONAIR_VOD_REPLACED_RETENTION_SEC * 1000,
+      timeLimits: { probeMs: r.ONAIR_VOD_PROBE_TIMEOUT_SEC * 1000, factor: r.ONAIR_VOD_TIME_FACTOR, minMs: r.ONAIR_VOD_MIN_TIME_SEC * 1000 },
       uploadMaxBytes: r.ONAIR_UPLOAD_MAX_BYTES,
+      uploadExpiryMs: Math.round(r.ONAIR_UPLOAD_EXPIRY_HOURS * 3600_000),
+    },
+    ads: {
+      maxPackaged: r.ONAIR_ADS_MAX_PACKAGED,
+      maxDiskBytes: r.ONAIR_ADS_MAX_DISK_MB * 1024 * 1024,
+      maxMemoryBytes: r.ONAIR_ADS_MAX_MEMORY_MB * 1024 * 1024,
     },
     chat: {
       reactions: r.ONAIR_CHAT_REACTIONS,

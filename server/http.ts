@@ -32,7 +32,8 @@ export interface HttpDeps {
   /** The shared Redis the rate limits count on (across OnAir processes); in-process counters when absent. */
   redis?: Redis | undefined;
   limits: HttpLimits;
-  ready: () => Promise<{ ok: boolean; checks: Record<string, boolean | string> }>;
+  /** `degraded`: the checks that fail now (e.g. `['redis']` while the embedded redis-server restarts). */
+  ready: () => Promise<{ ok: boolean; checks: Record<string, boolean | string>; degraded: string[] }>;
   streams: {
     create(input: { title: string; description?: string }): Promise<{ stream: StreamView; streamKey: string }>;
     list(): Promise<StreamView[]>;
@@ -215,7 +216,7 @@ function registerRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.get('/readyz', async (_request, reply) => {
     const result = await deps.ready();
-    return reply.code(result.ok ? 200 : 503).send({ status: result.ok ? 'ready' : 'not-ready', checks: result.checks });
+    return reply.code(result.ok ? 200 : 503).send({ status: result.ok ? 'ready' : 'not-ready', checks: result.checks, degraded: result.degraded });
   });
 
   app.get('/metrics', async (_request, reply) => {

@@ -1,10 +1,24 @@
 import path from 'node:path';
 import { ConfigError } from '../lib/errors.js';
-import { createLogger } from '../lib/log.js';
+import { createLogger, type Logger } from '../lib/log.js';
 import { adminTokenFile, keptAdminToken } from './adminToken.js';
 import { loadConfig, type Config } from './config.js';
-import { OnAirNode } from './node.js';
+import { CLOSE_TIMEOUT_MS, OnAirNode } from './node.js';
 import { startWorker } from './worker.js';
+
+/**
+ * SIGTERM or SIGINT ends the process within this, whatever state its children and dependencies are in: close() is
+ * bounded by CLOSE_TIMEOUT_MS; should it hang all the same, the process exits anyway (code 1, with a log line).
+ */
+const FORCE_EXIT_MS = CLOSE_TIMEOUT_MS + 2_000;
+
+/** Exits with code 1 if `stopping` has not ended the process by FORCE_EXIT_MS. */
+function forceExitAfterDeadline(log: Logger, signal: string): void {
+  setTimeout(() => {
+    log.error({ signal, afterMs: FORCE_EXIT_MS }, 'could not stop cleanly in time; exiting anyway');
+    process.exit(1);
+  }, FORCE_EXIT_MS).unref();
+}
 
 /** `npm start`: the all-in-one node. Exit codes: 0 after a clean stop, 2 for bad config, 1 for anything else. */
 async function main(): Promise<void> {
@@ -21,11 +35,12 @@ async function main(): Promise<void> {
   const log = createLogger({ level: config.logLevel });
   if (config.role === 'worker') {
     const worker = await startWorker(config, log);
-    const stopWorker = (): void => {
+    const stopWorker = (signal: string): void => {
+      forceExitAfterDeadline(log, signal);
       worker.close().then(() => process.exit(0), () => process.exit(1));
     };
-    process.once('SIGINT', stopWorker);
-    process.once('SIGTERM', stopWorker);
+    process.once('SIGINT', () => stopWorker('SIGINT'));
+    process.once('SIGTERM', () => stopWorker('SIGTERM'));
     log.info({ concurrency: Math.max(1, config.vod.concurrency) }, 'VOD worker ready');
     return;
   }
@@ -38,6 +53,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
+    forceExitAfterDeadline(log, signal);
     node.close().then(() => process.exit(0), (error: unknown) => {
       log.error({ err: error }, 'error while stopping');
       process.exit(1);

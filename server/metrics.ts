@@ -49,10 +49,11 @@ export class Metrics {
     });
     this.childRestarts = new Counter({
       name: 'onair_child_restarts_total',
-      help: 'Child processes OnAir replaced after they died, by child (mediasoup: a worker, ingest or viewer).',
+      help: 'Child processes OnAir replaced after they died, by child (redis: the embedded redis-server; mediasoup: a worker, ingest or viewer).',
       labelNames: ['child'],
       registers,
     });
+
 
     const gauge = (name: string, help: string, labelNames: string[], read: (g: Gauge<string>) => void): void => {
       new Gauge({

@@ -48,6 +48,18 @@ interface LiveStream {
   plan: LadderPlan | undefined;
 }
 
+/**
+ * close() ends within this, whatever state children and dependencies are in: each step has its own deadline (below)
+ * and a step that runs out is logged and left behind. main.ts force-exits shortly after, in case even that hangs.
+ */
+export const CLOSE_TIMEOUT_MS = 10_000;
+/** Kept at the end of close() for the embedded redis-server to flush its append-only file (then it is killed). */
+const CLOSE_REDIS_RESERVE_MS = 2_000;
+/** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
+const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, edge: 2_000, database: 2_000 } as const;
+/** A readiness check that takes longer than this fails (a hung dependency must not hang /readyz). */
+const READY_CHECK_TIMEOUT_MS = 1_000;
+
 /** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
 const ENDED_PLAYLIST_RETENTION_MS = 10 * 60_000;
 
@@ -90,6 +102,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   #httpPort = 0;
   #rtmpPort = 0;
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   private constructor(parts: {
     config: Config; log: Logger; adminToken: string; encoder: EncoderChoice; database: Database;
@@ -122,11 +135,29 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         partTargetMs: this.config.partTargetMs,
         vaapiDevice: this.config.vaapiDevice,
       }),
+      limits: this.config.ads,
+      // What a running ad break plays is never evicted (its plan's key and its ads' ids).
+      inUse: () => {
+        const ids = new Set<string>();
+        for (const live of this.#live.values()) {
+          const running = live.plan && live.packager.runningBreak;
+          if (!running) continue;
+          const key = this.#ads.planKey(live.plan!);
+          for (const ad of live.packager.adsOf(running.id)) ids.add(`${key}/${ad.id}`);
+        }
+        return ids;
+      },
       log: this.log.child({ component: 'ads' }),
     });
     this.#metrics = new Metrics(() => this.#samples());
+    if (this.#embeddedRedis) {
+      const restarts = this.#metrics.childRestarts;
+      restarts.inc({ child: 'redis' }, 0);
+      this.#embeddedRedis.supervisor.on('restart', () => restarts.inc({ child: 'redis' }));
+    }
     this.#chat.registerMetrics(this.#metrics.registry);
     this.#vod.registerMetrics(this.#metrics.registry);
+    this.#ads.registerMetrics(this.#metrics.registry);
     if (this.#edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       this.#edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
@@ -140,6 +171,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       authorize: async (streamKey) => {
         const stream = await this.streams.verifyKey(streamKey);
         return stream ? { ok: true, streamId: stream.id } : { ok: false, reason: 'bad-key' };
+      },
+      admit: ({ live }) => {
+        const max = this.config.maxStreams;
+        return max > 0 && live >= max ? `${live} live streams, ONAIR_MAX_STREAMS=${max}` : undefined;
       },
     });
     this.#wireIngest();
@@ -185,9 +220,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         (app) => registerUploadRoutes(app, {
           dir: this.#vod.uploadDir,
           maxBytes: this.config.vod.uploadMaxBytes,
+          expiryMs: this.config.vod.uploadExpiryMs,
+          expired: (id) => this.#vod.uploadExpired(id, this.config.vod.uploadExpiryMs),
           created: (id, metadata) => this.#vod.uploadCreated(id, metadata),
           finished: (id, file) => this.#vod.uploadFinished(id, file),
-          onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start)'),
+          onError: (error, id) => this.log.error({ err: error, videoId: id }, 'could not hand a finished upload over (retried at the next start) or sweep expired uploads'),
         }),
       ],
       ready: () => this.#ready(),
@@ -337,21 +374,57 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return this.#live.get(streamId)?.transcoder;
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Stops listening, ends live events, closes the rooms, the database and the embedded Redis. Bounded: resolves
+   * within CLOSE_TIMEOUT_MS even when a dependency hangs (a step past its deadline is logged and abandoned; its
+   * resources go with the process). Rejects, after every step, when one of them failed. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
+    const deadline = Date.now() + CLOSE_TIMEOUT_MS;
+    const failures: string[] = [];
+    const step = async (name: keyof typeof CLOSE_STEP_MS, work: () => Promise<unknown>): Promise<void> => {
+      const budgetMs = Math.max(0, Math.min(CLOSE_STEP_MS[name], deadline - CLOSE_REDIS_RESERVE_MS - Date.now()));
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        Promise.resolve().then(work).then(() => 'done' as const, (error: unknown) => {
+          this.log.error({ err: error, step: name }, 'close: a step failed');
+          return 'failed' as const;
+        }),
+        new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), budgetMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') this.log.error({ step: name, budgetMs }, 'close: a step ran out of time; going on without it');
+      if (outcome !== 'done') failures.push(`${name} ${outcome}`);
+    };
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
-    await this.#chat.close();
-    await this.#http.close();
-    await this.#ingest.close();
-    await Promise.all([...this.#endings]);
-    await Promise.all([...this.#live.values()].map((live) => live.transcoder.close()));
+    await step('chat', () => this.#chat.close());
+    await step('http', () => this.#http.close());
+    await step('ingest', () => this.#ingest.close());
+    // An event cut off here keeps its recording on disk: the next start archives it (#archiveLeftRecordings).
+    await step('endings', () => Promise.all([...this.#endings]));
+    await step('transcoders', () => Promise.all([...this.#live.values()].map((live) => live.transcoder.close())));
     for (const timer of this.#retentionTimers) clearTimeout(timer);
-    await this.#vod.close();
-    await this.#edge?.close();
+    await step('vod', () => this.#vod.close());
+    await step('edge', async () => this.#edge?.close());
     this.#redis.disconnect();
-    await this.#database.close();
-    await this.#embeddedRedis?.stop();
+    await step('database', () => this.#database.close());
+    if (this.#embeddedRedis) {
+      // Whatever is left, at least the reserve: redis-server gets SIGTERM (flushes its file), SIGKILL after that.
+      const timeoutMs = Math.max(CLOSE_REDIS_RESERVE_MS, deadline - Date.now());
+      await this.#embeddedRedis.stop({ timeoutMs }).catch((error: unknown) => {
+        this.log.error({ err: error }, 'close: could not stop the embedded redis');
+        failures.push('redis failed');
+      });
+    }
+    if (failures.length > 0) throw new Error(`the node closed with failures: ${failures.join(', ')}`);
   }
 
   /** Work that outlives the call that started it: logged if it fails, awaited by close(). */
@@ -647,23 +720,28 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return row && { id: row.id, streamId: row.stream_id, startedAt: Number(row.started_at) };
   }
 
-  async #ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
+  /**
+   * Readiness: Redis and the database answer (each within READY_CHECK_TIMEOUT_MS). `degraded` names what is failing
+   * or being repaired (`redis` while the embedded redis-server restarts, `webrtc` while a mediasoup worker does); it
+   * empties on its own once they are back.
+   */
+  async #ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string>; degraded: string[] }> {
     const checks: Record<string, boolean | string> = {};
-    try {
-      checks['redis'] = (await this.#redis.ping()) === 'PONG';
-    } catch {
-      checks['redis'] = false;
-    }
-    try {
-      await this.streams.list();
-      checks['database'] = true;
-    } catch {
-      checks['database'] = false;
-    }
+    const [redis, database] = await Promise.all([
+      // A restarting embedded redis-server is down whatever an old connection still answers.
+      this.#embeddedRedis?.up === false ? false : passes(async () => (await this.#redis.ping()) === 'PONG'),
+      passes(async () => {
+        await this.streams.list();
+        return true;
+      }),
+    ]);
+    checks['redis'] = redis;
+    checks['database'] = database;
     checks['encoder'] = this.encoder.kind;
     // A WebRTC edge repairing itself is listed, not a reason to leave the pool: LL-HLS and the rest keep serving.
     checks['webrtc'] = this.#edge ? this.#edge.degraded ?? true : 'off';
-    return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks };
+    const degraded = Object.keys(checks).filter((name) => checks[name] === false || (typeof checks[name] === 'string' && checks[name].startsWith('degraded')));
+    return { ok: checks['redis'] === true && checks['database'] === true && !this.#closed, checks, degraded };
   }
 
   /**
@@ -747,6 +825,21 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   }
 }
 
+/** Whether `check` resolves true within READY_CHECK_TIMEOUT_MS. */
+async function passes(check: () => Promise<boolean>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      check().catch(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), READY_CHECK_TIMEOUT_MS);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The VOD room: storage (disk or S3), catalog, queue and, unless ONAIR_VOD_CONCURRENCY=0, a worker in this process. */
 export function startVodArchive(config: Config, log: Logger, database: Database, redis: import('ioredis').RedisOptions, concurrency = config.vod.concurrency): VodArchive {
   return new VodArchive({
@@ -764,6 +857,7 @@ export function startVodArchive(config: Config, log: Logger, database: Database,
     lockMs: config.vod.lockMs,
     concurrency,
     replacedRetentionMs: config.vod.replacedRetentionMs,
+    timeLimits: config.vod.timeLimits,
     log: log.child({ component: 'vod' }),
   });
 }

@@ -4,17 +4,31 @@ import net from 'node:net';
 import path from 'node:path';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/log.js';
+import { Supervisor, type ExitInfo, type Supervisable } from '../lib/Supervisor.js';
 import { tieScript } from '../lib/tiedProcess.js';
 
 export interface EmbeddedRedis {
-  /** The unix socket redis listens on (no TCP port is opened). */
+  /** The unix socket redis listens on (no TCP port is opened); the same after every restart. */
   socketPath: string;
   /** `unix://<socketPath>`; `redisOptionsFromUrl` turns it into ioredis options. */
   url: string;
-  /** The redis-server process id (not its shell wrapper's). */
+  /** The current redis-server process id (not its shell wrapper's); the last one while it is down. */
+  readonly pid: number;
+  /** Whether redis-server is up now (false between a crash and its restart). */
+  readonly up: boolean;
+  /** Restarts after crashes since the start; `supervisor` emits `restart`, `up` and `down` as they happen. */
+  readonly restarts: number;
+  readonly supervisor: Supervisor<RedisProcess>;
+  /**
+   * Shuts redis down (the append-only file is flushed) and waits for it to exit; no restart follows. After
+   * `timeoutMs` (default 10 s) it is killed. Idempotent.
+   */
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+/** One run of redis-server, from its ready line to its exit. */
+export interface RedisProcess extends Supervisable {
   pid: number;
-  /** Shuts redis down (the append-only file is flushed) and waits for it to exit. Idempotent. */
-  stop(): Promise<void>;
 }
 
 export interface EmbeddedRedisOptions {
@@ -26,6 +40,8 @@ export interface EmbeddedRedisOptions {
   logger?: Logger;
   /** How long to wait for the ready line. Default 10 s. */
   readyTimeoutMs?: number;
+  /** Waits before restarts after a crash; default lib/Supervisor.ts DEFAULT_BACKOFF_MS. */
+  restartBackoffMs?: readonly number[];
 }
 
 const READY_RE = /ready to accept connections/i;
@@ -53,7 +69,9 @@ function socketInUse(socketPath: string): Promise<boolean> {
 
 /**
  * Starts redis-server as a child on a unix socket in `<dataDir>/redis/`, with the append-only file on (queued jobs
- * survive a restart) and RDB snapshots off. Resolves once redis prints its ready line.
+ * survive a restart) and RDB snapshots off, and keeps it running: a crash is repaired by a restart with backoff on the
+ * same socket and append-only file (ioredis clients reconnect by themselves and find their data). Resolves once redis
+ * prints its ready line; rejects when the first start fails.
  */
 export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise<EmbeddedRedis> {
   const dir = path.resolve(options.dataDir, 'redis');
@@ -62,10 +80,39 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
     throw new Error(`embedded redis: socket path ${socketPath} is longer than ${MAX_SOCKET_PATH_BYTES} bytes; use a shorter data dir`);
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Only before the first start: after a crash the socket file is stale (redis-server replaces it).
   if (await socketInUse(socketPath)) {
     throw new Error(`embedded redis: a server already listens on ${socketPath}; is another OnAir using this data dir?`);
   }
+  const supervisor = new Supervisor<RedisProcess>({
+    name: 'redis',
+    start: () => spawnRedis(options, dir, socketPath),
+    ...(options.restartBackoffMs ? { backoffMs: options.restartBackoffMs } : {}),
+    ...(options.logger ? { log: options.logger } : {}),
+  });
+  let pid = (await supervisor.start()).pid;
+  supervisor.on('up', ({ child }) => {
+    pid = child.pid;
+  });
+  return {
+    socketPath,
+    url: `unix://${socketPath}`,
+    get pid() {
+      return pid;
+    },
+    get up() {
+      return supervisor.up;
+    },
+    get restarts() {
+      return supervisor.restarts;
+    },
+    supervisor,
+    stop: (stopOptions) => supervisor.stop(stopOptions),
+  };
+}
 
+/** One redis-server run, tied to our life (lib/tiedProcess.ts); resolves once it prints its ready line. */
+async function spawnRedis(options: EmbeddedRedisOptions, dir: string, socketPath: string): Promise<RedisProcess> {
   const serverPath = options.redisServerPath ?? 'redis-server';
   const args = [
     '--port', '0',
@@ -89,10 +136,11 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
 
   let outputTail = '';
   let exited = false;
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+  const exit = new Promise<ExitInfo>((resolve) => {
     child.once('exit', (code, signal) => {
       exited = true;
-      resolve({ code, signal });
+      // Let the last output lines arrive first: they say why.
+      setImmediate(() => resolve({ code, signal, output: outputTail }));
     });
   });
 
@@ -141,10 +189,7 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
       };
       child.once('error', (error) => settle(new Error(`embedded redis: cannot spawn /bin/sh: ${error.message}`, { cause: error })));
       void exit.then(({ code, signal }) => {
-        // Let the last output lines arrive before reporting them.
-        setImmediate(() =>
-          settle(new Error(`embedded redis (${serverPath}) exited before it was ready (code ${code}, signal ${signal}); its output:\n${outputTail}`)),
-        );
+        settle(new Error(`embedded redis (${serverPath}) exited before it was ready (code ${code}, signal ${signal}); its output:\n${outputTail}`));
       });
     });
   } catch (error) {
@@ -154,16 +199,11 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
 
   const redisPid = pid!;
   let stopping: Promise<void> | undefined;
-  void exit.then(({ code, signal }) => {
-    if (stopping === undefined) logger?.error({ code, signal, output: outputTail }, 'embedded redis exited unexpectedly');
-  });
-
   return {
-    socketPath,
-    url: `unix://${socketPath}`,
     pid: redisPid,
-    stop(): Promise<void> {
-      stopping ??= kill(child, redisPid, exit, () => exited);
+    exited: exit,
+    stop(stopOptions = {}): Promise<void> {
+      stopping ??= kill(child, redisPid, exit, () => exited, stopOptions.timeoutMs);
       return stopping;
     },
   };
@@ -178,6 +218,7 @@ async function kill(
   redisPid: number | undefined,
   exit: Promise<unknown>,
   hasExited: () => boolean,
+  timeoutMs = STOP_TIMEOUT_MS,
 ): Promise<void> {
   if (hasExited()) return;
   child.stdin.end();
@@ -185,7 +226,7 @@ async function kill(
   const timedOut = await Promise.race([
     exit.then(() => false),
     new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), STOP_TIMEOUT_MS);
+      timer = setTimeout(() => resolve(true), timeoutMs);
     }),
   ]);
   clearTimeout(timer);

@@ -140,6 +140,7 @@ describe('live spine: RTMP publish → one ffmpeg → CMAF fragments per renditi
     const wrong = publish(`${node.rtmpUrl}/${streamId}_${'x'.repeat(32)}`, { durationSec: 5 });
     const code = await wrong.exited;
     assert.notEqual(code, 0, 'the publishing ffmpeg fails');
+    assert.match(wrong.stderr(), /ONAIR_ERR_PUBLISH_BAD_KEY: The stream key is not valid/, 'the publisher is told why');
     const garbage = publish(`${node.rtmpUrl}/not-a-key`, { durationSec: 5 });
     assert.notEqual(await garbage.exited, 0);
     node.off('live', onLive);
@@ -152,6 +153,7 @@ describe('live spine: RTMP publish → one ffmpeg → CMAF fragments per renditi
   test('a second publisher on a live key is refused', async () => {
     const second = publish(`${node.rtmpUrl}/${streamKey}`, { durationSec: 5 });
     assert.notEqual(await second.exited, 0);
+    assert.match(second.stderr(), /ONAIR_ERR_PUBLISH_BUSY/, 'the publisher is told why');
     const metrics = await (await fetch(`${node.httpUrl}/metrics`)).text();
     assert.match(metrics, /onair_publish_refused_total\{reason="busy"\} 1/);
     assert.ok(!publisher.child.killed && publisher.child.exitCode === null, 'the first publisher is still on air');

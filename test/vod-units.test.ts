@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,9 +8,14 @@ import { after, before, describe, test } from 'node:test';
 import {
   checkKey, DiskStorage, mpdDurationMs, parseRange, parseUploadMetadata, planVodLadder, probeSource, renderReplayPlaylist,
   storyboardVtt, timelineOf, UnusableSourceError, vodLadderArgs, type ProbedSource,
+  DEFAULT_TIME_LIMITS, transcodeLimitMs,
 } from '../vod-archive/index.js';
 import { dependencyOf, guardDependency, waitDelayMs } from '../vod-archive/faults.js';
 import { digestFile, StorageVerifyError } from '../vod-archive/storage.js';
+import { jobPriority, VOD_PRIORITY } from '../vod-archive/jobs.js';
+import { formatSeconds } from '../vod-archive/probe.js';
+import { sweepExpiredUploads } from '../vod-archive/uploads.js';
+import { loadConfig } from '../server/config.js';
 
 const source = (over: Partial<ProbedSource> = {}): ProbedSource => ({
   durationMs: 60_000, width: 1280, height: 720, fps: 30, hasAudio: true, videoCodec: 'h264', audioCodec: 'aac', ...over,
@@ -246,6 +251,51 @@ describe('outage or not (vod-archive/faults.ts)', () => {
       assert.equal(await readFile(file, 'utf8'), 'segment bytes', 'the local file stays');
       await assert.rejects(storage.putVerified('videos/v/replay/s2.m4s', file, { ...digest, bytes: digest.bytes + 1 }), StorageVerifyError);
       assert.equal(await storage.exists('videos/v/replay/s2.m4s'), false, 'nothing stored when it does not match');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('VOD limits and housekeeping (units)', () => {
+  test('the transcode limit is duration × factor with a floor; the defaults come from the config', () => {
+    assert.equal(transcodeLimitMs(10_000, { probeMs: 1, factor: 0.01, minMs: 1000 }), 1000);
+    assert.equal(transcodeLimitMs(3600_000, DEFAULT_TIME_LIMITS), 6 * 3600_000);
+    assert.equal(transcodeLimitMs(5_000, DEFAULT_TIME_LIMITS), 300_000);
+    const config = loadConfig({ ONAIR_VOD_TIME_FACTOR: '2.5', ONAIR_VOD_MIN_TIME_SEC: '10', ONAIR_VOD_PROBE_TIMEOUT_SEC: '5', ONAIR_UPLOAD_EXPIRY_HOURS: '0.5' });
+    assert.deepEqual(config.vod.timeLimits, { probeMs: 5000, factor: 2.5, minMs: 10_000 });
+    assert.equal(config.vod.uploadExpiryMs, 1800_000);
+    assert.deepEqual(loadConfig({}).vod.timeLimits, DEFAULT_TIME_LIMITS);
+    assert.throws(() => loadConfig({ ONAIR_VOD_TIME_FACTOR: '-1' }), /ONAIR_VOD_TIME_FACTOR/);
+    assert.throws(() => loadConfig({ ONAIR_UPLOAD_EXPIRY_HOURS: 'soon' }), /ONAIR_UPLOAD_EXPIRY_HOURS/);
+  });
+
+  test('durations in reasons read as a person would say them', () => {
+    assert.deepEqual([1000, 42_000, 300_000, 3 * 3600_000].map(formatSeconds), ['1.0 s', '42 s', '5 min', '3 h']);
+  });
+
+  test('archives of live events go before uploads', () => {
+    assert.equal(jobPriority('upload'), VOD_PRIORITY.upload);
+    assert.equal(jobPriority('k3j5h2g4f6d8s0a1'), VOD_PRIORITY.archive);
+    assert.ok(VOD_PRIORITY.archive < VOD_PRIORITY.upload, 'BullMQ takes the lower number first');
+  });
+
+  test('the upload sweep removes only expired, unfinished uploads; complete ones and foreign names stay', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-sweep-'));
+    try {
+      const old = new Date(Date.now() - 2 * 3600_000).toISOString();
+      const write = async (id: string, size: number, bytes: number, created: string): Promise<void> => {
+        await writeFile(path.join(dir, id), Buffer.alloc(bytes));
+        await writeFile(path.join(dir, `${id}.json`), JSON.stringify({ id, size, offset: 0, creation_date: created }));
+      };
+      await write('aaaaaaaaaaaaaaa1', 100, 40, old); // expired, unfinished
+      await write('aaaaaaaaaaaaaaa2', 100, 100, old); // expired but complete: its hand-over is pending
+      await write('aaaaaaaaaaaaaaa3', 100, 40, new Date().toISOString()); // still in time
+      await writeFile(path.join(dir, '../../etc.json'.replace(/\//g, '_')), '{}'); // not an upload id
+      await writeFile(path.join(dir, 'bbbbbbbbbbbbbbb4.json'), 'not json');
+      assert.deepEqual(await sweepExpiredUploads(dir, 3600_000), ['aaaaaaaaaaaaaaa1']);
+      const left = (await readdir(dir)).sort();
+      assert.deepEqual(left, ['.._.._etc.json', 'aaaaaaaaaaaaaaa2', 'aaaaaaaaaaaaaaa2.json', 'aaaaaaaaaaaaaaa3', 'aaaaaaaaaaaaaaa3.json', 'bbbbbbbbbbbbbbb4.json']);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

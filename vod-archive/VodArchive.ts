@@ -8,7 +8,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { VIDEO_ID_RE, VideoCatalog, type CatalogTables, type Video } from './catalog.js';
 import { VodQueue, VodWorker } from './jobs.js';
-import { sha256File, sourcePrefix, videoPrefix } from './pipeline.js';
+import { sha256File, sourcePrefix, videoPrefix, type VodTimeLimits } from './pipeline.js';
 import { EventRecorder, type TimelineSpan } from './recorder.js';
 import { DEPENDENCIES, dependencyOf, fromDependency, guardDependency, waitDelayMs, waitingReason } from './faults.js';
 import { digestFile, type Storage } from './storage.js';
@@ -33,6 +33,8 @@ export interface VodArchiveOptions {
   /** Jobs this process runs at once; 0: none (an origin that leaves the work to `ONAIR_ROLE=worker` processes). */
   concurrency: number;
   replacedRetentionMs: number;
+  /** ffprobe's and the transcode's time limits (pipeline.ts DEFAULT_TIME_LIMITS when absent). */
+  timeLimits?: VodTimeLimits;
   log: Logger;
 }
 
@@ -49,6 +51,9 @@ export class VodArchive {
   readonly #log: Logger;
   /** Aborted by close(): hand-overs waiting for a dependency stop waiting (the upload stays for the next start). */
   readonly #closing = new AbortController();
+  /** Housekeeping counters, once registerMetrics has given them a registry. */
+  #stopped: Counter<'step'> | undefined;
+  #expired: Counter | undefined;
 
   constructor(options: VodArchiveOptions) {
     this.#options = options;
@@ -77,6 +82,8 @@ export class VodArchive {
           ffprobePath: options.ffprobePath,
           workDir: path.join(options.dataDir, 'work'),
           ladder: options.ladder,
+          ...(options.timeLimits ? { timeLimits: options.timeLimits } : {}),
+          onTimeLimit: (step) => this.#stopped?.inc({ step }),
           log: options.log,
         },
       })
@@ -155,7 +162,7 @@ export class VodArchive {
     }
     if (!journal.has('queued')) {
       await this.#store(journal, sources);
-      if (sources.length > 0) await this.queue.enqueue(eventId);
+      if (sources.length > 0) await this.queue.enqueue(eventId, event.streamId);
       else await this.catalog.fail(eventId, 'The event recorded no media to archive.');
       await journal.add('queued');
     }
@@ -230,8 +237,22 @@ export class VodArchive {
     }
     await rm(`${file}.json`, { force: true });
     await catalog.setSource(id, { key, ...digest });
-    await this.queue.enqueue(id).catch((error: unknown) => { throw fromDependency(error, 'redis'); });
+    await this.queue.enqueue(id, 'upload').catch((error: unknown) => { throw fromDependency(error, 'redis'); });
     await catalog.setWaiting(id, null);
+  }
+
+  /**
+   * A tus upload expired before its last byte arrived (its partial file is gone): its video, still processing and
+   * without a source, fails with a reason the uploader reads in the admin view. It stays listed for the admin (not
+   * publicly) until deleted, like any failed upload; a video that has its source meanwhile is left alone.
+   */
+  async uploadExpired(id: string, expiryMs: number): Promise<void> {
+    const video = await this.catalog.get(id);
+    if (!video || video.source !== 'upload' || video.status !== 'processing' || video.sourceSha256) return;
+    const hours = expiryMs / 3600_000;
+    this.#expired?.inc();
+    await this.catalog.fail(id, `The upload expired: not every byte arrived within ${hours >= 1 ? `${Math.round(hours)} h` : `${Math.round(expiryMs / 1000)} s`} of its start, and its partial file was removed. Upload the file again.`);
+    this.#log.info({ videoId: id }, 'expired upload removed');
   }
 
   /**
@@ -253,7 +274,7 @@ export class VodArchive {
         }
         continue;
       }
-      await this.queue.enqueue(video.id);
+      await this.queue.enqueue(video.id, video.source);
     }
   }
 
@@ -262,18 +283,33 @@ export class VodArchive {
    * there is no such video; false when it is not failed.
    */
   async retryVideo(id: string): Promise<boolean | undefined> {
-    if (!(await this.catalog.get(id))) return undefined;
+    const video = await this.catalog.get(id);
+    if (!video) return undefined;
     if (!(await this.catalog.retry(id))) return false;
-    await this.queue.enqueue(id);
+    await this.queue.enqueue(id, video.source);
     return true;
   }
 
   /**
    * `onair_vod_jobs{state}`: the queue's jobs by state (shared by every process on the same Redis);
+   * `onair_vod_time_limit_total{step}`: probes and transcodes of this process stopped at their time limit;
+   * `onair_uploads_expired_total`: tus uploads swept because their last byte never came;
    * `onair_vod_waiting`: videos waiting for a dependency now (from the catalog); `onair_vod_dependency_waits_total`:
    * the waits this process's worker began, by dependency.
    */
   registerMetrics(registry: Registry): void {
+    this.#stopped = new Counter({
+      name: 'onair_vod_time_limit_total',
+      help: 'VOD ffprobe (step=probe) and ffmpeg (step=transcode) runs stopped at their time limit by this process',
+      labelNames: ['step'],
+      registers: [registry],
+    });
+    for (const step of ['probe', 'transcode']) this.#stopped.inc({ step }, 0);
+    this.#expired = new Counter({
+      name: 'onair_uploads_expired_total',
+      help: 'tus uploads removed because they were not finished within ONAIR_UPLOAD_EXPIRY_HOURS',
+      registers: [registry],
+    });
     const { queue, catalog, worker } = this;
     new Gauge({
       name: 'onair_vod_waiting',

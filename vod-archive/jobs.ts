@@ -35,14 +35,16 @@ export class VodQueue {
   }
 
   /**
-   * The job id is the video's: enqueueing twice (a restart re-enqueueing unfinished videos) adds nothing. A job left
-   * failed for a video that is processing (an admin's retry; a job BullMQ failed while Redis was away) goes again.
+   * The job id is the video's: enqueueing twice (a restart re-enqueueing unfinished videos) adds nothing. `source` is
+   * the video's catalog `source` (`'upload'`, or the stream id of an archived event): live archives go first. A job
+   * left failed for a video that is processing (an admin's retry; a job BullMQ failed while Redis was away) goes again.
    */
-  async enqueue(videoId: string): Promise<void> {
+  async enqueue(videoId: string, source: string): Promise<void> {
     const existing = await this.queue.getJob(`vod-${videoId}`);
     if (existing && (await existing.isFailed())) await existing.remove();
     await this.queue.add('vod', { videoId }, {
       jobId: `vod-${videoId}`,
+      priority: jobPriority(source),
       attempts: this.#options.attempts,
       backoff: { type: 'exponential', delay: this.#options.backoffMs },
       removeOnComplete: { age: 3600 },
@@ -198,6 +200,16 @@ export class VodWorker {
     // The aborted runs end quickly (ffmpeg is stopped); wait so that none touches a closed database.
     await Promise.all(running);
   }
+}
+
+/**
+ * BullMQ priorities (1 is taken first): an event's archive before uploads, so that one huge upload does not hold back
+ * the archives of the events that end behind it. Within one priority, first in first out.
+ */
+export const VOD_PRIORITY = { archive: 1, upload: 10 } as const;
+
+export function jobPriority(source: string): number {
+  return source === 'upload' ? VOD_PRIORITY.upload : VOD_PRIORITY.archive;
 }
 
 /** BullMQ's blocking commands need `maxRetriesPerRequest: null` (its docs); its option type is its own. */

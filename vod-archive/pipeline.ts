@@ -8,7 +8,7 @@ import { randomId } from '../lib/ids.js';
 import { runTied } from '../lib/tiedProcess.js';
 import { ProgressParser } from '../live-transcoder/index.js';
 import type { VideoCatalog } from './catalog.js';
-import { probeSources, UnusableSourceError } from './probe.js';
+import { formatSeconds, probeSources, UnusableSourceError, VodTimeLimitError } from './probe.js';
 import type { Storage } from './storage.js';
 import { planVodLadder, storyboardInterval, storyboardVtt, vodLadderArgs, type VodLadderOptions } from './vodCommand.js';
 
@@ -23,7 +23,27 @@ export interface PipelineDeps {
    */
   workDir: string;
   ladder: VodLadderOptions;
+  /** How long ffprobe and the transcode may take (see `transcodeLimitMs`); past it they are stopped. */
+  timeLimits?: VodTimeLimits;
+  /** A probe or a transcode was stopped at its time limit (for `/metrics`). */
+  onTimeLimit?: (step: 'probe' | 'transcode') => void;
   log: Logger;
+}
+
+export interface VodTimeLimits {
+  /** One ffprobe. */
+  probeMs: number;
+  /** The transcode: the media's duration × `factor`, at least `minMs`. */
+  factor: number;
+  minMs: number;
+}
+
+/** 60 s per ffprobe; a transcode may take 6× the media's duration, at least 5 minutes (see README: measured). */
+export const DEFAULT_TIME_LIMITS: VodTimeLimits = { probeMs: 60_000, factor: 6, minMs: 300_000 };
+
+/** The transcode's time limit for media of this duration. */
+export function transcodeLimitMs(durationMs: number, limits: VodTimeLimits): number {
+  return Math.max(limits.minMs, Math.ceil(durationMs * limits.factor));
 }
 
 export interface PipelineRun {
@@ -98,7 +118,8 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     await run.progress(3);
 
     // Probe.
-    const source = await probeSources(deps.ffprobePath, files);
+    const limits = deps.timeLimits ?? DEFAULT_TIME_LIMITS;
+    const source = await probeSources(deps.ffprobePath, files, { timeoutMs: limits.probeMs });
     log.info({ videoId: video.id, width: source.width, height: source.height, durationMs: source.durationMs }, 'vod source probed');
     await run.progress(TRANSCODE_FROM);
 
@@ -120,11 +141,17 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
         reporting = reporting.then(() => run.progress(value)).catch(() => {});
       }
     });
+    const limitMs = transcodeLimitMs(source.durationMs, limits);
     const transcode = await runTied(deps.ffmpegPath, vodLadderArgs(input, source, renditions, deps.ladder, out), {
       onStdout: (chunk) => parser.push(chunk),
+      timeoutMs: limitMs,
       ...(run.signal ? { signal: run.signal } : {}),
     });
     await reporting;
+    if (transcode.timedOut) {
+      log.warn({ videoId: video.id, limitMs, durationMs: source.durationMs }, 'vod transcode ran past its time limit: stopped');
+      throw new VodTimeLimitError('transcode', limitMs, ` (${formatSeconds(source.durationMs)} of media × ${limits.factor}, at least ${formatSeconds(limits.minMs)})`);
+    }
     if (transcode.code !== 0) {
       const why = transcode.stderr.trim().split('\n').pop() ?? '';
       // The work disk filled up: an outage to wait out (the job waits for space), not the file's fault.
@@ -170,6 +197,9 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     });
     log.info({ videoId: video.id, version, replaced }, 'vod published');
     return { version, replaced, durationMs: decodedMs };
+  } catch (error) {
+    if (error instanceof VodTimeLimitError) deps.onTimeLimit?.(error.step);
+    throw error;
   } finally {
     await rm(work, { recursive: true, force: true });
   }

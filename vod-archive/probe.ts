@@ -12,6 +12,32 @@ export class UnusableSourceError extends Error {
   }
 }
 
+/**
+ * A VOD ffmpeg or ffprobe ran past its time limit and was stopped (SIGTERM, then SIGKILL). An ordinary failure of the
+ * attempt: the job goes through the retry path; the message is the reason a person reads (`code` for programs).
+ */
+export class VodTimeLimitError extends Error {
+  readonly code = 'ONAIR_VOD_TIME_LIMIT';
+  readonly step: 'probe' | 'transcode';
+  readonly limitMs: number;
+  constructor(step: 'probe' | 'transcode', limitMs: number, detail = '') {
+    super(`Time limit: ${step === 'probe' ? 'ffprobe' : 'ffmpeg (transcode)'} ran past its limit of ${formatSeconds(limitMs)}${detail} and was stopped.`);
+    this.name = 'VodTimeLimitError';
+    this.step = step;
+    this.limitMs = limitMs;
+  }
+}
+
+/** `1.5 s`, `42 s`, `5 min`, `2.5 h`: durations in a reason a person reads. */
+export function formatSeconds(ms: number): string {
+  if (ms < 120_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  if (ms < 2 * 3600_000) return `${Math.round(ms / 60_000)} min`;
+  return `${Math.round(ms / 360_000) / 10} h`;
+}
+
+/** Default time limit of one ffprobe: reading a file's headers takes well under a second; 60 s is a file that never ends. */
+export const PROBE_TIMEOUT_MS = 60_000;
+
 /** Limits of what OnAir accepts; beyond them a file is more likely a mistake (or an attack) than a video. */
 export const SOURCE_LIMITS = {
   maxDurationSec: 12 * 3600,
@@ -54,14 +80,17 @@ function ffprobeReason(stderr: string): string {
  * or absurd numbers (a 100-hour or 20000-pixel "video") end as an UnusableSourceError whose reason a person
  * understands. Anything else (ffprobe missing, I/O) is an ordinary error and the job is retried.
  */
-export async function probeSource(ffprobePath: string, file: string): Promise<ProbedSource> {
-  if ((await stat(file)).size === 0) throw new UnusableSourceError('The file is empty (0 bytes).');
+export async function probeSource(ffprobePath: string, file: string, options: { timeoutMs?: number } = {}): Promise<ProbedSource> {
+  const info = await stat(file);
+  if (info.isFile() && info.size === 0) throw new UnusableSourceError('The file is empty (0 bytes).');
+  const timeoutMs = options.timeoutMs ?? PROBE_TIMEOUT_MS;
   const result = await runTied(ffprobePath, [
     '-v', 'error',
     '-show_entries', 'format=duration,format_name:stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,duration:stream_disposition=attached_pic',
     '-of', 'json',
     file,
-  ], { keepStdout: true });
+  ], { keepStdout: true, timeoutMs, graceMs: 2000 });
+  if (result.timedOut) throw new VodTimeLimitError('probe', timeoutMs);
   if (result.code !== 0) {
     const why = ffprobeReason(result.stderr);
     if (/moov atom not found/i.test(result.stderr) && await looksLikeMp4(file)) {
@@ -118,9 +147,9 @@ async function looksLikeMp4(file: string): Promise<boolean> {
  * Several files played back to back (the publishes of one live event): each is probed, durations add up, the first
  * one's picture size leads the ladder.
  */
-export async function probeSources(ffprobePath: string, files: readonly string[]): Promise<ProbedSource> {
+export async function probeSources(ffprobePath: string, files: readonly string[], options: { timeoutMs?: number } = {}): Promise<ProbedSource> {
   const probed: ProbedSource[] = [];
-  for (const file of files) probed.push(await probeSource(ffprobePath, file));
+  for (const file of files) probed.push(await probeSource(ffprobePath, file, options));
   const first = probed[0]!;
   const durationMs = probed.reduce((sum, p) => sum + p.durationMs, 0);
   if (durationMs > SOURCE_LIMITS.maxDurationSec * 1000) throw new UnusableSourceError(`The video is too long; at most ${SOURCE_LIMITS.maxDurationSec / 3600} h is accepted.`);

@@ -1,3 +1,4 @@
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Server as TusServer } from '@tus/server';
@@ -18,6 +19,11 @@ export interface UploadRoutesOptions {
   /** Where partial uploads live (`<dataDir>/uploads`): on disk, so an upload resumes across a node restart. */
   dir: string;
   maxBytes: number;
+  /**
+   * An upload whose last byte has not arrived this long after its creation is expired: tus answers 410 to it, and
+   * the sweep (every quarter of this, between 1 s and 1 h) removes its partial file and calls `expired`.
+   */
+  expiryMs: number;
   /** An upload was declared: the catalog gets its video (status processing, not listed publicly yet). */
   created(id: string, metadata: UploadMetadata): Promise<void>;
   /**
@@ -25,10 +31,43 @@ export interface UploadRoutesOptions {
    * `file` becomes the video's source and its job is queued. A failure here is retried at the next start.
    */
   finished(id: string, file: string): Promise<void>;
+  /** An upload expired before every byte arrived: its partial file and its tus record are gone. */
+  expired(id: string): Promise<void>;
   onError(error: unknown, id: string): void;
 }
 
 const UPLOAD_ID_RE = /^[a-z0-9]{16}$/;
+/** At most this many expired uploads are removed per sweep (the next sweep takes the rest). */
+const SWEEP_BATCH = 1000;
+
+/**
+ * Removes the uploads in `dir` (tus file store: `<id>` and `<id>.json`) created more than `expiryMs` ago whose file
+ * is still short of its declared size; returns their ids. A complete upload that was not handed over yet is kept (the
+ * hand-over, or the next start, takes it); names that are not upload ids are left alone.
+ */
+export async function sweepExpiredUploads(dir: string, expiryMs: number, now = Date.now()): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (removed.length >= SWEEP_BATCH) break;
+    const id = name.endsWith('.json') ? name.slice(0, -5) : '';
+    if (!UPLOAD_ID_RE.test(id)) continue;
+    const file = path.join(dir, id);
+    let info: { size?: unknown; creation_date?: unknown };
+    try {
+      info = JSON.parse(await readFile(`${file}.json`, 'utf8')) as typeof info;
+    } catch {
+      continue; // being written, or not tus's: not ours to judge
+    }
+    const created = typeof info.creation_date === 'string' ? Date.parse(info.creation_date) : NaN;
+    if (!Number.isFinite(created) || now - created <= expiryMs) continue;
+    const offset = (await stat(file).catch(() => undefined))?.size ?? 0;
+    if (typeof info.size === 'number' && offset >= info.size) continue;
+    await rm(file, { force: true });
+    await rm(`${file}.json`, { force: true });
+    removed.push(id);
+  }
+  return removed;
+}
 
 class MetadataError extends Error {}
 
@@ -58,7 +97,7 @@ export function parseUploadMetadata(metadata: Record<string, string | null> | un
 export function registerUploadRoutes(app: FastifyInstance, options: UploadRoutesOptions): void {
   const tus = new TusServer({
     path: '/api/uploads',
-    datastore: new FileStore({ directory: options.dir, expirationPeriodInMilliseconds: 7 * 24 * 3600_000 }),
+    datastore: new FileStore({ directory: options.dir, expirationPeriodInMilliseconds: options.expiryMs }),
     maxSize: options.maxBytes,
     relativeLocation: true,
     respectForwardedHeaders: false,
@@ -78,6 +117,32 @@ export function registerUploadRoutes(app: FastifyInstance, options: UploadRoutes
   });
   tus.on(EVENTS.POST_FINISH, (_req, _res, upload) => {
     options.finished(upload.id, path.join(options.dir, upload.id)).catch((error: unknown) => options.onError(error, upload.id));
+  });
+
+  // Expired uploads: swept while the server runs (one sweep at a time; the first soon after start).
+  let sweeping = false;
+  const sweep = async (): Promise<void> => {
+    if (sweeping) return;
+    sweeping = true;
+    try {
+      for (const id of await sweepExpiredUploads(options.dir, options.expiryMs)) {
+        await options.expired(id).catch((error: unknown) => options.onError(error, id));
+      }
+    } catch (error) {
+      options.onError(error, '');
+    } finally {
+      sweeping = false;
+    }
+  };
+  const sweepEveryMs = Math.min(3600_000, Math.max(1000, Math.floor(options.expiryMs / 4)));
+  const timer = setInterval(() => void sweep(), sweepEveryMs);
+  timer.unref();
+  // What expired while the node was down goes soon after start, not an interval later.
+  const first = setTimeout(() => void sweep(), Math.min(sweepEveryMs, 10_000));
+  first.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(timer);
+    clearTimeout(first);
   });
 
   app.register(async (scope) => {

@@ -88,7 +88,7 @@ export interface PublishOptions {
  * An OBS-like publisher: ffmpeg with lavfi test sources, `-re`, x264 with a 2 s keyframe interval, AAC 48 kHz, FLV
  * over RTMP. Resolves `exited` with the exit code when ffmpeg ends.
  */
-export function publish(rtmpUrl: string, options: PublishOptions = {}): { child: ChildProcess; exited: Promise<number | null>; stop(): void } {
+export function publish(rtmpUrl: string, options: PublishOptions = {}): { child: ChildProcess; exited: Promise<number | null>; stop(): void; stderr(): string } {
   const { width = 854, height = 480, fps = 30, audio = true } = options;
   const args = [
     '-hide_banner', '-nostdin', '-loglevel', 'error', '-re',
@@ -101,9 +101,12 @@ export function publish(rtmpUrl: string, options: PublishOptions = {}): { child:
     '-f', 'flv', rtmpUrl,
   ];
   const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  child.stderr!.resume();
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-8192);
+  });
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  return { child, exited, stop: () => child.kill('SIGKILL') };
+  return { child, exited, stop: () => child.kill('SIGKILL'), stderr: () => stderr };
 }
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes (for state with no event to wait on). */
