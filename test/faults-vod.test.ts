@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -127,6 +128,41 @@ describe('S3 outages delay VOD work and lose nothing (Swift s3api SIGKILLed, the
       return video.status === 'ready';
     }, 90_000, 250);
     assert.equal(await sha256((await storedBytes(node, `sources/${id}/source.mp4`))!), await sha256(data), 'the source is intact');
+  });
+
+  test('a full work disk (a small tmpfs) makes processing wait for space, and it ends ready once space is freed', async (t) => {
+    const work = path.join(dataDir, 'work');
+    await mkdir(work, { recursive: true });
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', work]);
+    if (mounted.status !== 0) {
+      t.skip(`cannot mount a tmpfs here (${mounted.stderr.toString().trim()}): the full-disk case is not checked`);
+      return;
+    }
+    try {
+      // What is left on the disk is less than the source alone.
+      const filler = path.join(work, 'filler');
+      spawnSync('fallocate', ['-l', `${4 * 1024 * 1024 - 256 * 1024}`, filler]);
+      const file = path.join(media, 'full.mp4');
+      makeVideo(file, { seconds: 2, megabytes: 1, width: 426, height: 240, faststart: true });
+      const data = await readFile(file);
+      const id = await upload(node, data, { filename: 'full.mp4', title: 'Made on a full disk' });
+      const waiting = await waitFor('the video to say it waits for disk space', async () => {
+        const video = (await api(node, 'GET', `/api/videos/${id}`)).body;
+        assert.notEqual(video.status, 'failed', video.error);
+        return video.waiting;
+      }, 30_000, 200);
+      assert.match(waiting, /space on the work disk/);
+      assert.match(await (await fetch(`${node.httpUrl}/metrics`)).text(), /onair_vod_dependency_waits_total\{dependency="disk"\} [1-9]/);
+      // The operator frees space.
+      await rm(filler);
+      await waitFor('the video to be ready once there is space', async () => {
+        const video = (await api(node, 'GET', `/api/videos/${id}`)).body;
+        assert.notEqual(video.status, 'failed', video.error);
+        return video.status === 'ready';
+      }, 90_000, 250);
+    } finally {
+      spawnSync('umount', ['-l', work]);
+    }
   });
 
   test('an undecodable upload fails once with its reason, keeps its source until the admin deletes it, and can be retried', async () => {
