@@ -59,6 +59,48 @@ describe('S3 outages delay VOD work and lose nothing (Swift s3api SIGKILLed, the
     s3Down = false;
   };
 
+  type Recorded = { rendition: string; durationMs: number; sequence: number };
+
+  /**
+   * A 5 s event whose archive S3 cuts off mid-way: Swift is SIGKILLed as soon as the replay is published (its files
+   * stored), while the sources go. Returns what the event recorded, from its journal.
+   */
+  async function eventCutOffByS3(): Promise<{ eventId: string; streamId: string; recordingDir: string; segments: Recorded[]; sources: number }> {
+    const created = await api(node, 'POST', '/api/streams', { body: { title: 'Outage show' } });
+    const streamId: string = created.body.id;
+    const ended = node.next('ended', 60_000);
+    const publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240, durationSec: 5 });
+    await publisher.exited;
+    const [{ eventId }] = (await ended) as [{ eventId: string }];
+    await waitFor('the replay to be published', async () => (await node.vod.catalog.get(eventId))?.version === 'replay', 30_000, 2);
+    await killS3();
+    // The recording stays on disk until it is archived.
+    const recordingDir = path.join(dataDir, 'recordings', eventId);
+    const journal = (await readFile(path.join(recordingDir, 'journal.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const segments = journal.filter((e) => e.segment).map((e) => e.segment as Recorded);
+    const sources = journal.filter((e) => e.source).length;
+    assert.ok(segments.length >= 2 && sources === 1, `recorded ${segments.length} segments, ${sources} sources`);
+    return { eventId, streamId, recordingDir, segments, sources };
+  }
+
+  /** The archive job ends ready; the replay lists every recorded segment with its duration; each source stored once. */
+  async function checkArchived(eventId: string, streamId: string, segments: Recorded[], sources: number): Promise<void> {
+    const archived = await waitFor('the archive to be ready', async () => {
+      const video = (await api(node, 'GET', `/api/videos/${eventId}`)).body;
+      assert.notEqual(video.status, 'failed', video.error);
+      return video.status === 'ready' ? video : undefined;
+    }, 120_000, 250);
+    assert.equal(archived.kind, 'archive');
+    assert.equal(archived.source, streamId);
+    const rendition = segments[0]!.rendition;
+    const playlist = (await storedBytes(node, `videos/${eventId}/replay/${rendition}/index.m3u8`))?.toString('utf8') ?? '';
+    const durations = [...playlist.matchAll(/#EXTINF:([\d.]+),/g)].map((m) => Math.round(Number(m[1]) * 1000));
+    const recorded = segments.filter((s) => s.rendition === rendition).sort((a, b) => a.sequence - b.sequence);
+    assert.deepEqual(durations, recorded.map((s) => s.durationMs), 'the replay lists every recorded segment');
+    for (const segment of recorded) assert.ok(await node.vod.storage.exists(`videos/${eventId}/replay/${rendition}/s${segment.sequence}.m4s`), `s${segment.sequence}.m4s stored`);
+    assert.equal((await node.vod.storage.list(`sources/${eventId}`)).filter((k) => k.endsWith('.flv')).length, sources, 'each source stored once');
+  }
+
   before(async () => {
     media = await mkdtemp(path.join(os.tmpdir(), 'onair-faults-vod-'));
     s3 = await startS3Server({ bucket: 'onair-faults' });
@@ -187,43 +229,30 @@ describe('S3 outages delay VOD work and lose nothing (Swift s3api SIGKILLed, the
     assert.deepEqual(await node.vod.storage.list(`sources/${id}`), [], 'deleting the video removes its source');
   });
 
-  test('an archive cut off by S3 dying mid-way is finished by the next start: the replay has every recorded segment', async () => {
-    const created = await api(node, 'POST', '/api/streams', { body: { title: 'Outage show' } });
-    const streamId: string = created.body.id;
-    const ended = node.next('ended', 60_000);
-    const publisher = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240, durationSec: 5 });
-    await publisher.exited;
-    const [{ eventId }] = (await ended) as [{ eventId: string }];
-    // The replay is published (its files are stored), the sources go next: S3 dies right then.
-    await waitFor('the replay to be published', async () => (await node.vod.catalog.get(eventId))?.version === 'replay', 30_000, 2);
-    await killS3();
-    // What the event recorded, from its journal (the recording stays on disk until it is archived).
-    const recordingDir = path.join(dataDir, 'recordings', eventId);
-    const journal = (await readFile(path.join(recordingDir, 'journal.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
-    const segments = journal.filter((e) => e.segment).map((e) => e.segment as { rendition: string; durationMs: number; sequence: number });
-    const sources = journal.filter((e) => e.source).length;
-    assert.ok(segments.length >= 2 && sources === 1, `recorded ${segments.length} segments, ${sources} sources`);
+  test('an archive cut off by S3 dying mid-way is finished by calling it again (no restart); a call after that changes nothing', async () => {
+    const { eventId, streamId, recordingDir, segments, sources } = await eventCutOffByS3();
+    // S3 comes back; the end-of-event path calls the archive again (here: with the recording read back from disk).
+    await restartS3();
+    const again = () => node.vod.recoverRecording(eventId).then((recorder) => node.vod.archiveEvent({
+      eventId, streamId, title: 'Outage show', description: '', startedAt: Date.now(), recorder,
+    }));
+    const video = await again();
+    assert.equal(video?.id, eventId);
+    assert.equal(await stat(recordingDir).catch(() => 'gone'), 'gone', 'the local recording is removed once archived');
+    await checkArchived(eventId, streamId, segments, sources);
+    const objects = (await node.vod.storage.list(`videos/${eventId}`)).length;
+    assert.equal((await again())?.status, 'ready', 'a call after the archive is done returns the video');
+    assert.equal((await node.vod.storage.list(`videos/${eventId}`)).length, objects, 'and stores nothing more');
+  });
 
+  test('an archive cut off by S3 dying mid-way is finished by the next start: the replay has every recorded segment', async () => {
+    const { eventId, streamId, recordingDir, segments, sources } = await eventCutOffByS3();
     // The node stops during the outage; S3 comes back; the node starts again on the same data.
     await close({ keepData: true });
     await restartS3();
     ({ node, close } = await startTestNode({ ...s3.env, ...ENV }, dataDir));
 
-    const archived = await waitFor('the archive to be ready after the restart', async () => {
-      const video = (await api(node, 'GET', `/api/videos/${eventId}`)).body;
-      assert.notEqual(video.status, 'failed', video.error);
-      return video.status === 'ready' ? video : undefined;
-    }, 120_000, 250);
-    assert.equal(archived.kind, 'archive');
-    assert.equal(archived.source, streamId);
-    // The replay: every segment the event recorded, with its duration, stored once.
-    const rendition = segments[0]!.rendition;
-    const playlist = (await storedBytes(node, `videos/${eventId}/replay/${rendition}/index.m3u8`))?.toString('utf8') ?? '';
-    const durations = [...playlist.matchAll(/#EXTINF:([\d.]+),/g)].map((m) => Math.round(Number(m[1]) * 1000));
-    const recorded = segments.filter((s) => s.rendition === rendition).sort((a, b) => a.sequence - b.sequence);
-    assert.deepEqual(durations, recorded.map((s) => s.durationMs), 'the replay lists every recorded segment');
-    for (const segment of recorded) assert.ok(await node.vod.storage.exists(`videos/${eventId}/replay/${rendition}/s${segment.sequence}.m4s`), `s${segment.sequence}.m4s stored`);
-    assert.equal((await node.vod.storage.list(`sources/${eventId}`)).filter((k) => k.endsWith('.flv')).length, sources, 'each source stored once');
+    await checkArchived(eventId, streamId, segments, sources);
     assert.equal(await stat(recordingDir).catch(() => 'gone'), 'gone', 'the local recording is removed once archived');
   });
 });

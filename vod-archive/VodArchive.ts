@@ -51,6 +51,8 @@ export class VodArchive {
   readonly #log: Logger;
   /** Aborted by close(): hand-overs waiting for a dependency stop waiting (the upload stays for the next start). */
   readonly #closing = new AbortController();
+  /** Archives running, by event id (one entry per event that ended on this node and is being archived). */
+  readonly #archiving = new Map<string, Promise<Video | undefined>>();
   /** Housekeeping counters, once registerMetrics has given them a registry. */
   #stopped: Counter<'step'> | undefined;
   #expired: Counter | undefined;
@@ -125,10 +127,20 @@ export class VodArchive {
    * the job queued. Every step is idempotent: called again after failing anywhere (S3 or the database away), or after
    * a restart on the recovered recording, it goes on from its journal: nothing stored twice, comments placed once.
    */
-  async archiveEvent(event: {
-    eventId: string; streamId: string; title: string; description: string; startedAt: number; recorder: EventRecorder; cues?: readonly Cue[];
-    placeComments?: (timeline: readonly TimelineSpan[]) => Promise<void>;
-  }): Promise<Video | undefined> {
+  async archiveEvent(event: ArchiveEventInput): Promise<Video | undefined> {
+    // One archive of an event at a time (a retry of the end of the event, the start's recovery): a second call waits
+    // for the first, then finds its work done or goes on from the journal.
+    const before = this.#archiving.get(event.eventId);
+    const run = (before ?? Promise.resolve()).catch(() => {}).then(() => this.#archiveEvent(event));
+    this.#archiving.set(event.eventId, run);
+    try {
+      return await run;
+    } finally {
+      if (this.#archiving.get(event.eventId) === run) this.#archiving.delete(event.eventId);
+    }
+  }
+
+  async #archiveEvent(event: ArchiveEventInput): Promise<Video | undefined> {
     const { eventId, recorder } = event;
     // Archived already (a second call after a success): the recording is gone, the video is what there is.
     if (!(await stat(recorder.dir).catch(() => undefined))) return this.catalog.get(eventId);
@@ -392,6 +404,18 @@ async function readUploadInfo(file: string): Promise<{ size?: number } | undefin
   } catch {
     return undefined;
   }
+}
+
+/** An ended event to archive (`VodArchive.archiveEvent`). */
+export interface ArchiveEventInput {
+  eventId: string;
+  streamId: string;
+  title: string;
+  description: string;
+  startedAt: number;
+  recorder: EventRecorder;
+  cues?: readonly Cue[];
+  placeComments?: (timeline: readonly TimelineSpan[]) => Promise<void>;
 }
 
 /**
