@@ -26,6 +26,7 @@ export const ERRORS = {
   ONAIR_ERR_RANGE_NOT_SATISFIABLE: { status: 416, message: 'The Range header is not one this server serves (one bytes range)' },
   ONAIR_ERR_OVERLOADED: { status: 503, message: 'The node is at capacity: retry after Retry-After seconds' },
   ONAIR_ERR_VIDEO_NOT_FOUND: { status: 404, message: 'No video with this id' },
+  ONAIR_ERR_VIDEO_NOT_FAILED: { status: 409, message: 'Only a failed video can be retried' },
   // Chat (Socket.IO `error { code, message }` events, and the chat's HTTP routes). The status is what the HTTP routes send.
   ONAIR_ERR_CHAT_BAD_PAYLOAD: { status: 400, message: 'The chat message is malformed' },
   ONAIR_ERR_CHAT_NOT_JOINED: { status: 409, message: 'Join a stream first: join { streamId, name }' },

@@ -194,6 +194,7 @@ const schema = {
   ONAIR_VOD_CONCURRENCY: integer(1, 0, 16),
   ONAIR_VOD_ATTEMPTS: integer(3, 1, 20),
   ONAIR_VOD_BACKOFF_MS: integer(5000, 100, 3_600_000),
+  ONAIR_VOD_WAIT_MAX_MS: integer(60_000, 100, 3_600_000),
   ONAIR_VOD_LOCK_MS: integer(30_000, 2000, 600_000),
   ONAIR_VOD_REPLACED_RETENTION_SEC: integer(600, 0, 7 * 24 * 3600),
   ONAIR_VOD_PROBE_TIMEOUT_SEC: integer(60, 1, 3600),
@@ -278,6 +279,8 @@ export interface Config {
     concurrency: number;
     attempts: number;
     backoffMs: number;
+    /** The longest wait between two tries while S3, the disk, the database or Redis is away (waits are not tries). */
+    waitMaxMs: number;
     lockMs: number;
     replacedRetentionMs: number;
     /** Time limits: one ffprobe; a transcode gets the media's duration × factor, at least minMs. */
@@ -378,6 +381,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       concurrency: r.ONAIR_VOD_CONCURRENCY,
       attempts: r.ONAIR_VOD_ATTEMPTS,
       backoffMs: r.ONAIR_VOD_BACKOFF_MS,
+      waitMaxMs: r.ONAIR_VOD_WAIT_MAX_MS,
       lockMs: r.ONAIR_VOD_LOCK_MS,
       replacedRetentionMs: r.ONAIR_VOD_REPLACED_RETENTION_SEC * 1000,
       timeLimits: { probeMs: r.ONAIR_VOD_PROBE_TIMEOUT_SEC * 1000, factor: r.ONAIR_VOD_TIME_FACTOR, minMs: r.ONAIR_VOD_MIN_TIME_SEC * 1000 },

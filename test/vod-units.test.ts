@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -9,6 +10,8 @@ import {
   storyboardVtt, timelineOf, UnusableSourceError, vodLadderArgs, type ProbedSource,
   DEFAULT_TIME_LIMITS, transcodeLimitMs,
 } from '../vod-archive/index.js';
+import { dependencyOf, guardDependency, waitDelayMs } from '../vod-archive/faults.js';
+import { digestFile, StorageVerifyError } from '../vod-archive/storage.js';
 import { jobPriority, VOD_PRIORITY } from '../vod-archive/jobs.js';
 import { formatSeconds } from '../vod-archive/probe.js';
 import { sweepExpiredUploads } from '../vod-archive/uploads.js';
@@ -203,6 +206,54 @@ describe('probe refuses what is not a usable video, with a reason a person under
     const made = spawnSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', 'sine', '-t', '1', '-c:a', 'aac', file]);
     assert.equal(made.status, 0);
     await refused(file, /no video/);
+  });
+});
+
+describe('outage or not (vod-archive/faults.ts)', () => {
+  test('a refused connection counts for the dependency the call went to; an untagged one is no outage', async () => {
+    const refused = await new Promise<Error>((resolve) => {
+      const socket = net.connect({ host: '127.0.0.1', port: 1 });
+      socket.once('error', resolve);
+    });
+    assert.equal((refused as NodeJS.ErrnoException).code, 'ECONNREFUSED');
+    assert.equal(dependencyOf(refused), undefined, 'where it came from is unknown');
+    const catalog = guardDependency({ get: async () => { throw refused; } }, 'database');
+    const error = await catalog.get().catch((e: unknown) => e);
+    assert.equal(dependencyOf(error), 'database');
+    assert.equal(dependencyOf(new Error('wrapped', { cause: error })), 'database', 'through a cause');
+  });
+
+  test('S3 5xx and timeouts are storage outages; 4xx and bugs are not; a full disk is the disk wherever it shows', () => {
+    const s3 = (name: string, status: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
+    assert.equal(dependencyOf(s3('ServiceUnavailable', 503)), 'storage');
+    assert.equal(dependencyOf(s3('InternalError', 500)), 'storage');
+    assert.equal(dependencyOf(Object.assign(new Error('timed out'), { name: 'TimeoutError', $metadata: {} })), 'storage');
+    assert.equal(dependencyOf(s3('AccessDenied', 403)), undefined);
+    assert.equal(dependencyOf(new TypeError('x is undefined')), undefined);
+    assert.equal(dependencyOf(Object.assign(new Error('write failed'), { code: 'ENOSPC' })), 'disk');
+    assert.equal(dependencyOf(new Error('ffmpeg: No space left on device')), 'disk');
+    assert.equal(dependencyOf(new AggregateError([Object.assign(new Error('q'), { code: 'EDQUOT' })])), 'disk');
+  });
+
+  test('waits back off exponentially up to the cap', () => {
+    assert.deepEqual([1, 2, 3, 4, 10, 1000].map((n) => waitDelayMs(n, 5000, 60_000)), [5000, 10_000, 20_000, 40_000, 60_000, 60_000]);
+  });
+
+  test('DiskStorage.putVerified stores a file that reads back the same, and refuses one that does not match', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-verify-'));
+    try {
+      const storage = new DiskStorage(path.join(dir, 'store'));
+      const file = path.join(dir, 'seg.m4s');
+      await writeFile(file, 'segment bytes');
+      const digest = await digestFile(file);
+      await storage.putVerified('videos/v/replay/s1.m4s', file, digest);
+      assert.equal(await readFile(path.join(dir, 'store/videos/v/replay/s1.m4s'), 'utf8'), 'segment bytes');
+      assert.equal(await readFile(file, 'utf8'), 'segment bytes', 'the local file stays');
+      await assert.rejects(storage.putVerified('videos/v/replay/s2.m4s', file, { ...digest, bytes: digest.bytes + 1 }), StorageVerifyError);
+      assert.equal(await storage.exists('videos/v/replay/s2.m4s'), false, 'nothing stored when it does not match');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -125,7 +125,7 @@ for (const backend of backends) {
       assert.equal(await readFile(path.join(dataDir, 'uploads', id)).catch(() => 'gone'), 'gone');
     });
 
-    test('garbage, truncated and zero-byte uploads end failed with a reason; nothing of them is listed or stored', async () => {
+    test('garbage, truncated and zero-byte uploads end failed with a reason; nothing of them is listed or published, their source is kept', async () => {
       const cut = path.join(media, 'cut.mp4');
       await copyFile(path.join(media, 'show.mp4'), cut);
       await truncate(cut, Math.floor(source.length * 0.4)); // index first (faststart): it probes, then the media runs out
@@ -147,7 +147,8 @@ for (const backend of backends) {
         assert.equal(video.playback.hls, null);
         assert.equal((await api(node, 'GET', `/api/videos/${id}`, { token: null })).status, 404, 'the public does not see failures');
         assert.deepEqual(await node.vod.storage.list(`videos/${id}`), [], 'no half-published output');
-        assert.deepEqual(await node.vod.storage.list(`sources/${id}`), [], 'no source kept');
+        // The source is kept (the user's file, maybe their only copy) until the admin deletes the video.
+        assert.equal((await node.vod.storage.list(`sources/${id}`)).length, 1, 'the source is kept');
       }
       const listed = (await api(node, 'GET', '/api/videos?limit=100', { token: null })).body.videos.map((v: { id: string }) => v.id);
       assert.ok(ids.every((id) => !listed.includes(id)), 'the public catalog stays clean');

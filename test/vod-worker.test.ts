@@ -126,7 +126,7 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): crashes mid-job
     assert.deepEqual(own ? await readdir(path.join(scratch, own)) : [], []);
   });
 
-  test('an ffmpeg killed mid-transcode fails the attempt: the job is retried after its backoff; killed on every attempt, the upload ends failed with a reason and nothing stored', async () => {
+  test('an ffmpeg killed mid-transcode fails the attempt: the job is retried after its backoff; killed on every attempt, the upload ends failed with a reason, nothing published, its source kept', async () => {
     if (!workers.some((w) => w.child.exitCode === null && w.child.signalCode === null)) await startWorker();
     const file = path.join(media, 'short.mp4');
     makeVideo(file, { seconds: 8, megabytes: 3 });
@@ -166,7 +166,7 @@ describe('VOD workers as separate processes (ONAIR_ROLE=worker): crashes mid-job
     }, 30_000, 250);
     assert.match(failed.error, /failed after 2 attempts: ffmpeg \(transcode\) exited with/);
     assert.deepEqual(await node.vod.storage.list(`videos/${always}`), []);
-    assert.deepEqual(await node.vod.storage.list(`sources/${always}`), []);
+    assert.equal((await node.vod.storage.list(`sources/${always}`)).length, 1, 'the source is kept until the admin deletes the video');
     assert.equal((await api(node, 'GET', '/api/videos', { token: null })).body.videos.some((v: { id: string }) => v.id === always), false);
   });
 });

@@ -17,7 +17,10 @@ export interface VideosTable {
   source: string;
   status: VideoStatus;
   progress: number;
-  /** Why processing failed, in words a person understands. */
+  /**
+   * Why processing failed, in words a person understands; while `processing`, why the video waits (a dependency
+   * outage: S3, the disk, the database or Redis), or null.
+   */
   error: string | null;
   duration_ms: number | null;
   /** JSON array of `{ name, width, height, kbps }`. */
@@ -56,6 +59,8 @@ export interface Video {
   status: VideoStatus;
   progress: number;
   error: string | undefined;
+  /** Processing, but waiting for a dependency to come back: why (the admin sees it). */
+  waiting: string | undefined;
   durationSec: number | undefined;
   renditions: Rendition[];
   version: string | undefined;
@@ -88,7 +93,8 @@ function toVideo(row: VideosTable): Video {
     source: row.source,
     status: row.status,
     progress: Number(row.progress),
-    error: row.error ?? undefined,
+    error: row.status === 'processing' ? undefined : row.error ?? undefined,
+    waiting: row.status === 'processing' ? row.error ?? undefined : undefined,
     durationSec: row.duration_ms === null ? undefined : Number(row.duration_ms) / 1000,
     renditions: JSON.parse(row.renditions) as Rendition[],
     version: row.version ?? undefined,
@@ -207,6 +213,28 @@ export class VideoCatalog {
     await this.#db.updateTable('videos')
       .set({ status: 'failed', error: reason.slice(0, 500), updated_at: Date.now() })
       .where('id', '=', id).execute();
+  }
+
+  /** A processing video waits for a dependency (`reason`), or no longer does (null). */
+  async setWaiting(id: string, reason: string | null): Promise<void> {
+    await this.#db.updateTable('videos')
+      .set({ error: reason === null ? null : reason.slice(0, 500), updated_at: Date.now() })
+      .where('id', '=', id).where('status', '=', 'processing').execute();
+  }
+
+  /** How many videos wait for a dependency now (`onair_vod_waiting`). */
+  async waitingCount(): Promise<number> {
+    const row = await this.#db.selectFrom('videos').select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('status', '=', 'processing').where('error', 'is not', null).executeTakeFirst();
+    return Number(row?.n ?? 0);
+  }
+
+  /** An admin's retry of a failed video: processing again from 0 %. False when it was not failed. */
+  async retry(id: string): Promise<boolean> {
+    const result = await this.#db.updateTable('videos')
+      .set({ status: 'processing', progress: 0, error: null, updated_at: Date.now() })
+      .where('id', '=', id).where('status', '=', 'failed').executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
   }
 
   async update(id: string, fields: { title?: string; description?: string; tags?: string[]; ad?: boolean }): Promise<Video | undefined> {

@@ -1,16 +1,21 @@
-import { Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { DelayedError, Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/log.js';
-import { runPipeline, sourcePrefix, sweepScratch, videoPrefix, type PipelineDeps } from './pipeline.js';
+import { dependencyOf, fromDependency, guardDependency, waitDelayMs, waitingReason, type Dependency } from './faults.js';
+import { runPipeline, sweepScratch, videoPrefix, type PipelineDeps } from './pipeline.js';
 import { UnusableSourceError } from './probe.js';
 
 export const VOD_QUEUE = 'onair-vod';
 
-export type VodJobData = { videoId: string } | { prefix: string };
+/** `waits`: how many times this video's job waited for a dependency so far (its backoff grows with it). */
+export type VodJobData = { videoId: string; waits?: number } | { prefix: string };
 
 export interface VodQueueOptions {
   connection: RedisOptions;
-  /** Tries per video before it is marked failed (an unusable source fails at once). */
+  /**
+   * Tries per video before it is marked failed (an unusable source fails at once). Waits for a dependency (S3, the
+   * disk, the database, Redis) are not tries: they last as long as the outage.
+   */
   attempts: number;
   /** First retry delay; it doubles for each later try. */
   backoffMs: number;
@@ -31,9 +36,12 @@ export class VodQueue {
 
   /**
    * The job id is the video's: enqueueing twice (a restart re-enqueueing unfinished videos) adds nothing. `source` is
-   * the video's catalog `source` (`'upload'`, or the stream id of an archived event): live archives go first.
+   * the video's catalog `source` (`'upload'`, or the stream id of an archived event): live archives go first. A job
+   * left failed for a video that is processing (an admin's retry; a job BullMQ failed while Redis was away) goes again.
    */
   async enqueue(videoId: string, source: string): Promise<void> {
+    const existing = await this.queue.getJob(`vod-${videoId}`);
+    if (existing && (await existing.isFailed())) await existing.remove();
     await this.queue.add('vod', { videoId }, {
       jobId: `vod-${videoId}`,
       priority: jobPriority(source),
@@ -73,6 +81,9 @@ export interface VodWorkerOptions {
   lockMs: number;
   pipeline: PipelineDeps;
   queue: VodQueue;
+  /** First wait for a dependency that is away; it doubles for each later one, up to `waitMaxMs`. */
+  backoffMs: number;
+  waitMaxMs: number;
   log: Logger;
 }
 
@@ -82,16 +93,26 @@ export interface VodWorkerOptions {
  */
 export class VodWorker {
   readonly worker: Worker;
+  /** Times a job of this process waited for each dependency (`onair_vod_dependency_waits_total`). */
+  readonly dependencyWaits = new Map<Dependency, number>();
   readonly #running = new Map<AbortController, Promise<unknown>>();
 
   constructor(options: VodWorkerOptions) {
-    const { pipeline, queue, log } = options;
-    this.worker = new Worker(VOD_QUEUE, async (job: Job<VodJobData>) => {
+    const { queue, log } = options;
+    // Errors out of storage and catalog calls say where they came from: an ECONNREFUSED is S3's or the database's.
+    const pipeline: PipelineDeps = {
+      ...options.pipeline,
+      storage: guardDependency(options.pipeline.storage, 'storage'),
+      catalog: guardDependency(options.pipeline.catalog, 'database'),
+    };
+    this.worker = new Worker(VOD_QUEUE, async (job: Job<VodJobData>, token?: string) => {
       if ('prefix' in job.data) {
         await pipeline.storage.deletePrefix(job.data.prefix);
         return;
       }
       const { videoId } = job.data;
+      const waited = (job.data.waits ?? 0) > 0;
+      let cleared = false;
       const abort = new AbortController();
       let settle!: () => void;
       this.#running.set(abort, new Promise<void>((resolve) => { settle = resolve; }));
@@ -100,8 +121,13 @@ export class VodWorker {
           videoId,
           signal: abort.signal,
           progress: async (value) => {
-            await job.updateProgress(value);
+            await job.updateProgress(value).catch((error: unknown) => { throw fromDependency(error, 'redis'); });
             await pipeline.catalog.setProgress(videoId, value);
+            // Past the fetch and the probe: whatever it waited for answers again.
+            if (waited && !cleared && value >= 5) {
+              cleared = true;
+              await pipeline.catalog.setWaiting(videoId, null);
+            }
           },
         });
         if (!result) return;
@@ -111,18 +137,27 @@ export class VodWorker {
           if (version !== result.version && version !== result.replaced) await pipeline.storage.deletePrefix(videoPrefix(videoId, version));
         }
       } catch (error) {
-        if (error instanceof UnusableSourceError) {
-          log.warn({ videoId, reason: error.reason }, 'vod source refused');
-          await failForGood(pipeline, videoId, error.reason);
-          throw new UnrecoverableError(error.reason);
+        if (abort.signal.aborted && !(error instanceof UnusableSourceError)) throw error;
+        try {
+          if (error instanceof UnusableSourceError) {
+            log.warn({ videoId, reason: error.reason }, 'vod source refused');
+            await failForGood(pipeline, videoId, error.reason);
+            throw new UnrecoverableError(error.reason);
+          }
+          const dependency = dependencyOf(error);
+          if (dependency) await this.#wait(job, token, dependency, error, options);
+          const attempts = job.opts.attempts ?? 1;
+          log.error({ videoId, attempt: job.attemptsMade + 1, attempts, err: (error as Error).message }, 'vod job attempt failed');
+          if (job.attemptsMade + 1 >= attempts) {
+            await failForGood(pipeline, videoId, `Processing failed after ${attempts} attempts: ${(error as Error).message.slice(0, 200)}`);
+          }
+          throw error;
+        } catch (thrown) {
+          // Marking it failed needed the database or storage, and that is away: it waits too (and fails once back).
+          const dependency = thrown === error || thrown instanceof UnrecoverableError || thrown instanceof DelayedError ? undefined : dependencyOf(thrown);
+          if (dependency) await this.#wait(job, token, dependency, thrown, options);
+          throw thrown;
         }
-        const attempts = job.opts.attempts ?? 1;
-        if (abort.signal.aborted) throw error;
-        log.error({ videoId, attempt: job.attemptsMade + 1, attempts, err: (error as Error).message }, 'vod job attempt failed');
-        if (job.attemptsMade + 1 >= attempts && !abort.signal.aborted) {
-          await failForGood(pipeline, videoId, `Processing failed after ${attempts} attempts: ${(error as Error).message.slice(0, 200)}`);
-        }
-        throw error;
       } finally {
         this.#running.delete(abort);
         settle();
@@ -136,6 +171,25 @@ export class VodWorker {
     });
     this.worker.on('error', (error) => log.debug({ err: error.message }, 'vod worker connection error'));
     void sweepScratch(pipeline.workDir, log).catch((error: unknown) => log.warn({ err: error }, 'could not sweep the VOD scratch folders'));
+  }
+
+  /**
+   * A dependency is away: the job goes back to the queue, delayed by a capped backoff, without spending a try (BullMQ's
+   * manual `moveToDelayed` + `DelayedError`), and the video says why it waits. If Redis itself is what is away, the
+   * move fails and BullMQ's stalled-job recovery takes the job back once it returns.
+   */
+  async #wait(job: Job<VodJobData>, token: string | undefined, dependency: Dependency, error: unknown, options: VodWorkerOptions): Promise<never> {
+    if ('prefix' in job.data) throw error;
+    const waits = (job.data.waits ?? 0) + 1;
+    const delay = waitDelayMs(waits, options.backoffMs, options.waitMaxMs);
+    const at = Date.now() + delay;
+    this.dependencyWaits.set(dependency, (this.dependencyWaits.get(dependency) ?? 0) + 1);
+    options.log.warn({ videoId: job.data.videoId, dependency, waits, retryInMs: delay, err: (error as Error).message }, 'vod job waits for a dependency');
+    // The database may be what is away: the reason is then written at a later wait.
+    await options.pipeline.catalog.setWaiting(job.data.videoId, waitingReason(dependency, error, at)).catch(() => {});
+    await job.updateData({ ...job.data, waits });
+    await job.moveToDelayed(at, token);
+    throw new DelayedError();
   }
 
   /** Stops taking jobs; running ffmpeg processes are stopped and their jobs go back to the queue for a retry. */
@@ -173,16 +227,15 @@ async function versionsOf(pipeline: PipelineDeps, videoId: string): Promise<Set<
 }
 
 /**
- * A video that cannot be processed: marked failed with the reason. An upload leaves nothing behind in storage; an
- * archived event keeps its replay (still playable) and its recording.
+ * A video that cannot be processed: marked failed with the reason. Its source is kept (the user's only copy, maybe:
+ * an admin retries or deletes the video); outputs of attempts that nothing plays are removed, a replay stays playable.
  */
 async function failForGood(pipeline: PipelineDeps, videoId: string, reason: string): Promise<void> {
   try {
     const video = await pipeline.catalog.get(videoId);
-    if (video?.source !== 'upload') return;
-    // Cleaned up before it says `failed`: whoever sees the failure finds nothing of the upload left in storage.
-    await pipeline.storage.deletePrefix(`videos/${videoId}`);
-    await pipeline.storage.deletePrefix(sourcePrefix(videoId));
+    for (const version of video ? await versionsOf(pipeline, videoId) : []) {
+      if (version !== video?.version) await pipeline.storage.deletePrefix(videoPrefix(videoId, version));
+    }
   } finally {
     await pipeline.catalog.fail(videoId, reason);
   }

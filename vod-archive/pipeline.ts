@@ -154,6 +154,9 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     }
     if (transcode.code !== 0) {
       const why = transcode.stderr.trim().split('\n').pop() ?? '';
+      // The work disk filled up: an outage to wait out (the job waits for space), not the file's fault.
+      const full = /No space left on device|Disk quota exceeded/.exec(transcode.stderr);
+      if (full) throw Object.assign(new Error(`ffmpeg (transcode) could not write its output: ${full[0]}`), { code: 'ENOSPC' });
       if (transcode.code !== null && BROKEN_INPUT_RE.test(transcode.stderr)) {
         throw new UnusableSourceError(`The file is damaged or truncated: ffmpeg could not decode it (${why.slice(0, 160)}).`);
       }

@@ -14,6 +14,8 @@ export interface VideoView {
   status: Video['status'];
   progress: number;
   error?: string;
+  /** Admin view only: processing, but waiting for a dependency (S3, the disk, the database, Redis) to come back. */
+  waiting?: string;
   durationSec: number | null;
   renditions: Video['renditions'];
   /** The poster image, once the archive is ready. */
@@ -43,6 +45,8 @@ export interface VodRoutesOptions {
   storage: Storage;
   /** Deletes a video: its storage and its row. */
   deleteVideo(id: string): Promise<boolean>;
+  /** Processes a failed video again (its source was kept): undefined, no such video; false, it is not failed. */
+  retryVideo?(id: string): Promise<boolean | undefined>;
   publicUrl(): string;
   playbackSigningKey: string | undefined;
   /** Lifetime of the tokens the admin view hands out. */
@@ -146,6 +150,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
       status: video.status,
       progress: video.progress,
       ...(video.error !== undefined ? { error: video.error } : {}),
+      ...(admin && video.waiting !== undefined ? { waiting: video.waiting } : {}),
       durationSec: video.durationSec ?? null,
       renditions: video.renditions,
       thumbnail: archive ? `${base}/vod/${video.id}/poster.jpg${query}` : null,
@@ -203,6 +208,15 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     if (!deleted) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
     if (before?.ad) options.adsChanged?.(before.id, false);
     return reply.code(204).send();
+  });
+
+  app.post('/api/videos/:id/retry', { onRequest: app.requireAdmin, schema: { params: videoIdParams } }, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const retried = await options.retryVideo?.(id);
+    if (retried === undefined) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    if (!retried) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FAILED'));
+    const video = await options.catalog.get(id);
+    return reply.code(202).send(view(video!, true));
   });
 
   app.get('/vod/:id/*', async (request, reply) => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -36,6 +37,14 @@ export interface Storage {
   readonly kind: 'disk' | 's3';
   putFile(key: string, file: string, contentType?: string): Promise<void>;
   putBuffer(key: string, data: Buffer | string, contentType?: string): Promise<void>;
+  /**
+   * Copies a local file in and checks that what storage holds is that file (`expected`: its size and SHA-256, which
+   * the caller computed): on disk the copy is read back before it is renamed into place; on S3 the object carries
+   * its SHA-256 as metadata (`x-amz-meta-sha256`); a single-part upload sends its Content-MD5 (the server checks the
+   * body) and must get it back as its ETag; otherwise a HEAD must show the size and the SHA-256. Throws when they
+   * differ. The file is left as it is.
+   */
+  putVerified(key: string, file: string, expected: FileDigest): Promise<void>;
   /** Moves a local file in (a rename where it can); absent: put, then remove the file. */
   moveFile?(key: string, file: string): Promise<void>;
   /** The object, or undefined when there is none. A range past the end is clamped; an empty object has no range. */
@@ -48,6 +57,34 @@ export interface Storage {
   /** Removes every object under `prefix/`. */
   deletePrefix(prefix: string): Promise<void>;
   close(): void;
+}
+
+/** A file's size and hashes (hex), from `digestFile`. */
+export interface FileDigest {
+  bytes: number;
+  sha256: string;
+  md5: string;
+}
+
+/** One read of the file for both hashes. */
+export async function digestFile(file: string): Promise<FileDigest> {
+  const sha256 = createHash('sha256');
+  const md5 = createHash('md5');
+  let bytes = 0;
+  for await (const chunk of createReadStream(file)) {
+    sha256.update(chunk as Buffer);
+    md5.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { bytes, sha256: sha256.digest('hex'), md5: md5.digest('hex') };
+}
+
+/** Storage holds something other than what was put: the caller retries (the local file is still there). */
+export class StorageVerifyError extends Error {
+  constructor(key: string, what: string) {
+    super(`storage verification failed for ${key}: ${what}`);
+    this.name = 'StorageVerifyError';
+  }
 }
 
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
@@ -94,6 +131,16 @@ export class DiskStorage implements Storage {
 
   putFile(key: string, file: string): Promise<void> {
     return this.#commit(key, (temp) => copyFile(file, temp));
+  }
+
+  putVerified(key: string, file: string, expected: FileDigest): Promise<void> {
+    return this.#commit(key, async (temp) => {
+      await copyFile(file, temp);
+      const copy = await digestFile(temp);
+      if (copy.bytes !== expected.bytes || copy.sha256 !== expected.sha256) {
+        throw new StorageVerifyError(key, `the copy has ${copy.bytes} bytes, sha256 ${copy.sha256.slice(0, 12)}…; expected ${expected.bytes}, ${expected.sha256.slice(0, 12)}…`);
+      }
+    });
   }
 
   /** A rename when the file is on the same filesystem; a copy and a removal otherwise. */
@@ -199,6 +246,9 @@ export class S3Storage implements Storage {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey },
+      // Without them a server that accepts and never answers hangs a job forever; with them it is an outage (a
+      // TimeoutError: the job waits and tries again). The request limit is on an idle socket, not a whole transfer.
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: 60_000 },
     });
   }
 
@@ -211,6 +261,35 @@ export class S3Storage implements Storage {
       leavePartsOnError: false,
     });
     await upload.done();
+  }
+
+  async putVerified(key: string, file: string, expected: FileDigest): Promise<void> {
+    const single = expected.bytes < S3_PART_SIZE;
+    const upload = new Upload({
+      client: this.client,
+      params: {
+        Bucket: this.bucket,
+        Key: checkKey(key),
+        Body: createReadStream(file),
+        ContentType: contentTypeFor(key),
+        Metadata: { sha256: expected.sha256 },
+        // One PutObject: the server refuses a body whose MD5 differs (BadDigest). Parts of a multipart upload have
+        // their own; the HEAD below checks size and hash either way.
+        ...(single ? { ContentMD5: Buffer.from(expected.md5, 'hex').toString('base64') } : {}),
+      },
+      queueSize: S3_CONCURRENCY,
+      partSize: S3_PART_SIZE,
+      leavePartsOnError: false,
+    });
+    const done = await upload.done();
+    // One PutObject whose Content-MD5 the server checked: its ETag is that MD5, nothing more to ask.
+    if (single && done.ETag?.replace(/"/g, '') === expected.md5) return;
+    const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+    const size = head.ContentLength ?? -1;
+    const sha256 = head.Metadata?.['sha256'];
+    if (size !== expected.bytes || sha256 !== expected.sha256) {
+      throw new StorageVerifyError(key, `the object has ${size} bytes, sha256 ${sha256?.slice(0, 12) ?? 'none'}; expected ${expected.bytes}, ${expected.sha256.slice(0, 12)}…`);
+    }
   }
 
   async putBuffer(key: string, data: Buffer | string, contentType = contentTypeFor(key)): Promise<void> {

@@ -32,6 +32,13 @@ export interface S3TestServer {
   secretAccessKey: string;
   /** Env vars ONAIR_S3_ENDPOINT/BUCKET/REGION/ACCESS_KEY_ID/SECRET_ACCESS_KEY for a node. */
   env: Record<string, string>;
+  /**
+   * An outage: SIGKILLs the four Swift servers at once (requests in flight get a reset, new ones a refused
+   * connection) and resolves once they are gone. Their directory (the stored objects) is kept for `restart`.
+   */
+  kill(): Promise<void>;
+  /** After `kill` (or a restart that failed): the same servers on the same ports and data again; resolves once the S3 API answers. */
+  restart(): Promise<void>;
   /** Stops the four Swift servers, waits for them to exit and removes the directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -235,6 +242,9 @@ pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_forma
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
+# A backend that refused 10 connections within a minute is not tried for a minute (the proxy's error limiting): a
+# restart after kill() (the proxy up before the others listen) would answer 503 for that minute.
+error_suppression_limit = 100000
 
 [filter:s3api]
 use = egg:swift#s3api
@@ -378,6 +388,35 @@ async function stopServers(servers: RunningServer[]): Promise<void> {
   await allExited;
 }
 
+/** SIGKILL, no grace: the Python servers by pid (they run in their own session), the wrappers by process group. */
+async function killServers(servers: RunningServer[]): Promise<void> {
+  for (const server of servers) {
+    for (const target of [server.pid, server.child.pid === undefined ? undefined : -server.child.pid]) {
+      if (target === undefined) continue;
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+  await Promise.all(servers.map((server) => server.exit));
+  // The Python servers are not our children: gone once signal 0 finds nothing (their listening ports are free).
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  for (const server of servers) {
+    while (server.pid !== undefined && Date.now() < deadline && pidAlive(server.pid)) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 async function logTails(servers: RunningServer[]): Promise<string> {
   const parts: string[] = [];
   for (const server of servers) {
@@ -489,6 +528,19 @@ export async function startS3Server(options: { bucket?: string } = {}): Promise<
         ONAIR_S3_REGION: REGION,
         ONAIR_S3_ACCESS_KEY_ID: ACCESS_KEY_ID,
         ONAIR_S3_SECRET_ACCESS_KEY: SECRET_ACCESS_KEY,
+      },
+      async kill(): Promise<void> {
+        await killServers(servers);
+      },
+      async restart(): Promise<void> {
+        await killServers(servers); // what a failed restart left
+        servers.splice(0, Infinity, ...SERVERS.map((name) => spawnServer(name, root, runServerScript)));
+        const client = new S3Client({ ...s3ClientConfig(credentials), maxAttempts: 1 });
+        try {
+          await createBucketWhenReady(client, bucket, servers, Date.now());
+        } finally {
+          client.destroy();
+        }
       },
       stop(): Promise<void> {
         stopping ??= (async () => {
