@@ -5,6 +5,7 @@ import type { Logger } from '../lib/log.js';
 import { formatCommandLine } from './ffmpegArgs.js';
 import { Fmp4Splitter, type Fragment, type InitSegment } from './fmp4.js';
 import type { VideoEncoderKind } from './hwaccel.js';
+import { applicableSteps, degradeLadder, type DegradeStep, type DegradedLadder } from './degrade.js';
 import { planLadder, type LadderOptions, type LadderPlan, type Rendition, type SourceInfo } from './ladder.js';
 import { FIRST_RENDITION_FD, liveLadderArgs, PROGRESS_FD } from './liveCommand.js';
 import { ProgressParser, type Progress } from './progress.js';
@@ -17,6 +18,9 @@ import { rtpFeed, type RtpFeed, type RtpTargets } from './rtpOutput.js';
  * a network stall) costs at most this much memory instead of all it sends.
  */
 export const MAX_STDIN_BACKLOG = 4 * 1024 * 1024;
+
+/** Written FLV tags remembered for the backlog's media time; past this the oldest are taken as read. */
+const MAX_BACKLOG_MARKS = 65_536;
 
 /** The longest ffmpeg stderr line kept while waiting for its end. */
 const MAX_STDERR_LINE = 16 * 1024;
@@ -53,11 +57,14 @@ export interface TranscoderInput {
   prelude(): Buffer;
 }
 
-export type DiscontinuityReason = 'restart' | 'reconnect';
+/** `degrade`: a run restarted at another degradation level (see degrade.ts); it starts from the last keyframe. */
+export type DiscontinuityReason = 'restart' | 'reconnect' | 'degrade';
 
 export type LiveTranscoderEvents = {
   /** A run starts. `generation` counts runs of this transcoder from 0; every run after the first is a discontinuity. */
   start: [{ generation: number; plan: LadderPlan; reason: 'publish' | DiscontinuityReason }];
+  /** The degradation level changed (a restart follows at once). */
+  level: [{ level: number; steps: DegradeStep[]; reason: string }];
   /** Timeline break before a new run's output: downstream starts a new discontinuity with a new init segment. */
   discontinuity: [{ generation: number; reason: DiscontinuityReason }];
   init: [{ generation: number; rendition: Rendition; init: InitSegment }];
@@ -90,6 +97,10 @@ export interface TranscoderStats {
   generation: number;
   pid: number | undefined;
   renditions: RenditionStats[];
+  /** Media time written to ffmpeg and not yet read by it: how far the encoder is behind its input. */
+  backlogMs: number;
+  /** The degradation steps taken (empty: the full ladder), since when, and why. */
+  degraded: { level: number; steps: DegradeStep[]; reason: string; since: number } | undefined;
 }
 
 const STATS_WINDOW_MS = 4000;
@@ -102,6 +113,12 @@ interface Run {
   expectedExit: boolean;
   lastFragmentAt: number;
   rtp: RtpFeed | undefined;
+  ladder: DegradedLadder;
+  /** Bytes written to stdin in all, and where each written tag ends with its media time (for `backlogMs`). */
+  written: number;
+  marks: { end: number; ts: number }[];
+  /** Media time of the last tag ffmpeg has read. */
+  readTs: number | undefined;
 }
 
 interface Window {
@@ -129,6 +146,8 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
   #closed = false;
   #progress: Progress | undefined;
   #windows = new Map<string, Window>();
+  #level = 0;
+  #degraded: { level: number; steps: DegradeStep[]; reason: string; since: number } | undefined;
 
   constructor(options: LiveTranscoderOptions) {
     super();
@@ -179,7 +198,72 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
       generation: Math.max(0, this.#generation),
       pid: this.pid,
       renditions,
+      backlogMs: this.backlogMs,
+      degraded: this.#degraded,
     };
+  }
+
+  /**
+   * Media time waiting in ffmpeg's stdin: the newest tag written minus the last one ffmpeg has read. Near 0 while the
+   * encoder keeps up with its input (it reads as fast as the publisher sends); growing when it cannot.
+   */
+  get backlogMs(): number {
+    const run = this.#run;
+    const stdin = run?.child.stdin;
+    if (!run || !stdin || run.marks.length === 0) return 0;
+    const read = run.written - stdin.writableLength;
+    let i = 0;
+    while (i < run.marks.length && run.marks[i]!.end <= read) i += 1;
+    if (i > 0) {
+      run.readTs = run.marks[i - 1]!.ts;
+      run.marks.splice(0, i);
+    }
+    const newest = run.marks[run.marks.length - 1];
+    if (!newest || run.readTs === undefined) return 0;
+    return Math.max(0, newest.ts - run.readTs);
+  }
+
+  /** The degradation level (0: the full ladder); see degrade.ts. */
+  get level(): number {
+    return this.#level;
+  }
+
+  /**
+   * Runs the ladder at another degradation level: ffmpeg restarts at once from the publisher's last keyframe (what
+   * waited in its input is dropped: the stream is back at live), a discontinuity for players. `reason` is logged and
+   * shown in the stats. Without a publisher the level is kept for the next run.
+   */
+  setLevel(level: number, reason: string): void {
+    if (this.#closed || level === this.#level || level < 0) return;
+    this.#level = level;
+    const input = this.#input;
+    const steps = input ? this.#ladderFor(input.source).steps : [];
+    this.#degraded = level === 0 ? undefined : { level, steps, reason, since: Date.now() };
+    this.#log.warn({ level, steps, reason }, level === 0 ? 'ladder restored' : 'ladder degraded');
+    this.safeEmit('level', { level, steps, reason });
+    if (!input || !this.#run) return;
+    clearTimeout(this.#restartTimer);
+    this.#stopRun('SIGKILL');
+    this.#startRun('degrade');
+  }
+
+  /** The most degradation steps this stream's ladder has (0 before a publisher is known). */
+  get maxLevel(): number {
+    const input = this.#input;
+    return input ? applicableSteps(planLadder(input.source, this.#options.ladder), this.#options.encoder, this.#options.x264Preset).length : 0;
+  }
+
+  /** Drops what waits in ffmpeg's input: a restart from the publisher's last keyframe, back at live (a discontinuity). */
+  catchUp(): void {
+    if (this.#closed || !this.#input || !this.#run) return;
+    this.#log.warn({ backlogMs: this.backlogMs }, 'ffmpeg behind its input: restarting at live');
+    clearTimeout(this.#restartTimer);
+    this.#stopRun('SIGKILL');
+    this.#startRun('degrade');
+  }
+
+  #ladderFor(source: SourceInfo): DegradedLadder {
+    return degradeLadder(planLadder(source, this.#options.ladder), this.#level, this.#options.encoder, this.#options.x264Preset);
   }
 
   /** A publisher is ready: start ffmpeg for it, or restart it with a discontinuity after a reconnect. */
@@ -200,6 +284,12 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     const stdin = this.#run?.child.stdin;
     if (!stdin || stdin.destroyed || stdin.writableEnded) return true;
     stdin.write(tag);
+    const run = this.#run!;
+    run.written += tag.length;
+    if (tag.length >= 11) {
+      run.marks.push({ end: run.written, ts: ((tag[7]! << 24) | (tag[4]! << 16) | (tag[5]! << 8) | tag[6]!) >>> 0 });
+      if (run.marks.length > MAX_BACKLOG_MARKS) run.marks.splice(0, run.marks.length - MAX_BACKLOG_MARKS);
+    }
     this.#maxBacklog = Math.max(this.#maxBacklog, stdin.writableLength);
     return stdin.writableLength <= MAX_STDIN_BACKLOG;
   }
@@ -247,12 +337,14 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     const input = this.#input;
     if (!input || this.#closed) return;
     const generation = ++this.#generation;
-    const plan = planLadder(input.source, this.#options.ladder);
+    const ladder = this.#ladderFor(input.source);
+    // ffmpeg makes `ladder.outputs`; everything downstream sees the full ladder's rungs (`ladder.shown`).
+    const plan = ladder.outputs;
     const rtp = this.#rtpTargets(plan, generation);
     const argv = liveLadderArgs({
       plan,
       encoder: this.#options.encoder,
-      x264Preset: this.#options.x264Preset,
+      x264Preset: ladder.x264Preset,
       partTargetMs: this.#options.partTargetMs,
       vaapiDevice: this.#options.vaapiDevice,
       ...(rtp ? { rtp: rtp.targets } : {}),
@@ -261,12 +353,15 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     this.#log.debug({ generation, command: formatCommandLine(this.#options.ffmpegPath, argv) }, 'starting ffmpeg');
     const stdio: ('pipe' | 'ignore')[] = ['pipe', 'ignore', 'pipe', 'pipe', ...plan.renditions.map(() => 'pipe' as const)];
     const child = spawn(this.#options.ffmpegPath, argv, { stdio });
-    const run: Run = { generation, plan, child, startedAt: Date.now(), expectedExit: false, lastFragmentAt: Date.now(), rtp: rtp?.feed };
+    const run: Run = {
+      generation, plan, child, startedAt: Date.now(), expectedExit: false, lastFragmentAt: Date.now(), rtp: rtp?.feed,
+      ladder, written: 0, marks: [], readTs: undefined,
+    };
     this.#run = run;
     this.#windows = new Map(plan.renditions.map((r) => [r.name, { samples: [], fragments: 0 }]));
 
     if (generation > 0) this.safeEmit('discontinuity', { generation, reason: reason as DiscontinuityReason });
-    this.safeEmit('start', { generation, plan, reason });
+    this.safeEmit('start', { generation, plan: ladder.shown, reason });
 
     child.stdin!.on('error', () => { /* EPIPE when ffmpeg dies; the exit handler restarts it */ });
     child.stdin!.on('drain', () => {
@@ -281,16 +376,20 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     });
     (child.stdio[PROGRESS_FD] as Readable).on('data', (chunk: Buffer) => progress.push(chunk));
 
+    const shown = new Map(ladder.shown.renditions.map((r) => [r.name, r]));
     plan.renditions.forEach((rendition, i) => {
+      // The rungs this output feeds: itself, and those a degradation step stopped encoding.
+      const rungs = (ladder.feeds.get(rendition.name) ?? []).map((name) => shown.get(name)!);
       const splitter = new Fmp4Splitter();
       splitter.on('init', (init) => {
-        if (this.#run === run) this.safeEmit('init', { generation, rendition, init });
+        if (this.#run !== run) return;
+        for (const rung of rungs) this.safeEmit('init', { generation, rendition: rung, init });
       });
       splitter.on('fragment', (fragment) => {
         if (this.#run !== run) return;
         run.lastFragmentAt = Date.now();
         this.#account(rendition.name, fragment);
-        this.safeEmit('fragment', { generation, rendition, fragment });
+        for (const rung of rungs) this.safeEmit('fragment', { generation, rendition: rung, fragment });
       });
       splitter.on('error', (error) => {
         this.#log.error({ generation, rendition: rendition.name, err: error.message }, 'bad fMP4 from ffmpeg; restarting');

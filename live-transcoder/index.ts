@@ -15,3 +15,7 @@ export { ProgressParser } from './progress.js';
 export type { Progress } from './progress.js';
 export { adLadderArgs } from './adCommand.js';
 export type { AdCommandOptions } from './adCommand.js';
+export { LoadGovernor, cpuIdleSampler } from './LoadGovernor.js';
+export type { LadderPolicy, LoadGovernorOptions, LoadGovernorEvents } from './LoadGovernor.js';
+export { DEGRADE_STEPS, applicableSteps, degradeLadder } from './degrade.js';
+export type { DegradeStep, DegradedLadder } from './degrade.js';

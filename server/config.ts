@@ -162,6 +162,8 @@ const schema = {
   ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
   ONAIR_RECONNECT_GRACE_SEC: integer(10, 0, 600),
   ONAIR_MAX_STREAMS: integer(0, 0, 10_000),
+  ONAIR_LADDER_POLICY: oneOf('degrade', ['degrade', 'fixed'] as const),
+  ONAIR_LADDER_RECOVER_SEC: integer(60, 5, 3600),
   ONAIR_DVR_WINDOW_SEC: integer(30, 10, 6 * 3600),
   ONAIR_PLAYBACK_TOKEN_TTL_SEC: integer(24 * 3600, 60, 365 * 24 * 3600),
   ONAIR_TLS_CERT: optionalString,
@@ -251,6 +253,10 @@ export interface Config {
   reconnectGraceMs: number;
   /** Live streams this node takes at once; 0: no fixed cap. */
   maxStreams: number;
+  /** What OnAir does when a stream's encoder falls behind (live-transcoder/LoadGovernor.ts). */
+  ladderPolicy: Raw['ONAIR_LADDER_POLICY'];
+  /** A degraded stream steps back up after keeping up this long (doubled after each failed step back up). */
+  ladderRecoverMs: number;
   /** Media each live playlist keeps for seeking back (and at least CAN-SKIP-UNTIL). */
   dvrWindowMs: number;
   /** Lifetime of the playback tokens the admin API hands out when signing is on. */
@@ -355,6 +361,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     playbackSigningKey: r.ONAIR_PLAYBACK_SIGNING_KEY,
     reconnectGraceMs: r.ONAIR_RECONNECT_GRACE_SEC * 1000,
     maxStreams: r.ONAIR_MAX_STREAMS,
+    ladderPolicy: r.ONAIR_LADDER_POLICY,
+    ladderRecoverMs: r.ONAIR_LADDER_RECOVER_SEC * 1000,
     dvrWindowMs: r.ONAIR_DVR_WINDOW_SEC * 1000,
     playbackTokenTtlSec: r.ONAIR_PLAYBACK_TOKEN_TTL_SEC,
     tls: r.ONAIR_TLS_CERT !== undefined && r.ONAIR_TLS_KEY !== undefined ? { certFile: r.ONAIR_TLS_CERT, keyFile: r.ONAIR_TLS_KEY } : undefined,

@@ -8,6 +8,10 @@ export interface LiveStreamSample {
   encoderSpeed: number | undefined;
   encoderFps: number | undefined;
   renditions: { name: string; kbps: number; fps: number }[];
+  /** Media time waiting in ffmpeg's input, ms. */
+  backlogMs: number;
+  /** Degradation steps taken (0: the full ladder). */
+  ladderLevel: number;
 }
 
 /** Prometheus metrics: process metrics plus per-stream input, encoder and rendition figures. */
@@ -18,6 +22,7 @@ export class Metrics {
   readonly rtmpDropped: Counter<'reason'>;
   readonly rateLimited: Counter<'limit'>;
   readonly childRestarts: Counter<'child'>;
+  readonly ladderChanges: Counter<'direction'>;
 
   /** A gauge read at scrape time from the composition root's state (e.g. event endings waiting). */
   gauge(name: string, help: string, read: () => number): void {
@@ -69,6 +74,18 @@ export class Metrics {
         },
       });
     };
+    this.ladderChanges = new Counter({
+      name: 'onair_ladder_changes_total',
+      help: 'Ladder changes made for load: down (a degradation step), up (a step back), catch-up (a restart at live).',
+      labelNames: ['direction'],
+      registers,
+    });
+    gauge('onair_encoder_backlog_seconds', 'Media time written to ffmpeg and not read yet (grows when the encoder falls behind).', ['stream'], (g) => {
+      for (const s of sample()) g.set({ stream: s.streamId }, s.backlogMs / 1000);
+    });
+    gauge('onair_ladder_level', 'Degradation steps taken for load (0: the full ladder).', ['stream'], (g) => {
+      for (const s of sample()) g.set({ stream: s.streamId }, s.ladderLevel);
+    });
     gauge('onair_streams_live', 'Streams with a live event.', [], (g) => g.set(sample().length));
     gauge('onair_stream_input_bitrate_kbps', 'Publisher input bitrate, kbit/s.', ['stream'], (g) => {
       for (const s of sample()) g.set({ stream: s.streamId }, s.inputKbps);

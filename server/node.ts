@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
-import { adLadderArgs, chooseEncoder, LiveTranscoder, type EncoderChoice, type LadderPlan } from '../live-transcoder/index.js';
+import { adLadderArgs, chooseEncoder, LiveTranscoder, LoadGovernor, type EncoderChoice, type LadderPlan } from '../live-transcoder/index.js';
 import { playbackTokenExpiry, registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
 import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
 import { ChatServer, registerChatRoutes, type ChatTables } from '../chat/index.js';
@@ -94,6 +94,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #redis: Redis;
   readonly #embeddedRedis: EmbeddedRedis | undefined;
   readonly #ingest: RtmpIngest;
+  readonly #governor: LoadGovernor;
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
   readonly #chat: ChatServer;
@@ -168,6 +169,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       log: this.log.child({ component: 'ads' }),
     });
     this.#metrics = new Metrics(() => this.#samples());
+    this.#governor = new LoadGovernor({
+      policy: this.config.ladderPolicy,
+      recoverAfterMs: this.config.ladderRecoverMs,
+      log: this.log.child({ component: 'load' }),
+    });
+    this.#governor.on('change', ({ direction }) => this.#metrics.ladderChanges.inc({ direction }));
     if (this.#embeddedRedis) {
       const restarts = this.#metrics.childRestarts;
       restarts.inc({ child: 'redis' }, 0);
@@ -194,7 +201,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       },
       admit: ({ live }) => {
         const max = this.config.maxStreams;
-        return max > 0 && live >= max ? `${live} live streams, ONAIR_MAX_STREAMS=${max}` : undefined;
+        if (max > 0 && live >= max) return `${live} live streams, ONAIR_MAX_STREAMS=${max}`;
+        return this.#governor.refusal();
       },
     });
     this.#wireIngest();
@@ -436,6 +444,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     for (const timer of this.#retentionTimers) clearTimeout(timer);
     await step('vod', () => this.#vod.close());
     await step('edge', async () => this.#edge?.close());
+    this.#governor.close();
     this.#redis.disconnect();
     await step('database', () => this.#database.close());
     if (this.#embeddedRedis) {
@@ -526,6 +535,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         },
         log: log.child({ component: 'transcoder' }),
       });
+      this.#governor.add(transcoder);
       transcoder.on('exit', ({ expected }) => {
         if (!expected) this.#metrics.transcoderRestarts.inc({ stream: streamId });
       });
@@ -598,6 +608,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     if (!live) return;
     this.#live.delete(streamId);
     if (live.newsTimer) clearTimeout(live.newsTimer);
+    this.#governor.remove(live.transcoder);
     await live.transcoder.close();
     live.packager.end();
     this.#edge?.closeStream(streamId);
@@ -889,7 +900,17 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         videoCodec: source?.videoCodec,
         audioCodec: source?.audioCodec,
       },
-      encoder: { kind: transcoder.encoder, speed: transcoder.speed, fps: transcoder.fps, restarts: transcoder.restarts },
+      encoder: {
+        kind: transcoder.encoder, speed: transcoder.speed, fps: transcoder.fps, restarts: transcoder.restarts,
+        backlogMs: Math.round(transcoder.backlogMs),
+      },
+      // Steps taken because the node is short of CPU (undefined: the full ladder); see live-transcoder/degrade.ts.
+      degraded: transcoder.degraded && {
+        step: transcoder.degraded.steps[transcoder.degraded.steps.length - 1],
+        steps: transcoder.degraded.steps,
+        reason: transcoder.degraded.reason,
+        since: new Date(transcoder.degraded.since).toISOString(),
+      },
       renditions: transcoder.renditions,
       viewers: this.#edge?.viewers(live.streamId) ?? 0,
       // Chat connections in the stream's room on every process: a separate figure, since a WebRTC viewer with the
@@ -915,6 +936,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         encoderSpeed: stats.speed,
         encoderFps: stats.fps,
         renditions: stats.renditions.map((r) => ({ name: r.name, kbps: r.kbps, fps: r.fps })),
+        backlogMs: stats.backlogMs,
+        ladderLevel: stats.degraded?.level ?? 0,
       };
     });
   }

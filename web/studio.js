@@ -164,6 +164,8 @@
       ['Source', input.width ? input.width + '×' + input.height : '–'],
       ['Encoder', (encoder.kind || '–') + (encoder.restarts ? ' · ' + encoder.restarts + ' restarts' : '')],
       ['Encoder speed', encoder.speed ? encoder.speed.toFixed(2) + '×' : '–'],
+      // The governor's steps when the node is short of CPU: what was given up, and why.
+      ['Ladder', stats.degraded ? 'degraded: ' + stats.degraded.steps.join(', ') + ' (' + stats.degraded.reason + ')' : 'full'],
       ['Viewers', String((stats.viewers || 0) + (stats.chatViewers || 0))],
       ['Latency', studio.latency ? studio.latency.toFixed(1) + ' s' : '–'],
       ['Publishing', stats.publishing ? 'yes' : 'reconnecting…'],

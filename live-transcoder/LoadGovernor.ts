@@ -1,0 +1,195 @@
+import os from 'node:os';
+import { TypedEmitter } from '../lib/emitter.js';
+import type { Logger } from '../lib/log.js';
+import type { LiveTranscoder } from './LiveTranscoder.js';
+
+/**
+ * `degrade` (default): streams that fall behind are made cheaper step by step (degrade.ts) and restored when the node
+ * has room; `fixed`: the ladder is never changed (a stream that falls behind stays behind, its input bounded by
+ * backpressure).
+ */
+export type LadderPolicy = 'degrade' | 'fixed';
+
+export interface LoadGovernorOptions {
+  policy: LadderPolicy;
+  log: Logger;
+  /** A stream whose encoder backlog stays above this, not shrinking, for `behindForMs`, is behind. */
+  behindMs?: number;
+  behindForMs?: number;
+  /** After a change, the next one waits this long (the restarted ffmpeg settles, the CPU figures follow). */
+  settleMs?: number;
+  /** A degraded stream steps back up after keeping up this long; doubled each time a step back up fails. */
+  recoverAfterMs?: number;
+  /** The longest `recoverAfterMs` grows to. */
+  maxRecoverAfterMs?: number;
+  /** The node's idle CPU share (0–1, over the last 10 s) needed to step a stream back up. */
+  minIdleToRecover?: number;
+  /** How often streams are looked at; 0: never by itself (tests call `check` with their own clock). */
+  sampleMs?: number;
+  /** Idle share of the node's CPU now (tests pass their own). */
+  cpuIdle?: () => number;
+}
+
+export type LoadGovernorEvents = {
+  /** A stream changed level: `up` is a step back towards the full ladder. */
+  change: [{ streamId: string; level: number; direction: 'down' | 'up' | 'catch-up'; reason: string }];
+};
+
+interface Watched {
+  transcoder: LiveTranscoder;
+  /** Backlog samples of the last `behindForMs`. */
+  samples: { at: number; backlogMs: number }[];
+  lastChangeAt: number;
+  /** When it last stepped back up (a fall behind soon after means the step back up failed). */
+  recoveredAt: number | undefined;
+  recoverAfterMs: number;
+}
+
+/**
+ * Keeps a node's live streams at live latency when it is short of CPU (issue: overload). Each second it reads every
+ * stream's encoder backlog (media time its ffmpeg has not read yet: near 0 while it keeps up). A stream behind —
+ * backlog over `behindMs` and not shrinking for `behindForMs` — is degraded one step (a restart from the last keyframe,
+ * which also drops the backlog: back at live); one change at a time for the node, the stream with the fewest steps
+ * first, so that the cost is spread. At the last step a stream still behind is restarted (catch-up). A degraded stream
+ * steps back up, one step at a time, once nothing has been behind for its `recoverAfterMs` and the node has idle CPU;
+ * a stream that falls behind again soon after doubles its wait (no flapping).
+ */
+export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
+  readonly policy: LadderPolicy;
+  readonly #log: Logger;
+  readonly #behindMs: number;
+  readonly #behindForMs: number;
+  readonly #settleMs: number;
+  readonly #recoverAfterMs: number;
+  readonly #maxRecoverAfterMs: number;
+  readonly #minIdle: number;
+  readonly #cpuIdle: () => number;
+  readonly #streams = new Map<string, Watched>();
+  readonly #timer: NodeJS.Timeout;
+  #lastChangeAt = 0;
+
+  constructor(options: LoadGovernorOptions) {
+    super();
+    this.policy = options.policy;
+    this.#log = options.log;
+    this.#behindMs = options.behindMs ?? 1500;
+    this.#behindForMs = options.behindForMs ?? 4000;
+    this.#settleMs = options.settleMs ?? 8000;
+    this.#recoverAfterMs = options.recoverAfterMs ?? 60_000;
+    this.#maxRecoverAfterMs = options.maxRecoverAfterMs ?? 10 * 60_000;
+    this.#minIdle = options.minIdleToRecover ?? 0.3;
+    this.#cpuIdle = options.cpuIdle ?? cpuIdleSampler();
+    const sampleMs = options.sampleMs ?? 1000;
+    this.#timer = setInterval(() => this.check(), sampleMs > 0 ? sampleMs : 2 ** 30);
+    this.#timer.unref();
+  }
+
+  add(transcoder: LiveTranscoder, now = Date.now()): void {
+    this.#streams.set(transcoder.streamId, {
+      transcoder, samples: [], lastChangeAt: now, recoveredAt: undefined, recoverAfterMs: this.#recoverAfterMs,
+    });
+  }
+
+  remove(transcoder: LiveTranscoder): void {
+    if (this.#streams.get(transcoder.streamId)?.transcoder === transcoder) this.#streams.delete(transcoder.streamId);
+  }
+
+  /**
+   * Admission control: why a new stream cannot be given its ladder now (a stream here is behind or degraded: the
+   * node is already short of CPU), or undefined when it can.
+   */
+  refusal(): string | undefined {
+    if (this.policy === 'fixed') return undefined;
+    const short = [...this.#streams.values()].filter((w) => w.transcoder.level > 0 || this.#isBehind(w));
+    return short.length === 0 ? undefined : `the node is short of CPU: ${short.length} live stream(s) behind or degraded`;
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#streams.clear();
+  }
+
+  #isBehind(watched: Watched): boolean {
+    const { samples } = watched;
+    const first = samples[0];
+    const last = samples[samples.length - 1];
+    if (!first || !last || last.at - first.at < this.#behindForMs * 0.75) return false;
+    // Over the bound the whole time, and not catching up: a burst after a network stall shrinks steadily as the
+    // encoder's spare speed eats it (more than a quarter of a second per second: not behind); an encoder short of
+    // CPU hovers or grows.
+    return samples.every((s) => s.backlogMs > this.#behindMs) && last.backlogMs - first.backlogMs > -0.25 * (last.at - first.at);
+  }
+
+  /** One look at every stream (every `sampleMs`): a change if one is due. */
+  check(now = Date.now()): void {
+    const idle = this.#cpuIdle();
+    for (const watched of this.#streams.values()) {
+      watched.samples.push({ at: now, backlogMs: watched.transcoder.backlogMs });
+      while (watched.samples.length > 0 && now - watched.samples[0]!.at > this.#behindForMs) watched.samples.shift();
+    }
+    if (this.policy === 'fixed' || now - this.#lastChangeAt < this.#settleMs) return;
+    const settled = [...this.#streams.values()].filter((w) => now - w.lastChangeAt >= this.#settleMs);
+    const behind = settled.filter((w) => this.#isBehind(w));
+    if (behind.length > 0) {
+      // The fewest steps first: spread the cost rather than strip one stream to the bone.
+      behind.sort((a, b) => a.transcoder.level - b.transcoder.level);
+      const degradable = behind.find((w) => w.transcoder.level < w.transcoder.maxLevel);
+      const watched = degradable ?? behind[0]!;
+      const backlogMs = Math.round(watched.samples[watched.samples.length - 1]!.backlogMs);
+      if (watched.recoveredAt !== undefined && now - watched.recoveredAt < watched.recoverAfterMs) {
+        watched.recoverAfterMs = Math.min(this.#maxRecoverAfterMs, watched.recoverAfterMs * 2);
+      }
+      watched.recoveredAt = undefined;
+      if (degradable) {
+        this.#change(now, watched, watched.transcoder.level + 1, 'down', `the encoder is ${backlogMs} ms behind its input`);
+      } else {
+        this.#change(now, watched, watched.transcoder.level, 'catch-up', `the encoder is ${backlogMs} ms behind its input at the last step`);
+        watched.transcoder.catchUp();
+      }
+      return;
+    }
+    // Steps back up: only when nothing is behind or close to it, and the node has idle CPU.
+    if (idle < this.#minIdle) return;
+    if ([...this.#streams.values()].some((w) => (w.samples[w.samples.length - 1]?.backlogMs ?? 0) > this.#behindMs / 2)) return;
+    const recoverable = settled
+      .filter((w) => w.transcoder.level > 0 && now - w.lastChangeAt >= w.recoverAfterMs)
+      .sort((a, b) => b.transcoder.level - a.transcoder.level)[0];
+    if (!recoverable) return;
+    recoverable.recoveredAt = now;
+    this.#change(now, recoverable, recoverable.transcoder.level - 1, 'up', `the node has room again (${Math.round(idle * 100)} % CPU idle)`);
+  }
+
+  #change(now: number, watched: Watched, level: number, direction: 'down' | 'up' | 'catch-up', reason: string): void {
+    watched.lastChangeAt = now;
+    watched.samples = [];
+    this.#lastChangeAt = now;
+    const { transcoder } = watched;
+    this.#log.warn({ streamId: transcoder.streamId, level, direction, reason }, 'load: ladder change');
+    if (direction !== 'catch-up') transcoder.setLevel(level, reason);
+    this.safeEmit('change', { streamId: transcoder.streamId, level, direction, reason });
+  }
+}
+
+/** The node's idle CPU share over about the last 10 s, from /proc/stat through os.cpus(). */
+export function cpuIdleSampler(windowMs = 10_000): () => number {
+  const samples: { at: number; idle: number; total: number }[] = [];
+  const read = (): { idle: number; total: number } => {
+    let idle = 0;
+    let total = 0;
+    for (const cpu of os.cpus()) {
+      const t = cpu.times;
+      idle += t.idle;
+      total += t.user + t.nice + t.sys + t.irq + t.idle;
+    }
+    return { idle, total };
+  };
+  return () => {
+    const now = Date.now();
+    samples.push({ at: now, ...read() });
+    while (samples.length > 2 && now - samples[1]!.at >= windowMs) samples.shift();
+    const first = samples[0]!;
+    const last = samples[samples.length - 1]!;
+    const total = last.total - first.total;
+    return total > 0 ? (last.idle - first.idle) / total : 1;
+  };
+}
