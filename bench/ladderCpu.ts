@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { IOType } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import {
-  formatCommandLine, liveLadderArgs, planLadder, ProgressParser,
+  applicableSteps, degradeLadder, formatCommandLine, liveLadderArgs, planLadder, ProgressParser,
   type LadderPlan, type LiveTranscoder, type RtpTargets, type SourceInfo,
 } from '../live-transcoder/index.js';
 import { loadConfig, type Config } from '../server/config.js';
@@ -31,6 +31,10 @@ import {
  *   CPU from the publish until that ffmpeg has exited (ingest, FLV tags, fMP4 splitting: all of Node). The
  *   publisher's CPU is not OnAir's and is left out.
  * - How CPU is read: see bench/support/process.ts (the kernel's rusage of reaped children; no sampling error).
+ * - Then the same for every degradation level of the overload policy (live-transcoder/degrade.ts): the CLI runs the
+ *   level's argv, the node runs the stream at that level from its first ffmpeg run (ONAIR_LADDER_POLICY=fixed, so
+ *   nothing else changes the ladder). Streams per core = 1 / core-s per media-s: how many such streams one core holds
+ *   in real time. `BENCH_LADDER_STEPS=0` skips the levels.
  */
 
 /** OnAir's whole cost within 5 % of the CLI's. */
@@ -133,6 +137,30 @@ async function run(context: BenchContext): Promise<BenchResult> {
       }
     }
 
+    // The overload policy's levels, each measured like the full ladder (the level-0 figures above are its baseline).
+    const levelRows: { metric: string; value: string }[] = [];
+    const levels = envInteger('BENCH_LADDER_STEPS', 1, 0, 1) === 1
+      ? applicableSteps(plan, 'libx264', config.x264Preset).length : 0;
+    if (levels > 0) {
+      report(row(['level', 'CLI c-s/s', 'OnAir', 'streams/core (CLI, OnAir)', 'speed']));
+      report(row(['0 full', fixed(cliRate), fixed(onairRate), `${fixed(1 / cliRate, 2)}, ${fixed(1 / onairRate, 2)}`, speedText(onair.speed)]));
+    }
+    for (let level = 1; level <= levels; level++) {
+      const degraded = degradeLadder(plan, level, 'libx264', config.x264Preset);
+      const levelArgv = liveLadderArgs({ ...commandOptions(config, degraded.outputs), x264Preset: degraded.x264Preset });
+      const levelSetup: Setup = { ...setup, plan: degraded.outputs, argv: levelArgv };
+      const c = await runCli(levelSetup);
+      const o = await runOnAir(levelSetup, level);
+      const cRate = c.ffmpegSec / seconds;
+      const oRate = (o.ffmpegSec + o.nodeSec) / seconds;
+      const step = degraded.steps[degraded.steps.length - 1]!;
+      report(row([`${level} ${step}`, fixed(cRate), fixed(oRate), `${fixed(1 / cRate, 2)}, ${fixed(1 / oRate, 2)}`, speedText(o.speed)]));
+      levelRows.push({
+        metric: `level ${level} (${step}) streams/core CLI, OnAir`,
+        value: `${fixed(1 / cRate, 2)}, ${fixed(1 / oRate, 2)} (${fixed(oRate / cRate)}×)`,
+      });
+    }
+
     return {
       rows: [
         { metric: 'ffmpeg CLI core-s/media-s', value: fixed(cliRate) },
@@ -145,6 +173,8 @@ async function run(context: BenchContext): Promise<BenchResult> {
           met: cliRealTime && onairRealTime,
         },
         ...(sameArgs ? [] : [{ metric: 'same ffmpeg arguments', value: 'no', goal: 'yes', met: false }]),
+        ...(levels > 0 ? [{ metric: 'level 0 (full) streams/core CLI, OnAir', value: `${fixed(1 / cliRate, 2)}, ${fixed(1 / onairRate, 2)}` }] : []),
+        ...levelRows,
       ],
     };
   } finally {
@@ -333,10 +363,12 @@ class LadderWatch {
   }
 }
 
-async function runOnAir(setup: Setup): Promise<OnAirRun> {
+async function runOnAir(setup: Setup, level = 0): Promise<OnAirRun> {
   const { config, file, seconds, signal } = setup;
   const harness = await within('starting the OnAir node', startTestNode({
     ONAIR_HWACCEL: 'none',
+    // The ladder under measure, whatever this machine's load: the governor would otherwise step it down.
+    ONAIR_LADDER_POLICY: 'fixed',
     // The harness defaults to ultrafast for quick tests; the bench measures the shipped default.
     ONAIR_X264_PRESET: config.x264Preset,
   }), 60_000, signal, (late) => late.close());
@@ -351,7 +383,10 @@ async function runOnAir(setup: Setup): Promise<OnAirRun> {
     const streamKey = String(created.body.streamKey);
     // Subscribed in the 'live' listener itself: the transcoder may start before an awaiting caller resumes.
     const live = new Promise<LadderWatch>((resolve) => {
-      onLive = ({ transcoder }) => resolve(watch = new LadderWatch(transcoder));
+      onLive = ({ transcoder }) => {
+        if (level > 0) transcoder.setLevel(level, 'bench');
+        resolve(watch = new LadderWatch(transcoder));
+      };
       node.on('live', onLive);
     });
 

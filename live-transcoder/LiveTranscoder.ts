@@ -338,6 +338,8 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     if (!input || this.#closed) return;
     const generation = ++this.#generation;
     const ladder = this.#ladderFor(input.source);
+    // A level set before the source was known learns its steps now.
+    if (this.#degraded) this.#degraded.steps = ladder.steps;
     // ffmpeg makes `ladder.outputs`; everything downstream sees the full ladder's rungs (`ladder.shown`).
     const plan = ladder.outputs;
     const rtp = this.#rtpTargets(plan, generation);
