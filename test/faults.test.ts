@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { io as connect, type Socket } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
 import { redisOptionsFromUrl } from '../server/redis.js';
-import { api, captureLog, isAlive, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
+import { api, captureLog, isAlive, isRunning, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
 
 /*
  * The fault suite (`npm test -- faults`): each fault injected for real on loopback, then what the user sees and that
@@ -48,15 +48,6 @@ function mediasoupWorkersOf(parentPid: number): number[] {
   return pids;
 }
 
-/** A zombie is dead for our purposes. */
-function running(pid: number): boolean {
-  if (!isAlive(pid)) return false;
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 function killQuietly(pid: number | undefined, signal: NodeJS.Signals = 'SIGKILL'): void {
   if (pid === undefined) return;
@@ -255,7 +246,7 @@ describe('fault: stopping after a dependency died', { timeout: 120_000 }, () => 
     const dir = path.join(dataDir, 'k');
     const { proc, redisPid } = await startLiveNodeProcess(dir);
     process.kill(redisPid, 'SIGKILL');
-    await waitFor('redis-server to be gone', () => !running(redisPid), 5_000, 20);
+    await waitFor('redis-server to be gone', () => !isRunning(redisPid), 5_000, 20);
     proc.kill('SIGTERM');
     const { code, signal } = await within('the node to exit after SIGTERM', proc.exited, 15_000);
     assert.equal(signal, null);
@@ -274,7 +265,7 @@ describe('fault: stopping after a dependency died', { timeout: 120_000 }, () => 
       // close() gave up on what waited for Redis, and said so.
       assert.match(proc.stdout(), /close: a step ran out of time/);
       // The hung redis-server does not outlive the node.
-      await waitFor('no redis-server left behind', () => !running(redisPid), 5_000);
+      await waitFor('no redis-server left behind', () => !isRunning(redisPid), 5_000);
     } finally {
       killQuietly(redisPid, 'SIGCONT');
     }
@@ -287,11 +278,11 @@ describe('fault: stopping after a dependency died', { timeout: 120_000 }, () => 
     assert.ok(workers.length > 0, 'the node runs mediasoup workers');
     leftovers.push(...workers);
     for (const pid of [...workers, redisPid]) process.kill(pid, 'SIGKILL');
-    await waitFor('the killed processes to be gone', () => [...workers, redisPid].every((pid) => !running(pid)), 5_000, 20);
+    await waitFor('the killed processes to be gone', () => [...workers, redisPid].every((pid) => !isRunning(pid)), 5_000, 20);
     proc.kill('SIGTERM');
     const { signal } = await within('the node to exit after SIGTERM', proc.exited, 15_000);
     assert.equal(signal, null);
     await waitFor('no redis-server left behind', () => redisServerPid(dir) === undefined, 5_000);
-    await waitFor('no mediasoup worker left behind', () => mediasoupWorkersOf(proc.child.pid!).length === 0 && workers.every((pid) => !running(pid)), 5_000);
+    await waitFor('no mediasoup worker left behind', () => mediasoupWorkersOf(proc.child.pid!).length === 0 && workers.every((pid) => !isRunning(pid)), 5_000);
   });
 });

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { io as connect } from 'socket.io-client';
 import type { OnAirNode } from '../server/node.js';
 import { probeDuration } from './support/ffprobe.js';
-import { api, isAlive, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
+import { api, childrenOf, isAlive, isRunning, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
 import { startPostgres, type TestPostgres } from './support/postgres.js';
 
 /** Processes whose command line mentions `text` (zombies have an empty command line and do not count). */
@@ -33,30 +33,7 @@ function redisOf(dataDir: string): number {
   return servers[0]!.pid;
 }
 
-/** The child processes of `pid`, by the parent field of /proc/<pid>/stat. */
-function childrenOf(pid: number): { pid: number; comm: string }[] {
-  const found: { pid: number; comm: string }[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const match = /^\d+ \((.*)\) \S+ (\d+)/.exec(readFileSync(`/proc/${entry}/stat`, 'utf8'));
-      if (match && Number(match[2]) === pid) found.push({ pid: Number(entry), comm: match[1]! });
-    } catch {
-      // Gone while we looked.
-    }
-  }
-  return found;
-}
 
-/** Gone, or a zombie nobody has reaped yet: either way no longer running. */
-function running(pid: number): boolean {
-  if (!isAlive(pid)) return false;
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 /** What `npm start` prints (the HTTP origin, the RTMP server URL) and the admin token it keeps in the data dir. */
 async function startNodeProcess(dataDir: string): Promise<{ proc: NodeProcess; remote: OnAirNode; rtmpUrl: string }> {
@@ -165,7 +142,7 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 24
       proc.child.kill('SIGKILL');
       const { signal } = await within('the node to die', proc.exited, 10_000);
       assert.equal(signal, 'SIGKILL');
-      await waitFor(`redis-server ${redisPid} to exit`, () => !running(redisPid), 5_000, 50);
+      await waitFor(`redis-server ${redisPid} to exit`, () => !isRunning(redisPid), 5_000, 50);
       await waitFor('nothing left running on the data dir', () => processesMentioning(dir).length === 0, 5_000, 50);
     } finally {
       proc?.child.kill('SIGKILL');
@@ -182,7 +159,7 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 24
       proc.child.kill('SIGTERM');
       const { code, signal } = await within('the node to exit', proc.exited, 15_000);
       assert.deepEqual({ code, signal }, { code: 0, signal: null }, proc.stderr());
-      assert.ok(!running(redisPid), 'redis-server stopped before the node exited');
+      assert.ok(!isRunning(redisPid), 'redis-server stopped before the node exited');
       await waitFor('nothing left running on the data dir', () => processesMentioning(dir).length === 0, 5_000, 50);
     } finally {
       proc?.child.kill('SIGKILL');
@@ -227,7 +204,7 @@ describe('the embedded redis-server lives and dies with its node', { timeout: 24
       await within('the node to die', proc.exited, 10_000);
       publisher.stop();
       await waitFor('the dead node\'s redis-server to exit', () => processesMentioning(dir).length === 0, 5_000, 50);
-      await waitFor('the dead node\'s ffmpeg to exit', () => !running(transcoders[0]!.pid), 5_000, 50);
+      await waitFor('the dead node\'s ffmpeg to exit', () => !isRunning(transcoders[0]!.pid), 5_000, 50);
 
       const next = await startTestNode({ ONAIR_LADDER: '360', ONAIR_VOD_CONCURRENCY: '1' }, dir);
       try {
