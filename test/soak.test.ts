@@ -10,7 +10,7 @@ import { runSoak } from '../bench/soak/soak.js';
  * judges growth after its second minute; its figures are in BENCHMARKS.md).
  */
 
-test('a short soak: after a reconnect, an ad break and an upload under load, every kind of client is still served', { timeout: 170_000 }, async () => {
+test('a short soak: after a reconnect, an ad break and an upload under load, every kind of client is still served', { timeout: 170_000 }, async (t) => {
   const lines: string[] = [];
   const result = await runSoak({
     durationMs: 80_000,
@@ -30,6 +30,8 @@ test('a short soak: after a reconnect, an ad break and an upload under load, eve
   }, (line) => lines.push(line), new AbortController().signal);
   const account = [...lines, ...result.checks.map((c) => `${c.ok ? 'ok' : 'FAILED'} ${c.name}: ${c.detail}`),
     ...result.growth.map((g) => `${g.figure}: ${g.percent.toFixed(1)} %`), `node warnings: ${result.log.firstWarnings.join(' | ')}`].join('\n');
+  // The account in the test's output, pass or fail: what the short run saw.
+  for (const line of account.split('\n')) t.diagnostic(line);
   for (const c of result.checks) assert.ok(c.ok, `${c.name}: ${c.detail}\n${account}`);
   assert.ok(result.samples.length >= 5, account);
   for (const s of result.samples) {

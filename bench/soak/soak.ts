@@ -156,13 +156,15 @@ class LogCounter {
     const lines = (this.#rest + text).split('\n');
     this.#rest = lines.pop()!.slice(-65_536);
     for (const line of lines) {
-      let entry: { level?: number; msg?: string; err?: { message?: string } };
+      let entry: Record<string, unknown> & { level?: number; msg?: string; err?: { message?: string } };
       try {
         entry = JSON.parse(line) as typeof entry;
       } catch {
         continue;
       }
-      const what = `${entry.msg ?? ''}${entry.err?.message ? `: ${entry.err.message}` : ''}`.slice(0, 300);
+      // The message and its context (an ffmpeg stderr line, a stream id), without the stack.
+      const { level: _level, time: _time, msg, err, ...context } = entry;
+      const what = `${msg ?? ''}${err?.message ? `: ${err.message}` : ''} ${JSON.stringify(context)}`.slice(0, 300);
       if ((entry.level ?? 0) >= 50) {
         this.errors += 1;
         if (this.firstErrors.length < 5) this.firstErrors.push(what);
