@@ -80,7 +80,7 @@ async function main(): Promise<number> {
   write('growth from the end of minute 2 to the end (goal ≤ 5 %):');
   for (const g of result.growth) {
     write(`  ${g.figure.padEnd(26)} ${fmt(g.figure, g.from).padStart(10)} → ${fmt(g.figure, g.to).padStart(10)}  ${g.percent >= 0 ? '+' : ''}${g.percent.toFixed(1)} %` +
-      `  ${g.ok ? 'ok' : 'MISSED'}`);
+      `  ${g.ok ? 'ok    ' : 'MISSED'}  (from minute 2 on: ${fmt(g.figure, g.min)} – ${fmt(g.figure, g.max)})`);
   }
   write('health:');
   for (const c of result.checks) write(`  ${c.ok ? 'ok    ' : 'FAILED'} ${c.name}: ${c.detail}`);

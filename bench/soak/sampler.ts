@@ -13,6 +13,13 @@ export interface Sample {
   atMs: number;
   rssBytes: number;
   heapUsedBytes: number;
+  /**
+   * The lowest RSS and heap in use seen since the previous sample (polled every few seconds): the floor the GC and
+   * the allocator come back to. Leaked memory raises the floor; garbage only moves the peaks (the heap swings by
+   * ±20 % within a minute under this load), so growth is judged on the floors.
+   */
+  rssFloorBytes: number;
+  heapFloorBytes: number;
   fds: number;
   /** `onair_nodejs_active_handles_total`: sockets, timers, child processes and the like that keep the loop alive. */
   handles: number;
@@ -53,17 +60,33 @@ function openFds(pid: number): number {
 export class ProcessSampler {
   readonly samples: Sample[] = [];
   #lastCpu: { sec: number; at: number } | undefined;
+  #floor = { rss: Infinity, heap: Infinity };
 
   constructor(readonly pid: number, readonly metricsUrl: string, readonly startedAt: number) {
     this.#lastCpu = { sec: processCpuSec(pid) ?? NaN, at: performance.now() };
   }
 
-  async take(): Promise<Sample> {
-    let metrics = '';
+  async #metrics(): Promise<string> {
     try {
       const response = await fetch(this.metricsUrl, { signal: AbortSignal.timeout(10_000) });
-      metrics = response.status === 200 ? await response.text() : '';
-    } catch { /* the figures read NaN: the table shows it */ }
+      return response.status === 200 ? await response.text() : '';
+    } catch {
+      return ''; // the figures read NaN: the table shows it
+    }
+  }
+
+  #lower(rss: number, heap: number): void {
+    if (rss < this.#floor.rss) this.#floor.rss = rss;
+    if (heap < this.#floor.heap) this.#floor.heap = heap;
+  }
+
+  /** Reads RSS and heap only, for the floors (call every few seconds between samples). */
+  async poll(): Promise<void> {
+    this.#lower(rssBytes(this.pid), metricValue(await this.#metrics(), 'onair_nodejs_heap_size_used_bytes'));
+  }
+
+  async take(): Promise<Sample> {
+    const metrics = await this.#metrics();
     const children = { ffmpeg: 0, redis: 0, mediasoup: 0, sh: 0, other: 0 };
     for (const child of descendantProcesses(this.pid)) {
       if (child.comm === 'ffmpeg') children.ffmpeg += 1;
@@ -77,22 +100,28 @@ export class ProcessSampler {
     const now = performance.now();
     const cpuPercent = this.#lastCpu ? ((cpuSec - this.#lastCpu.sec) / ((now - this.#lastCpu.at) / 1000)) * 100 : NaN;
     this.#lastCpu = { sec: cpuSec, at: now };
+    const rss = rssBytes(this.pid);
+    const heap = metricValue(metrics, 'onair_nodejs_heap_size_used_bytes');
+    this.#lower(rss, heap);
     const sample: Sample = {
       atMs: Date.now() - this.startedAt,
-      rssBytes: rssBytes(this.pid),
-      heapUsedBytes: metricValue(metrics, 'onair_nodejs_heap_size_used_bytes'),
+      rssBytes: rss,
+      heapUsedBytes: heap,
+      rssFloorBytes: Number.isFinite(this.#floor.rss) ? this.#floor.rss : NaN,
+      heapFloorBytes: Number.isFinite(this.#floor.heap) ? this.#floor.heap : NaN,
       fds: openFds(this.pid),
       handles: metricValue(metrics, 'onair_nodejs_active_handles_total'),
       children,
       cpuPercent,
     };
+    this.#floor = { rss: Infinity, heap: Infinity };
     this.samples.push(sample);
     return sample;
   }
 }
 
 const MiB = 1024 * 1024;
-const COLUMNS: [string, number][] = [['t', 6], ['RSS MiB', 8], ['heap MiB', 9], ['fds', 5], ['handles', 8], ['ffmpeg', 7],
+const COLUMNS: [string, number][] = [['t', 6], ['RSS MiB', 8], ['floor', 6], ['heap MiB', 9], ['floor', 6], ['fds', 5], ['handles', 8], ['ffmpeg', 7],
   ['redis', 6], ['mediasoup', 10], ['sh', 3], ['other', 6], ['CPU %', 6]];
 
 export function sampleHeader(): string {
@@ -100,7 +129,8 @@ export function sampleHeader(): string {
 }
 
 export function sampleRow(s: Sample): string {
-  const cells = [`${Math.round(s.atMs / 1000)}s`, (s.rssBytes / MiB).toFixed(1), (s.heapUsedBytes / MiB).toFixed(1), String(s.fds),
+  const cells = [`${Math.round(s.atMs / 1000)}s`, (s.rssBytes / MiB).toFixed(1), (s.rssFloorBytes / MiB).toFixed(1),
+    (s.heapUsedBytes / MiB).toFixed(1), (s.heapFloorBytes / MiB).toFixed(1), String(s.fds),
     String(s.handles), String(s.children.ffmpeg), String(s.children.redis), String(s.children.mediasoup), String(s.children.sh), String(s.children.other),
     s.cpuPercent.toFixed(0)];
   return cells.map((cell, i) => cell.padStart(COLUMNS[i]![1])).join(' ');

@@ -32,7 +32,9 @@ import { ProcessSampler, sampleHeader, sampleRow, type Sample } from './sampler.
  * run) and of the run's last 35 s: the last 20 s are where health is checked.
  *
  * Growth: each figure at the end against its value at `growthFromMs` (the end of minute 2: caches, pools and JIT
- * warmed up by then), in %; the heap, which the GC makes jitter, as the mean of the last three samples.
+ * warmed up by then), in %. RSS and heap are judged on their floors (the lowest reading of each minute, polled every
+ * 5 s): under this load the heap swings by ±20 % within a minute as garbage comes and goes, so one reading against
+ * another says nothing at 5 %, while leaked memory raises the floor.
  * Health, checked at the end while the load is still on: the LL-HLS viewers received (nearly) every part published
  * in the last 20 s, every WHEP viewer still receives video, a probe comment reaches every chat client, the stream is
  * live in the same event, every scheduled action succeeded, every upload is `ready`, and the node logged no line at
@@ -71,6 +73,9 @@ export interface Growth {
   from: number;
   to: number;
   percent: number;
+  /** The lowest and highest sample from the baseline on: how much the figure moves without growing. */
+  min: number;
+  max: number;
   /** Undefined when growth is not judged. */
   ok: boolean | undefined;
 }
@@ -94,11 +99,13 @@ const END_WINDOW_MS = 20_000;
 /** No scheduled action starts this close to the end: an ad break (10 s) or a reconnect is over before the end window. */
 const ACTION_MARGIN_MS = 35_000;
 const WHEP_CONCURRENCY = 4;
+/** RSS and heap are read this often between samples, for their floors. */
+const FLOOR_POLL_MS = 5000;
 
 /** The figures growth is judged on, with how each is read from the samples. */
 const FIGURES: { figure: string; read: (s: Sample) => number; meanOfLast?: number }[] = [
-  { figure: 'RSS', read: (s) => s.rssBytes },
-  { figure: 'heap used', read: (s) => s.heapUsedBytes, meanOfLast: 3 },
+  { figure: 'RSS floor', read: (s) => s.rssFloorBytes },
+  { figure: 'heap used floor', read: (s) => s.heapFloorBytes },
   { figure: 'open fds', read: (s) => s.fds },
   { figure: 'active handles', read: (s) => s.handles },
 ];
@@ -254,10 +261,22 @@ export async function runSoak(options: SoakOptions, report: (line: string) => vo
 
     const startedAt = Date.now();
     const sampler = new ProcessSampler(nodePid, `${httpUrl}/metrics`, startedAt);
+    const polling = setInterval(() => void sampler.poll(), FLOOR_POLL_MS);
     report(`node      pid ${nodePid}; stream ${streamId}, renditions ${renditions.join(', ')}, WebRTC layers ${options.webrtcLayers}; event ${eventId}`);
     report(`load      ${options.hlsViewers} LL-HLS viewers, ${options.whepViewers} WHEP viewers, ${options.chatClients} chat clients ` +
       `(a comment each every ~${Math.round(options.commentEveryMs / 1000)} s); for ${Math.round(durationMs / 1000)} s`);
-    report(sampleHeader());
+    report(`${sampleHeader()} ${'WHEP vid'.padStart(8)} ${'WHEP aud'.padStart(8)} ${'WHEP lag'.padStart(9)}`);
+    // WHEP viewers that received video (audio) since the previous sample: a stall shows in the minute it began; the
+    // generator's event-loop delay tells a starved load generator from a server that stopped sending.
+    let whepLast = await whep.ask({ type: 'sample' }, 'sample', 10_000, signal);
+    const whepCells = async (): Promise<string> => {
+      const now = await whep!.ask({ type: 'sample' }, 'sample', 10_000, signal);
+      const receiving = now.videoPackets.filter((n, i) => n > (whepLast.videoPackets[i] ?? 0)).length;
+      const hearing = now.audioPackets.filter((n, i) => n > (whepLast.audioPackets[i] ?? 0)).length;
+      whepLast = now;
+      return `${`${receiving}/${now.videoPackets.length}`.padStart(8)} ${`${hearing}/${now.audioPackets.length}`.padStart(8)} ` +
+        `${`${now.loopDelayP99Ms.toFixed(0)}ms`.padStart(9)}`;
+    };
 
     const hlsResult = new Promise<LoadResult>((resolve, reject) => {
       viewers = forkBounded(VIEWER_LOAD, process.env, durationMs + 60_000, signal);
@@ -322,7 +341,8 @@ export async function runSoak(options: SoakOptions, report: (line: string) => vo
     if (sampleTimes[sampleTimes.length - 1] !== durationMs) sampleTimes.push(durationMs);
     for (const t of sampleTimes) {
       at(t, 'sample', async () => {
-        report(sampleRow(await sampler.take()));
+        const sample = await sampler.take();
+        report(`${sampleRow(sample)} ${await whepCells().catch((error: unknown) => `(${(error as Error).message})`)}`);
       });
     }
     let whepBefore: WhepSample | undefined;
@@ -336,6 +356,7 @@ export async function runSoak(options: SoakOptions, report: (line: string) => vo
       while (pending.size > 0) await within('the scheduled actions', Promise.all([...pending]), 60_000, signal);
     } finally {
       for (const timer of timers) clearTimeout(timer);
+      clearInterval(polling);
     }
 
     // Health, with the load still on (the LL-HLS viewers stop by themselves at the end of their window).
@@ -429,9 +450,10 @@ export function growthOf(samples: Sample[], options: Pick<SoakOptions, 'growthFr
     const to = tail.reduce((sum, s) => sum + read(s), 0) / tail.length;
     const from = read(base);
     const percent = ((to - from) / from) * 100;
+    const values = samples.slice(samples.indexOf(base)).map(read);
     return {
       figure: meanOfLast ? `${figure} (mean of last ${tail.length})` : figure,
-      from, to, percent,
+      from, to, percent, min: Math.min(...values), max: Math.max(...values),
       ok: options.growthGoalPercent === undefined ? undefined : Number.isFinite(percent) && percent <= options.growthGoalPercent,
     };
   });
