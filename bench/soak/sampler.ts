@@ -14,11 +14,14 @@ export interface Sample {
   rssBytes: number;
   heapUsedBytes: number;
   /**
-   * The lowest RSS and heap in use seen since the previous sample (polled every few seconds): the floor the GC and
-   * the allocator come back to. Leaked memory raises the floor; garbage only moves the peaks (the heap swings by
-   * ±20 % within a minute under this load), so growth is judged on the floors.
+   * The median RSS of the readings since the previous sample (polled every few seconds): RSS moves both ways, up with
+   * garbage and buffers, down when the allocator hands pages back, and a median ignores both kinds of excursion.
    */
-  rssFloorBytes: number;
+  rssMedianBytes: number;
+  /**
+   * The lowest heap in use since the previous sample: the floor the GC comes back to. Garbage swings the heap by
+   * ±20 % within a minute under the soak's load; leaked objects raise the floor.
+   */
   heapFloorBytes: number;
   fds: number;
   /** `onair_nodejs_active_handles_total`: sockets, timers, child processes and the like that keep the loop alive. */
@@ -60,7 +63,8 @@ function openFds(pid: number): number {
 export class ProcessSampler {
   readonly samples: Sample[] = [];
   #lastCpu: { sec: number; at: number } | undefined;
-  #floor = { rss: Infinity, heap: Infinity };
+  #rss: number[] = [];
+  #heapFloor = Infinity;
 
   constructor(readonly pid: number, readonly metricsUrl: string, readonly startedAt: number) {
     this.#lastCpu = { sec: processCpuSec(pid) ?? NaN, at: performance.now() };
@@ -75,14 +79,14 @@ export class ProcessSampler {
     }
   }
 
-  #lower(rss: number, heap: number): void {
-    if (rss < this.#floor.rss) this.#floor.rss = rss;
-    if (heap < this.#floor.heap) this.#floor.heap = heap;
+  #note(rss: number, heap: number): void {
+    if (Number.isFinite(rss)) this.#rss.push(rss);
+    if (heap < this.#heapFloor) this.#heapFloor = heap;
   }
 
-  /** Reads RSS and heap only, for the floors (call every few seconds between samples). */
+  /** Reads RSS and heap only, for the median and the floor (call every few seconds between samples). */
   async poll(): Promise<void> {
-    this.#lower(rssBytes(this.pid), metricValue(await this.#metrics(), 'onair_nodejs_heap_size_used_bytes'));
+    this.#note(rssBytes(this.pid), metricValue(await this.#metrics(), 'onair_nodejs_heap_size_used_bytes'));
   }
 
   async take(): Promise<Sample> {
@@ -102,26 +106,28 @@ export class ProcessSampler {
     this.#lastCpu = { sec: cpuSec, at: now };
     const rss = rssBytes(this.pid);
     const heap = metricValue(metrics, 'onair_nodejs_heap_size_used_bytes');
-    this.#lower(rss, heap);
+    this.#note(rss, heap);
+    const sorted = [...this.#rss].sort((a, b) => a - b);
     const sample: Sample = {
       atMs: Date.now() - this.startedAt,
       rssBytes: rss,
       heapUsedBytes: heap,
-      rssFloorBytes: Number.isFinite(this.#floor.rss) ? this.#floor.rss : NaN,
-      heapFloorBytes: Number.isFinite(this.#floor.heap) ? this.#floor.heap : NaN,
+      rssMedianBytes: sorted.length > 0 ? sorted[Math.floor(sorted.length / 2)]! : NaN,
+      heapFloorBytes: Number.isFinite(this.#heapFloor) ? this.#heapFloor : NaN,
       fds: openFds(this.pid),
       handles: metricValue(metrics, 'onair_nodejs_active_handles_total'),
       children,
       cpuPercent,
     };
-    this.#floor = { rss: Infinity, heap: Infinity };
+    this.#rss = [];
+    this.#heapFloor = Infinity;
     this.samples.push(sample);
     return sample;
   }
 }
 
 const MiB = 1024 * 1024;
-const COLUMNS: [string, number][] = [['t', 6], ['RSS MiB', 8], ['floor', 6], ['heap MiB', 9], ['floor', 6], ['fds', 5], ['handles', 8], ['ffmpeg', 7],
+const COLUMNS: [string, number][] = [['t', 6], ['RSS MiB', 8], ['median', 7], ['heap MiB', 9], ['floor', 6], ['fds', 5], ['handles', 8], ['ffmpeg', 7],
   ['redis', 6], ['mediasoup', 10], ['sh', 3], ['other', 6], ['CPU %', 6]];
 
 export function sampleHeader(): string {
@@ -129,7 +135,7 @@ export function sampleHeader(): string {
 }
 
 export function sampleRow(s: Sample): string {
-  const cells = [`${Math.round(s.atMs / 1000)}s`, (s.rssBytes / MiB).toFixed(1), (s.rssFloorBytes / MiB).toFixed(1),
+  const cells = [`${Math.round(s.atMs / 1000)}s`, (s.rssBytes / MiB).toFixed(1), (s.rssMedianBytes / MiB).toFixed(1),
     (s.heapUsedBytes / MiB).toFixed(1), (s.heapFloorBytes / MiB).toFixed(1), String(s.fds),
     String(s.handles), String(s.children.ffmpeg), String(s.children.redis), String(s.children.mediasoup), String(s.children.sh), String(s.children.other),
     s.cpuPercent.toFixed(0)];

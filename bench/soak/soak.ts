@@ -32,9 +32,10 @@ import { ProcessSampler, sampleHeader, sampleRow, type Sample } from './sampler.
  * run) and of the run's last 35 s: the last 20 s are where health is checked.
  *
  * Growth: each figure at the end against its value at `growthFromMs` (the end of minute 2: caches, pools and JIT
- * warmed up by then), in %. RSS and heap are judged on their floors (the lowest reading of each minute, polled every
- * 5 s): under this load the heap swings by ±20 % within a minute as garbage comes and goes, so one reading against
- * another says nothing at 5 %, while leaked memory raises the floor.
+ * warmed up by then), in %. RSS and heap are read every 5 s and judged per minute: RSS on its median (it moves both
+ * ways: up with garbage and buffers, down when the allocator hands pages back), the heap on its floor (garbage swings
+ * it by ±20 % within a minute under this load, so one reading against another says nothing at 5 %; leaked objects
+ * raise the floor).
  * Health, checked at the end while the load is still on: the LL-HLS viewers received (nearly) every part published
  * in the last 20 s, every WHEP viewer still receives video, a probe comment reaches every chat client, the stream is
  * live in the same event, every scheduled action succeeded, every upload is `ready`, and the node logged no line at
@@ -99,13 +100,13 @@ const END_WINDOW_MS = 20_000;
 /** No scheduled action starts this close to the end: an ad break (10 s) or a reconnect is over before the end window. */
 const ACTION_MARGIN_MS = 35_000;
 const WHEP_CONCURRENCY = 4;
-/** RSS and heap are read this often between samples, for their floors. */
+/** RSS and heap are read this often between samples, for the RSS median and the heap floor. */
 const FLOOR_POLL_MS = 5000;
 
 /** The figures growth is judged on, with how each is read from the samples. */
 const FIGURES: { figure: string; read: (s: Sample) => number; meanOfLast?: number }[] = [
-  { figure: 'RSS floor', read: (s) => s.rssFloorBytes },
-  { figure: 'heap used floor', read: (s) => s.heapFloorBytes },
+  { figure: 'RSS (median of the minute)', read: (s) => s.rssMedianBytes },
+  { figure: 'heap used (floor of the minute)', read: (s) => s.heapFloorBytes },
   { figure: 'open fds', read: (s) => s.fds },
   { figure: 'active handles', read: (s) => s.handles },
 ];
@@ -269,11 +270,16 @@ export async function runSoak(options: SoakOptions, report: (line: string) => vo
     // WHEP viewers that received video (audio) since the previous sample: a stall shows in the minute it began; the
     // generator's event-loop delay tells a starved load generator from a server that stopped sending.
     let whepLast = await whep.ask({ type: 'sample' }, 'sample', 10_000, signal);
+    /** Samples in which not every WHEP viewer received video and audio: `<t>s <video>/<audio> of N`. */
+    const whepStalls: string[] = [];
     const whepCells = async (): Promise<string> => {
       const now = await whep!.ask({ type: 'sample' }, 'sample', 10_000, signal);
       const receiving = now.videoPackets.filter((n, i) => n > (whepLast.videoPackets[i] ?? 0)).length;
       const hearing = now.audioPackets.filter((n, i) => n > (whepLast.audioPackets[i] ?? 0)).length;
       whepLast = now;
+      if (receiving < options.whepViewers || hearing < options.whepViewers) {
+        whepStalls.push(`${Math.round((Date.now() - startedAt) / 1000)}s ${receiving}/${hearing}`);
+      }
       return `${`${receiving}/${now.videoPackets.length}`.padStart(8)} ${`${hearing}/${now.audioPackets.length}`.padStart(8)} ` +
         `${`${now.loopDelayP99Ms.toFixed(0)}ms`.padStart(9)}`;
     };
@@ -388,6 +394,9 @@ export async function runSoak(options: SoakOptions, report: (line: string) => vo
       check('WHEP viewers connected and receiving', receiving === options.whepViewers,
         `${receiving} of ${options.whepViewers} received video in the last 10 s`);
     }
+    check('WHEP viewers received video and audio in every sample interval', whepStalls.length === 0,
+      whepStalls.length === 0 ? `every interval, ${options.whepViewers} of ${options.whepViewers}`
+        : `intervals ending at (video/audio receivers of ${options.whepViewers}): ${whepStalls.join(', ')}`);
     {
       const probe = await chat.probe(10_000);
       const figures = chat.figures();
