@@ -8,6 +8,7 @@ import { BenchError, envInteger, fixed, type BenchContext, type Benchmark, type 
 import { epochMs, sleep } from './support/clock.js';
 import { freePort, nginxMissing, nginxVersion, startNginx, type RunningNginx } from './support/nginx.js';
 import type { NodeProcessCommand, NodeProcessMessage } from './support/onairNodeProcess.js';
+import { liveRenditions } from './support/playlist.js';
 import { cleanEnv, forkBounded, processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
 import { summarize, type Summary } from './support/stats.js';
@@ -240,19 +241,6 @@ const ratio = (a: number | undefined, b: number | undefined): string =>
 
 async function waitUntil(check: () => boolean, signal: AbortSignal): Promise<void> {
   while (!check()) await sleep(50, signal);
-}
-
-/** The renditions of the multivariant playlist, once the stream has media. */
-async function liveRenditions(httpUrl: string, streamId: string, signal: AbortSignal): Promise<string[]> {
-  for (;;) {
-    const response = await fetch(`${httpUrl}/live/${streamId}/index.m3u8`).catch(() => undefined);
-    if (response?.status === 200) {
-      const text = await response.text();
-      return text.split('\n').filter((line) => line.endsWith('/index.m3u8')).map((line) => line.slice(0, line.indexOf('/')));
-    }
-    await response?.arrayBuffer().catch(() => undefined);
-    await sleep(250, signal);
-  }
 }
 
 /** One step: a fresh generator process, the server's CPU over its window, delivery from the publications seen. */

@@ -1,7 +1,4 @@
-import { fork, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../server/config.js';
 import { api, startTestNode, waitFor } from '../test/support/harness.js';
 import { BenchError, envInteger, fixed, type BenchContext, type Benchmark, type BenchResult } from './support/benchmark.js';
@@ -10,7 +7,8 @@ import { childProcesses, CpuWindow, mediasoupWorkers } from './support/procfs.js
 import { spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
 import { percentile } from './support/stats.js';
-import type { LoadCommand, LoadMessage, Sample } from './support/whepLoad.js';
+import { WhepGenerator } from './support/whepGenerator.js';
+import type { Sample } from './support/whepLoad.js';
 
 /*
  * How many WebRTC consumers one mediasoup viewer worker carries at a fixed CPU budget.
@@ -30,8 +28,6 @@ import type { LoadCommand, LoadMessage, Sample } from './support/whepLoad.js';
  *   Consumers per worker at one core at 80 %: (80 − intercept) / slope.
  */
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const LOAD = path.join(here, 'support', 'whepLoad.js');
 const NO_ABORT = new AbortController().signal;
 const STEPS = [10, 25, 50, 100, 200, 400, 800];
 const SOURCE = { width: 854, height: 480, fps: 30 };
@@ -63,56 +59,6 @@ interface Step {
   loopDelayMs: number;
 }
 
-/** The load generator process, with a request/answer channel over IPC. */
-class Generator {
-  readonly child: ChildProcess;
-  readonly exited: Promise<void>;
-  #stderr = '';
-  #waiting: ((message: LoadMessage) => void) | undefined;
-
-  constructor(signal: AbortSignal) {
-    this.child = fork(LOAD, [], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
-    this.child.stderr!.setEncoding('utf8').on('data', (text: string) => { this.#stderr = (this.#stderr + text).slice(-4000); });
-    this.child.on('message', (message: LoadMessage) => this.#waiting?.(message));
-    const stop = (): void => this.kill();
-    signal.addEventListener('abort', stop, { once: true });
-    this.exited = new Promise((resolve) => this.child.once('exit', () => {
-      signal.removeEventListener('abort', stop);
-      resolve();
-    }));
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  ask<T extends LoadMessage['type']>(command: LoadCommand, answer: T, timeoutMs: number, signal: AbortSignal): Promise<Extract<LoadMessage, { type: T }>> {
-    const reply = new Promise<Extract<LoadMessage, { type: T }>>((resolve, reject) => {
-      this.#waiting = (message) => {
-        if (message.type !== answer) return;
-        this.#waiting = undefined;
-        resolve(message as Extract<LoadMessage, { type: T }>);
-      };
-      void this.exited.then(() => reject(new BenchError(`the load generator exited: ${this.#stderr.trim().slice(-500) || 'no stderr'}`)));
-    });
-    this.child.send(command);
-    return within(`the load generator (${command.type})`, reply, timeoutMs, signal);
-  }
-
-  /** DELETEs the sessions and exits; killed if that takes too long. */
-  async close(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    if (this.child.connected) this.child.send({ type: 'close' } satisfies LoadCommand);
-    const timer = setTimeout(() => this.kill(), 20_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-  }
-}
-
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const maxConsumers = envInteger('BENCH_CONSUMERS', 100, 1, 2000);
   const windowSec = envInteger('BENCH_CONSUMERS_SECONDS', 10, 2, 300);
@@ -137,7 +83,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   }), 60_000, signal, (late) => late.close());
   const { node } = harness;
   let publisher: BoundedChild | undefined;
-  let generator: Generator | undefined;
+  let generator: WhepGenerator | undefined;
   const measured: Step[] = [];
   let how = '';
   let stoppedAt: string | undefined;
@@ -158,7 +104,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     const viewerPid = workers.viewers[0]!;
     const transcoderPid = childProcesses(process.pid).find((p) => p.comm === 'ffmpeg' && p.pid !== publisher!.child.pid)?.pid;
     if (transcoderPid === undefined) throw new BenchError('the node\'s ffmpeg was not found among this process\'s children');
-    generator = new Generator(signal);
+    generator = new WhepGenerator(signal);
     const url = `${node.httpUrl}/live/${streamId}/whep`;
 
     for (const consumers of steps) {

@@ -1,3 +1,5 @@
+import { sleep } from './clock.js';
+
 /*
  * What a low-latency client needs from an OnAir media playlist to ask for the next part: the newest part (its URI,
  * its sequence number, which part of which segment it is). Read from the end of the text with lastIndexOf, since a
@@ -53,4 +55,17 @@ export function newestPart(text: string): NewestPart | undefined {
 /** The query of a blocking reload for the part after `newest` (rfc8216bis §6.2.5.2). */
 export function nextPartQuery(newest: NewestPart): string {
   return `_HLS_msn=${newest.msn}&_HLS_part=${newest.part + 1}`;
+}
+
+/** The renditions of the multivariant playlist, once the stream has media. */
+export async function liveRenditions(httpUrl: string, streamId: string, signal: AbortSignal): Promise<string[]> {
+  for (;;) {
+    const response = await fetch(`${httpUrl}/live/${streamId}/index.m3u8`).catch(() => undefined);
+    if (response?.status === 200) {
+      const text = await response.text();
+      return text.split('\n').filter((line) => line.endsWith('/index.m3u8')).map((line) => line.slice(0, line.indexOf('/')));
+    }
+    await response?.arrayBuffer().catch(() => undefined);
+    await sleep(250, signal);
+  }
 }

@@ -200,12 +200,16 @@ export async function within<T>(what: string, promise: Promise<T>, timeoutMs: nu
 
 /**
  * A forked Node process that cannot outlive its time limit or the run: SIGTERM (the node then closes its ffmpeg and
- * Redis), SIGKILL if it is still there 10 s later.
+ * Redis), SIGKILL if it is still there 10 s later. Its stdout is ignored unless `onStdout` reads it (the soak run
+ * counts the node's log lines by level).
  */
-export function forkBounded(module: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal: AbortSignal): {
+export function forkBounded(module: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal: AbortSignal, options: {
+  onStdout?: (text: string) => void;
+} = {}): {
   child: ChildProcess; exited: Promise<void>; stderr(): string; stop(): void;
 } {
-  const child = fork(module, [], { env, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  const child = fork(module, [], { env, stdio: ['ignore', options.onStdout ? 'pipe' : 'ignore', 'pipe', 'ipc'] });
+  if (options.onStdout) child.stdout!.setEncoding('utf8').on('data', options.onStdout);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (text: string) => { stderr = (stderr + text).slice(-4000); });
   const alive = (): boolean => child.exitCode === null && child.signalCode === null;

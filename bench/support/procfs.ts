@@ -16,9 +16,9 @@ export interface ProcessInfo {
   startTicks: number;
 }
 
-/** The living children of `parent`, oldest first. */
-export function childProcesses(parent: number): ProcessInfo[] {
-  const children: ProcessInfo[] = [];
+/** Every living process with its parent's pid (zombies left out). */
+function allProcesses(): (ProcessInfo & { ppid: number })[] {
+  const processes: (ProcessInfo & { ppid: number })[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let text: string;
@@ -30,10 +30,35 @@ export function childProcesses(parent: number): ProcessInfo[] {
     const close = text.lastIndexOf(')');
     const fields = text.slice(close + 2).trim().split(' ');
     // fields[0] is proc(5) field 3 (state): ppid is field 4, starttime field 22.
-    if (Number(fields[1]) !== parent || fields[0] === 'Z') continue;
-    children.push({ pid: Number(entry), comm: text.slice(text.indexOf('(') + 1, close), startTicks: Number(fields[19]) });
+    if (fields[0] === 'Z') continue;
+    processes.push({ pid: Number(entry), ppid: Number(fields[1]), comm: text.slice(text.indexOf('(') + 1, close), startTicks: Number(fields[19]) });
   }
-  return children.sort((a, b) => a.startTicks - b.startTicks);
+  return processes.sort((a, b) => a.startTicks - b.startTicks);
+}
+
+/** The living children of `parent`, oldest first. */
+export function childProcesses(parent: number): ProcessInfo[] {
+  return allProcesses().filter((p) => p.ppid === parent).map(({ pid, comm, startTicks }) => ({ pid, comm, startTicks }));
+}
+
+/**
+ * The living descendants of `root` at any depth, oldest first: OnAir runs redis-server and VOD ffmpeg under a small
+ * `sh` that ties them to the node (lib/tiedProcess.ts), so they are grandchildren.
+ */
+export function descendantProcesses(root: number): ProcessInfo[] {
+  const all = allProcesses();
+  const inTree = new Set([root]);
+  // Until nothing is added: a child started in its parent's clock tick may sort before it.
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of all) {
+      if (!inTree.has(p.pid) && inTree.has(p.ppid)) {
+        inTree.add(p.pid);
+        grew = true;
+      }
+    }
+  }
+  return all.filter((p) => p.pid !== root && inTree.has(p.pid)).map(({ pid, comm, startTicks }) => ({ pid, comm, startTicks }));
 }
 
 /** Socket inodes of TCP sockets in the LISTEN state (st 0A in /proc/net/tcp and tcp6). */
