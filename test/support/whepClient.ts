@@ -73,6 +73,8 @@ export interface WhepClient {
   offer: string;
   /** Calls `cb` for every video RTP packet received; returns the unsubscribe function. */
   onVideoRtp(cb: (packet: RtpPacket) => void): () => void;
+  /** Calls `cb` for every audio RTP packet received; returns the unsubscribe function. */
+  onAudioRtp(cb: (packet: RtpPacket) => void): () => void;
   stats(): WhepClientStats;
   /** Resolves once `predicate(stats)` holds after a received packet (or already holds); rejects after `timeoutMs`. */
   waitFor(what: string, predicate: (stats: WhepClientStats) => boolean, timeoutMs: number): Promise<WhepClientStats>;
@@ -136,6 +138,7 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
     videoPackets: 0, audioPackets: 0, videoBytes: 0, videoSsrcs: new Set(), keyframes: 0, lastSpsSize: undefined,
   };
   const videoListeners = new Set<(packet: RtpPacket) => void>();
+  const audioListeners = new Set<(packet: RtpPacket) => void>();
   const waiters = new Set<() => void>();
   peer.onTrack.subscribe((track) => {
     track.onReceiveRtp.subscribe((packet) => {
@@ -149,6 +152,7 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
         for (const listener of videoListeners) listener(packet);
       } else {
         stats.audioPackets += 1;
+        for (const listener of audioListeners) listener(packet);
       }
       for (const waiter of waiters) waiter();
     });
@@ -215,6 +219,10 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
       onVideoRtp(cb) {
         videoListeners.add(cb);
         return () => videoListeners.delete(cb);
+      },
+      onAudioRtp(cb) {
+        audioListeners.add(cb);
+        return () => audioListeners.delete(cb);
       },
       stats: () => ({ ...stats, videoSsrcs: new Set(stats.videoSsrcs) }),
       waitFor(what, predicate, waitMs) {
