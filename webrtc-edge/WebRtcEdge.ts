@@ -264,6 +264,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       videoPayloadType: VIDEO_PAYLOAD_TYPE,
       audioPayloadType: AUDIO_PAYLOAD_TYPE,
     };
+    // Each ffmpeg run restarts its numbering on the same SSRCs: the relay keeps them continuous for the viewers.
+    relay.track([...rtpInputs.videoSsrcs.map((ssrc) => ({ ssrc, clockRate: 90000 })), { ssrc: rtpInputs.audioSsrc, clockRate: 48000 }]);
     this.#streams.set(streamId, new EdgeStream({ streamId, relay, inputs: rtpInputs, origin, plain }));
     return rtpInputs;
   }
