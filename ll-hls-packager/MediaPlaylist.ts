@@ -2,6 +2,9 @@ import type { Fragment, InitSegment } from '../live-transcoder/index.js';
 import type { AdFeed, AdRendition } from './ads.js';
 import { cueTagsBefore, type Cue } from './cues.js';
 
+/** The most the dates of a new run may overlap the last run's (rfc8216bis §6.2.1: under a second). */
+const RESTART_OVERLAP_MS = 500;
+
 /** One Partial Segment (rfc8216bis §4.4.4.9): one CMAF fragment (moof+mdat) from ffmpeg. */
 export interface Part {
   /** Counts every part of the rendition: the URI never depends on which segment the part lands in. */
@@ -126,6 +129,8 @@ export class MediaPlaylist {
   #discontinuitySequence = 0;
   #ended = false;
   #clock: { mediaMs: number; wallMs: number } | undefined;
+  /** The date the last fragment's media ends at (for the anchor of the next run). */
+  #lastDateEnd: number | undefined;
   #mediaMs = 0;
   #version = 0;
   #init: InitSegment | undefined;
@@ -224,10 +229,16 @@ export class MediaPlaylist {
     const videoStart = this.#mediaStartMs(fragment, this.#init);
     // PROGRAM-DATE-TIME follows the media timeline, anchored when the first fragment of a run arrives.
     if (!this.#clock) {
-      const own = { mediaMs: videoStart, wallMs: now - fragment.durationMs };
+      let wallMs = now - fragment.durationMs;
+      // A run restarted from the publisher's last keyframe dates media the last run may have dated ahead of its
+      // arrival: rfc8216bis §6.2.1 allows dates after a discontinuity to overlap the previous ones by less than a
+      // second. Keep the overlap within RESTART_OVERLAP_MS, moving a run's dates at most a second past its arrival.
+      if (this.#lastDateEnd !== undefined) wallMs = Math.max(wallMs, Math.min(this.#lastDateEnd - RESTART_OVERLAP_MS, wallMs + 1000));
+      const own = { mediaMs: videoStart, wallMs };
       this.#clock = this.#options.clockAnchor?.(generation, own) ?? own;
     }
     const date = Math.round(this.#clock.wallMs + (videoStart - this.#clock.mediaMs));
+    this.#lastDateEnd = date + fragment.durationMs;
     this.#mediaMs = videoStart + fragment.durationMs;
 
     if (this.#splice && fragment.independent) {
