@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { Benchmark, SummaryRow } from './support/benchmark.js';
+import { abortOnSignals, type Benchmark, type SummaryRow } from './support/benchmark.js';
 
 /*
  * `npm run bench [-- filter…]`: runs every benchmark in bench/ in turn (or those whose name contains one of the
@@ -71,26 +71,19 @@ async function main(): Promise<number> {
   }
 
   // Ctrl-C: the benchmark stops its processes and removes its files; a second one quits at once.
-  const abort = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (abort.signal.aborted) process.exit(130);
-    process.stderr.write(`\n${signal}: stopping (again to quit at once)\n`);
-    abort.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signal = abortOnSignals();
 
   write(`OnAir benchmarks, ${new Date().toISOString()}`);
   write(`machine: ${machine()}`);
   const summary: { benchmark: string; row: SummaryRow; error?: boolean }[] = [];
   let failed = false;
   for (const benchmark of chosen) {
-    if (abort.signal.aborted) break;
+    if (signal.aborted) break;
     write();
     write(`== ${benchmark.name}: ${benchmark.title}`);
     const startedAt = Date.now();
     try {
-      const result = await benchmark.run({ report: (line) => write(`  ${line}`), signal: abort.signal });
+      const result = await benchmark.run({ report: (line) => write(`  ${line}`), signal });
       for (const row of result.rows) summary.push({ benchmark: benchmark.name, row });
       write(`  (${((Date.now() - startedAt) / 1000).toFixed(1)} s)`);
     } catch (error) {
@@ -109,7 +102,7 @@ async function main(): Promise<number> {
   const rows = [['benchmark', 'metric', 'value', 'goal', 'status'],
     ...summary.map((e) => [e.benchmark, e.row.metric, e.row.value, e.row.goal ?? '', status(e)])];
   for (const line of table(rows)) write(line);
-  return failed || abort.signal.aborted ? 1 : 0;
+  return failed || signal.aborted ? 1 : 0;
 }
 
 /** After the summary, a process still alive this long is held by something a benchmark (or OnAir) left behind. */

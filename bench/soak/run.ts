@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
+import { abortOnSignals } from '../support/benchmark.js';
 import { runSoak, type SoakOptions } from './soak.js';
 
 /*
@@ -60,14 +61,7 @@ async function main(): Promise<number> {
     webrtcLayers: '240',
   };
 
-  const abort = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (abort.signal.aborted) process.exit(130);
-    process.stderr.write(`\n${signal}: stopping (again to quit at once)\n`);
-    abort.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signal = abortOnSignals();
 
   const write = (line: string): void => {
     process.stdout.write(`${line}\n`);
@@ -75,7 +69,7 @@ async function main(): Promise<number> {
   write(`soak      ${new Date().toISOString()}, ${minutes} min; ${machine()}`);
   write(`publisher ${options.source.width}x${options.source.height} ${options.source.fps} fps, reconnecting every 2 min (first at 1:45); ` +
     `live ladder ${options.ladder} (x264 ultrafast); an ad break (${options.adBreak.durationSec} s) every minute from 0:15; ${options.uploads.count} uploads`);
-  const result = await runSoak(options, write, abort.signal);
+  const result = await runSoak(options, write, signal);
   write('');
   write('growth from the end of minute 2 to the end (goal ≤ 5 %):');
   for (const g of result.growth) {

@@ -48,3 +48,19 @@ export function envInteger(name: string, fallback: number, min: number, max: num
 
 /** `value` to `digits` decimals, as the tables print it. */
 export const fixed = (value: number, digits = 3): string => value.toFixed(digits);
+
+/**
+ * Ctrl-C (or SIGTERM) aborts the returned signal: the run stops its processes and removes its files; a second one
+ * quits at once.
+ */
+export function abortOnSignals(): AbortSignal {
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (abort.signal.aborted) process.exit(130);
+    process.stderr.write(`\n${signal}: stopping (again to quit at once)\n`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return abort.signal;
+}
