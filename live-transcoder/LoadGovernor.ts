@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
@@ -28,7 +29,34 @@ export interface LoadGovernorOptions {
   sampleMs?: number;
   /** Idle share of the node's CPU now (tests pass their own). */
   cpuIdle?: () => number;
+  /** CPU seconds a stream's ffmpeg has used so far (default: its /proc/<pid>/stat; tests pass their own). */
+  cpuSeconds?: (transcoder: LiveTranscoder) => number | undefined;
+  /** The node's CPU cores (default: os.availableParallelism()). */
+  cores?: number;
 }
+
+/**
+ * What the node can still take, measured: the full ladder's cost is read from the streams running it (their ffmpeg's
+ * CPU time over the last seconds), the room from the node's idle CPU. For a placement across origins (scale-out) and
+ * for operators (`/readyz`, `onair_capacity_spare_streams`).
+ */
+export interface NodeCapacity {
+  cores: number;
+  /** Cores idle over the last 10 s. */
+  idleCores: number;
+  /** Cores one full-ladder stream takes here (mean of the streams at level 0); undefined until one has run 5 s. */
+  streamCores: number | undefined;
+  /**
+   * More full-ladder streams that fit while keeping CAPACITY_HEADROOM of the node idle: 0 while any stream is behind
+   * or degraded; undefined while the cost is unknown.
+   */
+  spareStreams: number | undefined;
+}
+
+/** Share of the node's cores a capacity estimate keeps free (bursts, Node, the packager, viewers). */
+export const CAPACITY_HEADROOM = 0.15;
+/** A stream's CPU cost is measured over this much of its recent past (and needs half of it to be known). */
+const COST_WINDOW_MS = 10_000;
 
 export type LoadGovernorEvents = {
   /** A stream changed level: `up` is a step back towards the full ladder. */
@@ -43,6 +71,8 @@ interface Watched {
   /** When it last stepped back up (a fall behind soon after means the step back up failed). */
   recoveredAt: number | undefined;
   recoverAfterMs: number;
+  /** Its ffmpeg's CPU seconds over the last COST_WINDOW_MS (a restart starts over). */
+  cpu: { at: number; sec: number }[];
 }
 
 /**
@@ -64,6 +94,9 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
   readonly #maxRecoverAfterMs: number;
   readonly #minIdle: number;
   readonly #cpuIdle: () => number;
+  readonly #cpuSeconds: (transcoder: LiveTranscoder) => number | undefined;
+  readonly #cores: number;
+  #idle = 1;
   readonly #streams = new Map<string, Watched>();
   readonly #timer: NodeJS.Timeout;
   #lastChangeAt = 0;
@@ -79,6 +112,8 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
     this.#maxRecoverAfterMs = options.maxRecoverAfterMs ?? 10 * 60_000;
     this.#minIdle = options.minIdleToRecover ?? 0.3;
     this.#cpuIdle = options.cpuIdle ?? cpuIdleSampler();
+    this.#cpuSeconds = options.cpuSeconds ?? ((t) => (t.pid === undefined ? undefined : processCpuSeconds(t.pid)));
+    this.#cores = options.cores ?? os.availableParallelism();
     const sampleMs = options.sampleMs ?? 1000;
     this.#timer = setInterval(() => this.check(), sampleMs > 0 ? sampleMs : 2 ** 30);
     this.#timer.unref();
@@ -86,7 +121,7 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
 
   add(transcoder: LiveTranscoder, now = Date.now()): void {
     this.#streams.set(transcoder.streamId, {
-      transcoder, samples: [], lastChangeAt: now, recoveredAt: undefined, recoverAfterMs: this.#recoverAfterMs,
+      transcoder, samples: [], lastChangeAt: now, recoveredAt: undefined, recoverAfterMs: this.#recoverAfterMs, cpu: [],
     });
   }
 
@@ -102,6 +137,29 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
     if (this.policy === 'fixed') return undefined;
     const short = [...this.#streams.values()].filter((w) => w.transcoder.level > 0 || this.#isBehind(w));
     return short.length === 0 ? undefined : `the node is short of CPU: ${short.length} live stream(s) behind or degraded`;
+  }
+
+  /** The cores a stream's ffmpeg has used over its last seconds; undefined until measured for half the window. */
+  streamCores(streamId: string): number | undefined {
+    const cpu = this.#streams.get(streamId)?.cpu;
+    const first = cpu?.[0];
+    const last = cpu?.[cpu.length - 1];
+    if (!first || !last || last.at - first.at < COST_WINDOW_MS / 2) return undefined;
+    return (last.sec - first.sec) / ((last.at - first.at) / 1000);
+  }
+
+  capacity(): NodeCapacity {
+    const idleCores = this.#idle * this.#cores;
+    const costs = [...this.#streams.values()]
+      .filter((w) => w.transcoder.level === 0)
+      .map((w) => this.streamCores(w.transcoder.streamId))
+      .filter((c): c is number => c !== undefined && c > 0);
+    const streamCores = costs.length === 0 ? undefined : costs.reduce((a, b) => a + b, 0) / costs.length;
+    const short = this.policy !== 'fixed' && this.refusal() !== undefined;
+    const spareStreams = short ? 0
+      : streamCores === undefined ? undefined
+      : Math.max(0, Math.floor((idleCores - CAPACITY_HEADROOM * this.#cores) / streamCores));
+    return { cores: this.#cores, idleCores: Math.round(idleCores * 100) / 100, streamCores: streamCores === undefined ? undefined : Math.round(streamCores * 1000) / 1000, spareStreams };
   }
 
   close(): void {
@@ -123,9 +181,15 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
   /** One look at every stream (every `sampleMs`): a change if one is due. */
   check(now = Date.now()): void {
     const idle = this.#cpuIdle();
+    this.#idle = idle;
     for (const watched of this.#streams.values()) {
       watched.samples.push({ at: now, backlogMs: watched.transcoder.backlogMs });
       while (watched.samples.length > 0 && now - watched.samples[0]!.at > this.#behindForMs) watched.samples.shift();
+      const sec = this.#cpuSeconds(watched.transcoder);
+      // A restarted ffmpeg (fewer seconds than before) or none running: its cost is measured afresh.
+      if (sec === undefined || sec < (watched.cpu[watched.cpu.length - 1]?.sec ?? 0)) watched.cpu = [];
+      if (sec !== undefined) watched.cpu.push({ at: now, sec });
+      while (watched.cpu.length > 0 && now - watched.cpu[0]!.at > COST_WINDOW_MS) watched.cpu.shift();
     }
     if (this.policy === 'fixed' || now - this.#lastChangeAt < this.#settleMs) return;
     const settled = [...this.#streams.values()].filter((w) => now - w.lastChangeAt >= this.#settleMs);
@@ -162,6 +226,7 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
   #change(now: number, watched: Watched, level: number, direction: 'down' | 'up' | 'catch-up', reason: string): void {
     watched.lastChangeAt = now;
     watched.samples = [];
+    watched.cpu = [];
     this.#lastChangeAt = now;
     const { transcoder } = watched;
     this.#log.warn({ streamId: transcoder.streamId, level, direction, reason }, 'load: ladder change');
@@ -192,4 +257,22 @@ export function cpuIdleSampler(windowMs = 10_000): () => number {
     const total = last.total - first.total;
     return total > 0 ? (last.idle - first.idle) / total : 1;
   };
+}
+
+/**
+ * CPU seconds (user + system) a process has used, from /proc/<pid>/stat; undefined when it is gone or there is no
+ * procfs. Ticks are USER_HZ, 100 on every Linux Node runs on.
+ */
+export function processCpuSeconds(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may hold spaces and parentheses: the fields counted from after its last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / 100 : undefined;
 }

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  applicableSteps, degradeLadder, liveLadderArgs, LoadGovernor, planLadder, type LiveTranscoder, type SourceInfo,
+  applicableSteps, CAPACITY_HEADROOM, degradeLadder, liveLadderArgs, LoadGovernor, planLadder, processCpuSeconds,
+  type LiveTranscoder, type SourceInfo,
 } from '../live-transcoder/index.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createLogger } from '../lib/log.js';
 
 const source: SourceInfo = { width: 1280, height: 720, fps: 30, videoCodec: 'h264', audioCodec: 'aac', declaredVideoKbps: 3000 };
@@ -58,6 +61,8 @@ describe('degradation policy (live-transcoder/degrade.ts)', () => {
 /** A stand-in for a live transcoder: what the governor reads and calls. */
 class FakeTranscoder {
   backlogMs = 0;
+  /** CPU seconds its ffmpeg has used. */
+  cpuSec = 0;
   level = 0;
   maxLevel = 4;
   catchUps = 0;
@@ -79,7 +84,7 @@ function governor(over: Partial<ConstructorParameters<typeof LoadGovernor>[0]> =
   let now = 1_000_000;
   const g = new LoadGovernor({
     policy: 'degrade', log, behindMs: 1000, behindForMs: 2000, settleMs: 3000, recoverAfterMs: 10_000, sampleMs: 0,
-    cpuIdle: () => 0.9, ...over,
+    cpuIdle: () => 0.9, cpuSeconds: (t) => (t as unknown as FakeTranscoder).cpuSec, cores: 2, ...over,
   });
   return {
     g,
@@ -183,5 +188,40 @@ describe('load governor (live-transcoder/LoadGovernor.ts)', () => {
     assert.equal(t.catchUps, 0);
     assert.equal(g.refusal(), undefined);
     g.close();
+  });
+
+  test('capacity: a full ladder\'s cost is measured from the streams running it; spare streams keep the headroom free', () => {
+    let idle = 0.6;
+    const { g, add, advance } = governor({ cpuIdle: () => idle, cores: 4 });
+    const a = new FakeTranscoder('a');
+    add(a);
+    assert.equal(g.capacity().streamCores, undefined, 'unknown before it is measured');
+    assert.equal(g.capacity().spareStreams, undefined);
+    // 0.8 cores: 0.08 CPU seconds every 100 ms.
+    advance(6000, () => { a.cpuSec += 0.08; });
+    const c = g.capacity();
+    assert.ok(Math.abs(c.streamCores! - 0.8) < 0.01, `measured ${c.streamCores} cores`);
+    assert.equal(c.idleCores, 2.4);
+    assert.equal(c.spareStreams, Math.floor((2.4 - CAPACITY_HEADROOM * 4) / 0.8));
+    // A restarted ffmpeg starts its measurement over; a stream behind leaves no room at all.
+    a.cpuSec = 0.1;
+    advance(100);
+    assert.equal(g.streamCores('a'), undefined);
+    idle = 0.1;
+    a.backlogMs = 5000;
+    advance(3000, () => { a.cpuSec += 0.08; });
+    assert.equal(g.capacity().spareStreams, 0);
+    g.close();
+  });
+
+  test('a process\'s CPU seconds are read from /proc: a busy child gains about its wall time', async () => {
+    const child = spawn(process.execPath, ['-e', 'const end = Date.now() + 1500; while (Date.now() < end);']);
+    const before = processCpuSeconds(child.pid!)!;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const after = processCpuSeconds(child.pid!)!;
+    assert.ok(after - before > 0.15 && after - before < 1.3, `${after - before} CPU seconds in 1 s`);
+    await once(child, 'exit');
+    assert.equal(processCpuSeconds(child.pid!), undefined, 'gone');
+    assert.equal(processCpuSeconds(2 ** 22 + 17), undefined);
   });
 });

@@ -79,7 +79,7 @@ describe('overload: degradation steps keep every rung playing', { timeout: 120_0
  * stream falls behind; on 2 cores three at the default superfast settle at 0.6× real time without the governor): the
  * node degrades them and stays at live, refuses the next publisher, and restores the ladder once the load is gone.
  */
-describe('overload: more streams than the machine holds', { timeout: 400_000 }, () => {
+describe('overload: more streams than the machine holds', { timeout: 480_000 }, () => {
   let node: OnAirNode;
   let close: () => Promise<void>;
   const streams: { id: string; key: string }[] = [];
@@ -134,7 +134,7 @@ describe('overload: more streams than the machine holds', { timeout: 400_000 }, 
     onAir = streams.slice(0, live);
     degradedId = degraded;
 
-    // Once the governor has acted, each stream stays at live: its newest media is never more than 2 s behind
+    // Once the governor has acted, each stream stays at live over 60 s: its newest media is never more than 2 s behind
     // the wall clock (a stream at 0.6× real time would fall 0.4 s further behind every second).
     // Settled: no ladder change for 15 s.
     const changes = async (): Promise<string> => (await (await fetch(`${node.httpUrl}/metrics`)).text())
@@ -146,7 +146,7 @@ describe('overload: more streams than the machine holds', { timeout: 400_000 }, 
       return Date.now() - last.since >= 15_000;
     }, 120_000, 1000);
     const worst = new Map<string, number>();
-    for (const end = Date.now() + 30_000; Date.now() < end;) {
+    for (const end = Date.now() + 60_000; Date.now() < end;) {
       for (const s of onAir) {
         const playlist = await (await fetch(`${node.httpUrl}/live/${s.id}/360p/index.m3u8`)).text();
         const newest = newestMediaEnd(playlist);
