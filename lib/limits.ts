@@ -3,7 +3,7 @@ import { ConfigError } from './errors.js';
 /**
  * One bound on what the outside world may cost OnAir: a connection count, a message size, a deadline. Each room keeps
  * its bounds in one table of these (STYLE: limits are data); the config schema reads every table from the environment
- * and the README's *Limits and hardening* section lists the same rows.
+ * and the README's *Limits* tables list the same rows.
  */
 export interface Limit {
   /** The environment variable that overrides the default. */

@@ -212,7 +212,7 @@ const schema = {
 
 /**
  * Every room's table of limits (STYLE: limits are data), read from the environment with the rest of the schema and
- * listed in the README's *Limits and hardening* section.
+ * listed in the README's *Limits* tables (test/docs.test.ts checks them).
  */
 export const LIMIT_TABLES = {
   rtmp: RTMP_LIMITS,

@@ -5,7 +5,7 @@ import path from 'node:path';
 
 const require = createRequire(import.meta.url);
 
-/** The pinned mediasoup version (see README: the last line that builds against Debian bookworm's libraries). */
+/** The pinned mediasoup version (see docs/operations.md, *Deploying*: the last line that builds against Debian bookworm's libraries). */
 export const MEDIASOUP_VERSION: string = (require('mediasoup/package.json') as { version: string }).version;
 
 /** Where `scripts/mediasoup-worker.mjs` caches the worker it builds: `$ONAIR_CACHE_DIR` or `~/.cache/onair`. */
