@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { formatCommandLine } from './ffmpegArgs.js';
-import { Fmp4Splitter, type Fragment, type InitSegment } from './fmp4.js';
+import { Fmp4Splitter, type Fragment, type InitSegment } from '../lib/media/fmp4.js';
 import type { VideoEncoderKind } from './hwaccel.js';
 import { applicableSteps, degradeLadder, type DegradeStep, type DegradedLadder } from './degrade.js';
 import { planLadder, type LadderOptions, type LadderPlan, type Rendition, type SourceInfo } from './ladder.js';

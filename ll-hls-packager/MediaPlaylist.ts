@@ -1,6 +1,6 @@
-import type { Fragment, InitSegment } from '../live-transcoder/index.js';
-import type { AdFeed, AdRendition } from './ads.js';
-import { cueTagsBefore, type Cue } from './cues.js';
+import type { Fragment, InitSegment } from '../lib/media/fmp4.js';
+import type { AdFeed, AdRendition } from '../lib/media/ads.js';
+import { cueTagsBefore, type Cue } from '../lib/media/cues.js';
 
 /** The most the dates of a new run may overlap the last run's (rfc8216bis §6.2.1: under a second). */
 const RESTART_OVERLAP_MS = 500;

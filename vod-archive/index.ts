@@ -16,5 +16,3 @@ export { registerVodRoutes, parseRange } from './routes.js';
 export type { VideoView } from './routes.js';
 export { registerUploadRoutes, parseUploadMetadata } from './uploads.js';
 export type { UploadMetadata } from './uploads.js';
-export { AdLibrary, MAX_AD_SEC, DEFAULT_AD_LIMITS } from './ads.js';
-export type { AdLibraryOptions, AdPackaging, AdLimits } from './ads.js';
