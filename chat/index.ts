@@ -10,3 +10,4 @@ export type { ReactionCounts } from './ReactionCoalescer.js';
 export type { RateLimit } from './TokenBucket.js';
 export { MAX_COMMENT_CHARS, MAX_NAME_CHARS } from './validation.js';
 export { CHAT_LIMITS } from './limits.js';
+export { CHAT_MIGRATIONS } from './migrations.js';
