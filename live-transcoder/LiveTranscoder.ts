@@ -63,8 +63,6 @@ export type DiscontinuityReason = 'restart' | 'reconnect' | 'degrade';
 export type LiveTranscoderEvents = {
   /** A run starts. `generation` counts runs of this transcoder from 0; every run after the first is a discontinuity. */
   start: [{ generation: number; plan: LadderPlan; reason: 'publish' | DiscontinuityReason }];
-  /** The degradation level changed (a restart follows at once). */
-  level: [{ level: number; steps: DegradeStep[]; reason: string }];
   /** Timeline break before a new run's output: downstream starts a new discontinuity with a new init segment. */
   discontinuity: [{ generation: number; reason: DiscontinuityReason }];
   init: [{ generation: number; rendition: Rendition; init: InitSegment }];
@@ -240,7 +238,6 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     const steps = input ? this.#ladderFor(input.source).steps : [];
     this.#degraded = level === 0 ? undefined : { level, steps, reason, since: Date.now() };
     this.#log.warn({ level, steps, reason }, level === 0 ? 'ladder restored' : 'ladder degraded');
-    this.safeEmit('level', { level, steps, reason });
     if (!input || !this.#run) return;
     clearTimeout(this.#restartTimer);
     this.#stopRun('SIGKILL');
