@@ -69,9 +69,12 @@ export interface Dropped {
   streamId?: string;
 }
 
+/** `publish`, beside the session: `resumed` is true when it continues an event within the reconnect grace. */
+export type PublishData = { resumed: boolean };
+
 export type RtmpIngestEvents = {
-  /** An accepted publisher; `resumed` is true when it continues an event within the reconnect grace. */
-  publish: [PublishSession, { resumed: boolean }];
+  /** An accepted publisher. */
+  publish: [PublishSession, PublishData];
   /** The event is over: the grace ran out or the stream was ended. */
   end: [streamId: string];
   refused: [Refusal];

@@ -30,9 +30,11 @@ export interface LoadGovernorOptions {
   cpuIdle?: () => number;
 }
 
+/** `change`: a stream changed level; `up` is a step back towards the full ladder. */
+export type LadderChangeData = { streamId: string; level: number; direction: 'down' | 'up' | 'catch-up'; reason: string };
+
 export type LoadGovernorEvents = {
-  /** A stream changed level: `up` is a step back towards the full ladder. */
-  change: [{ streamId: string; level: number; direction: 'down' | 'up' | 'catch-up'; reason: string }];
+  change: [LadderChangeData];
 };
 
 interface Watched {

@@ -1,5 +1,6 @@
 export { MAX_STDIN_BACKLOG, LiveTranscoder } from './LiveTranscoder.js';
 export type { LiveTranscoderOptions, LiveTranscoderEvents, TranscoderInput, TranscoderStats, RenditionStats, DiscontinuityReason } from './LiveTranscoder.js';
+export type { TranscoderStartData, DiscontinuityData, RenditionInitData, RenditionFragmentData, TranscoderExitData } from './LiveTranscoder.js';
 export { planLadder, planWebRtc, AUDIO_KBPS, DEFAULT_WEBRTC_HEIGHTS, WEBRTC_AUDIO_KBPS, WEBRTC_GOP_MS } from './ladder.js';
 export type { SourceInfo, Rendition, LadderPlan, LadderOptions, WebRtcLayer, WebRtcAudio, WebRtcPlan } from './ladder.js';
 export { rtpFeed, validateRtpTargets, h264LevelFor, RTP_PACKET_SIZE } from './rtpOutput.js';
@@ -16,6 +17,6 @@ export type { InitSegment, TrackInfo, Fragment } from '../lib/media/fmp4.js';
 export { ProgressParser } from './progress.js';
 export type { Progress } from './progress.js';
 export { LoadGovernor, cpuIdleSampler } from './LoadGovernor.js';
-export type { LadderPolicy, LoadGovernorOptions, LoadGovernorEvents } from './LoadGovernor.js';
+export type { LadderPolicy, LoadGovernorOptions, LoadGovernorEvents, LadderChangeData } from './LoadGovernor.js';
 export { DEGRADE_STEPS, applicableSteps, degradeLadder } from './degrade.js';
 export type { DegradeStep, DegradedLadder } from './degrade.js';
