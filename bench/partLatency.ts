@@ -1,9 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import {
-  Fmp4Splitter, liveLadderArgs, type Fragment, type InitSegment, type LadderPlan, type LiveTranscoder, type TranscoderInput,
-} from '../live-transcoder/index.js';
+import { Fmp4Splitter, type Fragment, type InitSegment } from '../lib/media/fmp4.js';
+import { liveLadderArgs, type LadderPlan, type LiveTranscoder, type TranscoderInput } from '../live-transcoder/index.js';
 import type { MediaPlaylist, StreamPackager } from '../ll-hls-packager/index.js';
 import { loadConfig, type Config } from '../server/config.js';
 import type { OnAirNode, OnAirNodeEvents } from '../server/node.js';

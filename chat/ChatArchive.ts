@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 
 /**
- * One row per accepted comment (the migration `0002_chat_comments` in server/db.ts creates it). Times are
+ * One row per accepted comment (the migration `0002_chat_comments` in migrations.ts creates it). Times are
  * milliseconds. A comment posted while the stream had no live event has no `event_id` and is not replayed.
  */
 export interface ChatCommentsTable {

@@ -5,7 +5,6 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Kysely } from 'kysely';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { Server, type Namespace, type Socket } from 'socket.io';
-import { TypedEmitter } from '../lib/emitter.js';
 import { randomId } from '../lib/ids.js';
 import { ERRORS, OnAirError, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
@@ -168,13 +167,6 @@ export type BanRequest =
   | { commentId: string; scope?: 'connection' | 'address'; durationSec?: number }
   | { address: string; durationSec?: number };
 
-export type ChatServerEvents = {
-  /** A comment was accepted on this process. */
-  comment: [ChatComment & { streamId: string; eventId: string | undefined }];
-  /** A moderator removed a comment through this process. */
-  removed: [{ streamId: string; id: string }];
-};
-
 interface RoomState {
   settings: ChatSettings;
   bans: Map<string, ChatBan>;
@@ -190,7 +182,7 @@ interface RoomState {
  * and broadcast; reactions are coalesced per stream and window; moderation (removal, bans, slow mode) is applied on
  * every process.
  */
-export class ChatServer extends TypedEmitter<ChatServerEvents> {
+export class ChatServer {
   readonly nodeId = randomId(12);
   readonly reactions: ReactionSet;
   readonly windowMs: number;
@@ -227,7 +219,6 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
   #closed = false;
 
   private constructor(options: ChatServerOptions, pub: Redis, sub: Redis, adapterKind: 'sharded' | 'classic') {
-    super();
     this.#options = options;
     this.#log = options.log;
     this.#pub = pub;
@@ -359,7 +350,6 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
     const found = await unavailableOnError(this.#archive.remove(streamId, commentId));
     if (!found) return false;
     this.#nsp.to(roomOf(streamId)).emit('removed', { id: commentId });
-    this.safeEmit('removed', { streamId, id: commentId });
     return true;
   }
 
@@ -657,10 +647,8 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
 
     const id = randomId(COMMENT_ID_LENGTH);
     const at = Date.now();
-    let eventId: string | undefined;
     try {
       const event = await this.#options.currentEvent(streamId);
-      eventId = event?.eventId;
       await this.#archive.insert({
         id,
         stream_id: streamId,
@@ -682,7 +670,6 @@ export class ChatServer extends TypedEmitter<ChatServerEvents> {
     const comment: ChatComment = { id, name, text, at };
     this.#nsp.to(roomOf(streamId)).emit('comment', comment);
     this.#metrics?.comments.inc();
-    this.safeEmit('comment', { ...comment, streamId, eventId });
     respond(ack, { ok: true, id, at });
   }
 

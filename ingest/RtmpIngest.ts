@@ -69,11 +69,12 @@ export interface Dropped {
   streamId?: string;
 }
 
+/** `publish`, beside the session: `resumed` is true when it continues an event within the reconnect grace. */
+export type PublishData = { resumed: boolean };
+
 export type RtmpIngestEvents = {
-  /** An accepted publisher; `resumed` is true when it continues an event within the reconnect grace. */
-  publish: [PublishSession, { resumed: boolean }];
-  /** The publisher of a live stream dropped; the event waits `reconnectGraceMs` for it. */
-  unpublish: [PublishSession];
+  /** An accepted publisher. */
+  publish: [PublishSession, PublishData];
   /** The event is over: the grace ran out or the stream was ended. */
   end: [streamId: string];
   refused: [Refusal];
@@ -399,7 +400,6 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     if (!broadcast || broadcast.publisher !== session) return;
     broadcast.publisher = undefined;
     this.#log.info({ streamId: session.streamId, graceMs: this.#options.reconnectGraceMs }, 'publisher dropped');
-    this.safeEmit('unpublish', session);
     broadcast.graceTimer = setTimeout(() => {
       if (this.#broadcasts.get(session.streamId) === broadcast && !broadcast.publisher) this.end(session.streamId);
     }, this.#options.reconnectGraceMs);

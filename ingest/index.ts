@@ -1,5 +1,5 @@
 export { RtmpIngest, RTMP_APP } from './RtmpIngest.js';
-export type { RtmpIngestOptions, RtmpIngestEvents, AuthorizeResult, Refusal } from './RtmpIngest.js';
+export type { RtmpIngestOptions, RtmpIngestEvents, AuthorizeResult, Refusal, Dropped, PublishData } from './RtmpIngest.js';
 export { PublishSession } from './PublishSession.js';
 export type { PublishSource, PublishStats, PublishSessionEvents } from './PublishSession.js';
 export { RTMP_LIMITS } from './limits.js';

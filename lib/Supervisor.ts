@@ -35,13 +35,16 @@ export interface SupervisorOptions<C extends Supervisable> {
 
 export type SupervisorState = 'starting' | 'up' | 'down' | 'stopped';
 
+/** `up`: the child is ready, on the first start (`restarts` 0) or a restart. */
+export type SupervisorUpData<C> = { child: C; restarts: number };
+/** `restart`: a restart begins (counted whether it succeeds or not) after `delayMs` of backoff. */
+export type SupervisorRestartData = { restarts: number; delayMs: number };
+
 export type SupervisorEvents<C> = {
-  /** The child is ready: the first start (`restarts` 0) or a restart. */
-  up: [{ child: C; restarts: number }];
+  up: [SupervisorUpData<C>];
   /** The child ended without being asked to. */
   down: [ExitInfo];
-  /** A restart begins (counted whether it succeeds or not). */
-  restart: [{ restarts: number; delayMs: number }];
+  restart: [SupervisorRestartData];
   /** A restart failed: another follows after the next backoff step. */
   failed: [Error];
 };

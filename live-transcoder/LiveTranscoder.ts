@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { formatCommandLine } from './ffmpegArgs.js';
-import { Fmp4Splitter, type Fragment, type InitSegment } from './fmp4.js';
+import { Fmp4Splitter, type Fragment, type InitSegment } from '../lib/media/fmp4.js';
 import type { VideoEncoderKind } from './hwaccel.js';
 import { applicableSteps, degradeLadder, type DegradeStep, type DegradedLadder } from './degrade.js';
 import { planLadder, type LadderOptions, type LadderPlan, type Rendition, type SourceInfo } from './ladder.js';
@@ -60,18 +60,27 @@ export interface TranscoderInput {
 /** `degrade`: a run restarted at another degradation level (see degrade.ts); it starts from the last keyframe. */
 export type DiscontinuityReason = 'restart' | 'reconnect' | 'degrade';
 
+/** `start`: `generation` counts runs of this transcoder from 0; every run after the first is a discontinuity. */
+export type TranscoderStartData = { generation: number; plan: LadderPlan; reason: 'publish' | DiscontinuityReason };
+/** `discontinuity`: the run whose output follows the break. */
+export type DiscontinuityData = { generation: number; reason: DiscontinuityReason };
+/** `init`: a rendition's init segment from a run. */
+export type RenditionInitData = { generation: number; rendition: Rendition; init: InitSegment };
+/** `fragment`: a rendition's CMAF fragment from a run. */
+export type RenditionFragmentData = { generation: number; rendition: Rendition; fragment: Fragment };
+/** `exit`: `expected` is false for crashes (a restart follows). */
+export type TranscoderExitData = { generation: number; code: number | null; signal: NodeJS.Signals | null; expected: boolean };
+
 export type LiveTranscoderEvents = {
-  /** A run starts. `generation` counts runs of this transcoder from 0; every run after the first is a discontinuity. */
-  start: [{ generation: number; plan: LadderPlan; reason: 'publish' | DiscontinuityReason }];
-  /** The degradation level changed (a restart follows at once). */
-  level: [{ level: number; steps: DegradeStep[]; reason: string }];
+  /** A run starts. */
+  start: [TranscoderStartData];
   /** Timeline break before a new run's output: downstream starts a new discontinuity with a new init segment. */
-  discontinuity: [{ generation: number; reason: DiscontinuityReason }];
-  init: [{ generation: number; rendition: Rendition; init: InitSegment }];
-  fragment: [{ generation: number; rendition: Rendition; fragment: Fragment }];
+  discontinuity: [DiscontinuityData];
+  init: [RenditionInitData];
+  fragment: [RenditionFragmentData];
   progress: [Progress];
-  /** A run ended; `expected` is false for crashes (a restart follows). */
-  exit: [{ generation: number; code: number | null; signal: NodeJS.Signals | null; expected: boolean }];
+  /** A run ended. */
+  exit: [TranscoderExitData];
   /** ffmpeg's input is no longer backlogged (or a new run starts empty): a paused publisher may send again. */
   drain: [];
   close: [];
@@ -240,7 +249,6 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     const steps = input ? this.#ladderFor(input.source).steps : [];
     this.#degraded = level === 0 ? undefined : { level, steps, reason, since: Date.now() };
     this.#log.warn({ level, steps, reason }, level === 0 ? 'ladder restored' : 'ladder degraded');
-    this.safeEmit('level', { level, steps, reason });
     if (!input || !this.#run) return;
     clearTimeout(this.#restartTimer);
     this.#stopRun('SIGKILL');

@@ -58,9 +58,11 @@ export const CAPACITY_HEADROOM = 0.15;
 /** A stream's CPU cost is measured over this much of its recent past (and needs half of it to be known). */
 const COST_WINDOW_MS = 10_000;
 
+/** `change`: a stream changed level; `up` is a step back towards the full ladder. */
+export type LadderChangeData = { streamId: string; level: number; direction: 'down' | 'up' | 'catch-up'; reason: string };
+
 export type LoadGovernorEvents = {
-  /** A stream changed level: `up` is a step back towards the full ladder. */
-  change: [{ streamId: string; level: number; direction: 'down' | 'up' | 'catch-up'; reason: string }];
+  change: [LadderChangeData];
 };
 
 interface Watched {

@@ -1,4 +1,4 @@
-import type { AdFeed, AdRendition } from './ads.js';
+import type { AdFeed, AdRendition } from '../lib/media/ads.js';
 import type { PlaylistWindow, ProgramDates } from './PlaylistWindow.js';
 
 /** An ad break in progress: ads go out in place of the live content, at the pace the live content arrives. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, mock, test } from 'node:test';
 import Fastify from 'fastify';
 import type { Fragment, InitSegment, LadderPlan } from '../live-transcoder/index.js';
-import { AdFeed, type AdRendition } from './ads.js';
+import { AdFeed, type AdRendition } from '../lib/media/ads.js';
 import { MediaPlaylist, serverControlFor, type MediaPlaylistOptions } from './MediaPlaylist.js';
 import { registerLiveRoutes } from './routes.js';
 import { StreamPackager } from './StreamPackager.js';

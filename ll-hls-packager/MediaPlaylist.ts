@@ -1,7 +1,7 @@
-import type { Fragment, InitSegment } from '../live-transcoder/index.js';
+import type { Fragment, InitSegment } from '../lib/media/fmp4.js';
 import { AdSplice } from './AdSplice.js';
-import type { AdFeed } from './ads.js';
-import type { Cue } from './cues.js';
+import type { AdFeed } from '../lib/media/ads.js';
+import type { Cue } from '../lib/media/cues.js';
 import { renderMediaPlaylist, type RenderOptions } from './PlaylistRender.js';
 import { hasReached, partIsComing, PlaylistWaits } from './PlaylistWaits.js';
 import { PlaylistWindow, ProgramDates, type Part, type Segment } from './PlaylistWindow.js';

@@ -1,4 +1,4 @@
-import { cueTagsBefore, type Cue } from './cues.js';
+import { cueTagsBefore, type Cue } from '../lib/media/cues.js';
 import type { PlaylistWindow } from './PlaylistWindow.js';
 
 export interface ServerControl {

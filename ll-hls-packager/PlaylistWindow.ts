@@ -1,4 +1,4 @@
-import type { Fragment, InitSegment } from '../live-transcoder/index.js';
+import type { Fragment, InitSegment } from '../lib/media/fmp4.js';
 
 /** The most the dates of a new run may overlap the last run's (rfc8216bis §6.2.1: under a second). */
 const RESTART_OVERLAP_MS = 500;

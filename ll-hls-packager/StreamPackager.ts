@@ -1,8 +1,8 @@
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
-import type { InitSegment } from '../live-transcoder/index.js';
+import type { InitSegment } from '../lib/media/fmp4.js';
 import { MediaPlaylist, serverControlFor, type Segment, type ServerControl } from './MediaPlaylist.js';
-import { AdFeed, type AdMedia } from './ads.js';
-import type { Cue } from './cues.js';
+import { AdFeed, type AdMedia } from '../lib/media/ads.js';
+import type { Cue } from '../lib/media/cues.js';
 
 export interface StreamPackagerOptions {
   streamId: string;

@@ -8,10 +8,3 @@ export { LLHLS_LIMITS, LLHLS_LIMIT_DEFAULTS, readLlhlsLimits } from './limits.js
 export type { LlhlsLimits } from './limits.js';
 export { BlockingRequests } from './BlockingRequests.js';
 export type { Admission } from './BlockingRequests.js';
-export { signPlaybackToken, verifyPlaybackToken, playbackTokenExpiry, playbackRefusal } from './signing.js';
-export { encodeSpliceInsert, decodeSpliceInfo, crc32Mpeg2, toHexSequence } from './scte35.js';
-export type { SpliceInsert, SpliceInfo } from './scte35.js';
-export { dateRangeTag, cueTagsBefore, CUE_CLASS } from './cues.js';
-export type { Cue, CueKind } from './cues.js';
-export { AdFeed, splitAdRendition } from './ads.js';
-export type { AdMedia, AdRendition } from './ads.js';

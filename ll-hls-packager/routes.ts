@@ -6,7 +6,7 @@ import { OnAirError, type ErrorCode } from '../lib/errors.js';
 import { BlockingRequests } from './BlockingRequests.js';
 import { LLHLS_LIMIT_DEFAULTS, type LlhlsLimits } from './limits.js';
 import type { MediaPlaylist } from './MediaPlaylist.js';
-import { playbackRefusal } from './signing.js';
+import { playbackRefusal } from '../lib/signing.js';
 import type { StreamPackager } from './StreamPackager.js';
 
 export interface LiveRoutesOptions {

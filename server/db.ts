@@ -11,8 +11,8 @@ import {
   type Migration,
   type MigrationProvider,
 } from 'kysely';
-import type { ChatCommentsTable } from '../chat/index.js';
-import { addAdColumn, createVideosSchema, type VideosTable } from '../vod-archive/catalog.js';
+import { CHAT_MIGRATIONS, type ChatCommentsTable } from '../chat/index.js';
+import { videoMigrations, type VideosTable } from '../vod-archive/index.js';
 
 export type StreamStatus = 'idle' | 'live' | 'ended';
 
@@ -69,6 +69,7 @@ const SQLITE_BUSY_TIMEOUT_MS = 5000;
 /**
  * Migrations, in name order. Each is written once and never edited: add a new entry to change the schema. Only
  * kysely's schema builder and types both dialects share (`text`, `integer`, `bigint`) so the same list runs on both.
+ * The rooms' tables come with their rooms: chat (`CHAT_MIGRATIONS`), videos (`videoMigrations`).
  */
 const MIGRATIONS: Record<string, Migration> = {
   '0001_streams': {
@@ -95,33 +96,14 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.createIndex('stream_events_stream_id_idx').on('stream_events').column('stream_id').execute();
     },
   },
-  '0002_chat_comments': {
-    async up(db: Kysely<any>): Promise<void> {
-      await db.schema
-        .createTable('chat_comments')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('stream_id', 'text', (c) => c.notNull())
-        .addColumn('event_id', 'text')
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('text', 'text', (c) => c.notNull())
-        .addColumn('at', 'bigint', (c) => c.notNull())
-        .addColumn('offset_ms', 'bigint')
-        .addColumn('removed', 'integer', (c) => c.notNull().defaultTo(0))
-        .execute();
-      // The replay reads an event's comments in offset order; removal and deletion go by stream.
-      await db.schema.createIndex('chat_comments_event_offset_idx').on('chat_comments').columns(['event_id', 'offset_ms']).execute();
-      await db.schema.createIndex('chat_comments_stream_idx').on('chat_comments').column('stream_id').execute();
-    },
-  },
 };
 
-/** Migrations whose SQL differs by dialect (full-text search). */
+/** Every room's migrations with the node's own (kysely runs them in name order: 0001 streams, 0002 chat, 0003 videos…). */
 function migrationsFor(dialect: Database['dialect']): Record<string, Migration> {
   return {
     ...MIGRATIONS,
-    '0003_videos': { up: (db: Kysely<any>) => createVideosSchema(db, dialect) },
-    '0004_video_ads': { up: (db: Kysely<any>) => addAdColumn(db) },
-    '0005_chat_behind': { up: (db: Kysely<any>) => db.schema.alterTable('chat_comments').addColumn('behind_ms', 'bigint').execute() },
+    ...CHAT_MIGRATIONS,
+    ...videoMigrations(dialect),
   };
 }
 

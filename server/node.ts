@@ -6,12 +6,13 @@ import type { FastifyInstance } from 'fastify';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP, type PublishSession } from '../ingest/index.js';
-import { adLadderArgs, chooseEncoder, LiveTranscoder, LoadGovernor, type EncoderChoice, type LadderPlan } from '../live-transcoder/index.js';
-import { playbackTokenExpiry, registerLiveRoutes, signPlaybackToken, StreamPackager } from '../ll-hls-packager/index.js';
+import { chooseEncoder, LiveTranscoder, LoadGovernor, type EncoderChoice, type LadderPlan } from '../live-transcoder/index.js';
+import { registerLiveRoutes, StreamPackager } from '../ll-hls-packager/index.js';
+import { playbackTokenExpiry, signPlaybackToken } from '../lib/signing.js';
 import { registerWhepRoutes, WebRtcEdge } from '../webrtc-edge/index.js';
 import { ChatServer, registerChatRoutes, type ChatTables } from '../chat/index.js';
 import {
-  AdLibrary, createStorage, EventRecorder, registerUploadRoutes, registerVodRoutes, VodArchive, type CatalogTables,
+  createStorage, EventRecorder, registerUploadRoutes, registerVodRoutes, VodArchive, type CatalogTables,
 } from '../vod-archive/index.js';
 import type { Kysely } from 'kysely';
 import os from 'node:os';
@@ -21,12 +22,11 @@ import { openDatabase, type Database } from './db.js';
 import { buildHttpServer, type StreamView } from './http.js';
 import { Metrics, type LiveStreamSample } from './metrics.js';
 import { registerWebRoutes } from './web.js';
-import { registerCueRoutes, type CueInput } from './cueRoutes.js';
+import { AdLibrary, adLadderArgs, registerCueRoutes, type Cue, type CueInput } from '../cues/index.js';
 import { randomId } from '../lib/ids.js';
 import { OnAirError } from '../lib/errors.js';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Cue } from '../ll-hls-packager/cues.js';
 import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from './redis.js';
 import { StreamStore, type StreamRecord } from './streams.js';
 

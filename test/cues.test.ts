@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { io as connect, type Socket } from 'socket.io-client';
 import { tickerFilter } from '../live-transcoder/liveCommand.js';
-import { crc32Mpeg2, dateRangeTag, decodeSpliceInfo, encodeSpliceInsert, type Cue } from '../ll-hls-packager/index.js';
+import { crc32Mpeg2, dateRangeTag, decodeSpliceInfo, encodeSpliceInsert, type Cue } from '../cues/index.js';
 import type { OnAirNode } from '../server/node.js';
 import { launchChromium } from './support/browser.js';
 import { decodeFirstFrame } from './support/ffprobe.js';

@@ -12,9 +12,10 @@ import type { OnAirNode } from '../server/node.js';
 import { execFileSync } from 'node:child_process';
 import { createLogger } from '../lib/log.js';
 import { runTied } from '../lib/tiedProcess.js';
-import { adLadderArgs, planLadder } from '../live-transcoder/index.js';
+import { planLadder } from '../live-transcoder/index.js';
+import { AdLibrary, adLadderArgs } from '../cues/index.js';
 import { openDatabase, type Database } from '../server/db.js';
-import { AdLibrary, DiskStorage, probeSource, VideoCatalog, VOD_QUEUE, VodQueue, type CatalogTables } from '../vod-archive/index.js';
+import { DiskStorage, probeSource, VideoCatalog, VOD_QUEUE, VodQueue, type CatalogTables } from '../vod-archive/index.js';
 import { api, startTestNode, waitFor, within } from './support/harness.js';
 import { makeVideo, tusCreate, tusPatch } from './support/tus.js';
 

@@ -11,7 +11,7 @@ import {
   parseInit,
   type Fragment,
   type InitSegment,
-} from '../live-transcoder/fmp4.js';
+} from '../lib/media/fmp4.js';
 
 const CMAF_OUTPUT = [
   '-f', 'mp4',

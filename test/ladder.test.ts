@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { adLadderArgs, chooseEncoder, liveLadderArgs, planLadder, type LadderPlan, type SourceInfo, type VideoEncoderKind } from '../live-transcoder/index.js';
+import { chooseEncoder, liveLadderArgs, planLadder, type LadderPlan, type SourceInfo, type VideoEncoderKind } from '../live-transcoder/index.js';
+import { adLadderArgs } from '../cues/index.js';
 
 const DEFAULT_HEIGHTS = [720, 480, 360];
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { playbackTokenExpiry, signPlaybackToken, verifyPlaybackToken } from '../ll-hls-packager/signing.js';
+import { playbackTokenExpiry, signPlaybackToken, verifyPlaybackToken } from '../lib/signing.js';
 import type { OnAirNode } from '../server/node.js';
 import { launchChromium, plays, playhead, sampleVideo } from './support/browser.js';
 import { api, publish, startTestNode, waitFor } from './support/harness.js';

@@ -14,7 +14,7 @@ import { DEPENDENCIES, dependencyOf, fromDependency, guardDependency, waitDelayM
 import { digestFile, type Storage } from './storage.js';
 import type { UploadMetadata } from './uploads.js';
 import type { VodLadderOptions } from './vodCommand.js';
-import type { Cue } from '../ll-hls-packager/cues.js';
+import type { Cue } from '../lib/media/cues.js';
 
 export interface VodArchiveOptions {
   db: Kysely<CatalogTables>;

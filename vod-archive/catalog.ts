@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Migration } from 'kysely';
 import { randomId } from '../lib/ids.js';
 
 export type VideoStatus = 'processing' | 'ready' | 'failed';
@@ -311,12 +311,20 @@ export function isValidCursor(cursor: string): boolean {
   return decodeCursor(cursor) !== undefined;
 }
 
+/** The catalog's migrations (server/db.ts runs them with every room's, in name order); 0003's SQL differs by dialect. */
+export function videoMigrations(dialect: 'sqlite' | 'postgres'): Record<string, Migration> {
+  return {
+    '0003_videos': { up: (db: Kysely<any>) => createVideosSchema(db, dialect) },
+    '0004_video_ads': { up: (db: Kysely<any>) => addAdColumn(db) },
+  };
+}
+
 /** Migration 0004: the `ad` flag. */
 export async function addAdColumn(db: Kysely<any>): Promise<void> {
   await db.schema.alterTable('videos').addColumn('ad', 'integer', (c) => c.notNull().defaultTo(0)).execute();
 }
 
-/** Migration 0003 (server/db.ts calls it with its dialect): the videos table and its full-text index. */
+/** Migration 0003 (`videoMigrations` runs it with the database's dialect): the videos table and its full-text index. */
 export async function createVideosSchema(db: Kysely<any>, dialect: 'sqlite' | 'postgres'): Promise<void> {
   await db.schema
     .createTable('videos')

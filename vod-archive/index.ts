@@ -1,6 +1,6 @@
 export { VodArchive } from './VodArchive.js';
 export type { VodArchiveOptions } from './VodArchive.js';
-export { VideoCatalog, VIDEO_ID_RE } from './catalog.js';
+export { VideoCatalog, VIDEO_ID_RE, videoMigrations } from './catalog.js';
 export type { Video, VideoStatus, VideosTable, CatalogTables } from './catalog.js';
 export { EventRecorder, renderReplayPlaylist, timelineOf } from './recorder.js';
 export type { RecordingResult, TimelineSpan } from './recorder.js';
@@ -16,5 +16,3 @@ export { registerVodRoutes, parseRange } from './routes.js';
 export type { VideoView } from './routes.js';
 export { registerUploadRoutes, parseUploadMetadata } from './uploads.js';
 export type { UploadMetadata } from './uploads.js';
-export { AdLibrary, MAX_AD_SEC, DEFAULT_AD_LIMITS } from './ads.js';
-export type { AdLibraryOptions, AdPackaging, AdLimits } from './ads.js';

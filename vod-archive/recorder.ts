@@ -1,9 +1,10 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { appendFile, mkdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { InitSegment, Rendition } from '../live-transcoder/index.js';
+import type { InitSegment } from '../lib/media/fmp4.js';
+import type { Rendition } from '../live-transcoder/index.js';
 import type { Segment } from '../ll-hls-packager/index.js';
-import { cueTagsBefore, type Cue } from '../ll-hls-packager/cues.js';
+import { cueTagsBefore, type Cue } from '../lib/media/cues.js';
 import type { Logger } from '../lib/log.js';
 
 interface RecordedSegment {

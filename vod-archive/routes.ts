@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError } from '../lib/errors.js';
-import { playbackTokenExpiry, verifyPlaybackToken } from '../ll-hls-packager/index.js';
+import { playbackTokenExpiry, verifyPlaybackToken } from '../lib/signing.js';
 import { isValidCursor, VIDEO_ID_RE, type Video } from './catalog.js';
 import { checkKey, contentTypeFor, type ByteRange, type Storage } from './storage.js';
 import { videoPrefix } from './pipeline.js';

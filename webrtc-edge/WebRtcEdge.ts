@@ -54,10 +54,6 @@ export interface ViewerStats {
 export type EdgeWorkerRole = 'ingest' | number;
 
 export type WebRtcEdgeEvents = {
-  /** Viewer count of a stream changed. */
-  viewers: [streamId: string, count: number];
-  /** A worker process died (its viewers were dropped; a replacement is being started). */
-  died: [worker: EdgeWorkerRole];
   /** A replacement worker runs in place of a dead one (for viewer workers: with its WebRtcServer). */
   restart: [worker: EdgeWorkerRole];
 };
@@ -508,7 +504,6 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       for (const key of [...stream.routers.keys()]) if (key.startsWith(`${index}|`)) stream.routers.delete(key);
     }
     this.#log.error({ worker: index, pid: worker.pid, err: error.message }, 'mediasoup viewer worker died (its viewers\' sessions ended); replacing it');
-    this.safeEmit('died', index);
     void this.#restart(index, async () => {
       const { worker: next, server } = await startViewerWorker(this.#mediasoup, this.#options, index);
       if (this.#closed) {
@@ -541,7 +536,6 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       stream.routers.clear();
     }
     this.#log.error({ worker: 'ingest', pid: worker.pid, err: error.message, viewersDropped: dropped }, 'mediasoup ingest worker died; replacing it');
-    this.safeEmit('died', 'ingest');
     const up = this.#restart('ingest', async () => {
       const next = await this.#mediasoup.createWorker({ logLevel: 'warn' });
       if (this.#closed) {
@@ -671,7 +665,6 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
 
   #track(stream: EdgeStream, session: Session): void {
     stream.sessions.set(session.id, session);
-    this.safeEmit('viewers', stream.streamId, stream.sessions.size);
     const { transport } = session;
     session.timer = setTimeout(() => {
       if (transport.iceState !== 'connected' && transport.iceState !== 'completed') this.#drop(stream, session, 'never connected');
@@ -702,7 +695,6 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     session.transport.close();
     this.#release(stream, session.worker, session.routerKey, session.client);
     this.#log.debug({ streamId: stream.streamId, sessionId: session.id, reason }, 'WebRTC viewer left');
-    this.safeEmit('viewers', stream.streamId, stream.sessions.size);
   }
 }
 

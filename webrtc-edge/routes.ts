@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
-import { playbackRefusal } from '../ll-hls-packager/index.js';
+import { playbackRefusal } from '../lib/signing.js';
 import { EdgeError, type WebRtcEdge } from './WebRtcEdge.js';
 import { buildWhepAnswer, parseWhepOffer, routerMediaCodecsFor, WHEP_SENDS, WhepSdpError } from './whepSdp.js';
 

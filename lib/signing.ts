@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { OnAirError } from '../lib/errors.js';
+import { OnAirError } from './errors.js';
 
 /**
  * Signed playback: `?token=<expiry unix seconds>.<HMAC-SHA256(key, "<streamId>.<expiry>") base64url>`. The same token

@@ -4,12 +4,9 @@ import path from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.js';
 import { runTied } from '../lib/tiedProcess.js';
+import { splitAdRendition, type AdMedia, type AdRendition } from '../lib/media/ads.js';
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
-import { splitAdRendition, type AdMedia, type AdRendition } from '../ll-hls-packager/index.js';
-import type { Video, VideoCatalog } from './catalog.js';
-import { DEFAULT_TIME_LIMITS, transcodeLimitMs } from './pipeline.js';
-import { probeSource } from './probe.js';
-import type { Storage } from './storage.js';
+import { DEFAULT_TIME_LIMITS, probeSource, transcodeLimitMs, type Storage, type Video, type VideoCatalog } from '../vod-archive/index.js';
 
 /** What packaging one ad in one live plan needs from the live transcoder's side (its encoder settings). */
 export interface AdPackaging {

@@ -1,4 +1,4 @@
-import { Fmp4Splitter, type Fragment, type InitSegment } from '../live-transcoder/index.js';
+import { Fmp4Splitter, type Fragment, type InitSegment } from './fmp4.js';
 
 /** An ad in one rendition of a live ladder: its init segment and its CMAF fragments (each one becomes a part). */
 export interface AdRendition {

@@ -1,7 +1,7 @@
-import { buildFfmpegArgs, type FfmpegOutput, type Option } from './ffmpegArgs.js';
-import { hwGlobalOptions, hwUploadFilter, type VideoEncoderKind } from './hwaccel.js';
-import type { LadderPlan, Rendition } from './ladder.js';
-import { cmafOptions, rungAudioOptions, rungVideoOptions } from './liveCommand.js';
+import {
+  buildFfmpegArgs, cmafOptions, hwGlobalOptions, hwUploadFilter, rungAudioOptions, rungVideoOptions,
+  type FfmpegOption as Option, type FfmpegOutput, type LadderPlan, type Rendition, type VideoEncoderKind,
+} from '../live-transcoder/index.js';
 
 export interface AdCommandOptions {
   /** The live stream's plan: the ad comes out in exactly its renditions (sizes, rates, GOP, part duration). */

@@ -1,4 +1,4 @@
-import { TypedEmitter } from '../lib/emitter.js';
+import { TypedEmitter } from '../emitter.js';
 
 /**
  * Splits the fragmented MP4 that FFmpeg writes to a pipe (`-movflags empty_moov+default_base_moof+frag_keyframe+cmaf`)
