@@ -28,7 +28,7 @@ export type WatchKind = 'stream' | 'video';
 
 /**
  * The watch page for each kind: `<body data-kind="…">`, which the page's script reads to ask the right resource; with
- * no kind (no such stream or video) the page says so.
+ * no kind (no such stream or video) the page says there is no such stream.
  */
 function watchPages(shell: Buffer): Record<WatchKind | 'none', Buffer> {
   const html = shell.toString('utf8');

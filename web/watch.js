@@ -16,7 +16,7 @@ var params = new URLSearchParams(location.search);
 var token = params.get('token');
 var query = token ? '?token=' + encodeURIComponent(token) : '';
 // The server says what the id is (`<body data-kind>`, as its API answers it): a stream (live, or its replay once the
-// event is over) or a catalog video. Without it there is no such stream or video, and the page says so.
+// event is over) or a catalog video. Without it (no such stream or video) the page asks for a stream and says there is none.
 var isVideo = document.body.dataset.kind === 'video';
 var video = /** @type {HTMLVideoElement & { getStartDate?: () => Date }} */ (byId('video'));
 var state = byId('state');
