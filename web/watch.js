@@ -27,10 +27,10 @@ var badge = byId('badge');
 var realtime = /** @type {HTMLInputElement} */ (byId('realtime'));
 /**
  * The page's players and what it plays.
- * @type {{ mode: 'live' | 'offline' | 'ended' | 'replay' | 'vod', videoId: string | null, hls: import('hls.js').default | null,
- *   pc: RTCPeerConnection | null, whepLocation: string | null }}
+ * @type {{ mode: 'live' | 'offline' | 'ended' | 'replay' | 'vod', hls: import('hls.js').default | null, pc: RTCPeerConnection | null,
+ *   whepLocation: string | null }}
  */
-var onair = { mode: 'live', videoId: isVideo ? id : null, hls: null, pc: null, whepLocation: null };
+var onair = { mode: 'live', hls: null, pc: null, whepLocation: null };
 /** @type {ReturnType<typeof setTimeout>[]} */
 var timers = [];
 /** What hls.js (or the browser) plays: set before any player starts. */
@@ -102,7 +102,6 @@ function begin() {
 
 function startReplay(replay) {
   setMode('replay');
-  onair.videoId = replay.videoId;
   setBadge('Replay', false);
   src = replay.hls.replace(/^https?:\/\/[^/]+/, '');
   playHls();
