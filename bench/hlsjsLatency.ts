@@ -26,7 +26,7 @@ import { ratioText, summarize, type Summary } from './support/stats.js';
  *   ladder, part target and segment, WebRTC feed off); the page is its own /watch/:id.
  * - nginx: Debian's nginx + libnginx-mod-rtmp, `hls_fragment 1s; hls_playlist_length 6s;` (nginx cuts at keyframes,
  *   so the fragments follow the publisher's 2 s GOP), served over HTTP by the same nginx at /live/<name>/, and the
- *   same watch.html, watch.js and hls.min.js copied next to it: the page, the player and its settings are OnAir's.
+ *   same watch.html, watch.js (with common.js) and hls.min.js copied next to it: the page, the player and its settings are OnAir's.
  * - Latency of a frame: the page's Date.now() when requestVideoFrameCallback reports it, minus the barcode (capture
  *   time in ms mod 2^20); same machine, same clock. Median and p90 over the window after a warm-up; frames decoding
  *   to more than 60 s are dropped and counted. hls.js's own `latency` estimate is sampled at the same frames.
@@ -160,6 +160,7 @@ async function measureNginx(browser: BrowserContext, { joinSec, warmupSec, measu
     const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
     await copyFile(path.join(root, 'web', 'watch.html'), path.join(www, 'watch.html'));
     await copyFile(path.join(root, 'web', 'watch.js'), path.join(www, 'assets', 'watch.js'));
+    await copyFile(path.join(root, 'web', 'common.js'), path.join(www, 'assets', 'common.js'));
     await copyFile(path.join(root, 'web', 'onair.css'), path.join(www, 'assets', 'onair.css'));
     await copyFile(createRequire(import.meta.url).resolve('hls.js/dist/hls.min.js'), path.join(www, 'assets', 'hls.min.js'));
 

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import type { Page } from 'playwright-core';
 import { loadConfig } from '../server/config.js';
-import { launchChromium } from '../test/support/browser.js';
+import { inboundVideo, launchChromium, recordPeerConnections } from '../test/support/browser.js';
 import { api, startTestNode, waitFor } from '../test/support/harness.js';
 import { BenchError, envInteger, fixed, type BenchContext, type Benchmark, type BenchResult } from './support/benchmark.js';
 import { measurePlayback, type PlaybackSamples } from './support/glassToGlass.js';
@@ -111,6 +111,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     const measure = async (url: string, extra: (page: Page) => Promise<string>): Promise<Side> => {
       const page = await browser.newPage();
       try {
+        await recordPeerConnections(page);
         const samples = await measurePlayback(page, url, warmupSec, measureSec, signal);
         return { samples, latency: summarize(samples.latencies), extra: await extra(page).catch((e: unknown) => `(${String(e)})`) };
       } finally {
@@ -162,15 +163,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
 
 /** What Chromium's WebRTC receiver says about the video it played: its jitter buffer, drops, freezes, losses. */
 async function receiverStats(page: Page): Promise<string> {
-  const s = await page.evaluate(async () => {
-    const pc = (window as unknown as { onair: { pc?: RTCPeerConnection } }).onair.pc;
-    if (!pc) return undefined;
-    let video: Record<string, number> | undefined;
-    (await pc.getStats()).forEach((r: Record<string, unknown>) => {
-      if (r['type'] === 'inbound-rtp' && r['kind'] === 'video') video = r as Record<string, number>;
-    });
-    return video;
-  });
+  const s = await inboundVideo(page);
   if (!s) return 'no inbound video stats';
   const jitter = s['jitterBufferEmittedCount'] ? (s['jitterBufferDelay']! / s['jitterBufferEmittedCount']) * 1000 : NaN;
   return `jitter buffer ${fixed(jitter, 0)} ms mean over the session, frames decoded ${s['framesDecoded'] ?? 'n/a'}, dropped ` +

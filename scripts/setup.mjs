@@ -86,3 +86,6 @@ try {
 // 5. Compile.
 say('compiling TypeScript');
 run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')]);
+// The pages' scripts are served as written (ES modules, no bundler): checked here, with nothing to emit.
+say('type-checking the pages (web/)');
+run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.web.json')]);

@@ -47,6 +47,8 @@ describe('ad replacement: a catalog ad plays in every rendition during an ad bre
   let publisher: ReturnType<typeof publish>;
   let chromium: Awaited<ReturnType<typeof launchChromium>>;
   let page: Page;
+  /** What the watch page reported as fatal playback errors (it logs them to the console). */
+  const fatal: string[] = [];
   let breakId: string;
   let liveMaster: string;
 
@@ -101,6 +103,7 @@ describe('ad replacement: a catalog ad plays in every rendition during an ad bre
 
     chromium = await launchChromium();
     page = await chromium.browser.newPage();
+    page.on('console', (message) => { if (message.text().includes('fatal playback error')) fatal.push(message.text()); });
     await page.goto(`${node.httpUrl}/watch/${streamId}`);
     await waitFor('hls.js to play', () => page.evaluate(() => document.querySelector('video')!.currentTime > 1), 30_000, 250);
     // The page records what it shows (playhead and mean colour) every 200 ms from now on.
@@ -189,7 +192,6 @@ describe('ad replacement: a catalog ad plays in every rendition during an ad bre
       return last.t > samples[back]!.t + 1 ? { adAt: samples[ad]!.t, backAt: samples[back]!.t, lastAt: last.t } : undefined;
     }), 45_000, 250);
     assert.ok(seen.backAt - seen.adAt >= 2, `the ad played for ${(seen.backAt - seen.adAt).toFixed(1)} s of playhead`);
-    const fatal = await page.evaluate(() => (window as unknown as { onair: { errors?: unknown[] } }).onair.errors ?? []);
     assert.deepEqual(fatal, []);
   });
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { OnAirNode } from '../server/node.js';
-import { launchChromium, plays, playhead, sampleVideo } from './support/browser.js';
+import { launchChromium, plays, playhead, sampleVideo, watchMode } from './support/browser.js';
 import { publish, startTestNode, waitFor } from './support/harness.js';
 
 /** Screenshots of every page, kept after the run (CI artifacts): `artifacts/screenshots/`, or `ONAIR_ARTIFACTS_DIR`. */
@@ -25,6 +25,7 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
   let rtmpUrl: string;
   let streamKey: string;
   let streamId: string;
+  let replayId: string;
   const external: string[] = [];
 
   const shot = (page: Page, name: string): Promise<Buffer> => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
@@ -73,10 +74,10 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     publisher = publish(`${rtmpUrl}/${streamKey}`, { width: 640, height: 360, videoSource: 'color=c=0x336699' });
     await studio.waitForSelector('#stream-status:has-text("live")', { timeout: 30_000 });
     const health = await waitFor('live health with input, renditions and latency', () => studio.evaluate(() => {
-      const stats = (window as unknown as { studio: { stats: any } }).studio;
+      const kbps = Number(/^(\d+) kbit\/s$/.exec(document.querySelector('[data-metric="Input"] dd')?.textContent ?? '')?.[1] ?? 0);
       const rows = document.querySelectorAll('#renditions tr').length - 1;
       const latency = /^(\d+\.\d) s$/.exec(document.querySelector('[data-metric="Latency"] dd')?.textContent ?? '');
-      return stats.stats?.input?.kbps > 0 && rows >= 2 && latency ? { kbps: stats.stats.input.kbps, rows, latency: Number(latency[1]) } : undefined;
+      return kbps > 0 && rows >= 2 && latency ? { kbps, rows, latency: Number(latency[1]) } : undefined;
     }), 45_000, 500);
     assert.ok(health.latency > 0.3 && health.latency < 10, `preview latency ${health.latency}`);
     await shot(studio, 'studio-live');
@@ -104,7 +105,7 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
   test('a comment and reactions from one viewer are seen by the other (and by the studio)', async () => {
     await alice.fill('#name', 'Alice');
     await alice.press('#name', 'Tab'); // change → re-join under the new name; keyboard only from here
-    await waitFor('Alice to join under her name', () => alice.evaluate(() => (window as any).onair.name === 'Alice'), 10_000);
+    await alice.waitForSelector('#chat[data-joined-as="Alice"]', { timeout: 10_000 });
     await alice.focus('#comment');
     await alice.keyboard.type('Hello from <b>Alice</b>');
     await alice.keyboard.press('Enter');
@@ -114,8 +115,15 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     await studio.waitForSelector('#mod-comments li:has-text("Hello from")', { timeout: 10_000 });
     const buttons = await alice.$$('#reactions button');
     assert.ok(buttons.length > 0, 'reaction buttons from the join answer');
+    // Each reaction bursts over Bob's picture (a burst removes itself once its animation ends): count them as they come.
+    await bob.evaluate(() => {
+      const seen = { bursts: 0 };
+      (window as unknown as { seen: typeof seen }).seen = seen;
+      new MutationObserver((changes) => { for (const change of changes) seen.bursts += change.addedNodes.length; })
+        .observe(document.getElementById('bursts')!, { childList: true });
+    });
     for (let i = 0; i < 3; i++) await buttons[0]!.click();
-    await waitFor('Bob to see the reactions', () => bob.evaluate(() => (window as any).onair.reactions >= 3), 10_000);
+    await waitFor('Bob to see the reactions', () => bob.evaluate(() => (window as unknown as { seen: { bursts: number } }).seen.bursts >= 3), 10_000);
     await shot(bob, 'watch-phone-chat');
 
     // Moderation: a comment the studio removes goes from every viewer's chat.
@@ -157,7 +165,7 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
   test('pages keep working after a reload mid-stream and when the publisher restarts', async () => {
     await bob.reload();
     await plays(bob, 'Bob after a reload');
-    await waitFor('Bob to rejoin the chat', () => bob.evaluate(() => (window as any).onair.joined === true), 10_000);
+    await bob.waitForSelector('#chat[data-joined-as]', { timeout: 10_000 });
     await waitFor('the ad badge to come back for a break still on', () => bob.evaluate(() => !document.getElementById('ad')!.classList.contains('hidden')), 10_000);
     // OBS drops and reconnects (within the grace): the same event goes on after a discontinuity.
     publisher!.stop();
@@ -175,7 +183,8 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     await studio.click('#end');
     await studio.waitForSelector('#end-note:has-text("Ended")', { timeout: 10_000 });
     const [{ videoId }] = await archived;
-    await waitFor('Alice\'s page to switch to the replay', () => alice.evaluate(() => (window as any).onair.mode === 'replay'), 30_000, 250);
+    replayId = videoId;
+    await waitFor('Alice\'s page to switch to the replay', async () => (await watchMode(alice)) === 'replay', 30_000, 250);
 
     const home = await chromium.browser.newPage();
     await home.goto(`${node.httpUrl}/`);
@@ -195,7 +204,7 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
       const state = await home.evaluate(() => ({
         t: document.querySelector('video')!.currentTime,
         duration: document.querySelector('video')!.duration,
-        kept: (window as any).onair.replayComments,
+        kept: document.getElementById('comments')!.dataset['total'],
         shown: Array.from(document.querySelectorAll('#comments li .text')).map((li) => li.textContent),
       }));
       last = state;
@@ -219,6 +228,16 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     await studio.waitForSelector('#videos td:has-text("Studio upload")', { timeout: 10_000 });
     assert.match((await studio.textContent('#videos tr:has-text("Studio upload")'))!, /processing/);
     await shot(studio, 'studio-videos');
+  });
+
+  test('the watch page is told by the server whether its id is a stream or a video (as the API answers)', async () => {
+    const kindOf = async (id: string): Promise<string | undefined> =>
+      /<body data-kind="([a-z]+)">/.exec(await (await fetch(`${node.httpUrl}/watch/${id}`)).text())?.[1];
+    assert.equal(await kindOf(streamId), 'stream');
+    assert.equal(await kindOf(replayId), 'video');
+    const unknown = await fetch(`${node.httpUrl}/watch/zzzzzzzzzzzz`);
+    assert.equal(unknown.status, 200);
+    assert.match(await unknown.text(), /<body>/, 'no such id: no kind, and the page says so');
   });
 
   test('no page made a request anywhere but OnAir, and every page tells the browser so (CSP)', async () => {

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { playbackTokenExpiry, signPlaybackToken, verifyPlaybackToken } from '../lib/signing.js';
 import type { OnAirNode } from '../server/node.js';
-import { launchChromium, plays, playhead, sampleVideo } from './support/browser.js';
+import { inboundVideo, launchChromium, plays, playhead, recordPeerConnections, sampleVideo, watchMode } from './support/browser.js';
 import { api, publish, startTestNode, waitFor } from './support/harness.js';
 
 const SIGNING_KEY = 'signed-playback-test-key-0123456789';
@@ -88,13 +88,14 @@ describe('signed playback end to end: with ONAIR_PLAYBACK_SIGNING_KEY the studio
 
   test('the signed watch link plays the live stream over LL-HLS and, switched to real time, over WebRTC', async () => {
     page = await chromium.browser.newPage();
+    await recordPeerConnections(page);
     page.on('response', (response) => {
       if (response.status() >= 400) failures.push(`${response.status()} ${new URL(response.url()).pathname}`);
     });
     await page.goto(watchLink);
     await plays(page, 'the live stream');
     assert.equal(await page.textContent('#badge'), 'Live');
-    await waitFor('the chat to be joined', () => page.evaluate(() => (window as any).onair.joined === true), 10_000);
+    await page.waitForSelector('#chat[data-joined-as]', { timeout: 10_000 });
     await page.fill('#comment', 'signed hello');
     await page.press('#comment', 'Enter');
     await page.waitForSelector('#comments li:has-text("signed hello")', { timeout: 10_000 });
@@ -102,14 +103,7 @@ describe('signed playback end to end: with ONAIR_PLAYBACK_SIGNING_KEY the studio
     await page.click('#realtime');
     await page.waitForURL(/mode=webrtc/, { timeout: 10_000 });
     assert.equal(tokenOf(page.url()), tokenOf(watchLink), 'the switch keeps the token');
-    await waitFor('30 frames decoded over WebRTC', () => page.evaluate(async () => {
-      const pc = (window as unknown as { onair: { pc?: RTCPeerConnection } }).onair.pc;
-      let frames = 0;
-      (await pc?.getStats())?.forEach((r: { type: string; kind?: string; framesDecoded?: number }) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded ?? 0;
-      });
-      return frames >= 30;
-    }), 30_000, 250);
+    await waitFor('30 frames decoded over WebRTC', async () => ((await inboundVideo(page))?.['framesDecoded'] ?? 0) >= 30, 30_000, 250);
     await page.click('#realtime');
     await page.waitForURL((url) => !url.search.includes('mode=webrtc'), { timeout: 10_000 });
     await plays(page, 'the live stream back on LL-HLS');
@@ -138,9 +132,9 @@ describe('signed playback end to end: with ONAIR_PLAYBACK_SIGNING_KEY the studio
     const archived = node.next('archived', 30_000);
     assert.equal((await api(node, 'POST', `/api/streams/${streamId}/end`)).status, 202);
     [{ videoId }] = await archived;
-    await waitFor('the page to switch to the replay', () => page.evaluate(() => (window as any).onair.mode === 'replay'), 30_000, 250);
+    await waitFor('the page to switch to the replay', async () => (await watchMode(page)) === 'replay', 30_000, 250);
     await plays(page, 'the replay').catch((error: Error) => { throw new Error(`${error.message}; refused: ${failures.join(', ')}`); });
-    await waitFor('the replay\'s chat to load', () => page.evaluate(() => (window as any).onair.replayComments >= 1), 10_000);
+    await page.waitForSelector('#comments[data-total]:not([data-total="0"])', { timeout: 10_000 });
     assert.equal(await page.textContent('#chat-title'), 'Chat replay');
     // The live playlists may answer 404/410 as the event ends; the player then moves on. Nothing else may fail.
     assert.deepEqual(failures.filter((f) => !/^(404|410) \/live\//.test(f)), []);

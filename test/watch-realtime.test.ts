@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { OnAirNode } from '../server/node.js';
-import { launchChromium } from './support/browser.js';
+import { inboundVideo, launchChromium, recordPeerConnections } from './support/browser.js';
 import { api, publish, startTestNode, waitFor } from './support/harness.js';
 
 describe('the watch page\'s real-time mode plays over WebRTC (WHEP)', { timeout: 120_000 }, () => {
@@ -28,17 +28,10 @@ describe('the watch page\'s real-time mode plays over WebRTC (WHEP)', { timeout:
 
   test('/watch/:id?mode=webrtc decodes frames from WebRTC, and leaving the page frees the viewer', async () => {
     const page = await chromium.browser.newPage();
+    await recordPeerConnections(page);
     await page.goto(`${node.httpUrl}/watch/${streamId}?mode=webrtc`);
     assert.equal(await page.isChecked('#realtime'), true);
-    await waitFor('30 frames decoded over WebRTC', () => page.evaluate(async () => {
-      const pc = (window as unknown as { onair: { pc?: RTCPeerConnection } }).onair.pc;
-      if (!pc) return false;
-      let frames = 0;
-      (await pc.getStats()).forEach((r: { type: string; kind?: string; framesDecoded?: number }) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded ?? 0;
-      });
-      return frames >= 30;
-    }), 30_000, 250);
+    await waitFor('30 frames decoded over WebRTC', async () => ((await inboundVideo(page))?.['framesDecoded'] ?? 0) >= 30, 30_000, 250);
     assert.match(await page.textContent('#state') ?? '', /live \(real-time\)/);
     assert.equal(node.edge!.viewers(streamId), 1);
     await page.close({ runBeforeUnload: true });

@@ -1,293 +1,303 @@
+// @ts-check
 // The studio: sign in with the admin token; create streams; what OBS needs (server, key, settings); live health; cue
 // buttons; chat moderation; end of stream; VOD jobs and uploads with progress. Everything goes through the public API.
-(function () {
-  'use strict';
-  var O = window.OnAir;
-  var el = O.el;
-  var $ = function (id) { return document.getElementById(id); };
-  var studio = (window.studio = { streamId: null, stats: null, latency: null, comments: 0 });
-  var current = null;
-  var healthTimer = null;
-  var preview = null;
-  var socket = null;
+import * as O from './common.js';
 
-  // ---- Sign-in -------------------------------------------------------------------------------------------------
-  function signedIn() {
-    $('login').classList.add('hidden');
-    $('studio').classList.remove('hidden');
-    $('sign-out').classList.remove('hidden');
-    loadStreams();
-    loadVideos();
-    setInterval(loadVideos, 2000);
-    var wanted = new URLSearchParams(location.search).get('stream');
-    if (wanted) select(wanted);
-  }
+var el = O.el;
+var $ = O.byId;
+/** The chosen stream, and the preview's latency the health panel shows. */
+var studio = {
+  /** @type {string | null} */ streamId: null,
+  /** @type {number | null} */ latency: null,
+};
+/** @type {any} */
+var current = null;
+/** @type {ReturnType<typeof setInterval> | null} */
+var healthTimer = null;
+/** The preview player (hls.js), and the timer that reads its latency. @type {import('hls.js').default | null} */
+var preview = null;
+/** @type {ReturnType<typeof setInterval> | undefined} */
+var previewTimer;
+/** @type {import('socket.io-client').Socket | null} */
+var socket = null;
 
-  function checkToken() {
-    if (!O.token()) { $('login').classList.remove('hidden'); return; }
-    O.api('GET', '/api/session').then(function (result) {
-      if (result.status === 200) signedIn();
-      else {
-        O.forgetToken();
-        $('login').classList.remove('hidden');
-        $('login-error').textContent = result.status === 403 ? 'That token is not the admin token.' : O.errorText(result);
-      }
-    });
-  }
+// ---- Sign-in -------------------------------------------------------------------------------------------------
+function signedIn() {
+  $('login').classList.add('hidden');
+  $('studio').classList.remove('hidden');
+  $('sign-out').classList.remove('hidden');
+  loadStreams();
+  loadVideos();
+  setInterval(loadVideos, 2000);
+  var wanted = new URLSearchParams(location.search).get('stream');
+  if (wanted) select(wanted);
+}
 
-  $('login-form').addEventListener('submit', function (event) {
-    event.preventDefault();
-    O.setToken($('token').value.trim(), $('remember').checked);
-    $('token').value = '';
-    checkToken();
-  });
-  $('sign-out').addEventListener('click', function () { O.forgetToken(); location.reload(); });
-
-  // ---- Streams -------------------------------------------------------------------------------------------------
-  function loadStreams() {
-    return O.api('GET', '/api/streams').then(function (result) {
-      var list = $('streams');
-      list.textContent = '';
-      (result.body.streams || []).forEach(function (stream) {
-        list.appendChild(el('li', {}, el('button', {
-          type: 'button', 'aria-current': stream.id === studio.streamId ? 'true' : 'false',
-          onclick: function () { select(stream.id); },
-        }, el('span', {}, stream.title), el('span', { class: 'badge' + (stream.status === 'live' ? ' live' : '') }, stream.status))));
-      });
-    });
-  }
-
-  $('create-form').addEventListener('submit', function (event) {
-    event.preventDefault();
-    O.api('POST', '/api/streams', { title: $('new-title').value.trim() }).then(function (result) {
-      if (result.status !== 201) { $('create-error').textContent = O.errorText(result); return; }
-      $('create-error').textContent = '';
-      $('new-title').value = '';
-      sessionStorage.setItem('onair.key.' + result.body.id, result.body.streamKey);
-      loadStreams();
-      select(result.body.id);
-    });
-  });
-
-  function select(id) {
-    studio.streamId = id;
-    var url = new URL(location.href);
-    url.searchParams.set('stream', id);
-    history.replaceState(null, '', url);
-    $('pick').classList.add('hidden');
-    $('stream').classList.remove('hidden');
-    if (healthTimer) clearInterval(healthTimer);
-    stopPreview();
-    moderation(id);
-    refresh();
-    healthTimer = setInterval(refresh, 1000);
-    loadStreams();
-  }
-
-  function refresh() {
-    var id = studio.streamId;
-    O.api('GET', '/api/streams/' + id).then(function (result) {
-      if (id !== studio.streamId || result.status !== 200) return;
-      var stream = result.body;
-      var wasLive = current && current.status === 'live';
-      current = stream;
-      $('stream-title').textContent = stream.title;
-      $('stream-status').textContent = stream.status;
-      $('stream-status').className = 'badge' + (stream.status === 'live' ? ' live' : '');
-      // The API's admin view: with signed playback on, the link carries a playback token (it is the link to share).
-      $('watch-link').href = stream.playback.watchPage;
-      $('rtmp-url').textContent = stream.ingest.rtmpUrl;
-      var key = sessionStorage.getItem('onair.key.' + stream.id);
-      $('stream-key').textContent = key || 'hidden — "New key" makes a new one (OBS then needs it)';
-      $('copy-key').disabled = !key;
-      $('end').disabled = stream.status !== 'live';
-      obsSettings(stream);
-      health(stream.stats);
-      if (stream.status === 'live' && !preview) startPreview(stream);
-      if (stream.status !== 'live' && preview) stopPreview();
-      if (wasLive !== (stream.status === 'live')) loadStreams();
-    });
-  }
-
-  $('copy-url').addEventListener('click', function (event) { O.copy($('rtmp-url').textContent, event.target); });
-  $('copy-key').addEventListener('click', function (event) { O.copy(sessionStorage.getItem('onair.key.' + studio.streamId) || '', event.target); });
-  $('rotate').addEventListener('click', function () {
-    if (!confirm('Make a new stream key? OBS must then use the new one.')) return;
-    O.api('POST', '/api/streams/' + studio.streamId + '/key').then(function (result) {
-      if (result.status === 200) sessionStorage.setItem('onair.key.' + studio.streamId, result.body.streamKey);
-      refresh();
-    });
-  });
-  $('end').addEventListener('click', function () {
-    O.api('POST', '/api/streams/' + studio.streamId + '/end').then(function (result) {
-      $('end-note').textContent = result.status === 202
-        ? 'Ended. Stop streaming in OBS too: a reconnect starts a new event. The replay appears in the catalog in a few seconds.'
-        : O.errorText(result);
-      refresh();
-    });
-  });
-
-  function obsSettings(stream) {
-    var top = stream.stats && stream.stats.renditions && stream.stats.renditions[0];
-    var hint = top ? top.height >= 1080 ? '6000' : top.height >= 720 ? '4500' : '2500' : '4500 (720p) to 6000 (1080p)';
-    var items = [
-      'Settings → Stream: Service "Custom…", Server and Stream Key as above.',
-      'Settings → Output → Advanced → Streaming: Encoder x264 (or NVENC/QuickSync), Rate control CBR, Bitrate ' + hint + ' kbit/s.',
-      'Keyframe interval 2 s (OnAir cuts 2-second segments on keyframes; 0/auto makes latency and segments irregular).',
-      'CPU preset veryfast, Profile high, Tune zerolatency; x264 options: bframes=0 for the lowest WebRTC latency.',
-      'Settings → Audio: 48 kHz; Output → Audio bitrate 160.',
-      'Settings → Advanced → Network: enable "Automatically reconnect" — a reconnect within the grace keeps the same event.',
-    ];
-    var list = $('obs-settings');
-    if (list.children.length === items.length && list.dataset.hint === hint) return;
-    list.dataset.hint = hint;
-    list.textContent = '';
-    items.forEach(function (text) { list.appendChild(el('li', {}, text)); });
-  }
-
-  function health(stats) {
-    studio.stats = stats || null;
-    var box = $('health');
-    box.textContent = '';
-    var table = $('renditions');
-    table.textContent = '';
-    if (!stats) {
-      box.appendChild(el('div', {}, el('dt', {}, 'Status'), el('dd', {}, current && current.status === 'ended' ? 'ended' : 'waiting for OBS')));
-      $('ads-ready').textContent = '';
-      return;
+function checkToken() {
+  if (!O.token()) { $('login').classList.remove('hidden'); return; }
+  O.api('GET', '/api/session').then(function (result) {
+    if (result.status === 200) signedIn();
+    else {
+      O.forgetToken();
+      $('login').classList.remove('hidden');
+      $('login-error').textContent = result.status === 403 ? 'That token is not the admin token.' : O.errorText(result);
     }
-    var input = stats.input || {};
-    var encoder = stats.encoder || {};
-    var cells = [
-      ['Input', (input.kbps || 0) + ' kbit/s'],
-      ['Input fps', input.fps ? input.fps.toFixed(1) : '–'],
-      ['Source', input.width ? input.width + '×' + input.height : '–'],
-      ['Encoder', (encoder.kind || '–') + (encoder.restarts ? ' · ' + encoder.restarts + ' restarts' : '')],
-      ['Encoder speed', encoder.speed ? encoder.speed.toFixed(2) + '×' : '–'],
-      // The governor's steps when the node is short of CPU: what was given up, and why.
-      ['Ladder', stats.degraded ? 'degraded: ' + stats.degraded.steps.join(', ') + ' (' + stats.degraded.reason + ')' : 'full'],
-      ['Viewers', String((stats.viewers || 0) + (stats.chatViewers || 0))],
-      ['Latency', studio.latency ? studio.latency.toFixed(1) + ' s' : '–'],
-      ['Publishing', stats.publishing ? 'yes' : 'reconnecting…'],
-    ];
-    cells.forEach(function (cell) { box.appendChild(el('div', { 'data-metric': cell[0] }, el('dt', {}, cell[0]), el('dd', {}, cell[1]))); });
-    table.appendChild(el('tr', {}, el('th', {}, 'Rendition'), el('th', {}, 'Size'), el('th', {}, 'kbit/s'), el('th', {}, 'fps')));
-    (stats.renditions || []).forEach(function (r) {
-      table.appendChild(el('tr', {}, el('td', {}, r.name), el('td', {}, r.width + '×' + r.height), el('td', {}, String(r.kbps)), el('td', {}, r.fps.toFixed(1))));
-    });
-    var ads = stats.ads || [];
-    $('ads-ready').textContent = stats.adBreak ? 'an ad break is on' : ads.length ? ads.length + ' ad(s) ready' : 'no ads: markers only';
-    Array.prototype.forEach.call(document.querySelectorAll('.ad-button'), function (b) { b.disabled = Boolean(stats.adBreak); });
-  }
-
-  // The preview is a real LL-HLS player: its latency is what viewers get.
-  function startPreview(stream) {
-    var video = $('preview');
-    if (!window.Hls || !window.Hls.isSupported()) return;
-    preview = new window.Hls({ lowLatencyMode: true, backBufferLength: 10 });
-    preview.loadSource(stream.playback.hls.replace(/^https?:\/\/[^/]+/, ''));
-    preview.attachMedia(video);
-    preview.on(window.Hls.Events.MANIFEST_PARSED, function () { video.play().catch(function () {}); });
-    preview.latencyTimer = setInterval(function () { if (preview && preview.latency > 0) studio.latency = preview.latency; }, 500);
-  }
-
-  function stopPreview() {
-    if (!preview) return;
-    clearInterval(preview.latencyTimer);
-    preview.destroy();
-    preview = null;
-    studio.latency = null;
-  }
-
-  // ---- Cues ----------------------------------------------------------------------------------------------------
-  function cue(body) {
-    $('cue-result').textContent = 'sending…';
-    O.api('POST', '/api/streams/' + studio.streamId + '/cues', body).then(function (result) {
-      if (result.status !== 201) { $('cue-result').textContent = O.errorText(result); return; }
-      var what = body.kind === 'ad' ? 'Ad break of ' + body.durationSec + ' s' + (result.body.ads && result.body.ads.length ? ' with ' + result.body.ads.length + ' ad(s)' : ' (markers only)') : 'News flash';
-      $('cue-result').textContent = what + ' on air from ' + new Date(result.body.startDate).toLocaleTimeString();
-    });
-  }
-  Array.prototype.forEach.call(document.querySelectorAll('.ad-button'), function (button) {
-    button.addEventListener('click', function () { cue({ kind: 'ad', durationSec: Number(button.dataset.seconds) }); });
   });
-  $('news-form').addEventListener('submit', function (event) {
-    event.preventDefault();
-    cue({ kind: 'news', text: $('news-text').value.trim(), durationSec: Number($('news-seconds').value) || 10 });
-  });
+}
 
-  // ---- Moderation ----------------------------------------------------------------------------------------------
-  function moderation(id) {
-    if (socket) socket.close();
-    $('mod-comments').textContent = '';
-    socket = window.io('/chat', { auth: { token: O.token() } });
-    socket.on('connect', function () { socket.emit('join', { streamId: id, name: 'studio' }); });
-    socket.on('comment', function (comment) {
-      studio.comments += 1;
-      var item = el('li', { 'data-id': comment.id },
-        el('strong', {}, comment.name), el('span', { class: 'text' }, comment.text),
-        el('button', { type: 'button', onclick: function () {
-          O.api('DELETE', '/api/streams/' + id + '/comments/' + comment.id).then(function () { item.remove(); });
-        } }, 'Remove'),
-        el('button', { type: 'button', onclick: function () {
-          O.api('POST', '/api/streams/' + id + '/bans', { commentId: comment.id, scope: 'address' }).then(loadBans);
-        } }, 'Ban'));
-      var list = $('mod-comments');
-      list.appendChild(item);
-      while (list.children.length > 100) list.removeChild(list.firstChild);
-    });
-    socket.on('removed', function (message) {
-      var item = $('mod-comments').querySelector('li[data-id="' + CSS.escape(message.id) + '"]');
-      if (item) item.remove();
-    });
-    O.api('GET', '/api/streams/' + id + '/chat').then(function (result) {
-      if (result.status === 200) {
-        $('slow').value = result.body.slowModeSec;
-        $('slow-state').textContent = result.body.slowModeSec ? 'on' : 'off';
-      }
-    });
-    loadBans();
-  }
-
-  function loadBans() {
-    O.api('GET', '/api/streams/' + studio.streamId + '/bans').then(function (result) {
-      var list = $('bans');
-      list.textContent = '';
-      ((result.body && result.body.bans) || []).forEach(function (ban) {
-        list.appendChild(el('li', { class: 'row' }, el('span', { class: 'grow' }, ban.kind + ' ' + ban.target + (ban.expiresAt ? ' until ' + new Date(ban.expiresAt).toLocaleString() : '')),
-          el('button', { type: 'button', onclick: function () { O.api('DELETE', '/api/streams/' + studio.streamId + '/bans/' + ban.id).then(loadBans); } }, 'Lift')));
-      });
-      if (!list.children.length) list.appendChild(el('li', { class: 'muted' }, 'none'));
-    });
-  }
-
-  $('slow-form').addEventListener('submit', function (event) {
-    event.preventDefault();
-    O.api('PUT', '/api/streams/' + studio.streamId + '/chat', { slowModeSec: Number($('slow').value) || 0 }).then(function (result) {
-      $('slow-state').textContent = result.status === 200 ? (result.body.slowModeSec ? 'on: one comment per ' + result.body.slowModeSec + ' s' : 'off') : O.errorText(result);
-    });
-  });
-
-  // ---- Videos, jobs and uploads ----------------------------------------------------------------------------------
-  function loadVideos() {
-    O.api('GET', '/api/videos?limit=50').then(function (result) {
-      if (result.status !== 200) return;
-      var table = $('videos');
-      table.textContent = '';
-      table.appendChild(el('tr', {}, el('th', {}, 'Video'), el('th', {}, 'Status'), el('th', {}, 'Progress'), el('th', {}, 'Ad')));
-      result.body.videos.forEach(function (video) {
-        var ad = el('input', { type: 'checkbox', 'aria-label': 'Use ' + video.title + ' as an ad', checked: video.ad, disabled: video.status !== 'ready' && !video.ad });
-        ad.addEventListener('change', function () { O.api('PATCH', '/api/videos/' + video.id, { ad: ad.checked }); });
-        table.appendChild(el('tr', { 'data-id': video.id },
-          el('td', {}, el('a', { href: video.playback.watchPage }, video.title)),
-          el('td', { title: video.error || '' }, video.status + (video.error ? ': ' + video.error : '')),
-          el('td', {}, el('progress', { max: 100, value: video.progress, 'aria-label': 'Progress of ' + video.title })),
-          el('td', {}, ad)));
-      });
-    });
-  }
-
-  O.bindUploadForm(function () { return { title: $('upload-title').value.trim() }; }, { message: 'Uploaded: processing below.', then: loadVideos });
-
+$('login-form').addEventListener('submit', function (event) {
+  event.preventDefault();
+  O.setToken(O.field('token').value.trim(), O.field('remember').checked);
+  O.field('token').value = '';
   checkToken();
-})();
+});
+$('sign-out').addEventListener('click', function () { O.forgetToken(); location.reload(); });
+
+// ---- Streams -------------------------------------------------------------------------------------------------
+function loadStreams() {
+  return O.api('GET', '/api/streams').then(function (result) {
+    var list = $('streams');
+    list.textContent = '';
+    (result.body.streams || []).forEach(function (stream) {
+      list.appendChild(el('li', {}, el('button', {
+        type: 'button', 'aria-current': stream.id === studio.streamId ? 'true' : 'false',
+        onclick: function () { select(stream.id); },
+      }, el('span', {}, stream.title), el('span', { class: 'badge' + (stream.status === 'live' ? ' live' : '') }, stream.status))));
+    });
+  });
+}
+
+$('create-form').addEventListener('submit', function (event) {
+  event.preventDefault();
+  O.api('POST', '/api/streams', { title: O.field('new-title').value.trim() }).then(function (result) {
+    if (result.status !== 201) { $('create-error').textContent = O.errorText(result); return; }
+    $('create-error').textContent = '';
+    O.field('new-title').value = '';
+    sessionStorage.setItem('onair.key.' + result.body.id, result.body.streamKey);
+    loadStreams();
+    select(result.body.id);
+  });
+});
+
+function select(id) {
+  studio.streamId = id;
+  var url = new URL(location.href);
+  url.searchParams.set('stream', id);
+  history.replaceState(null, '', url);
+  $('pick').classList.add('hidden');
+  $('stream').classList.remove('hidden');
+  if (healthTimer) clearInterval(healthTimer);
+  stopPreview();
+  moderation(id);
+  refresh();
+  healthTimer = setInterval(refresh, 1000);
+  loadStreams();
+}
+
+function refresh() {
+  var id = studio.streamId;
+  O.api('GET', '/api/streams/' + id).then(function (result) {
+    if (id !== studio.streamId || result.status !== 200) return;
+    var stream = result.body;
+    var wasLive = current && current.status === 'live';
+    current = stream;
+    $('stream-title').textContent = stream.title;
+    $('stream-status').textContent = stream.status;
+    $('stream-status').className = 'badge' + (stream.status === 'live' ? ' live' : '');
+    // The API's admin view: with signed playback on, the link carries a playback token (it is the link to share).
+    /** @type {HTMLAnchorElement} */ ($('watch-link')).href = stream.playback.watchPage;
+    $('rtmp-url').textContent = stream.ingest.rtmpUrl;
+    var key = sessionStorage.getItem('onair.key.' + stream.id);
+    $('stream-key').textContent = key || 'hidden — "New key" makes a new one (OBS then needs it)';
+    /** @type {HTMLButtonElement} */ ($('copy-key')).disabled = !key;
+    /** @type {HTMLButtonElement} */ ($('end')).disabled = stream.status !== 'live';
+    obsSettings(stream);
+    health(stream.stats);
+    if (stream.status === 'live' && !preview) startPreview(stream);
+    if (stream.status !== 'live' && preview) stopPreview();
+    if (wasLive !== (stream.status === 'live')) loadStreams();
+  });
+}
+
+$('copy-url').addEventListener('click', function (event) { O.copy($('rtmp-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
+$('copy-key').addEventListener('click', function (event) { O.copy(sessionStorage.getItem('onair.key.' + studio.streamId) || '', /** @type {HTMLElement} */ (event.target)); });
+$('rotate').addEventListener('click', function () {
+  if (!confirm('Make a new stream key? OBS must then use the new one.')) return;
+  O.api('POST', '/api/streams/' + studio.streamId + '/key').then(function (result) {
+    if (result.status === 200) sessionStorage.setItem('onair.key.' + studio.streamId, result.body.streamKey);
+    refresh();
+  });
+});
+$('end').addEventListener('click', function () {
+  O.api('POST', '/api/streams/' + studio.streamId + '/end').then(function (result) {
+    $('end-note').textContent = result.status === 202
+      ? 'Ended. Stop streaming in OBS too: a reconnect starts a new event. The replay appears in the catalog in a few seconds.'
+      : O.errorText(result);
+    refresh();
+  });
+});
+
+function obsSettings(stream) {
+  var top = stream.stats && stream.stats.renditions && stream.stats.renditions[0];
+  var hint = top ? top.height >= 1080 ? '6000' : top.height >= 720 ? '4500' : '2500' : '4500 (720p) to 6000 (1080p)';
+  var items = [
+    'Settings → Stream: Service "Custom…", Server and Stream Key as above.',
+    'Settings → Output → Advanced → Streaming: Encoder x264 (or NVENC/QuickSync), Rate control CBR, Bitrate ' + hint + ' kbit/s.',
+    'Keyframe interval 2 s (OnAir cuts 2-second segments on keyframes; 0/auto makes latency and segments irregular).',
+    'CPU preset veryfast, Profile high, Tune zerolatency; x264 options: bframes=0 for the lowest WebRTC latency.',
+    'Settings → Audio: 48 kHz; Output → Audio bitrate 160.',
+    'Settings → Advanced → Network: enable "Automatically reconnect" — a reconnect within the grace keeps the same event.',
+  ];
+  var list = $('obs-settings');
+  if (list.children.length === items.length && list.dataset.hint === hint) return;
+  list.dataset.hint = hint;
+  list.textContent = '';
+  items.forEach(function (text) { list.appendChild(el('li', {}, text)); });
+}
+
+function health(stats) {
+  var box = $('health');
+  box.textContent = '';
+  var table = $('renditions');
+  table.textContent = '';
+  if (!stats) {
+    box.appendChild(el('div', {}, el('dt', {}, 'Status'), el('dd', {}, current && current.status === 'ended' ? 'ended' : 'waiting for OBS')));
+    $('ads-ready').textContent = '';
+    return;
+  }
+  var input = stats.input || {};
+  var encoder = stats.encoder || {};
+  var cells = [
+    ['Input', (input.kbps || 0) + ' kbit/s'],
+    ['Input fps', input.fps ? input.fps.toFixed(1) : '–'],
+    ['Source', input.width ? input.width + '×' + input.height : '–'],
+    ['Encoder', (encoder.kind || '–') + (encoder.restarts ? ' · ' + encoder.restarts + ' restarts' : '')],
+    ['Encoder speed', encoder.speed ? encoder.speed.toFixed(2) + '×' : '–'],
+    // The governor's steps when the node is short of CPU: what was given up, and why.
+    ['Ladder', stats.degraded ? 'degraded: ' + stats.degraded.steps.join(', ') + ' (' + stats.degraded.reason + ')' : 'full'],
+    ['Viewers', String((stats.viewers || 0) + (stats.chatViewers || 0))],
+    ['Latency', studio.latency ? studio.latency.toFixed(1) + ' s' : '–'],
+    ['Publishing', stats.publishing ? 'yes' : 'reconnecting…'],
+  ];
+  cells.forEach(function (cell) { box.appendChild(el('div', { 'data-metric': cell[0] }, el('dt', {}, cell[0]), el('dd', {}, cell[1]))); });
+  table.appendChild(el('tr', {}, el('th', {}, 'Rendition'), el('th', {}, 'Size'), el('th', {}, 'kbit/s'), el('th', {}, 'fps')));
+  (stats.renditions || []).forEach(function (r) {
+    table.appendChild(el('tr', {}, el('td', {}, r.name), el('td', {}, r.width + '×' + r.height), el('td', {}, String(r.kbps)), el('td', {}, r.fps.toFixed(1))));
+  });
+  var ads = stats.ads || [];
+  $('ads-ready').textContent = stats.adBreak ? 'an ad break is on' : ads.length ? ads.length + ' ad(s) ready' : 'no ads: markers only';
+  Array.prototype.forEach.call(document.querySelectorAll('.ad-button'), function (b) { b.disabled = Boolean(stats.adBreak); });
+}
+
+// The preview is a real LL-HLS player: its latency is what viewers get.
+function startPreview(stream) {
+  var video = /** @type {HTMLVideoElement} */ ($('preview'));
+  if (!window.Hls || !window.Hls.isSupported()) return;
+  var hls = new window.Hls({ lowLatencyMode: true, backBufferLength: 10 });
+  preview = hls;
+  hls.loadSource(stream.playback.hls.replace(/^https?:\/\/[^/]+/, ''));
+  hls.attachMedia(video);
+  hls.on(window.Hls.Events.MANIFEST_PARSED, function () { video.play().catch(function () {}); });
+  previewTimer = setInterval(function () { if (preview && preview.latency > 0) studio.latency = preview.latency; }, 500);
+}
+
+function stopPreview() {
+  if (!preview) return;
+  clearInterval(previewTimer);
+  preview.destroy();
+  preview = null;
+  studio.latency = null;
+}
+
+// ---- Cues ----------------------------------------------------------------------------------------------------
+function cue(body) {
+  $('cue-result').textContent = 'sending…';
+  O.api('POST', '/api/streams/' + studio.streamId + '/cues', body).then(function (result) {
+    if (result.status !== 201) { $('cue-result').textContent = O.errorText(result); return; }
+    var what = body.kind === 'ad' ? 'Ad break of ' + body.durationSec + ' s' + (result.body.ads && result.body.ads.length ? ' with ' + result.body.ads.length + ' ad(s)' : ' (markers only)') : 'News flash';
+    $('cue-result').textContent = what + ' on air from ' + new Date(result.body.startDate).toLocaleTimeString();
+  });
+}
+Array.prototype.forEach.call(document.querySelectorAll('.ad-button'), function (button) {
+  button.addEventListener('click', function () { cue({ kind: 'ad', durationSec: Number(button.dataset.seconds) }); });
+});
+$('news-form').addEventListener('submit', function (event) {
+  event.preventDefault();
+  cue({ kind: 'news', text: O.field('news-text').value.trim(), durationSec: Number(O.field('news-seconds').value) || 10 });
+});
+
+// ---- Moderation ----------------------------------------------------------------------------------------------
+function moderation(id) {
+  if (socket) socket.close();
+  $('mod-comments').textContent = '';
+  if (!window.io) return;
+  var chat = window.io('/chat', { auth: { token: O.token() } });
+  socket = chat;
+  chat.on('connect', function () { chat.emit('join', { streamId: id, name: 'studio' }); });
+  chat.on('comment', function (comment) {
+    var item = el('li', { 'data-id': comment.id },
+      el('strong', {}, comment.name), el('span', { class: 'text' }, comment.text),
+      el('button', { type: 'button', onclick: function () {
+        O.api('DELETE', '/api/streams/' + id + '/comments/' + comment.id).then(function () { item.remove(); });
+      } }, 'Remove'),
+      el('button', { type: 'button', onclick: function () {
+        O.api('POST', '/api/streams/' + id + '/bans', { commentId: comment.id, scope: 'address' }).then(loadBans);
+      } }, 'Ban'));
+    var list = $('mod-comments');
+    list.appendChild(item);
+    while (list.children.length > 100) list.firstElementChild?.remove();
+  });
+  chat.on('removed', function (message) {
+    var item = $('mod-comments').querySelector('li[data-id="' + CSS.escape(message.id) + '"]');
+    if (item) item.remove();
+  });
+  O.api('GET', '/api/streams/' + id + '/chat').then(function (result) {
+    if (result.status === 200) {
+      O.field('slow').value = result.body.slowModeSec;
+      $('slow-state').textContent = result.body.slowModeSec ? 'on' : 'off';
+    }
+  });
+  loadBans();
+}
+
+function loadBans() {
+  O.api('GET', '/api/streams/' + studio.streamId + '/bans').then(function (result) {
+    var list = $('bans');
+    list.textContent = '';
+    ((result.body && result.body.bans) || []).forEach(function (ban) {
+      list.appendChild(el('li', { class: 'row' }, el('span', { class: 'grow' }, ban.kind + ' ' + ban.target + (ban.expiresAt ? ' until ' + new Date(ban.expiresAt).toLocaleString() : '')),
+        el('button', { type: 'button', onclick: function () { O.api('DELETE', '/api/streams/' + studio.streamId + '/bans/' + ban.id).then(loadBans); } }, 'Lift')));
+    });
+    if (!list.children.length) list.appendChild(el('li', { class: 'muted' }, 'none'));
+  });
+}
+
+$('slow-form').addEventListener('submit', function (event) {
+  event.preventDefault();
+  O.api('PUT', '/api/streams/' + studio.streamId + '/chat', { slowModeSec: Number(O.field('slow').value) || 0 }).then(function (result) {
+    $('slow-state').textContent = result.status === 200 ? (result.body.slowModeSec ? 'on: one comment per ' + result.body.slowModeSec + ' s' : 'off') : O.errorText(result);
+  });
+});
+
+// ---- Videos, jobs and uploads ----------------------------------------------------------------------------------
+function loadVideos() {
+  O.api('GET', '/api/videos?limit=50').then(function (result) {
+    if (result.status !== 200) return;
+    var table = $('videos');
+    table.textContent = '';
+    table.appendChild(el('tr', {}, el('th', {}, 'Video'), el('th', {}, 'Status'), el('th', {}, 'Progress'), el('th', {}, 'Ad')));
+    result.body.videos.forEach(function (video) {
+      var ad = /** @type {HTMLInputElement} */ (el('input', { type: 'checkbox', 'aria-label': 'Use ' + video.title + ' as an ad', checked: video.ad, disabled: video.status !== 'ready' && !video.ad }));
+      ad.addEventListener('change', function () { O.api('PATCH', '/api/videos/' + video.id, { ad: ad.checked }); });
+      table.appendChild(el('tr', { 'data-id': video.id },
+        el('td', {}, el('a', { href: video.playback.watchPage }, video.title)),
+        el('td', { title: video.error || '' }, video.status + (video.error ? ': ' + video.error : '')),
+        el('td', {}, el('progress', { max: 100, value: video.progress, 'aria-label': 'Progress of ' + video.title })),
+        el('td', {}, ad)));
+    });
+  });
+}
+
+O.bindUploadForm(function () { return { title: O.field('upload-title').value.trim() }; }, { message: 'Uploaded: processing below.', then: loadVideos });
+
+checkToken();

@@ -1,410 +1,436 @@
+// @ts-check
 // The watch page: a live stream in LL-HLS (hls.js in low-latency mode, or the browser's own HLS as in Safari) with its
 // latency and a quality choice, or in real time over WebRTC (WHEP); the chat with reaction bursts; the news ticker and
 // the ad-break badge from cues. After the event the same URL plays the replay with its chat in step with the playhead.
 // Everything is served by OnAir: no external requests.
-(function () {
-  'use strict';
-  var el = window.OnAir.el;
-  var parts = location.pathname.split('/');
-  var id = parts[parts.length - 1];
-  var params = new URLSearchParams(location.search);
-  var token = params.get('token');
-  var query = token ? '?token=' + encodeURIComponent(token) : '';
-  // A 12-character id is a stream (live, or its replay once the event is over); a 16-character id a catalog video.
-  var isVideo = id.length === 16;
-  var video = document.getElementById('video');
-  var state = document.getElementById('state');
-  var latency = document.getElementById('latency');
-  var level = document.getElementById('level');
-  var quality = document.getElementById('quality');
-  var badge = document.getElementById('badge');
-  var realtime = document.getElementById('realtime');
-  var onair = (window.onair = {
-    streamId: id, stalls: 0, hls: null, mode: isVideo ? 'vod' : 'live', videoId: isVideo ? id : null,
-    comments: 0, reactions: 0, cues: [], errors: [],
-  });
-  var timers = [];
-  var src = null;
+//
+// What the page is doing shows on the page itself, for styles, assistive tools and anyone inspecting it (tests
+// included; there is no test hook): the <video>'s `data-mode` (live, offline, ended, replay, vod), the latency
+// readout's `data-seconds` (hls.js's estimate, unrounded), the chat's `data-joined-as` (the name the server
+// accepted), the replayed chat's `data-total` (comments kept for the replay). Fatal playback errors go to the console.
+import { byId, clock, duration, el } from './common.js';
 
-  video.addEventListener('waiting', function () { if (video.currentTime > 0) onair.stalls += 1; });
-  video.addEventListener('playing', function () {
-    state.textContent = onair.pc ? 'live (real-time)' : onair.mode === 'live' ? 'live' : onair.mode === 'replay' ? 'replay' : 'playing';
-  });
+var parts = location.pathname.split('/');
+var id = parts[parts.length - 1];
+var params = new URLSearchParams(location.search);
+var token = params.get('token');
+var query = token ? '?token=' + encodeURIComponent(token) : '';
+// The server says what the id is (`<body data-kind>`, as its API answers it): a stream (live, or its replay once the
+// event is over) or a catalog video. Without it (no such stream or video) the page asks for a stream and says there is none.
+var isVideo = document.body.dataset.kind === 'video';
+var video = /** @type {HTMLVideoElement & { getStartDate?: () => Date }} */ (byId('video'));
+var state = byId('state');
+var latency = byId('latency');
+var level = byId('level');
+var quality = /** @type {HTMLSelectElement} */ (byId('quality'));
+var badge = byId('badge');
+var realtime = /** @type {HTMLInputElement} */ (byId('realtime'));
+/**
+ * The page's players and what it plays.
+ * @type {{ mode: 'live' | 'offline' | 'ended' | 'replay' | 'vod', hls: import('hls.js').default | null, pc: RTCPeerConnection | null,
+ *   whepLocation: string | null }}
+ */
+var onair = { mode: 'live', hls: null, pc: null, whepLocation: null };
+/** @type {ReturnType<typeof setTimeout>[]} */
+var timers = [];
+/** What hls.js (or the browser) plays: set before any player starts. */
+var src = '';
+setMode(isVideo ? 'vod' : 'live');
 
-  realtime.checked = params.get('mode') === 'webrtc';
-  realtime.addEventListener('change', function () {
-    if (realtime.checked) params.set('mode', 'webrtc'); else params.delete('mode');
-    location.search = params.toString();
-  });
+/** @param {'live' | 'offline' | 'ended' | 'replay' | 'vod'} mode */
+function setMode(mode) {
+  onair.mode = mode;
+  video.dataset.mode = mode;
+}
 
-  // ---- What to play --------------------------------------------------------------------------------------------
-  function load() {
-    var url = (isVideo ? '/api/videos/' : '/api/streams/') + id + query;
-    return fetch(url).then(function (r) { return r.ok ? r.json() : null; }).catch(function () { return null; });
-  }
+video.addEventListener('playing', function () {
+  state.textContent = onair.pc ? 'live (real-time)' : onair.mode === 'live' ? 'live' : onair.mode === 'replay' ? 'replay' : 'playing';
+});
 
-  function show(item) {
-    if (!item) return;
-    document.getElementById('title').textContent = item.title;
-    document.getElementById('description').textContent = item.description || '';
-    document.title = item.title + ' — OnAir';
-  }
+realtime.checked = params.get('mode') === 'webrtc';
+realtime.addEventListener('change', function () {
+  if (realtime.checked) params.set('mode', 'webrtc'); else params.delete('mode');
+  location.search = params.toString();
+});
 
-  function setBadge(text, live) {
-    badge.textContent = text;
-    badge.className = 'badge' + (live ? ' live' : '');
-  }
+// ---- What to play --------------------------------------------------------------------------------------------
+function load() {
+  var url = (isVideo ? '/api/videos/' : '/api/streams/') + id + query;
+  return fetch(url).then(function (r) { return r.ok ? r.json() : null; }).catch(function () { return null; });
+}
 
-  function begin() {
-    load().then(function (item) {
-      show(item);
-      if (isVideo) {
-        setBadge(item && item.source !== 'upload' ? 'Replay' : 'Video', false);
-        src = '/vod/' + id + '/index.m3u8' + query;
-        playHls();
-        replayChat(id);
-      } else if (item && item.status === 'live') {
-        onair.mode = 'live';
-        setBadge('Live', true);
-        src = '/live/' + id + '/index.m3u8' + query;
-        if (item.stats && item.stats.adBreak) showAd(item.stats.adBreak.plannedDurationSec);
-        if (realtime.checked) playWhep(); else playHls();
-        liveChat();
-        watchForEnd();
-      } else if (item && item.replay) {
-        startReplay(item.replay);
-      } else {
-        // Not live yet (or no such stream): wait for it, and start by itself.
-        onair.mode = 'offline';
-        state.textContent = item ? 'offline — this page starts playing when the stream goes live' : 'no such stream';
-        setBadge('Offline', false);
-        if (item) timers.push(setTimeout(begin, 3000));
-        if (item) liveChat();
-      }
-    });
-  }
+function show(item) {
+  if (!item) return;
+  byId('title').textContent = item.title;
+  byId('description').textContent = item.description || '';
+  document.title = item.title + ' — OnAir';
+}
 
-  function startReplay(replay) {
-    onair.mode = 'replay';
-    onair.videoId = replay.videoId;
-    setBadge('Replay', false);
-    src = replay.hls.replace(/^https?:\/\/[^/]+/, '');
-    playHls();
-    replayChat(replay.videoId);
-    // The stream's page: when the stream goes live again, the page goes back to live.
-    if (!isVideo) {
-      timers.push(setInterval(function () {
-        load().then(function (item) { if (item && item.status === 'live') location.reload(); });
-      }, 10000));
+function setBadge(text, live) {
+  badge.textContent = text;
+  badge.className = 'badge' + (live ? ' live' : '');
+}
+
+function begin() {
+  load().then(function (item) {
+    show(item);
+    if (isVideo) {
+      setBadge(item && item.source !== 'upload' ? 'Replay' : 'Video', false);
+      src = '/vod/' + id + '/index.m3u8' + query;
+      playHls();
+      replayChat(id);
+    } else if (item && item.status === 'live') {
+      setMode('live');
+      setBadge('Live', true);
+      src = '/live/' + id + '/index.m3u8' + query;
+      if (item.stats && item.stats.adBreak) showAd(item.stats.adBreak.plannedDurationSec);
+      if (realtime.checked) playWhep(); else playHls();
+      liveChat();
+      watchForEnd();
+    } else if (item && item.replay) {
+      startReplay(item.replay);
+    } else {
+      // Not live yet (or no such stream): wait for it, and start by itself.
+      setMode('offline');
+      state.textContent = item ? 'offline — this page starts playing when the stream goes live' : 'no such stream';
+      setBadge('Offline', false);
+      if (item) timers.push(setTimeout(begin, 3000));
+      if (item) liveChat();
     }
-  }
+  });
+}
 
-  /**
-   * While live, the stream's state is checked every few seconds: once the event is over, the player plays out what it
-   * has buffered (the end of the show) and then the page goes on to the replay.
-   */
-  function watchForEnd() {
-    var lastTime = -1;
-    var stuckSince = 0;
-    var ending = false;
-    var timer = setInterval(function () {
-      if (onair.mode !== 'live') { clearInterval(timer); return; }
-      if (!ending) {
-        load().then(function (item) { if (item && item.status !== 'live') ending = true; });
+function startReplay(replay) {
+  setMode('replay');
+  setBadge('Replay', false);
+  src = replay.hls.replace(/^https?:\/\/[^/]+/, '');
+  playHls();
+  replayChat(replay.videoId);
+  // The stream's page: when the stream goes live again, the page goes back to live.
+  if (!isVideo) {
+    timers.push(setInterval(function () {
+      load().then(function (item) { if (item && item.status === 'live') location.reload(); });
+    }, 10000));
+  }
+}
+
+/**
+ * While live, the stream's state is checked every few seconds: once the event is over, the player plays out what it
+ * has buffered (the end of the show) and then the page goes on to the replay.
+ */
+function watchForEnd() {
+  var lastTime = -1;
+  var stuckSince = 0;
+  var ending = false;
+  var timer = setInterval(function () {
+    if (onair.mode !== 'live') { clearInterval(timer); return; }
+    if (!ending) {
+      load().then(function (item) { if (item && item.status !== 'live') ending = true; });
+      return;
+    }
+    var t = video.currentTime;
+    if (t !== lastTime) { lastTime = t; stuckSince = Date.now(); return; }
+    if (Date.now() - stuckSince >= 1500 || video.ended) { clearInterval(timer); awaitReplay(); }
+  }, 1000);
+  timers.push(timer);
+}
+
+/** The live event ended under the player: the same page goes on to the replay as soon as it is published. */
+function awaitReplay() {
+  if (onair.mode !== 'live') return;
+  setMode('ended');
+  state.textContent = 'the event is over — the replay starts in a moment';
+  setBadge('Ended', false);
+  var tries = 0;
+  (function poll() {
+    load().then(function (item) {
+      if (item && item.status === 'live') { location.reload(); return; }
+      if (item && item.replay) {
+        stopPlayers();
+        if (socket) { socket.close(); socket = null; }
+        startReplay(item.replay);
         return;
       }
-      var t = video.currentTime;
-      if (t !== lastTime) { lastTime = t; stuckSince = Date.now(); return; }
-      if (Date.now() - stuckSince >= 1500 || video.ended) { clearInterval(timer); awaitReplay(); }
-    }, 1000);
-    timers.push(timer);
-  }
-
-  /** The live event ended under the player: the same page goes on to the replay as soon as it is published. */
-  function awaitReplay() {
-    if (onair.mode !== 'live') return;
-    onair.mode = 'ended';
-    state.textContent = 'the event is over — the replay starts in a moment';
-    setBadge('Ended', false);
-    var tries = 0;
-    (function poll() {
-      load().then(function (item) {
-        if (item && item.status === 'live') { location.reload(); return; }
-        if (item && item.replay) {
-          stopPlayers();
-          if (socket) { socket.close(); socket = null; }
-          startReplay(item.replay);
-          return;
-        }
-        if (++tries < 40) timers.push(setTimeout(poll, 1500));
-      });
-    })();
-  }
-
-  function refused() {
-    stopPlayers();
-    onair.refused = true;
-    state.textContent = 'this page needs a valid playback token: the link may have expired — ask for a new one';
-  }
-
-  function stopPlayers() {
-    if (onair.hls) { onair.hls.destroy(); onair.hls = null; }
-    if (onair.pc) { onair.pc.close(); onair.pc = null; }
-    quality.length = 1;
-  }
-
-  // ---- WebRTC (WHEP) -------------------------------------------------------------------------------------------
-  function playWhep() {
-    var pc = new RTCPeerConnection();
-    var media = new MediaStream();
-    onair.pc = pc;
-    quality.disabled = true;
-    pc.addTransceiver('video', { direction: 'recvonly' });
-    pc.addTransceiver('audio', { direction: 'recvonly' });
-    pc.ontrack = function (event) {
-      media.addTrack(event.track);
-      video.srcObject = media;
-      video.play().catch(function () {});
-    };
-    pc.onconnectionstatechange = function () {
-      state.textContent = pc.connectionState === 'connected' ? 'live (real-time)' : pc.connectionState;
-    };
-    level.textContent = 'WebRTC';
-    pc.createOffer().then(function (offer) { return pc.setLocalDescription(offer); }).then(function () {
-      return fetch('/live/' + id + '/whep' + query, {
-        method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription.sdp,
-      });
-    }).then(function (response) {
-      if (response.status !== 201) {
-        return response.json().then(function (body) { throw new Error(body.error ? body.error.message : response.statusText); });
-      }
-      onair.whepLocation = response.headers.get('location');
-      return response.text().then(function (sdp) { return pc.setRemoteDescription({ type: 'answer', sdp: sdp }); });
-    }).catch(function (error) {
-      state.textContent = 'WebRTC unavailable: ' + error.message;
+      if (++tries < 40) timers.push(setTimeout(poll, 1500));
     });
-    window.addEventListener('pagehide', function () {
-      if (onair.whepLocation) fetch(onair.whepLocation, { method: 'DELETE', keepalive: true });
-      pc.close();
-    });
-    timers.push(setInterval(function () {
-      pc.getStats().then(function (stats) {
-        stats.forEach(function (report) {
-          if (report.type === 'inbound-rtp' && report.kind === 'video' && report.jitterBufferEmittedCount > 0) {
-            var delay = report.jitterBufferDelay / report.jitterBufferEmittedCount;
-            latency.textContent = '~' + delay.toFixed(2) + ' s buffer';
-          }
-        });
-      });
-    }, 1000));
-  }
+  })();
+}
 
-  // ---- LL-HLS --------------------------------------------------------------------------------------------------
-  function playHls() {
-    quality.disabled = false;
-    if (window.Hls && window.Hls.isSupported()) {
-      var hls = new window.Hls({ lowLatencyMode: onair.mode === 'live', backBufferLength: 30 });
-      onair.hls = hls;
-      hls.on(window.Hls.Events.MANIFEST_PARSED, function () {
-        quality.length = 1;
-        // Highest first; the value is hls.js's level index (its levels go by bitrate, lowest first).
-        hls.levels.map(function (l, index) { return { l: l, index: index }; }).reverse().forEach(function (item) {
-          quality.appendChild(el('option', { value: item.index }, item.l.height + 'p · ' + Math.round(item.l.bitrate / 1000) + ' kbit/s'));
-        });
-      });
-      hls.on(window.Hls.Events.LEVEL_SWITCHED, function (_e, data) {
-        var l = hls.levels[data.level];
-        if (l) level.textContent = l.height + 'p';
-      });
-      hls.on(window.Hls.Events.ERROR, function (_e, data) {
-        if (!data.fatal) return;
-        onair.errors.push(data.details);
-        var status = data.response && data.response.code;
-        if (onair.mode === 'live' && (status === 404 || status === 410)) { awaitReplay(); return; }
-        // Signed playback: no token, another stream's, or an expired one. Retrying cannot help; a new link can.
-        if (status === 403) { refused(); return; }
-        state.textContent = 'reconnecting…';
-        if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
-        else timers.push(setTimeout(function () { hls.loadSource(src); hls.startLoad(); }, 1000));
-      });
-      hls.loadSource(src);
-      hls.attachMedia(video);
-      timers.push(setInterval(function () {
-        if (onair.mode === 'live' && hls.latency > 0) latency.textContent = hls.latency.toFixed(2) + ' s';
-        else if (onair.mode !== 'live') latency.textContent = '–';
-      }, 250));
-    } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
-      quality.disabled = true;
-      video.src = src;
-      timers.push(setInterval(function () {
-        var date = video.getStartDate && video.getStartDate();
-        if (onair.mode === 'live' && date && !isNaN(date.getTime())) latency.textContent = ((Date.now() - date.getTime()) / 1000 - video.currentTime).toFixed(2) + ' s';
-      }, 250));
-    } else {
-      state.textContent = 'this browser cannot play HLS';
-    }
+function refused() {
+  stopPlayers();
+  state.textContent = 'this page needs a valid playback token: the link may have expired — ask for a new one';
+}
+
+function stopPlayers() {
+  if (onair.hls) { onair.hls.destroy(); onair.hls = null; }
+  if (onair.pc) { onair.pc.close(); onair.pc = null; }
+  quality.length = 1;
+}
+
+// ---- WebRTC (WHEP) -------------------------------------------------------------------------------------------
+function playWhep() {
+  var pc = new RTCPeerConnection();
+  var media = new MediaStream();
+  onair.pc = pc;
+  quality.disabled = true;
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.ontrack = function (event) {
+    media.addTrack(event.track);
+    video.srcObject = media;
     video.play().catch(function () {});
-  }
-
-  quality.addEventListener('change', function () {
-    if (onair.hls) onair.hls.currentLevel = Number(quality.value);
-  });
-  // ENDLIST reached on a live stream: the event is over.
-  video.addEventListener('ended', function () { if (onair.mode === 'live') awaitReplay(); });
-
-  // ---- Chat ----------------------------------------------------------------------------------------------------
-  var comments = document.getElementById('comments');
-  var chatError = document.getElementById('chat-error');
-  var form = document.getElementById('comment-form');
-  var input = document.getElementById('comment');
-  var nameInput = document.getElementById('name');
-  var reactionBar = document.getElementById('reactions');
-  var socket = null;
-  var NAME_KEY = 'onair.name';
-  nameInput.value = localStorage.getItem(NAME_KEY) || 'viewer-' + Math.floor(1000 + Math.random() * 9000);
-
-  function addComment(comment, prepend) {
-    var item = el('li', { 'data-id': comment.id },
-      el('span', { class: 'name' }, comment.name),
-      el('span', { class: 'text' }, comment.text),
-      el('span', { class: 'when' }, comment.offsetSec !== undefined ? window.OnAir.duration(comment.offsetSec) : window.OnAir.clock(comment.at)));
-    if (prepend) comments.insertBefore(item, comments.firstChild); else comments.appendChild(item);
-    while (comments.children.length > 300) comments.removeChild(comments.firstChild);
-    comments.scrollTop = comments.scrollHeight;
-    onair.comments += 1;
-  }
-
-  function burst(emoji, count) {
-    var box = document.getElementById('bursts');
-    for (var i = 0; i < Math.min(count, 8); i++) {
-      var span = el('span', { style: { left: Math.round(Math.random() * 60) + '%', animationDelay: (i * 0.12) + 's' } }, emoji);
-      span.addEventListener('animationend', function (event) { event.target.remove(); });
-      box.appendChild(span);
-    }
-  }
-
-  function liveChat() {
-    if (socket || !window.io) return;
-    document.getElementById('chat-title').textContent = 'Live chat';
-    socket = window.io('/chat');
-    onair.socket = socket;
-    var join = function () {
-      socket.emit('join', { streamId: id, name: nameInput.value.trim() || 'viewer' }, function (ack) {
-        if (!ack || !ack.ok) { chatError.textContent = ack && ack.error ? ack.error.message : 'cannot join the chat'; return; }
-        chatError.textContent = '';
-        onair.joined = true;
-        onair.name = ack.name;
-        reactionBar.textContent = '';
-        (ack.reactions || []).forEach(function (emoji) {
-          reactionBar.appendChild(el('button', { type: 'button', 'aria-label': 'React ' + emoji, onclick: function () { socket.emit('reaction', { emoji: emoji }); } }, emoji));
-        });
-        if (ack.slowModeSec > 0) chatError.textContent = 'Slow mode: one comment every ' + ack.slowModeSec + ' s';
-      });
-    };
-    socket.on('connect', join);
-    socket.on('comment', function (comment) { addComment(comment); });
-    socket.on('removed', function (message) {
-      var item = comments.querySelector('li[data-id="' + CSS.escape(message.id) + '"]');
-      if (item) item.remove();
+  };
+  pc.onconnectionstatechange = function () {
+    state.textContent = pc.connectionState === 'connected' ? 'live (real-time)' : pc.connectionState;
+  };
+  level.textContent = 'WebRTC';
+  pc.createOffer().then(function (offer) { return pc.setLocalDescription(offer); }).then(function () {
+    return fetch('/live/' + id + '/whep' + query, {
+      method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription?.sdp,
     });
-    socket.on('reactions', function (update) {
-      Object.keys(update.counts || {}).forEach(function (emoji) {
-        onair.reactions += update.counts[emoji];
-        burst(emoji, update.counts[emoji]);
+  }).then(function (response) {
+    if (response.status !== 201) {
+      return response.json().then(function (body) { throw new Error(body.error ? body.error.message : response.statusText); });
+    }
+    onair.whepLocation = response.headers.get('location');
+    return response.text().then(function (sdp) { return pc.setRemoteDescription({ type: 'answer', sdp: sdp }); });
+  }).catch(function (error) {
+    state.textContent = 'WebRTC unavailable: ' + error.message;
+  });
+  window.addEventListener('pagehide', function () {
+    if (onair.whepLocation) fetch(onair.whepLocation, { method: 'DELETE', keepalive: true });
+    pc.close();
+  });
+  timers.push(setInterval(function () {
+    pc.getStats().then(function (stats) {
+      stats.forEach(function (report) {
+        if (report.type === 'inbound-rtp' && report.kind === 'video' && report.jitterBufferEmittedCount > 0) {
+          var delay = report.jitterBufferDelay / report.jitterBufferEmittedCount;
+          latency.textContent = '~' + delay.toFixed(2) + ' s buffer';
+        }
       });
     });
-    socket.on('cue', onCue);
-    socket.on('error', function (error) { chatError.textContent = error.message; });
-    nameInput.addEventListener('change', function () {
-      localStorage.setItem(NAME_KEY, nameInput.value.trim());
-      if (socket.connected) join();
+  }, 1000));
+}
+
+// ---- LL-HLS --------------------------------------------------------------------------------------------------
+function playHls() {
+  quality.disabled = false;
+  const Hls = window.Hls;
+  if (Hls && Hls.isSupported()) {
+    var hls = new Hls({ lowLatencyMode: onair.mode === 'live', backBufferLength: 30 });
+    onair.hls = hls;
+    hls.on(Hls.Events.MANIFEST_PARSED, function () {
+      quality.length = 1;
+      // Highest first; the value is hls.js's level index (its levels go by bitrate, lowest first).
+      hls.levels.map(function (l, index) { return { l: l, index: index }; }).reverse().forEach(function (item) {
+        quality.appendChild(el('option', { value: item.index }, item.l.height + 'p · ' + Math.round(item.l.bitrate / 1000) + ' kbit/s'));
+      });
     });
+    hls.on(Hls.Events.LEVEL_SWITCHED, function (_e, data) {
+      var l = hls.levels[data.level];
+      if (l) level.textContent = l.height + 'p';
+    });
+    hls.on(Hls.Events.ERROR, function (_e, data) {
+      if (!data.fatal) return;
+      // For whoever opens the console: what stopped playback (the page shows "reconnecting…" and retries).
+      console.warn('OnAir player: fatal playback error', data.type, data.details);
+      var status = data.response && data.response.code;
+      if (onair.mode === 'live' && (status === 404 || status === 410)) { awaitReplay(); return; }
+      // Signed playback: no token, another stream's, or an expired one. Retrying cannot help; a new link can.
+      if (status === 403) { refused(); return; }
+      state.textContent = 'reconnecting…';
+      if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+      else timers.push(setTimeout(function () { hls.loadSource(src); hls.startLoad(); }, 1000));
+    });
+    hls.loadSource(src);
+    hls.attachMedia(video);
+    timers.push(setInterval(function () {
+      if (onair.mode === 'live' && hls.latency > 0) showLatency(hls.latency);
+      else if (onair.mode !== 'live') showLatency(undefined);
+    }, 250));
+  } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
+    quality.disabled = true;
+    video.src = src;
+    timers.push(setInterval(function () {
+      var date = video.getStartDate && video.getStartDate();
+      if (onair.mode === 'live' && date && !isNaN(date.getTime())) showLatency((Date.now() - date.getTime()) / 1000 - video.currentTime);
+    }, 250));
+  } else {
+    state.textContent = 'this browser cannot play HLS';
   }
+  video.play().catch(function () {});
+}
 
-  /**
-   * How far behind the live edge the picture is, so that the replay shows a comment beside what its writer saw:
-   * hls.js knows (its latency; a viewer who paused or went back in the DVR window is far behind); WebRTC is at the
-   * edge; otherwise the server assumes a typical LL-HLS viewer.
-   */
-  function behindLiveMs() {
-    if (onair.mode !== 'live') return undefined;
-    if (onair.pc) return 0;
-    if (onair.hls && onair.hls.latency > 0) return Math.min(3600000, Math.round(onair.hls.latency * 1000));
-    return undefined;
+/**
+ * The latency readout: two decimals for the viewer, the unrounded seconds in `data-seconds`; `–` when not live.
+ * @param {number | undefined} seconds
+ */
+function showLatency(seconds) {
+  if (seconds === undefined) {
+    latency.textContent = '–';
+    delete latency.dataset.seconds;
+    return;
   }
+  latency.textContent = seconds.toFixed(2) + ' s';
+  latency.dataset.seconds = String(seconds);
+}
 
-  form.addEventListener('submit', function (event) {
-    event.preventDefault();
-    var text = input.value.trim();
-    if (!text || !socket) return;
-    var comment = { text: text };
-    var behind = behindLiveMs();
-    if (behind !== undefined) comment.behindMs = behind;
-    socket.emit('comment', comment, function (ack) {
-      if (ack && ack.ok) { input.value = ''; chatError.textContent = ''; }
-      else if (ack && ack.error) chatError.textContent = ack.error.message;
+quality.addEventListener('change', function () {
+  if (onair.hls) onair.hls.currentLevel = Number(quality.value);
+});
+// ENDLIST reached on a live stream: the event is over.
+video.addEventListener('ended', function () { if (onair.mode === 'live') awaitReplay(); });
+
+// ---- Chat ----------------------------------------------------------------------------------------------------
+var comments = byId('comments');
+var chatError = byId('chat-error');
+/** The chat panel: `data-joined-as` once the server has let this viewer in. */
+var chat = byId('chat');
+var form = byId('comment-form');
+var input = /** @type {HTMLInputElement} */ (byId('comment'));
+var nameInput = /** @type {HTMLInputElement} */ (byId('name'));
+var reactionBar = byId('reactions');
+var socket = null;
+var NAME_KEY = 'onair.name';
+nameInput.value = localStorage.getItem(NAME_KEY) || 'viewer-' + Math.floor(1000 + Math.random() * 9000);
+
+function addComment(comment, prepend) {
+  var item = el('li', { 'data-id': comment.id },
+    el('span', { class: 'name' }, comment.name),
+    el('span', { class: 'text' }, comment.text),
+    el('span', { class: 'when' }, comment.offsetSec !== undefined ? duration(comment.offsetSec) : clock(comment.at)));
+  if (prepend) comments.insertBefore(item, comments.firstChild); else comments.appendChild(item);
+  while (comments.children.length > 300) comments.firstElementChild?.remove();
+  comments.scrollTop = comments.scrollHeight;
+}
+
+function burst(emoji, count) {
+  var box = byId('bursts');
+  for (var i = 0; i < Math.min(count, 8); i++) {
+    var span = el('span', { style: { left: Math.round(Math.random() * 60) + '%', animationDelay: (i * 0.12) + 's' } }, emoji);
+    span.addEventListener('animationend', function (event) { /** @type {Element} */ (event.target).remove(); });
+    box.appendChild(span);
+  }
+}
+
+function liveChat() {
+  if (socket || !window.io) return;
+  byId('chat-title').textContent = 'Live chat';
+  socket = window.io('/chat');
+  var join = function () {
+    socket.emit('join', { streamId: id, name: nameInput.value.trim() || 'viewer' }, function (ack) {
+      if (!ack || !ack.ok) { chatError.textContent = ack && ack.error ? ack.error.message : 'cannot join the chat'; return; }
+      chatError.textContent = '';
+      chat.dataset.joinedAs = ack.name;
+      reactionBar.textContent = '';
+      (ack.reactions || []).forEach(function (emoji) {
+        reactionBar.appendChild(el('button', { type: 'button', 'aria-label': 'React ' + emoji, onclick: function () { socket.emit('reaction', { emoji: emoji }); } }, emoji));
+      });
+      if (ack.slowModeSec > 0) chatError.textContent = 'Slow mode: one comment every ' + ack.slowModeSec + ' s';
+    });
+  };
+  socket.on('connect', join);
+  socket.on('comment', function (comment) { addComment(comment); });
+  socket.on('removed', function (message) {
+    var item = comments.querySelector('li[data-id="' + CSS.escape(message.id) + '"]');
+    if (item) item.remove();
+  });
+  socket.on('reactions', function (update) {
+    Object.keys(update.counts || {}).forEach(function (emoji) {
+      burst(emoji, update.counts[emoji]);
     });
   });
+  socket.on('cue', onCue);
+  socket.on('error', function (error) { chatError.textContent = error.message; });
+  nameInput.addEventListener('change', function () {
+    localStorage.setItem(NAME_KEY, nameInput.value.trim());
+    if (socket.connected) join();
+  });
+}
 
-  /**
-   * The replay's chat: every kept comment, shown as the playhead passes its offset (seeking back hides later ones).
-   * The server put each comment where its writer was in the picture, for the replay and the archive alike.
-   */
-  function replayChat(videoId) {
-    document.getElementById('chat-title').textContent = 'Chat replay';
-    form.classList.add('hidden');
-    reactionBar.classList.add('hidden');
-    nameInput.parentElement.classList.add('hidden');
-    var all = [];
-    var shown = 0;
-    var sync = function () {
-      var t = video.currentTime;
-      var upTo = 0;
-      while (upTo < all.length && all[upTo].offsetSec <= t) upTo++;
-      if (upTo < shown) { comments.textContent = ''; shown = 0; onair.comments = 0; }
-      for (; shown < upTo; shown++) addComment(all[shown]);
-    };
-    (function page(cursor) {
-      fetch('/api/videos/' + videoId + '/chat?limit=1000' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''))
-        .then(function (r) { return r.ok ? r.json() : { comments: [] }; })
-        .then(function (body) {
-          all = all.concat(body.comments || []);
-          onair.replayComments = all.length;
-          if (body.nextCursor) page(body.nextCursor);
-          sync();
-        });
-    })();
-    video.addEventListener('timeupdate', sync);
-    video.addEventListener('seeking', sync);
-    video.addEventListener('seeked', sync);
-    // Media events stop at the end or while paused after a seek: a slow tick keeps the chat in step anyway.
-    timers.push(setInterval(sync, 500));
+/**
+ * How far behind the live edge the picture is, so that the replay shows a comment beside what its writer saw:
+ * hls.js knows (its latency; a viewer who paused or went back in the DVR window is far behind); WebRTC is at the
+ * edge; otherwise the server assumes a typical LL-HLS viewer.
+ */
+function behindLiveMs() {
+  if (onair.mode !== 'live') return undefined;
+  if (onair.pc) return 0;
+  if (onair.hls && onair.hls.latency > 0) return Math.min(3600000, Math.round(onair.hls.latency * 1000));
+  return undefined;
+}
+
+form.addEventListener('submit', function (event) {
+  event.preventDefault();
+  var text = input.value.trim();
+  if (!text || !socket) return;
+  var comment = { text: text };
+  var behind = behindLiveMs();
+  if (behind !== undefined) comment.behindMs = behind;
+  socket.emit('comment', comment, function (ack) {
+    if (ack && ack.ok) { input.value = ''; chatError.textContent = ''; }
+    else if (ack && ack.error) chatError.textContent = ack.error.message;
+  });
+});
+
+/**
+ * The replay's chat: every kept comment, shown as the playhead passes its offset (seeking back hides later ones).
+ * The server put each comment where its writer was in the picture, for the replay and the archive alike.
+ */
+function replayChat(videoId) {
+  byId('chat-title').textContent = 'Chat replay';
+  form.classList.add('hidden');
+  reactionBar.classList.add('hidden');
+  nameInput.parentElement?.classList.add('hidden');
+  var all = [];
+  var shown = 0;
+  var sync = function () {
+    var t = video.currentTime;
+    var upTo = 0;
+    while (upTo < all.length && all[upTo].offsetSec <= t) upTo++;
+    if (upTo < shown) { comments.textContent = ''; shown = 0; }
+    for (; shown < upTo; shown++) addComment(all[shown]);
+  };
+  (function page(cursor) {
+    fetch('/api/videos/' + videoId + '/chat?limit=1000' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''))
+      .then(function (r) { return r.ok ? r.json() : { comments: [] }; })
+      .then(function (body) {
+        all = all.concat(body.comments || []);
+        comments.dataset.total = String(all.length);
+        if (body.nextCursor) page(body.nextCursor);
+        sync();
+      });
+  })();
+  video.addEventListener('timeupdate', sync);
+  video.addEventListener('seeking', sync);
+  video.addEventListener('seeked', sync);
+  // Media events stop at the end or while paused after a seek: a slow tick keeps the chat in step anyway.
+  timers.push(setInterval(sync, 500));
+}
+
+// ---- Cues: news ticker and ad-break badge ------------------------------------------------------------------------
+var ticker = byId('ticker');
+var adBadge = byId('ad');
+var tickerTimer = null;
+var adTimer = null;
+
+function showAd(durationSec) {
+  adBadge.textContent = 'Ad break · ' + Math.round(durationSec) + ' s';
+  adBadge.classList.remove('hidden');
+  clearTimeout(adTimer);
+  adTimer = setTimeout(function () { adBadge.classList.add('hidden'); }, durationSec * 1000);
+}
+
+function onCue(cue) {
+  if (cue.kind === 'news') {
+    ticker.textContent = cue.text;
+    ticker.classList.remove('hidden');
+    clearTimeout(tickerTimer);
+    tickerTimer = setTimeout(function () { ticker.classList.add('hidden'); }, (cue.durationSec || 10) * 1000);
+  } else if (cue.kind === 'ad') {
+    showAd(cue.durationSec);
   }
+}
 
-  // ---- Cues: news ticker and ad-break badge ------------------------------------------------------------------------
-  var ticker = document.getElementById('ticker');
-  var adBadge = document.getElementById('ad');
-  var tickerTimer = null;
-  var adTimer = null;
-
-  function showAd(durationSec) {
-    adBadge.textContent = 'Ad break · ' + Math.round(durationSec) + ' s';
-    adBadge.classList.remove('hidden');
-    clearTimeout(adTimer);
-    adTimer = setTimeout(function () { adBadge.classList.add('hidden'); }, durationSec * 1000);
-  }
-
-  function onCue(cue) {
-    onair.cues.push(cue);
-    if (cue.kind === 'news') {
-      ticker.textContent = cue.text;
-      ticker.classList.remove('hidden');
-      clearTimeout(tickerTimer);
-      tickerTimer = setTimeout(function () { ticker.classList.add('hidden'); }, (cue.durationSec || 10) * 1000);
-    } else if (cue.kind === 'ad') {
-      showAd(cue.durationSec);
-    }
-  }
-
-  begin();
-})();
+begin();

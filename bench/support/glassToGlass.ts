@@ -1,4 +1,5 @@
 import type { Page } from 'playwright-core';
+import { countStalls } from '../../test/support/browser.js';
 import { BenchError } from './benchmark.js';
 import { sleep } from './clock.js';
 import { BARCODE } from './publisher.js';
@@ -65,10 +66,11 @@ function installDecoder(g: Geometry): void {
         if (sum / 27 > 128) value += 2 ** k;
       });
       const latency = (((now % g.modulo) - value) % g.modulo + g.modulo) % g.modulo;
-      const hls = (window as unknown as { onair?: { hls?: { latency?: number } | null } }).onair?.hls;
+      // hls.js's estimate as the page's latency readout holds it (refreshed every 250 ms).
+      const hlsLatency = Number(document.getElementById('latency')?.dataset['seconds'] ?? NaN);
       state.frames += 1;
       if (latency > g.maxMs) state.bad += 1;
-      else state.samples.push([now, latency, hls?.latency ?? NaN]);
+      else state.samples.push([now, latency, hlsLatency]);
     }
     video.requestVideoFrameCallback(onFrame);
   };
@@ -76,7 +78,7 @@ function installDecoder(g: Geometry): void {
 }
 
 /**
- * Opens `url` (a page whose `window.onair.hls` is hls.js playing into its <video>), waits for playback, lets it settle
+ * Opens `url` (the watch page: hls.js or WebRTC playing into its <video>), waits for playback, lets it settle
  * `warmupSec`, then keeps the samples of the next `measureSec`.
  */
 export async function measurePlayback(page: Page, url: string, warmupSec: number, measureSec: number, signal: AbortSignal): Promise<PlaybackSamples> {
@@ -90,13 +92,14 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
     throw new BenchError(`${url}: playback did not start within 60 s`);
   }
   await page.evaluate(installDecoder, { ...BARCODE, modulo: 2 ** BARCODE.bits, maxMs: 60_000 });
+  await page.evaluate(countStalls);
   await sleep(warmupSec * 1000, signal);
   const start = await page.evaluate(() => ({
     now: Date.now(),
     time: document.querySelector('video')!.currentTime,
-    stalls: (window as unknown as { onair: { stalls: number } }).onair.stalls,
     bad: (window as unknown as { __g2g: PageState }).__g2g.bad,
   }));
+  const startStalls = await page.evaluate(countStalls);
   await sleep(measureSec * 1000, signal);
   const end = await page.evaluate(() => {
     const state = (window as unknown as { __g2g: PageState }).__g2g;
@@ -106,15 +109,15 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
       bad: state.bad,
       time: video.currentTime,
       height: video.videoHeight,
-      stalls: (window as unknown as { onair: { stalls: number } }).onair.stalls,
     };
   });
+  const endStalls = await page.evaluate(countStalls);
   const kept = end.samples.filter(([at]) => at >= start.now);
   return {
     latencies: kept.map(([, latency]) => latency),
     hlsLatencies: kept.map(([, , hls]) => hls).filter((v) => Number.isFinite(v)),
     bad: end.bad - start.bad,
-    stalls: end.stalls - start.stalls,
+    stalls: endStalls - startStalls,
     played: end.time - start.time,
     height: end.height,
   };

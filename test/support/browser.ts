@@ -28,21 +28,70 @@ export async function launchChromium(): Promise<{ browser: BrowserContext; close
 
 export type { Browser };
 
-/** What the watch page shows: the playhead, the mean brightness of a presented frame, and its `window.onair` state. */
+/**
+ * Runs in the page: counts the `<video>`'s stalls (`waiting` once playback has begun) from now on, in the element's
+ * `onairStalls`; a second call leaves the count running. The pages keep no count of their own.
+ */
+export function countStalls(): number {
+  const video = document.querySelector('video') as (HTMLVideoElement & { onairStalls?: number }) | null;
+  if (!video) throw new Error('no <video> on the page');
+  if (video.onairStalls === undefined) {
+    video.onairStalls = 0;
+    video.addEventListener('waiting', () => { if (video.currentTime > 0) video.onairStalls! += 1; });
+  }
+  return video.onairStalls;
+}
+
+/**
+ * Keeps every RTCPeerConnection the page's scripts make, for `inboundVideo`: a wrapper installed before the page's
+ * own scripts run (on every navigation of this tab), so that the watch page needs no test hook.
+ */
+export async function recordPeerConnections(page: import('playwright-core').Page): Promise<void> {
+  await page.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    const made: RTCPeerConnection[] = [];
+    Object.defineProperty(window, 'onairTestPeerConnections', { value: made });
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args: ConstructorParameters<typeof RTCPeerConnection>) {
+        super(...args);
+        made.push(this);
+      }
+    };
+  });
+}
+
+/** The `inbound-rtp` video stats of the page's latest RTCPeerConnection (see `recordPeerConnections`), if any. */
+export async function inboundVideo(page: import('playwright-core').Page): Promise<Record<string, number> | undefined> {
+  return page.evaluate(async () => {
+    const made = (window as unknown as { onairTestPeerConnections?: RTCPeerConnection[] }).onairTestPeerConnections ?? [];
+    const pc = made[made.length - 1];
+    if (!pc) return undefined;
+    let video: Record<string, number> | undefined;
+    (await pc.getStats()).forEach((r: Record<string, unknown>) => {
+      if (r['type'] === 'inbound-rtp' && r['kind'] === 'video') video = r as Record<string, number>;
+    });
+    return video;
+  });
+}
+
+/** What the watch page shows: the playhead, the mean brightness of a presented frame, its mode and latency readout. */
 export interface VideoSample {
   currentTime: number;
   duration: number;
   brightness: number;
+  /** The `<video>`'s `data-mode`: live, offline, ended, replay or vod. */
   mode: string;
+  /** Stalls since the first sample of this page (`countStalls`). */
   stalls: number;
-  /** hls.js's `latency` (NaN without hls.js). */
+  /** The latency readout's unrounded seconds (hls.js's estimate; NaN while it shows none). */
   latency: number;
   /** The latency readout's text. */
   latencyText: string;
 }
 
 export async function sampleVideo(page: import('playwright-core').Page): Promise<VideoSample> {
-  return page.evaluate(async () => {
+  const stalls = await page.evaluate(countStalls);
+  const sample = await page.evaluate(async () => {
     const video = document.querySelector('video')!;
     // Sample a frame that has been presented, not whatever the element holds between frames.
     await new Promise<void>((resolve) => {
@@ -60,18 +109,22 @@ export async function sampleVideo(page: import('playwright-core').Page): Promise
     const pixels = context.getImageData(0, 0, 64, 36).data;
     let sum = 0;
     for (let i = 0; i < pixels.length; i += 4) sum += pixels[i]! + pixels[i + 1]! + pixels[i + 2]!;
-    const onair = (window as unknown as { onair: { mode?: string; stalls: number; hls: { latency: number } | null } }).onair;
+    const readout = document.getElementById('latency');
     return {
       currentTime: video.currentTime,
       duration: video.duration,
       brightness: sum / (pixels.length / 4) / 3,
-      mode: onair.mode ?? 'live',
-      stalls: onair.stalls,
-      latency: onair.hls?.latency ?? NaN,
-      latencyText: document.getElementById('latency')?.textContent ?? '',
+      mode: video.dataset['mode'] ?? '',
+      latency: Number(readout?.dataset['seconds'] ?? NaN),
+      latencyText: readout?.textContent ?? '',
     };
   });
+  return { ...sample, stalls };
 }
+
+/** The watch page's mode (its `<video>`'s `data-mode`): live, offline, ended, replay or vod. */
+export const watchMode = (page: import('playwright-core').Page): Promise<string | undefined> =>
+  page.evaluate(() => document.querySelector('video')?.dataset['mode']);
 
 /** Where the page's `<video>` is now, in seconds. */
 export const playhead = (page: import('playwright-core').Page): Promise<number> => page.evaluate(() => document.querySelector('video')!.currentTime);
