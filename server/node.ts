@@ -21,9 +21,10 @@ import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from './r
 import { StreamStore } from './streams.js';
 import { LiveCues } from './liveCues.js';
 import { LiveEvents, type LiveEventsEvents } from './LiveEvents.js';
+import { CloseSteps } from './closeSteps.js';
 import { checkReady } from './ready.js';
 import { startChat, startEdge, startVodArchive } from './rooms.js';
-import { liveSamples, streamView, type ViewSources } from './views.js';
+import { liveSamples, streamsApi, type ViewSources } from './views.js';
 
 /**
  * close() ends within this, whatever state children and dependencies are in: each step has its own deadline (below)
@@ -218,34 +219,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         edge,
         closed: () => this.#closed,
       }),
-      streams: {
-        create: async (input) => {
-          const { stream, streamKey } = await this.streams.create(input);
-          return { stream: await streamView(views, stream, true), streamKey };
-        },
-        list: async () => Promise.all((await this.streams.list()).map((s) => streamView(views, s, false))),
-        get: async (id, admin, token) => {
-          const stream = await this.streams.get(id);
-          return stream && streamView(views, stream, admin, token);
-        },
-        rotateKey: async (id) => {
-          const streamKey = await this.streams.rotateKey(id);
-          const stream = streamKey === undefined ? undefined : await this.streams.get(id);
-          return stream && streamKey ? { stream: await streamView(views, stream, true), streamKey } : undefined;
-        },
-        end: async (id) => {
-          if (!(await this.streams.get(id))) return undefined;
-          if (!this.#events.get(id)) return false;
-          this.#ingest.end(id);
-          return true;
-        },
-        delete: async (id) => {
-          this.#ingest.end(id);
-          const deleted = await this.streams.delete(id);
-          if (deleted) await this.#chat.streamDeleted(id);
-          return deleted;
-        },
-      },
+      streams: streamsApi(views, this.streams, {
+        end: (id) => this.#ingest.end(id),
+        deleted: (id) => this.#chat.streamDeleted(id),
+      }),
     });
     this.#chat.attach(this.#http.server);
   }
@@ -362,24 +339,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
 
   async #close(): Promise<void> {
     this.#closed = true;
-    const deadline = Date.now() + CLOSE_TIMEOUT_MS;
-    const failures: string[] = [];
-    const step = async (name: keyof typeof CLOSE_STEP_MS, work: () => Promise<unknown>): Promise<void> => {
-      const budgetMs = Math.max(0, Math.min(CLOSE_STEP_MS[name], deadline - CLOSE_REDIS_RESERVE_MS - Date.now()));
-      let timer: NodeJS.Timeout | undefined;
-      const outcome = await Promise.race([
-        Promise.resolve().then(work).then(() => 'done' as const, (error: unknown) => {
-          this.log.error({ err: error, step: name }, 'close: a step failed');
-          return 'failed' as const;
-        }),
-        new Promise<'timeout'>((resolve) => {
-          timer = setTimeout(() => resolve('timeout'), budgetMs);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (outcome === 'timeout') this.log.error({ step: name, budgetMs }, 'close: a step ran out of time; going on without it');
-      if (outcome !== 'done') failures.push(`${name} ${outcome}`);
-    };
+    const steps = new CloseSteps({ log: this.log, budgetsMs: CLOSE_STEP_MS, timeoutMs: CLOSE_TIMEOUT_MS, reserveMs: CLOSE_REDIS_RESERVE_MS });
+    const step = steps.step.bind(steps);
     // Retries of ends of events stop now: a recording they leave is archived by the next start.
     this.#events.stop();
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
@@ -397,13 +358,13 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await step('database', () => this.#database.close());
     if (this.#embeddedRedis) {
       // Whatever is left, at least the reserve: redis-server gets SIGTERM (flushes its file), SIGKILL after that.
-      const timeoutMs = Math.max(CLOSE_REDIS_RESERVE_MS, deadline - Date.now());
+      const timeoutMs = Math.max(CLOSE_REDIS_RESERVE_MS, steps.leftMs);
       await this.#embeddedRedis.stop({ timeoutMs }).catch((error: unknown) => {
         this.log.error({ err: error }, 'close: could not stop the embedded redis');
-        failures.push('redis failed');
+        steps.failures.push('redis failed');
       });
     }
-    if (failures.length > 0) throw new Error(`the node closed with failures: ${failures.join(', ')}`);
+    if (steps.failures.length > 0) throw new Error(`the node closed with failures: ${steps.failures.join(', ')}`);
   }
 
   async #listen(): Promise<void> {

@@ -3,8 +3,9 @@ import type { DegradeStep, RenditionStats, TranscoderStats } from '../live-trans
 import { playbackTokenExpiry, signPlaybackToken, type StreamPackager } from '../ll-hls-packager/index.js';
 import type { ViewerStats } from '../webrtc-edge/index.js';
 import { adBreakView } from './liveCues.js';
+import type { HttpDeps } from './http.js';
 import type { LiveStreamSample } from './metrics.js';
-import type { StreamRecord } from './streams.js';
+import type { StreamRecord, StreamStore } from './streams.js';
 
 /** The stream view the API returns (never the key, except right after creation or rotation). */
 export interface StreamView extends StreamRecord {
@@ -167,4 +168,42 @@ export function liveSamples(lives: Iterable<LiveEventView>): LiveStreamSample[] 
       ladderLevel: stats.degraded?.level ?? 0,
     };
   });
+}
+
+/**
+ * The /api/streams handlers: the store's records as views. `end`: disconnects the stream's publisher (its event
+ * ends); `deleted`: the stream's row is gone (its chat goes too).
+ */
+export function streamsApi(sources: ViewSources, store: Pick<StreamStore, 'create' | 'list' | 'get' | 'rotateKey' | 'delete'>, control: {
+  end: (streamId: string) => void;
+  deleted: (streamId: string) => Promise<void>;
+}): HttpDeps['streams'] {
+  return {
+    create: async (input) => {
+      const { stream, streamKey } = await store.create(input);
+      return { stream: await streamView(sources, stream, true), streamKey };
+    },
+    list: async () => Promise.all((await store.list()).map((s) => streamView(sources, s, false))),
+    get: async (id, admin, token) => {
+      const stream = await store.get(id);
+      return stream && streamView(sources, stream, admin, token);
+    },
+    rotateKey: async (id) => {
+      const streamKey = await store.rotateKey(id);
+      const stream = streamKey === undefined ? undefined : await store.get(id);
+      return stream && streamKey ? { stream: await streamView(sources, stream, true), streamKey } : undefined;
+    },
+    end: async (id) => {
+      if (!(await store.get(id))) return undefined;
+      if (!sources.live(id)) return false;
+      control.end(id);
+      return true;
+    },
+    delete: async (id) => {
+      control.end(id);
+      const deleted = await store.delete(id);
+      if (deleted) await control.deleted(id);
+      return deleted;
+    },
+  };
 }
