@@ -111,7 +111,7 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
   }
 
   /** Work that outlives the call that started it: logged if it fails, awaited by settled(). */
-  background(work: Promise<void>, failure: string, fields: Record<string, unknown> = {}): void {
+  #background(work: Promise<void>, failure: string, fields: Record<string, unknown> = {}): void {
     const tracked: Promise<void> = work
       .catch((error: unknown) => this.log.error({ ...fields, err: error }, failure))
       .finally(() => this.#endings.delete(tracked));
@@ -149,7 +149,7 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
 
   /** The stream's event ends (its publisher's grace ran out, or it was ended): in the background. */
   end(streamId: string): void {
-    this.background(this.#onEnd(streamId), 'could not end the live event', { streamId });
+    this.#background(this.#onEnd(streamId), 'could not end the live event', { streamId });
   }
 
   async #onEnd(streamId: string): Promise<void> {
@@ -253,7 +253,7 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
    * in memory and are gone. In the background.
    */
   archiveLeftRecordings(): void {
-    this.background(this.#archiveLeftRecordings(), 'could not archive a recording left by the last run (kept on disk for the next start)');
+    this.#background(this.#archiveLeftRecordings(), 'could not archive a recording left by the last run (kept on disk for the next start)');
   }
 
   async #archiveLeftRecordings(): Promise<void> {
