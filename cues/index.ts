@@ -11,3 +11,5 @@ export { encodeSpliceInsert, decodeSpliceInfo, crc32Mpeg2, toHexSequence } from 
 export type { SpliceInsert, SpliceInfo } from '../lib/media/scte35.js';
 export { AdFeed, splitAdRendition } from '../lib/media/ads.js';
 export type { AdMedia, AdRendition } from '../lib/media/ads.js';
+export { LiveCues, openEventCues, closeEventCues, adBreakView } from './LiveCues.js';
+export type { LiveCuesOptions, LiveEventCues, CueTarget } from './LiveCues.js';

@@ -9,16 +9,7 @@ import type { Logger } from '../lib/log.js';
 import { tokenMatches } from './adminToken.js';
 import { ROUTE_LIMITS, type HttpLimits } from './httpLimits.js';
 import type { Metrics } from './metrics.js';
-import type { StreamRecord } from './streams.js';
-
-/** The stream view the API returns (never the key, except right after creation or rotation). */
-export interface StreamView extends StreamRecord {
-  ingest: { rtmpUrl: string };
-  playback: { hls: string; whep: string; watchPage: string };
-  stats?: unknown;
-  /** After the event: its replay (catalog video), played by the same watch page. */
-  replay?: { videoId: string; hls: string };
-}
+import type { StreamView } from './views.js';
 
 /** What the HTTP layer needs from the node: plain functions, so routes stay thin. */
 export interface HttpDeps {

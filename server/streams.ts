@@ -33,6 +33,7 @@ const EVENT_ID_LENGTH = 16;
 const SECRET_BYTES = 24;
 
 const STREAM_ID_RE = /^[a-z0-9]{12}$/;
+const EVENT_ID_RE = /^[a-z0-9]{16}$/;
 const SECRET_RE = /^[A-Za-z0-9_-]{32}$/;
 
 /** Hashed against when the id is unknown, so that a miss costs the same as a wrong secret. */
@@ -214,6 +215,17 @@ export class StreamStore {
       .limit(1)
       .executeTakeFirst();
     return row === undefined ? undefined : toEvent(row);
+  }
+
+  /** A live event (current or past) by id; undefined for an id of another shape, without a query. */
+  async event(eventId: string): Promise<{ id: string; streamId: string; startedAt: number } | undefined> {
+    if (!EVENT_ID_RE.test(eventId)) return undefined;
+    const row = await this.#db
+      .selectFrom('stream_events')
+      .select(['id', 'stream_id', 'started_at'])
+      .where('id', '=', eventId)
+      .executeTakeFirst();
+    return row && { id: row.id, streamId: row.stream_id, startedAt: Number(row.started_at) };
   }
 
   /** The stream's live events, newest first. */

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Logger } from '../lib/log.js';
 import type { Config } from './config.js';
 import { openDatabase } from './db.js';
-import { startVodArchive } from './node.js';
+import { startVodArchive } from './rooms.js';
 import { redisOptionsFromUrl } from './redis.js';
 
 /**

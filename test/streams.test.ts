@@ -237,6 +237,18 @@ for (const backend of [sqliteBackend(), postgresBackend()]) {
       assert.equal(typeof count, 'number');
     });
 
+    test('an event is found by its id, past or current; an id of another shape is not looked up', { timeout: 10_000 }, async () => {
+      const { stream } = await store.create({ title: 'Found' });
+      const pastId = await store.startEvent(stream.id, 1_700_000_000_123);
+      await store.endEvent(pastId);
+      const currentId = await store.startEvent(stream.id, 1_700_000_009_000);
+      assert.deepEqual(await store.event(pastId), { id: pastId, streamId: stream.id, startedAt: 1_700_000_000_123 });
+      assert.deepEqual(await store.event(currentId), { id: currentId, streamId: stream.id, startedAt: 1_700_000_009_000 });
+      assert.equal(await store.event('zzzzzzzzzzzzzzzz'), undefined, 'an unknown id');
+      assert.equal(await store.event(stream.id), undefined, 'a stream id is not an event id');
+      assert.equal(await store.event(`${pastId}' OR '1'='1`), undefined);
+    });
+
     test('streams, keys and events survive closing and reopening the database', { timeout: 30_000 }, async () => {
       const { stream, streamKey } = await store.create({ title: 'Durable', description: 'survives restarts' });
       const rotatedKey = await store.rotateKey(stream.id);

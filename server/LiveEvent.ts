@@ -1,0 +1,171 @@
+import { TypedEmitter } from '../lib/emitter.js';
+import type { Logger } from '../lib/log.js';
+import type { PublishSession } from '../ingest/index.js';
+import { LiveTranscoder, type LadderPlan, type LoadGovernor, type VideoEncoderKind } from '../live-transcoder/index.js';
+import { StreamPackager } from '../ll-hls-packager/index.js';
+import type { EventRecorder } from '../vod-archive/index.js';
+import type { EdgeRtpInputs, WebRtcEdge } from '../webrtc-edge/index.js';
+import type { Config } from './config.js';
+import { closeEventCues, openEventCues, type LiveEventCues } from '../cues/index.js';
+
+export type LiveEventEvents = {
+  /** The transcoder (re)started with this ladder plan; the packager has taken it already. */
+  plan: [LadderPlan];
+};
+
+/** What a live event is built from: its ids, its recording, and narrow handles on the rooms it feeds. */
+export interface LiveEventOptions {
+  streamId: string;
+  eventId: string;
+  startedAt: number;
+  /** The event's recording; undefined when it cannot be recorded (no replay or archive for it). */
+  recorder: EventRecorder | undefined;
+  /** The WebRTC room's plain-RTP input for the stream; undefined when WebRTC is off. */
+  rtpInputs: EdgeRtpInputs | undefined;
+  config: Pick<Config, 'dataDir' | 'ffmpegPath' | 'x264Preset' | 'partTargetMs' | 'vaapiDevice' | 'ladderHeights' | 'passthrough'
+    | 'segmentTargetMs' | 'webrtcLayers' | 'dvrWindowMs'>;
+  encoder: VideoEncoderKind;
+  /** The node's logger with the stream's id. */
+  log: Logger;
+  edge: Pick<WebRtcEdge, 'setProducers' | 'closeStream'> | undefined;
+  governor: Pick<LoadGovernor, 'add' | 'remove'>;
+  /** The transcoder exited unexpectedly (it restarts on its own). */
+  transcoderRestarted: (streamId: string) => void;
+}
+
+/**
+ * One live event of one stream: its transcoder (the ladder), its LL-HLS packager and its WebRTC stream, from the
+ * first publish until the event ends. A publisher that reconnects within the grace is attached again to the same
+ * event. close() cascades to everything the event built and is idempotent.
+ */
+export class LiveEvent extends TypedEmitter<LiveEventEvents> {
+  readonly streamId: string;
+  readonly eventId: string;
+  readonly startedAt: number;
+  readonly transcoder: LiveTranscoder;
+  readonly packager: StreamPackager;
+  /** The event's recording (its source and its ladder's segments): the replay and the archive's input. */
+  readonly recorder: EventRecorder | undefined;
+  readonly cues: LiveEventCues;
+  readonly #edge: LiveEventOptions['edge'];
+  readonly #governor: LiveEventOptions['governor'];
+  /** The publisher now; undefined during the reconnect grace. */
+  #publisher: PublishSession | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: LiveEventOptions) {
+    super();
+    const { streamId, config, log, rtpInputs } = options;
+    this.streamId = streamId;
+    this.eventId = options.eventId;
+    this.startedAt = options.startedAt;
+    this.recorder = options.recorder;
+    this.#edge = options.edge;
+    this.#governor = options.governor;
+    this.cues = openEventCues(config.dataDir, streamId, log);
+    const tickerFile = this.cues.tickerFile;
+    const transcoder = new LiveTranscoder({
+      streamId,
+      ...(tickerFile ? { tickerFile } : {}),
+      ...(rtpInputs ? { rtp: () => rtpInputs } : {}),
+      ffmpegPath: config.ffmpegPath,
+      encoder: options.encoder,
+      x264Preset: config.x264Preset,
+      partTargetMs: config.partTargetMs,
+      vaapiDevice: config.vaapiDevice,
+      ladder: {
+        heights: config.ladderHeights,
+        passthrough: config.passthrough,
+        gopMs: config.segmentTargetMs,
+        webrtcHeights: this.#edge ? config.webrtcLayers : [],
+      },
+      log: log.child({ component: 'transcoder' }),
+    });
+    this.transcoder = transcoder;
+    this.#governor.add(transcoder);
+    transcoder.on('exit', ({ expected }) => {
+      if (!expected) options.transcoderRestarted(streamId);
+    });
+    const recorder = this.recorder;
+    const packager = new StreamPackager({
+      streamId,
+      partTargetMs: config.partTargetMs,
+      segmentTargetMs: config.segmentTargetMs,
+      windowMs: config.dvrWindowMs,
+      ...(recorder ? { onSegment: (rendition, segment, init) => recorder.addSegment(rendition, segment, init) } : {}),
+    });
+    this.packager = packager;
+    transcoder.on('start', ({ plan }) => {
+      packager.setPlan(plan);
+      this.safeEmit('plan', plan);
+      const feed = transcoder.rtp;
+      if (this.#edge && feed) {
+        void this.#edge.setProducers(streamId, {
+          layers: feed.video.map((v) => ({ ssrc: v.ssrc, kbps: v.layer.kbps })),
+          audio: feed.audio !== undefined,
+        });
+      }
+    });
+    transcoder.on('init', ({ generation, rendition, init }) => packager.playlist(rendition.name)?.addInit(generation, init));
+    transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.playlist(rendition.name)?.addFragment(generation, fragment));
+  }
+
+  /** The publisher now; undefined during the reconnect grace. */
+  get publisher(): PublishSession | undefined {
+    return this.#publisher;
+  }
+
+  /** The event's recording waits for disk space. */
+  get diskFull(): boolean {
+    return this.recorder?.diskFull === true;
+  }
+
+  /**
+   * Feeds the event from `session` (its first publisher, or one that came back within the grace) until it closes.
+   * Backpressure: a backlogged ffmpeg pauses the publisher's socket until it drains.
+   */
+  attach(session: PublishSession): void {
+    if (session.closed) return;
+    this.#publisher = session;
+    let record: ((tag: Buffer) => void) | undefined;
+    const feed = (tag: Buffer): void => {
+      if (!this.transcoder.write(tag)) session.pause();
+      record?.(tag);
+    };
+    const resume = (): void => session.resume();
+    const start = (): void => {
+      this.transcoder.on('drain', resume);
+      this.transcoder.attach({ source: session.source!, prelude: () => session.prelude() });
+      record = this.recorder?.startSource(() => session.prelude());
+      session.on('tag', feed);
+    };
+    if (session.source) start();
+    else session.once('source', start);
+    session.once('close', () => {
+      session.off('tag', feed);
+      this.transcoder.off('drain', resume);
+      if (record) this.recorder?.endSource();
+      if (this.#publisher === session) {
+        this.#publisher = undefined;
+        this.transcoder.detach();
+      }
+    });
+  }
+
+  /**
+   * Ends the event's media: the ticker's timer, the transcoder (out of the load governor), the packager (its
+   * playlists get ENDLIST) and the WebRTC stream. Idempotent: a second call returns the first one's promise.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    closeEventCues(this.cues);
+    this.#governor.remove(this.transcoder);
+    await this.transcoder.close();
+    this.packager.end();
+    this.#edge?.closeStream(this.streamId);
+  }
+}

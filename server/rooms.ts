@@ -1,0 +1,103 @@
+import os from 'node:os';
+import type { Kysely } from 'kysely';
+import type { RedisOptions } from 'ioredis';
+import type { Logger } from '../lib/log.js';
+import { ChatServer, type ChatTables } from '../chat/index.js';
+import { createStorage, VodArchive, type CatalogTables } from '../vod-archive/index.js';
+import { WebRtcEdge } from '../webrtc-edge/index.js';
+import { tokenMatches } from './adminToken.js';
+import type { Config } from './config.js';
+import type { Database } from './db.js';
+import type { StreamStore } from './streams.js';
+
+/**
+ * The rooms that start asynchronously, each from the config and what it needs of the node's dependencies (the
+ * database handle, Redis). The node (node.ts) and the VOD worker (worker.ts) build them here.
+ */
+
+/** The VOD room: storage (disk or S3), catalog, queue and, unless ONAIR_VOD_CONCURRENCY=0, a worker in this process. */
+export function startVodArchive(config: Config, log: Logger, database: Database, redis: RedisOptions, concurrency = config.vod.concurrency): VodArchive {
+  return new VodArchive({
+    db: database.db as unknown as Kysely<CatalogTables>,
+    dialect: database.dialect,
+    storage: createStorage({ dataDir: config.dataDir, s3: config.s3 }),
+    redis,
+    dataDir: config.dataDir,
+    ffmpegPath: config.ffmpegPath,
+    ffprobePath: config.ffprobePath,
+    ladder: { heights: config.vod.heights, preset: config.vod.preset, crf: config.vod.crf, segmentSec: config.vod.segmentSec },
+    attempts: config.vod.attempts,
+    backoffMs: config.vod.backoffMs,
+    waitMaxMs: config.vod.waitMaxMs,
+    lockMs: config.vod.lockMs,
+    concurrency,
+    replacedRetentionMs: config.vod.replacedRetentionMs,
+    timeLimits: config.vod.timeLimits,
+    log: log.child({ component: 'vod' }),
+  });
+}
+
+/**
+ * The chat room. `liveEvent`: the stream's event live on this node, if any (asked at every join; the node's live
+ * events exist only once the node has started, so this is a closure, not the node).
+ */
+export function startChat(config: Config, log: Logger, deps: {
+  database: Database;
+  redis: RedisOptions;
+  adminToken: string;
+  streams: StreamStore;
+  liveEvent: (streamId: string) => { eventId: string; startedAt: number } | undefined;
+}): Promise<ChatServer> {
+  const { streams } = deps;
+  return ChatServer.create({
+    log: log.child({ component: 'chat' }),
+    redis: deps.redis,
+    adapter: config.chat.redisAdapter,
+    db: deps.database.db as unknown as Kysely<ChatTables>,
+    reactions: config.chat.reactions,
+    reactionWindowMs: config.chat.reactionWindowMs,
+    limits: config.chat.limits,
+    blockedWords: config.chat.blockedWords,
+    trustProxy: config.chat.trustProxy,
+    isAdmin: (token) => tokenMatches(token, deps.adminToken),
+    streamExists: async (id) => (await streams.get(id)) !== undefined,
+    currentEvent: async (id) => {
+      const live = deps.liveEvent(id);
+      if (live) return { eventId: live.eventId, startedAt: live.startedAt };
+      // Live on another process (or between this node's start and its first publish): the database knows.
+      const event = await streams.currentEvent(id);
+      return event && { eventId: event.id, startedAt: event.startedAt };
+    },
+  });
+}
+
+/**
+ * Starts the WebRTC edge unless WebRTC is off. A node whose mediasoup cannot start still serves LL-HLS: the error is
+ * logged and WHEP answers 503.
+ */
+export async function startEdge(config: Config, log: Logger): Promise<WebRtcEdge | undefined> {
+  if (config.webrtcLayers.length === 0) return undefined;
+  const listenIp = config.webrtc.listenIp ?? (config.host === '::' ? '0.0.0.0' : config.host);
+  const announcedIp = config.webrtc.announcedIp ?? (listenIp === '0.0.0.0' ? firstExternalIPv4() : undefined);
+  try {
+    return await WebRtcEdge.create({
+      listenIp,
+      announcedIp,
+      port: config.webrtc.port,
+      limits: config.limits.whep,
+      ...(config.webrtc.workers > 0 ? { workers: config.webrtc.workers } : {}),
+      log: log.child({ component: 'webrtc' }),
+    });
+  } catch (error) {
+    log.error({ err: (error as Error).message }, 'WebRTC is unavailable on this node (LL-HLS still works)');
+    return undefined;
+  }
+}
+
+/** What to announce when listening on every address and no ONAIR_WEBRTC_ANNOUNCED_IP is given. */
+function firstExternalIPv4(): string {
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const address of addresses ?? []) if (address.family === 'IPv4' && !address.internal) return address.address;
+  }
+  return '127.0.0.1';
+}
