@@ -1,3 +1,4 @@
+import type { Readiness } from './ready.js';
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import rateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
@@ -24,7 +25,7 @@ export interface HttpDeps {
   redis?: Redis | undefined;
   limits: HttpLimits;
   /** `degraded`: the checks that fail now (e.g. `['redis']` while the embedded redis-server restarts). */
-  ready: () => Promise<{ ok: boolean; checks: Record<string, boolean | string>; degraded: string[] }>;
+  ready: () => Promise<Readiness>;
   streams: {
     create(input: { title: string; description?: string }): Promise<{ stream: StreamView; streamKey: string }>;
     list(): Promise<StreamView[]>;
@@ -207,7 +208,10 @@ function registerRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.get('/readyz', async (_request, reply) => {
     const result = await deps.ready();
-    return reply.code(result.ok ? 200 : 503).send({ status: result.ok ? 'ready' : 'not-ready', checks: result.checks, degraded: result.degraded });
+    return reply.code(result.ok ? 200 : 503).send({
+      status: result.ok ? 'ready' : 'not-ready', checks: result.checks, degraded: result.degraded,
+      ...(result.capacity ? { capacity: result.capacity } : {}),
+    });
   });
 
   app.get('/metrics', async (_request, reply) => {

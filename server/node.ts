@@ -129,6 +129,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#vod.registerMetrics(this.#metrics.registry);
     this.#cues.ads.registerMetrics(this.#metrics.registry);
     this.#metrics.gauge('onair_recordings_disk_full', 'Live recordings waiting for disk space (their segments are left out until a write succeeds).', () => this.#events.recordingsDiskFull());
+    this.#metrics.gauge('onair_capacity_spare_streams', 'More full-ladder streams this node can take, measured (NaN until a full ladder has run here 5 s; 0 while a stream is behind or degraded).', () => this.#governor.capacity().spareStreams ?? NaN);
+    this.#metrics.gauge('onair_capacity_stream_cores', 'CPU cores one full-ladder stream takes on this node, measured from the running streams (NaN until known).', () => this.#governor.capacity().streamCores ?? NaN);
     this.#metrics.gauge('onair_event_endings_waiting', 'Ended live events whose end (database update, replay, archive job) waits for a dependency to come back.', () => this.#events.endingsWaiting);
     if (edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
@@ -219,6 +221,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         recordingsDiskFull: () => this.#events.recordingsDiskFull(),
         edge,
         closed: () => this.#closed,
+        capacity: () => this.#governor.capacity(),
       }),
       streams: streamsApi(views, this.streams, {
         end: (id) => this.#ingest.end(id),

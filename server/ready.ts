@@ -1,3 +1,5 @@
+import type { NodeCapacity } from '../live-transcoder/index.js';
+
 /** A readiness check that takes longer than this fails (a hung dependency must not hang /readyz). */
 const READY_CHECK_TIMEOUT_MS = 1_000;
 
@@ -7,6 +9,8 @@ export interface Readiness {
   checks: Record<string, boolean | string>;
   /** The checks that fail now, or whose dependency is being repaired (e.g. `['redis']` while redis-server restarts). */
   degraded: string[];
+  /** What the node can still take (live-transcoder's LoadGovernor.capacity); absent on a node without live ingest. */
+  capacity?: NodeCapacity;
 }
 
 /** What readiness looks at: each a closure over the node's parts, read at every request. */
@@ -23,6 +27,7 @@ export interface ReadinessProbes {
   /** The WebRTC edge (undefined: off); its `degraded` names a repair in progress, undefined when healthy. */
   edge: { readonly degraded: string | undefined } | undefined;
   closed: () => boolean;
+  capacity?: () => NodeCapacity;
 }
 
 /**
@@ -50,7 +55,10 @@ export async function checkReady(probes: ReadinessProbes): Promise<Readiness> {
   // A WebRTC edge repairing itself is listed, not a reason to leave the pool: LL-HLS and the rest keep serving.
   checks['webrtc'] = probes.edge ? probes.edge.degraded ?? true : 'off';
   const degraded = Object.keys(checks).filter((name) => checks[name] === false || (typeof checks[name] === 'string' && /^(degraded|full)/.test(checks[name])));
-  return { ok: checks['redis'] === true && checks['database'] === true && !probes.closed(), checks, degraded };
+  return {
+    ok: checks['redis'] === true && checks['database'] === true && !probes.closed(), checks, degraded,
+    ...(probes.capacity ? { capacity: probes.capacity() } : {}),
+  };
 }
 
 /** Whether `check` resolves true within READY_CHECK_TIMEOUT_MS. */

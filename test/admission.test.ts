@@ -45,6 +45,21 @@ describe('admission control: ONAIR_MAX_STREAMS', { timeout: 120_000 }, () => {
     assert.equal(first.child.exitCode, null, 'the first publisher is still on air');
   });
 
+  test('/readyz says what a full ladder costs here and how many more fit, measured from the running stream', async () => {
+    // Known once the stream's ffmpeg has run 5 s at the full ladder.
+    const capacity = await waitFor('the ladder\'s cost measured', async () => {
+      const ready = await api(node, 'GET', '/readyz', { token: null });
+      return ready.body.capacity?.streamCores !== undefined ? ready.body.capacity : undefined;
+    }, 20_000, 500);
+    assert.ok(capacity.cores >= 1 && capacity.idleCores >= 0 && capacity.idleCores <= capacity.cores, JSON.stringify(capacity));
+    // A 240p rung from a 320x240 source: well under a core, and more than nothing.
+    assert.ok(capacity.streamCores > 0.005 && capacity.streamCores < 1, JSON.stringify(capacity));
+    assert.ok(Number.isInteger(capacity.spareStreams) && capacity.spareStreams >= 0, JSON.stringify(capacity));
+    const metrics = await (await fetch(`${node.httpUrl}/metrics`)).text();
+    assert.match(metrics, /^onair_capacity_stream_cores 0\.\d+/m);
+    assert.match(metrics, /^onair_capacity_spare_streams \d+/m);
+  });
+
   test('the live stream\'s own publisher coming back within the grace is let in: its event is already counted', async () => {
     publishers[0]!.stop();
     await publishers[0]!.exited;
