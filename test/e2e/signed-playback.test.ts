@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { playbackTokenExpiry, signPlaybackToken, verifyPlaybackToken } from '../lib/signing.js';
-import type { OnAirNode } from '../server/node.js';
-import { inboundVideo, launchChromium, plays, playhead, recordPeerConnections, sampleVideo, watchMode } from './support/browser.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
+import { playbackTokenExpiry, signPlaybackToken, verifyPlaybackToken } from '../../lib/signing.js';
+import type { OnAirNode } from '../../server/node.js';
+import { inboundVideo, launchChromium, plays, playhead, recordPeerConnections, sampleVideo, watchMode } from '../support/browser.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
 
 const SIGNING_KEY = 'signed-playback-test-key-0123456789';
 

@@ -4,12 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { io as connectChat, type Socket } from 'socket.io-client';
-import type { OnAirNode } from '../server/node.js';
-import { startEmbeddedRedis } from '../server/redis.js';
-import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
-import { chunks, command, MessageType, rawRtmp, type RawRtmp } from './support/rtmpClient.js';
-import { fuzzRtmp, makePublishCorpus } from './support/rtmpFuzz.js';
-import { connectWhep, type WhepClient } from './support/whepClient.js';
+import type { OnAirNode } from '../../server/node.js';
+import { startEmbeddedRedis } from '../../server/redis.js';
+import { api, publish, startTestNode, waitFor, within } from '../support/harness.js';
+import { chunks, command, MessageType, rawRtmp, type RawRtmp } from '../support/rtmpClient.js';
+import { fuzzRtmp, makePublishCorpus } from '../support/rtmpFuzz.js';
+import { connectWhep, type WhepClient } from '../support/whepClient.js';
 
 /**
  * Hostile input (issue #13): each attack is tried against one node that serves a live stream and a chat. Every test

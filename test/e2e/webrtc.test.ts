@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import type { OnAirNode } from '../server/node.js';
-import { launchChromium } from './support/browser.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { launchChromium } from '../support/browser.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
 
 interface PlayerState {
   connection: string;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { OnAirNode } from '../server/node.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
 
 /** Wall-clock date of the end of the newest media in a live media playlist (its last PDT + what follows it). */
 function newestMediaEnd(playlist: string): number | undefined {

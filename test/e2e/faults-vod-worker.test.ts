@@ -5,10 +5,10 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { OnAirNode } from '../server/node.js';
-import { probeDuration } from './support/ffprobe.js';
-import { api, isAlive, spawnNode, startTestNode, waitFor, type NodeProcess } from './support/harness.js';
-import { makeVideo, tusCreate, tusPatch } from './support/tus.js';
+import type { OnAirNode } from '../../server/node.js';
+import { probeDuration } from '../support/ffprobe.js';
+import { api, isAlive, spawnNode, startTestNode, waitFor, type NodeProcess } from '../support/harness.js';
+import { makeVideo, tusCreate, tusPatch } from '../support/tus.js';
 
 /**
  * Processes working in this data dir's VOD scratch folders (`<dataDir>/work`): the ffmpeg of a job and the shell

@@ -5,13 +5,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import type { OnAirNode } from '../server/node.js';
-import { launchChromium, plays, playhead, sampleVideo, watchMode } from './support/browser.js';
-import { publish, startTestNode, waitFor } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { launchChromium, plays, playhead, sampleVideo, watchMode } from '../support/browser.js';
+import { publish, startTestNode, waitFor } from '../support/harness.js';
 
 /** Screenshots of every page, kept after the run (CI artifacts): `artifacts/screenshots/`, or `ONAIR_ARTIFACTS_DIR`. */
 const ARTIFACTS = process.env.ONAIR_ARTIFACTS_DIR
-  ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../artifacts/screenshots');
+  ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../artifacts/screenshots');
 
 
 describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout: 300_000 }, () => {

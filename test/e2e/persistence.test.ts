@@ -5,10 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { io as connect } from 'socket.io-client';
-import type { OnAirNode } from '../server/node.js';
-import { probeDuration } from './support/ffprobe.js';
-import { api, childrenOf, isAlive, isRunning, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
-import { startPostgres, type TestPostgres } from './support/postgres.js';
+import type { OnAirNode } from '../../server/node.js';
+import { probeDuration } from '../support/ffprobe.js';
+import { api, childrenOf, isAlive, isRunning, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from '../support/harness.js';
+import { startPostgres, type TestPostgres } from '../support/postgres.js';
 
 /** Processes whose command line mentions `text` (zombies have an empty command line and do not count). */
 function processesMentioning(text: string): { pid: number; comm: string }[] {

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { childProcesses, mediasoupWorkers } from '../bench/support/procfs.js';
-import type { OnAirNode } from '../server/node.js';
-import { restartWithBackoff } from '../webrtc-edge/restartWithBackoff.js';
-import { api, isAlive, publish, startTestNode, waitFor } from './support/harness.js';
-import { connectWhep, type WhepClient } from './support/whepClient.js';
+import { childProcesses, mediasoupWorkers } from '../../bench/support/procfs.js';
+import type { OnAirNode } from '../../server/node.js';
+import { restartWithBackoff } from '../../webrtc-edge/restartWithBackoff.js';
+import { api, isAlive, publish, startTestNode, waitFor } from '../support/harness.js';
+import { connectWhep, type WhepClient } from '../support/whepClient.js';
 
 /** What a player that lost its session does: POST again until a 201 (a 503 during the restart says when to retry). */
 async function repost(url: string, deadlineMs: number): Promise<{ client: WhepClient; statuses: number[] }> {

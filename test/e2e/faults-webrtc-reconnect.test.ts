@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
-import type { OnAirNode } from '../server/node.js';
-import { RtpRelay } from '../webrtc-edge/RtpRelay.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
-import { connectWhep, type WhepClient } from './support/whepClient.js';
+import type { OnAirNode } from '../../server/node.js';
+import { RtpRelay } from '../../webrtc-edge/RtpRelay.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { connectWhep, type WhepClient } from '../support/whepClient.js';
 
 /** How long after the new ffmpeg run starts a viewer must have video and audio again. */
 const RESUME_MS = 5_000;

@@ -5,11 +5,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import type { OnAirNode } from '../server/node.js';
-import { launchChromium } from './support/browser.js';
-import { decodeFirstFrame } from './support/ffprobe.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
-import { tusCreate, tusPatch } from './support/tus.js';
+import type { OnAirNode } from '../../server/node.js';
+import { launchChromium } from '../support/browser.js';
+import { decodeFirstFrame } from '../support/ffprobe.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { tusCreate, tusPatch } from '../support/tus.js';
 
 type Rgb = { r: number; g: number; b: number };
 

@@ -7,9 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { signPlaybackToken, verifyPlaybackToken } from '../lib/signing.js';
-import type { OnAirNode } from '../server/node.js';
-import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
+import { signPlaybackToken, verifyPlaybackToken } from '../../lib/signing.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, publish, startTestNode, waitFor, within } from '../support/harness.js';
 
 const run = promisify(execFile);
 

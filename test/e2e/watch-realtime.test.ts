@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { OnAirNode } from '../server/node.js';
-import { inboundVideo, launchChromium, recordPeerConnections } from './support/browser.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { inboundVideo, launchChromium, recordPeerConnections } from '../support/browser.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
 
 describe('the watch page\'s real-time mode plays over WebRTC (WHEP)', { timeout: 120_000 }, () => {
   let node: OnAirNode;

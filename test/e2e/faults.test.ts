@@ -6,9 +6,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { io as connect, type Socket } from 'socket.io-client';
-import type { OnAirNode } from '../server/node.js';
-import { redisOptionsFromUrl } from '../server/redis.js';
-import { api, captureLog, isAlive, isRunning, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { redisOptionsFromUrl } from '../../server/redis.js';
+import { api, captureLog, isAlive, isRunning, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from '../support/harness.js';
 
 /*
  * The fault suite (`npm test -- faults`): each fault injected for real on loopback, then what the user sees and that

@@ -7,17 +7,17 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Worker } from 'bullmq';
 import { Registry } from 'prom-client';
-import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
-import type { OnAirNode } from '../server/node.js';
+import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../../server/redis.js';
+import type { OnAirNode } from '../../server/node.js';
 import { execFileSync } from 'node:child_process';
-import { createLogger } from '../lib/log.js';
-import { runTied } from '../lib/tiedProcess.js';
-import { planLadder } from '../live-transcoder/index.js';
-import { AdLibrary, adLadderArgs } from '../cues/index.js';
-import { openDatabase, type Database } from '../server/db.js';
-import { DiskStorage, probeSource, VideoCatalog, VOD_QUEUE, VodQueue, type CatalogTables } from '../vod-archive/index.js';
-import { api, startTestNode, waitFor, within } from './support/harness.js';
-import { makeVideo, tusCreate, tusPatch } from './support/tus.js';
+import { createLogger } from '../../lib/log.js';
+import { runTied } from '../../lib/tiedProcess.js';
+import { planLadder } from '../../live-transcoder/index.js';
+import { AdLibrary, adLadderArgs } from '../../cues/index.js';
+import { openDatabase, type Database } from '../../server/db.js';
+import { DiskStorage, probeSource, VideoCatalog, VOD_QUEUE, VodQueue, type CatalogTables } from '../../vod-archive/index.js';
+import { api, startTestNode, waitFor, within } from '../support/harness.js';
+import { makeVideo, tusCreate, tusPatch } from '../support/tus.js';
 
 /** Processes whose command line names this path (ffmpeg/ffprobe of a job, and the shell tying each to its worker). */
 function processesOn(where: string): number[] {

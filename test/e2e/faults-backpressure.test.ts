@@ -5,9 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { MAX_STDIN_BACKLOG } from '../live-transcoder/index.js';
-import type { OnAirNode } from '../server/node.js';
-import { api, startTestNode, waitFor, within } from './support/harness.js';
+import { MAX_STDIN_BACKLOG } from '../../live-transcoder/index.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, startTestNode, waitFor, within } from '../support/harness.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;

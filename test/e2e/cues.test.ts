@@ -6,12 +6,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { io as connect, type Socket } from 'socket.io-client';
-import { tickerFilter } from '../live-transcoder/liveCommand.js';
-import { crc32Mpeg2, dateRangeTag, decodeSpliceInfo, encodeSpliceInsert, type Cue } from '../cues/index.js';
-import type { OnAirNode } from '../server/node.js';
-import { launchChromium } from './support/browser.js';
-import { decodeFirstFrame } from './support/ffprobe.js';
-import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
+import { tickerFilter } from '../../live-transcoder/liveCommand.js';
+import { crc32Mpeg2, dateRangeTag, decodeSpliceInfo, encodeSpliceInsert, type Cue } from '../../cues/index.js';
+import type { OnAirNode } from '../../server/node.js';
+import { launchChromium } from '../support/browser.js';
+import { decodeFirstFrame } from '../support/ffprobe.js';
+import { api, publish, startTestNode, waitFor, within } from '../support/harness.js';
 
 describe('SCTE-35 splice_info_section', () => {
   test('the spec\'s splice_insert example (SCTE 35 §14.2) decodes and its CRC_32 verifies', () => {

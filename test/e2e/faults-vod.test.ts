@@ -4,10 +4,10 @@ import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import type { OnAirNode } from '../server/node.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
-import { startS3Server, type S3TestServer } from './support/s3server.js';
-import { makeVideo, sha256, tusCreate, tusPatch } from './support/tus.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { startS3Server, type S3TestServer } from '../support/s3server.js';
+import { makeVideo, sha256, tusCreate, tusPatch } from '../support/tus.js';
 
 /**
  * Nothing uploaded or recorded is lost when S3 goes away (issue #14, scope 2 and 3): the Swift servers are SIGKILLed

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { OnAirNode } from '../server/node.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
 
 /** A node that takes one live stream: the second publisher is refused before media flows, and told why. */
 describe('admission control: ONAIR_MAX_STREAMS', { timeout: 120_000 }, () => {

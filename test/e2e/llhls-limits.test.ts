@@ -7,10 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { ConfigError } from '../lib/errors.js';
-import { BlockingRequests, LLHLS_LIMITS, MediaPlaylist, readLlhlsLimits } from '../ll-hls-packager/index.js';
-import type { OnAirNode } from '../server/node.js';
-import { publish, startTestNode, waitFor, within } from './support/harness.js';
+import { ConfigError } from '../../lib/errors.js';
+import { BlockingRequests, LLHLS_LIMITS, MediaPlaylist, readLlhlsLimits } from '../../ll-hls-packager/index.js';
+import type { OnAirNode } from '../../server/node.js';
+import { publish, startTestNode, waitFor, within } from '../support/harness.js';
 
 /*
  * Blocking LL-HLS requests (rfc8216bis §6.2.5.2 playlist reloads, §6.2.6 hinted parts) hold a waiter on the server for up

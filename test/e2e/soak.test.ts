@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { runSoak } from '../bench/soak/soak.js';
+import { runSoak } from '../../bench/soak/soak.js';
 
 /*
  * The soak run of `npm run soak` (bench/soak/), short: 80 s with 5 LL-HLS viewers, 2 WHEP viewers, 20 chat clients,

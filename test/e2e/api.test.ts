@@ -4,11 +4,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError } from '../lib/errors.js';
-import { createLogger } from '../lib/log.js';
-import { loadConfig } from '../server/config.js';
-import type { OnAirNode } from '../server/node.js';
-import { api, captureLog, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
+import { ConfigError } from '../../lib/errors.js';
+import { createLogger } from '../../lib/log.js';
+import { loadConfig } from '../../server/config.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, captureLog, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from '../support/harness.js';
 
 /** The SPEC's error shape, exactly: `{ error: { code, message } }` and nothing else. */
 function assertError(response: { status: number; body: any }, status: number, code: string): string {

@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { OnAirNode } from '../server/node.js';
-import { startPostgres } from './support/postgres.js';
-import { probeDuration } from './support/ffprobe.js';
-import { api, captureLog, isAlive, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { startPostgres } from '../support/postgres.js';
+import { probeDuration } from '../support/ffprobe.js';
+import { api, captureLog, isAlive, publish, spawnNode, startTestNode, waitFor, within, type NodeProcess } from '../support/harness.js';
 
 const run = promisify(execFile);
 

@@ -4,9 +4,9 @@ import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
-import type { LiveTranscoder } from '../live-transcoder/index.js';
-import type { OnAirNode } from '../server/node.js';
-import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
+import type { LiveTranscoder } from '../../live-transcoder/index.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, publish, startTestNode, waitFor, within } from '../support/harness.js';
 
 /*
  * LL-HLS conformance: the server rules of draft-pantos-hls-rfc8216bis §6.2 that an HTTP client can observe, one test

@@ -5,9 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { Fragment, InitSegment, LiveTranscoder } from '../live-transcoder/index.js';
-import type { OnAirNode } from '../server/node.js';
-import { api, isAlive, publish, startTestNode, waitFor } from './support/harness.js';
+import type { Fragment, InitSegment, LiveTranscoder } from '../../live-transcoder/index.js';
+import type { OnAirNode } from '../../server/node.js';
+import { api, isAlive, publish, startTestNode, waitFor } from '../support/harness.js';
 
 const run = promisify(execFile);
 

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { io as connect, type Socket } from 'socket.io-client';
-import type { OnAirNode } from '../server/node.js';
-import { vodBackends } from './support/backends.js';
-import { launchChromium, sampleVideo } from './support/browser.js';
-import { probeDuration } from './support/ffprobe.js';
-import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
+import type { OnAirNode } from '../../server/node.js';
+import { vodBackends } from '../support/backends.js';
+import { launchChromium, sampleVideo } from '../support/browser.js';
+import { probeDuration } from '../support/ffprobe.js';
+import { api, publish, startTestNode, waitFor, within } from '../support/harness.js';
 
 const sample = (page: Page) => sampleVideo(page);
 

@@ -8,11 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { io as connect, type Socket } from 'socket.io-client';
 import WebSocket from 'ws';
-import { SharedState } from '../chat/SharedState.js';
-import type { OnAirNode } from '../server/node.js';
-import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
-import { api, publish, startTestNode, waitFor, within } from './support/harness.js';
-import { startPostgres, type TestPostgres } from './support/postgres.js';
+import { SharedState } from '../../chat/SharedState.js';
+import type { OnAirNode } from '../../server/node.js';
+import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../../server/redis.js';
+import { api, publish, startTestNode, waitFor, within } from '../support/harness.js';
+import { startPostgres, type TestPostgres } from '../support/postgres.js';
 
 /*
  * The chat end to end: real redis-server (started here, so that the test can restart it), two OnAir nodes with two

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import type { OnAirNode } from '../server/node.js';
-import { launchChromium } from './support/browser.js';
-import { api, publish, startTestNode, waitFor } from './support/harness.js';
-import { connectWhep, MEDIASOUP_EXTENSION_IDS, type WhepClient } from './support/whepClient.js';
+import type { OnAirNode } from '../../server/node.js';
+import { launchChromium } from '../support/browser.js';
+import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { connectWhep, MEDIASOUP_EXTENSION_IDS, type WhepClient } from '../support/whepClient.js';
 
 /** A WHEP player in the page (the pattern of webrtc.test.ts): recvonly audio + video, the answer applied. */
 async function startPageWhep(page: Page, url: string): Promise<{ status: number; location: string | null }> {

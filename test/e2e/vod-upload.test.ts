@@ -3,11 +3,11 @@ import { mkdtemp, readFile, rm, truncate, writeFile, copyFile } from 'node:fs/pr
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { OnAirNode } from '../server/node.js';
-import { probeDuration } from './support/ffprobe.js';
-import { api, startTestNode, waitFor } from './support/harness.js';
-import { vodBackends } from './support/backends.js';
-import { makeVideo, sha256, tusCreate, tusOffset, tusPatch, tusPatchInterrupted } from './support/tus.js';
+import type { OnAirNode } from '../../server/node.js';
+import { probeDuration } from '../support/ffprobe.js';
+import { api, startTestNode, waitFor } from '../support/harness.js';
+import { vodBackends } from '../support/backends.js';
+import { makeVideo, sha256, tusCreate, tusOffset, tusPatch, tusPatchInterrupted } from '../support/tus.js';
 
 
 async function waitSettled(node: OnAirNode, id: string, timeoutMs = 120_000): Promise<any> {
