@@ -107,8 +107,10 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
     super();
     this.policy = options.policy;
     this.#log = options.log;
-    this.#behindMs = options.behindMs ?? 1500;
-    this.#behindForMs = options.behindForMs ?? 4000;
+    // A stream that keeps up shows its newest media ~0.5 s behind the wall clock (encode + one part); 1 s of backlog
+    // on top, held 3 s, is acted on before viewers see the live edge drift past 2 s.
+    this.#behindMs = options.behindMs ?? 1000;
+    this.#behindForMs = options.behindForMs ?? 3000;
     this.#settleMs = options.settleMs ?? 8000;
     this.#recoverAfterMs = options.recoverAfterMs ?? 60_000;
     this.#maxRecoverAfterMs = options.maxRecoverAfterMs ?? 10 * 60_000;
