@@ -8,7 +8,7 @@ import { RtmpIngest, RTMP_APP } from '../ingest/index.js';
 import { chooseEncoder, LoadGovernor, type EncoderChoice, type LiveTranscoder } from '../live-transcoder/index.js';
 import { registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
 import { signPlaybackToken } from '../lib/signing.js';
-import { registerWhepRoutes, type WebRtcEdge } from '../webrtc-edge/index.js';
+import { registerWhepRoutes, type OriginLookup, type WebRtcEdge } from '../webrtc-edge/index.js';
 import { registerChatRoutes, type ChatServer } from '../chat/index.js';
 import { registerUploadRoutes, registerVodRoutes, type VodArchive } from '../vod-archive/index.js';
 import { loadAdminToken } from './adminToken.js';
@@ -39,6 +39,15 @@ const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000,
 
 /** The node's events: those of its live events (server/LiveEvents.ts). */
 export type OnAirNodeEvents = LiveEventsEvents;
+
+/** Parts of a node given as code, not configuration. */
+export interface NodeWiring {
+  /**
+   * Makes the node's WebRTC a pulling edge: WHEP viewers of a stream not live here are served from a pipe to the
+   * origin this returns (undefined: not live anywhere). See webrtc-edge/README.md, *Edge across nodes*.
+   */
+  webrtcOrigin?: OriginLookup;
+}
 
 /**
  * The composition root: reads config, builds the rooms, wires their events and listens. Only this file knows all of
@@ -231,8 +240,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#chat.attach(this.#http.server);
   }
 
-  /** Builds and starts a node: data dir, Redis, database, encoder probe, RTMP and HTTP listeners. */
-  static async start(config: Config, log: Logger): Promise<OnAirNode> {
+  /**
+   * Builds and starts a node: data dir, Redis, database, encoder probe, RTMP and HTTP listeners. `wiring`: what is not
+   * configuration (e.g. where a WebRTC edge finds a stream's origin, issue #17).
+   */
+  static async start(config: Config, log: Logger, wiring: NodeWiring = {}): Promise<OnAirNode> {
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     const adminToken = await loadAdminToken(config.dataDir, config.adminToken);
     const embeddedRedis = config.redisUrl === undefined
@@ -263,7 +275,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
       vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0);
-      edge = await startEdge(config, log);
+      edge = await startEdge(config, log, wiring.webrtcOrigin);
       const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod });
       nodeRef.current = node;
       await node.#events.recoverAfterCrash();

@@ -4,7 +4,7 @@ import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/log.js';
 import { ChatServer, type ChatTables } from '../chat/index.js';
 import { createStorage, VodArchive, type CatalogTables } from '../vod-archive/index.js';
-import { WebRtcEdge } from '../webrtc-edge/index.js';
+import { WebRtcEdge, type OriginLookup } from '../webrtc-edge/index.js';
 import { tokenMatches } from './adminToken.js';
 import type { Config } from './config.js';
 import type { Database } from './db.js';
@@ -75,7 +75,7 @@ export function startChat(config: Config, log: Logger, deps: {
  * Starts the WebRTC edge unless WebRTC is off. A node whose mediasoup cannot start still serves LL-HLS: the error is
  * logged and WHEP answers 503.
  */
-export async function startEdge(config: Config, log: Logger): Promise<WebRtcEdge | undefined> {
+export async function startEdge(config: Config, log: Logger, _origin?: OriginLookup): Promise<WebRtcEdge | undefined> {
   if (config.webrtcLayers.length === 0) return undefined;
   const listenIp = config.webrtc.listenIp ?? (config.host === '::' ? '0.0.0.0' : config.host);
   const announcedIp = config.webrtc.announcedIp ?? (listenIp === '0.0.0.0' ? firstExternalIPv4() : undefined);

@@ -53,6 +53,9 @@ export interface ViewerStats {
 /** A mediasoup worker's place in the edge: the ingest worker, or viewer worker `i` (its WebRtcServer's port index). */
 export type EdgeWorkerRole = 'ingest' | number;
 
+/** Where a stream not live on this node is live: the origin node's internal URL (undefined: nowhere). */
+export type OriginLookup = (streamId: string) => Promise<{ internalUrl: string } | undefined>;
+
 export type WebRtcEdgeEvents = {
   /** A replacement worker runs in place of a dead one (for viewer workers: with its WebRtcServer). */
   restart: [worker: EdgeWorkerRole];
@@ -233,6 +236,11 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   /** Viewers per worker, for placement checks and metrics. */
   get load(): readonly number[] {
     return this.#load;
+  }
+
+  /** Pipes this node feeds to edges (none yet). */
+  get pipeCount(): number {
+    return 0;
   }
 
   viewers(streamId: string): number {
