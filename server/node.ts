@@ -144,6 +144,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     if (edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
+      this.#metrics.gauge('onair_webrtc_pipes', 'Pipes this node feeds to WebRTC edges (one per stream per edge; issue #17).', () => edge.pipeCount);
+      this.#metrics.gauge('onair_webrtc_pulled_streams', 'Streams this WebRTC edge pulls from their origins over a pipe.', () => edge.pulledCount);
     }
     this.#ingest = new RtmpIngest({
       host: config.host,
@@ -189,7 +191,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           registry: this.#metrics.registry,
         }),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#cues.addCue(id, input) }),
-        (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey }),
+        (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey, clusterSecret: config.clusterSecret }),
         (app) => registerChatRoutes(app, {
           chat: this.#chat,
           streamExists: async (id) => (await this.streams.get(id)) !== undefined,

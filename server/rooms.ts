@@ -75,7 +75,7 @@ export function startChat(config: Config, log: Logger, deps: {
  * Starts the WebRTC edge unless WebRTC is off. A node whose mediasoup cannot start still serves LL-HLS: the error is
  * logged and WHEP answers 503.
  */
-export async function startEdge(config: Config, log: Logger, _origin?: OriginLookup): Promise<WebRtcEdge | undefined> {
+export async function startEdge(config: Config, log: Logger, origin?: OriginLookup): Promise<WebRtcEdge | undefined> {
   if (config.webrtcLayers.length === 0) return undefined;
   const listenIp = config.webrtc.listenIp ?? (config.host === '::' ? '0.0.0.0' : config.host);
   const announcedIp = config.webrtc.announcedIp ?? (listenIp === '0.0.0.0' ? firstExternalIPv4() : undefined);
@@ -85,6 +85,9 @@ export async function startEdge(config: Config, log: Logger, _origin?: OriginLoo
       announcedIp,
       port: config.webrtc.port,
       limits: config.limits.whep,
+      // A pulling edge (issue #17): viewers of streams live on other nodes come through one pipe per stream.
+      origin,
+      clusterSecret: config.clusterSecret,
       ...(config.webrtc.workers > 0 ? { workers: config.webrtc.workers } : {}),
       log: log.child({ component: 'webrtc' }),
     });

@@ -61,7 +61,7 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     for (const authorization of [undefined, 'Bearer wrong-secret', `Bearer ${SECRET}x`, SECRET]) {
       const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) }, body });
       assert.equal(response.status, 401, `authorization ${authorization === undefined ? 'absent' : 'wrong'}`);
-      assert.equal((await response.json()).code, 'ONAIR_ERR_UNAUTHORIZED');
+      assert.equal((await response.json()).error.code, 'ONAIR_ERR_UNAUTHORIZED');
     }
     assert.equal(origin.edge!.pipeCount, 0, 'no pipe opened');
     const plain = await startTestNode({ ONAIR_WEBRTC_LAYERS: 'off' });
@@ -70,7 +70,7 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
         method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${SECRET}` }, body,
       });
       assert.equal(response.status, 404);
-      assert.equal((await response.json()).code, 'ONAIR_ERR_NOT_FOUND');
+      assert.equal((await response.json()).error.code, 'ONAIR_ERR_NOT_FOUND');
     } finally {
       await plain.close();
     }
@@ -102,11 +102,13 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     assert.equal(origin.edge!.pipeCount, 1);
     assert.equal(await metric(origin, 'onair_webrtc_pipes'), 1);
     assert.equal(origin.edge!.viewers(streamId), 0, 'no viewer on the origin itself');
-    const unknown = await fetch(`${edge.httpUrl}/live/no-such-stream/whep`, {
+    // Simulcast came through the pipe: the edge's consumers pick a layer of their own, as on the origin.
+    await waitFor('a spatial layer on every edge viewer', () => edge.edge!.sessionStats(streamId).every((v) => v.spatialLayer !== undefined), 10_000);
+    const unknown = await fetch(`${edge.httpUrl}/live/zzzzzzzzzzzz/whep`, {
       method: 'POST', headers: { 'content-type': 'application/sdp' }, body: [...open][0]!.offer,
     });
     assert.equal(unknown.status, 404);
-    assert.equal((await unknown.json()).code, 'ONAIR_ERR_STREAM_NOT_LIVE');
+    assert.equal((await unknown.json()).error.code, 'ONAIR_ERR_STREAM_NOT_LIVE');
   });
 
   test('the stream ending on the origin ends the edge viewers\' sessions and the pipe', async () => {
@@ -121,7 +123,7 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     }
     const again = await fetch(`${edge.httpUrl}/live/${streamId}/whep`, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: [...open][0]!.offer });
     assert.equal(again.status, 404);
-    assert.equal((await again.json()).code, 'ONAIR_ERR_STREAM_NOT_LIVE');
+    assert.equal((await again.json()).error.code, 'ONAIR_ERR_STREAM_NOT_LIVE');
     assert.equal(await metric(origin, 'onair_webrtc_pipes'), 0);
   });
 });
