@@ -26,7 +26,8 @@ export interface PipeOffer extends PipeEndpoint {
   producers: { kind: 'audio' | 'video'; rtpParameters: ms.RtpParameters; paused: boolean }[];
 }
 
-const CRYPTO_SUITES: readonly string[] = ['AEAD_AES_256_GCM', 'AEAD_AES_128_GCM', 'AES_CM_128_HMAC_SHA1_80', 'AES_CM_128_HMAC_SHA1_32'];
+/** mediasoup's PipeTransport takes this suite only. */
+const CRYPTO_SUITES: readonly string[] = ['AEAD_AES_256_GCM'];
 const KEY_BASE64 = /^[A-Za-z0-9+/]{16,120}={0,2}$/;
 export const PIPE_ID = /^[0-9a-f-]{36}$/;
 /** Stream ids as the API makes them (server/http.ts): the only ones that can be live anywhere. */

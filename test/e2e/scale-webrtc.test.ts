@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { OnAirNode } from '../../server/node.js';
-import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { api, publish, spawnNode, startTestNode, waitFor } from '../support/harness.js';
 import { connectWhep, type WhepClient } from '../support/whepClient.js';
 
 /**
@@ -18,15 +21,20 @@ async function metric(node: OnAirNode, name: string): Promise<number | undefined
   return line === undefined ? undefined : Number(line.slice(name.length + 1));
 }
 
-/** ms from the WHEP POST to the first video keyframe and 10 audio packets at the viewer. */
-async function joinTime(url: string, open: Set<WhepClient>): Promise<{ client: WhepClient; ms: number }> {
+/** ms from the WHEP POST to its answer applied, to the first audio packet, and to the first video keyframe. */
+async function joinTime(url: string, open: Set<WhepClient>): Promise<{ client: WhepClient; answer: number; audio: number; keyframe: number }> {
   const started = performance.now();
   const client = await connectWhep(url);
+  const answer = Math.round(performance.now() - started);
   open.add(client);
   assert.equal(client.status, 201, `WHEP POST answered ${client.status}: ${client.answer}`);
+  await client.waitFor('an audio packet', (s) => s.audioPackets > 0, 30_000);
+  const audio = Math.round(performance.now() - started);
   await client.waitFor('a keyframe and 10 audio packets', (s) => s.keyframes > 0 && s.audioPackets >= 10, 30_000);
-  return { client, ms: Math.round(performance.now() - started) };
+  return { client, answer, audio, keyframe: Math.round(performance.now() - started) };
 }
+
+const show = (j: { answer: number; audio: number; keyframe: number }): string => `answer ${j.answer} / audio ${j.audio} / keyframe ${j.keyframe} ms`;
 
 describe('WebRTC edge across nodes: one pipe per stream from the origin', { timeout: 240_000 }, () => {
   let origin: OnAirNode;
@@ -35,12 +43,15 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
   let publisher: ReturnType<typeof publish> | undefined;
   let streamId: string;
   const open = new Set<WhepClient>();
+  /** Where the edge's origin lookup points (the discovery of issue #17 in a closure). */
+  let originUrl: string;
 
   before(async () => {
     const o = await startTestNode(LADDER);
     origin = o.node;
+    originUrl = origin.httpUrl;
     closers.push(o.close);
-    const e = await startTestNode(LADDER, undefined, { wiring: { webrtcOrigin: async () => ({ internalUrl: origin.httpUrl }) } });
+    const e = await startTestNode(LADDER, undefined, { wiring: { webrtcOrigin: async () => ({ internalUrl: originUrl }) } });
     edge = e.node;
     closers.push(e.close);
     const created = await api(origin, 'POST', '/api/streams', { body: { title: 'scale WebRTC' } });
@@ -86,7 +97,7 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     assert.equal(origin.edge!.pipeCount, 1);
     // A second viewer on an edge whose pipe is open: the pipe is reused.
     const warm = await joinTime(`${edge.httpUrl}/live/${streamId}/whep`, open);
-    t.diagnostic(`WHEP join (POST → keyframe + 10 audio packets): origin ${direct.ms} ms, edge first viewer (opens the pipe) ${viaEdge.ms} ms, edge second viewer ${warm.ms} ms`);
+    t.diagnostic(`WHEP join from the POST: origin ${show(direct)}; edge, first viewer (opens the pipe) ${show(viaEdge)}; edge, second viewer ${show(warm)}`);
     await direct.client.close();
     open.delete(direct.client);
   });
@@ -111,6 +122,19 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     assert.equal((await unknown.json()).error.code, 'ONAIR_ERR_STREAM_NOT_LIVE');
   });
 
+  test('the origin\'s ladder ffmpeg SIGKILLed: same layers, so the pipe and the edge viewers stay and media resumes', async () => {
+    const transcoder = origin.transcoder(streamId)!;
+    const discontinuity = transcoder.next('discontinuity', 20_000);
+    process.kill(transcoder.pid!, 'SIGKILL');
+    await discontinuity;
+    // The old ffmpeg is gone: 100 more video packets (~2 s at 240p) with keyframes can only come from the new run.
+    const marks = [...open].map((c) => c.stats());
+    await Promise.all([...open].map((c, i) => c.waitFor('video and keyframes of the new ffmpeg run',
+      (s) => s.videoPackets > marks[i]!.videoPackets + 100 && s.keyframes > marks[i]!.keyframes + 2 && s.audioPackets > marks[i]!.audioPackets + 50, 20_000)));
+    assert.equal(edge.edge!.viewers(streamId), 3);
+    assert.equal(origin.edge!.pipeCount, 1, 'the same pipe');
+  });
+
   test('the stream ending on the origin ends the edge viewers\' sessions and the pipe', async () => {
     const locations = [...open].map((c) => c.location!);
     const ended = await api(origin, 'POST', `/api/streams/${streamId}/end`);
@@ -125,5 +149,43 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     assert.equal(again.status, 404);
     assert.equal((await again.json()).error.code, 'ONAIR_ERR_STREAM_NOT_LIVE');
     assert.equal(await metric(origin, 'onair_webrtc_pipes'), 0);
+  });
+
+  test('the origin process SIGKILLed: the edge gives the pipe up after 3 failed renewals and its viewers\' sessions end', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-origin-'));
+    const proc = spawnNode({
+      ...LADDER, ONAIR_DATA_DIR: dir, ONAIR_HOST: '127.0.0.1', ONAIR_HTTP_PORT: '0', ONAIR_RTMP_PORT: '0', ONAIR_WEBRTC_PORT: '0',
+      ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: 'ultrafast', ONAIR_VOD_CONCURRENCY: '0', ONAIR_LOG_LEVEL: 'warn',
+    });
+    let killedPublisher: ReturnType<typeof publish> | undefined;
+    try {
+      const [, url] = await proc.waitForStdout(/Dashboard:\s+(\S+)\/studio/, 30_000);
+      const [, rtmpUrl] = await proc.waitForStdout(/RTMP server:\s+(\S+)/, 5_000);
+      const remote = { httpUrl: url!, adminToken: (await readFile(path.join(dir, 'admin-token'), 'utf8')).trim() } as unknown as OnAirNode;
+      const created = await api(remote, 'POST', '/api/streams', { body: { title: 'origin to kill' } });
+      killedPublisher = publish(`${rtmpUrl}/${created.body.streamKey}`, { width: 426, height: 240, fps: 25 });
+      originUrl = url!;
+      const id: string = created.body.id;
+      const client = await waitFor('an edge viewer of the new origin\'s stream', async () => {
+        const c = await connectWhep(`${edge.httpUrl}/live/${id}/whep`);
+        if (c.status === 201) return c;
+        await c.close();
+        return undefined;
+      }, 30_000, 500);
+      open.add(client);
+      await client.waitFor('video and audio', (s) => s.keyframes > 0 && s.audioPackets >= 10, 30_000);
+      proc.kill('SIGKILL');
+      const killedAt = Date.now();
+      await waitFor('the edge to end its viewers\' sessions', () => edge.edge!.viewers(id) === 0, 20_000);
+      assert.equal(edge.edge!.pulledCount, 0, 'no stream pulled any more');
+      const response = await fetch(`${edge.httpUrl}${client.location}`, { method: 'DELETE' });
+      assert.equal(response.status, 404, 'the session is gone');
+      assert.ok(Date.now() - killedAt < 15_000);
+    } finally {
+      killedPublisher?.stop();
+      proc.kill('SIGKILL');
+      await proc.exited;
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
