@@ -8,7 +8,7 @@ import { RtmpIngest, RTMP_APP } from '../ingest/index.js';
 import { chooseEncoder, LoadGovernor, type EncoderChoice, type LiveTranscoder } from '../live-transcoder/index.js';
 import { registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
 import { signPlaybackToken } from '../lib/signing.js';
-import { registerWhepRoutes, type OriginLookup, type WebRtcEdge } from '../webrtc-edge/index.js';
+import { registerWhepRoutes, type WebRtcEdge } from '../webrtc-edge/index.js';
 import { registerChatRoutes, type ChatServer } from '../chat/index.js';
 import { registerUploadRoutes, registerVodRoutes, type VodArchive } from '../vod-archive/index.js';
 import { loadAdminToken } from './adminToken.js';
@@ -24,7 +24,7 @@ import { LiveCues } from '../cues/index.js';
 import { LiveEvents, type LiveEventsEvents } from './LiveEvents.js';
 import { CloseSteps } from './closeSteps.js';
 import { checkReady } from './ready.js';
-import { startChat, startEdge, startVodArchive } from './rooms.js';
+import { startChat, startEdge, startVodArchive, type EdgeWiring } from './rooms.js';
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
 
 /**
@@ -40,14 +40,8 @@ const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000,
 /** The node's events: those of its live events (server/LiveEvents.ts). */
 export type OnAirNodeEvents = LiveEventsEvents;
 
-/** Parts of a node given as code, not configuration. */
-export interface NodeWiring {
-  /**
-   * Makes the node's WebRTC a pulling edge: WHEP viewers of a stream not live here are served from a pipe to the
-   * origin this returns (undefined: not live anywhere). See webrtc-edge/README.md, *Edge across nodes*.
-   */
-  webrtcOrigin?: OriginLookup;
-}
+/** Parts of a node given as code, not configuration (issue #17: where a WebRTC edge finds a stream's origin). */
+export type NodeWiring = EdgeWiring;
 
 /**
  * The composition root: reads config, builds the rooms, wires their events and listens. Only this file knows all of
@@ -277,7 +271,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
       vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0);
-      edge = await startEdge(config, log, wiring.webrtcOrigin);
+      edge = await startEdge(config, log, wiring);
       const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod });
       nodeRef.current = node;
       await node.#events.recoverAfterCrash();

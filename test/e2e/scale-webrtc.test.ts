@@ -13,6 +13,8 @@ import { connectWhep, type WhepClient } from '../support/whepClient.js';
  */
 
 const SECRET = 'cluster-secret-for-the-scale-webrtc-test-0123456789';
+/** The edge's pipe linger, shortened from 30 s for the test. */
+const LINGER_MS = 3_000;
 const LADDER = { ONAIR_LADDER: '240', ONAIR_WEBRTC_LAYERS: '240,144', ONAIR_WEBRTC_WORKERS: '1', ONAIR_CLUSTER_SECRET: SECRET };
 
 async function metric(node: OnAirNode, name: string): Promise<number | undefined> {
@@ -51,7 +53,7 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     origin = o.node;
     originUrl = origin.httpUrl;
     closers.push(o.close);
-    const e = await startTestNode(LADDER, undefined, { wiring: { webrtcOrigin: async () => ({ internalUrl: originUrl }) } });
+    const e = await startTestNode(LADDER, undefined, { wiring: { webrtcOrigin: async () => ({ internalUrl: originUrl }), webrtcPipeLingerMs: LINGER_MS } });
     edge = e.node;
     closers.push(e.close);
     const created = await api(origin, 'POST', '/api/streams', { body: { title: 'scale WebRTC' } });
@@ -135,7 +137,27 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
     assert.equal(origin.edge!.pipeCount, 1, 'the same pipe');
   });
 
+  test('the last edge viewer leaving: the pipe lingers (a viewer meanwhile reuses it), then the edge closes it at the origin', async () => {
+    for (const c of [...open]) {
+      await c.close();
+      open.delete(c);
+    }
+    assert.equal(edge.edge!.viewers(streamId), 0);
+    assert.equal(origin.edge!.pipeCount, 1, 'still open: lingering');
+    const back = await joinTime(`${edge.httpUrl}/live/${streamId}/whep`, open);
+    assert.equal(origin.edge!.pipeCount, 1, 'the same pipe serves the returning viewer');
+    await back.client.close();
+    open.delete(back.client);
+    const leftAt = Date.now();
+    await waitFor('the origin to close the pipe after the linger', () => origin.edge!.pipeCount === 0, LINGER_MS + 5_000);
+    assert.ok(Date.now() - leftAt >= LINGER_MS - 500, 'not before the linger');
+    assert.equal(edge.edge!.pulledCount, 0);
+  });
+
   test('the stream ending on the origin ends the edge viewers\' sessions and the pipe', async () => {
+    for (let i = 0; i < 2; i++) open.add(await connectWhep(`${edge.httpUrl}/live/${streamId}/whep`));
+    await Promise.all([...open].map((c) => c.waitFor('media', (s) => s.keyframes > 0 && s.audioPackets >= 10, 30_000)));
+    assert.equal(origin.edge!.pipeCount, 1);
     const locations = [...open].map((c) => c.location!);
     const ended = await api(origin, 'POST', `/api/streams/${streamId}/end`);
     assert.ok(ended.status < 300, `end answered ${ended.status}`);
