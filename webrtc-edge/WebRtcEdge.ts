@@ -114,7 +114,7 @@ interface OutPipe {
 interface RemoteFeed {
   internalUrl: string;
   pipeId: string;
-  transport: ms.PipeTransport;
+  /** The next lease renewal. */
   poll: NodeJS.Timeout | undefined;
   /** Set while the stream has no viewer here: the pipe closes when it fires. */
   linger: NodeJS.Timeout | undefined;
@@ -133,7 +133,10 @@ interface Session {
   timer: NodeJS.Timeout | undefined;
 }
 
-/** One live stream on the edge: the plain-RTP input, its producers, a router per worker that has viewers. */
+/**
+ * One live stream on the edge: the plain-RTP input (or, pulled from another node, the pipe from there), its producers,
+ * a router per worker that has viewers, and the pipes it feeds to edge nodes.
+ */
 class EdgeStream {
   readonly streamId: string;
   /** The plain-RTP input from ffmpeg; undefined for a stream pulled from another node (`remote`). */
@@ -200,7 +203,8 @@ const PIPE_RENEW_FAILURES = 3;
  * one ingest worker that holds every stream's origin router (plain-RTP input, producers). Viewer routers, one per
  * stream per worker (and per payload-type set of the viewers' offers), are fed from the origin through PipeTransports;
  * a viewer lands on the least-loaded worker. The ingest worker is apart so that every viewer worker gets its producers
- * through a pipe.
+ * through a pipe. Across nodes (issue #17) the same pipes run over the network: an origin feeds each edge node one
+ * (`openPipe`), and a pulling edge (`origin` option) takes a stream not live here from its origin's pipe (`#pull`).
  */
 export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   readonly #log: Logger;
@@ -264,6 +268,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       ingest?.close();
       throw error;
     }
+    if (options.origin && !options.clusterSecret) options.log.warn('ONAIR_CLUSTER_SECRET is unset: this edge cannot pull streams from other nodes');
     options.log.info({ workers: count, listenIp: options.listenIp, announcedIp: options.announcedIp, port: options.port }, 'WebRTC edge ready');
     return new WebRtcEdge({ mediasoup, options, workers, ingest, servers, limits: { ...defaultLimits(WHEP_LIMITS), ...options.limits } });
   }
@@ -403,10 +408,6 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   }): Promise<{ sessionId: string; result: T }> {
     const stream = this.#streams.get(streamId) ?? await this.#pull(streamId);
     if (!stream) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream is not live');
-    if (stream.remote) {
-      clearTimeout(stream.remote.linger);
-      stream.remote.linger = undefined;
-    }
     // After the ingest worker's death the chain rebuilds the stream's input: wait for it, a while.
     if (!await settles(stream.chain, RECOVERY_WAIT_MS) || (this.#ingestRecovery && stream.video?.closed !== false)) {
       throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the WebRTC edge is restarting a media worker', RESTARTING_RETRY_AFTER_SEC);
@@ -436,6 +437,11 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     this.#load[worker]! += 1;
     this.#perAddress.set(client, held + 1);
     stream.routerUsers.set(routerKey, (stream.routerUsers.get(routerKey) ?? 0) + 1);
+    // A pulled stream has a viewer again: no linger (a refusal before this point leaves it running).
+    if (stream.remote) {
+      clearTimeout(stream.remote.linger);
+      stream.remote.linger = undefined;
+    }
     let transport: ms.WebRtcTransport | undefined;
     try {
       const viewer = await this.#routerOn(stream, worker, request.router);
@@ -495,13 +501,17 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     const pending = stream.routers.get(routerKey);
     stream.routers.delete(routerKey);
     void pending?.then((viewer) => viewer.router.close(), () => undefined);
-    // A pulled stream's last viewer here left: its pipe lingers for the next one, then closes.
+    this.#lingerIfIdle(stream);
+  }
+
+  /** A pulled stream with no viewer here (its last left, or its first was refused): the pipe lingers, then closes. */
+  #lingerIfIdle(stream: EdgeStream): void {
     const { remote } = stream;
-    if (remote && stream.routerUsers.size === 0 && !remote.linger && this.#streams.get(stream.streamId) === stream) {
-      remote.linger = setTimeout(() => {
-        if (stream.routerUsers.size === 0) this.closeStream(stream.streamId);
-      }, this.#options.pipeLingerMs ?? PIPE_LINGER_MS);
-    }
+    if (!remote || stream.routerUsers.size > 0 || remote.linger || this.#streams.get(stream.streamId) !== stream) return;
+    remote.linger = setTimeout(() => {
+      remote.linger = undefined;
+      if (stream.routerUsers.size === 0) this.closeStream(stream.streamId);
+    }, this.#options.pipeLingerMs ?? PIPE_LINGER_MS);
   }
 
   /** WHEP DELETE: frees the viewer's transport and consumers. */
@@ -673,7 +683,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
         return undefined;
       }
       if (offer === 'unavailable') throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the stream\'s origin does not answer now', RESTARTING_RETRY_AFTER_SEC);
-      const remote: RemoteFeed = { internalUrl: found.internalUrl, pipeId: offer.pipeId, transport, poll: undefined, linger: undefined, failures: 0 };
+      const remote: RemoteFeed = { internalUrl: found.internalUrl, pipeId: offer.pipeId, poll: undefined, linger: undefined, failures: 0 };
       const stream = new EdgeStream({ streamId, origin, remote });
       try {
         await transport.connect({ ip: offer.ip, port: offer.port, srtpParameters: offer.srtpParameters });
@@ -694,6 +704,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       }
       this.#streams.set(streamId, stream);
       this.#renewPipe(client, stream, remote);
+      // Until the viewer that asked for it is counted (it may yet be refused by a cap).
+      this.#lingerIfIdle(stream);
       this.#log.info({ streamId, pipeId: offer.pipeId, origin: `${offer.ip}:${offer.port}` }, 'pipe from the origin opened');
       return stream;
     } catch (error) {
