@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { OnAirNode } from '../../server/node.js';
-import { api, publish, spawnNode, startTestNode, waitFor } from '../support/harness.js';
+import { api, childrenOf, publish, spawnNode, startTestNode, waitFor } from '../support/harness.js';
 import { connectWhep, type WhepClient } from '../support/whepClient.js';
 
 /**
@@ -47,12 +47,17 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
   const open = new Set<WhepClient>();
   /** Where the edge's origin lookup points (the discovery of issue #17 in a closure). */
   let originUrl: string;
+  /** The origin's mediasoup workers (ingest and one viewer worker), told apart from the edge's by start order. */
+  let originWorkers: number[];
+  const mediasoupChildren = (): number[] => childrenOf(process.pid).filter((p) => p.comm.startsWith('mediasoup-work')).map((p) => p.pid);
 
   before(async () => {
     const o = await startTestNode(LADDER);
     origin = o.node;
     originUrl = origin.httpUrl;
     closers.push(o.close);
+    originWorkers = mediasoupChildren();
+    assert.equal(originWorkers.length, 2, 'the origin\'s ingest and viewer workers');
     const e = await startTestNode(LADDER, undefined, { wiring: { webrtcOrigin: async () => ({ internalUrl: originUrl }), webrtcPipeLingerMs: LINGER_MS } });
     edge = e.node;
     closers.push(e.close);
@@ -135,6 +140,26 @@ describe('WebRTC edge across nodes: one pipe per stream from the origin', { time
       (s) => s.videoPackets > marks[i]!.videoPackets + 100 && s.keyframes > marks[i]!.keyframes + 2 && s.audioPackets > marks[i]!.audioPackets + 50, 20_000)));
     assert.equal(edge.edge!.viewers(streamId), 3);
     assert.equal(origin.edge!.pipeCount, 1, 'the same pipe');
+  });
+
+  test('the origin\'s mediasoup workers SIGKILLed: the pipe goes with them, the edge ends its viewers\' sessions, a new POST pipes again', async (t) => {
+    for (const pid of originWorkers) process.kill(pid, 'SIGKILL');
+    const killedAt = Date.now();
+    await waitFor('the edge to end its viewers\' sessions', () => edge.edge!.viewers(streamId) === 0, 10_000);
+    for (const c of [...open]) {
+      await c.close();
+      open.delete(c);
+    }
+    const fresh = await waitFor('a new edge viewer', async () => {
+      const c = await connectWhep(`${edge.httpUrl}/live/${streamId}/whep`);
+      if (c.status === 201) return c;
+      await c.close();
+      return undefined;
+    }, 15_000, 250);
+    open.add(fresh);
+    await fresh.waitFor('video and audio through the new pipe', (s) => s.keyframes > 0 && s.audioPackets >= 10, 15_000);
+    t.diagnostic(`an edge viewer had video again ${Date.now() - killedAt} ms after the origin's workers were killed`);
+    assert.equal(origin.edge!.pipeCount, 1, 'one new pipe');
   });
 
   test('the last edge viewer leaving: the pipe lingers (a viewer meanwhile reuses it), then the edge closes it at the origin', async () => {
