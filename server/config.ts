@@ -160,6 +160,11 @@ const schema = {
   ONAIR_LLHLS_PART_MS: integer(200, 100, 2000),
   ONAIR_SEGMENT_MS: integer(2000, 500, 10000),
   ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
+  ONAIR_CLUSTER_SECRET: (raw: string | undefined, name: string) => {
+    if (raw === undefined || raw === '') return undefined;
+    if (raw.length < 32) throw new ConfigError(name, 'must be at least 32 characters long (e.g. `openssl rand -hex 32`)');
+    return raw;
+  },
   ONAIR_RECONNECT_GRACE_SEC: integer(10, 0, 600),
   ONAIR_MAX_STREAMS: integer(0, 0, 10_000),
   ONAIR_LADDER_POLICY: oneOf('degrade', ['degrade', 'fixed'] as const),
@@ -250,6 +255,8 @@ export interface Config {
   partTargetMs: number;
   segmentTargetMs: number;
   playbackSigningKey: string | undefined;
+  /** Node-to-node secret (`Authorization: Bearer`) for the internal routes; undefined: they answer 404. */
+  clusterSecret: string | undefined;
   reconnectGraceMs: number;
   /** Live streams this node takes at once; 0: no fixed cap. */
   maxStreams: number;
@@ -359,6 +366,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     partTargetMs: r.ONAIR_LLHLS_PART_MS,
     segmentTargetMs: r.ONAIR_SEGMENT_MS,
     playbackSigningKey: r.ONAIR_PLAYBACK_SIGNING_KEY,
+    clusterSecret: r.ONAIR_CLUSTER_SECRET,
     reconnectGraceMs: r.ONAIR_RECONNECT_GRACE_SEC * 1000,
     maxStreams: r.ONAIR_MAX_STREAMS,
     ladderPolicy: r.ONAIR_LADDER_POLICY,

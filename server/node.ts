@@ -24,7 +24,7 @@ import { LiveCues } from '../cues/index.js';
 import { LiveEvents, type LiveEventsEvents } from './LiveEvents.js';
 import { CloseSteps } from './closeSteps.js';
 import { checkReady } from './ready.js';
-import { startChat, startEdge, startVodArchive } from './rooms.js';
+import { startChat, startEdge, startVodArchive, type EdgeWiring } from './rooms.js';
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
 
 /**
@@ -39,6 +39,9 @@ const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000,
 
 /** The node's events: those of its live events (server/LiveEvents.ts). */
 export type OnAirNodeEvents = LiveEventsEvents;
+
+/** Parts of a node given as code, not configuration (issue #17: where a WebRTC edge finds a stream's origin). */
+export type NodeWiring = EdgeWiring;
 
 /**
  * The composition root: reads config, builds the rooms, wires their events and listens. Only this file knows all of
@@ -135,6 +138,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     if (edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
+      this.#metrics.gauge('onair_webrtc_pipes', 'Pipes this node feeds to WebRTC edges (one per stream per edge; issue #17).', () => edge.pipeCount);
+      this.#metrics.gauge('onair_webrtc_pulled_streams', 'Streams this WebRTC edge pulls from their origins over a pipe.', () => edge.pulledCount);
     }
     this.#ingest = new RtmpIngest({
       host: config.host,
@@ -180,7 +185,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           registry: this.#metrics.registry,
         }),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#cues.addCue(id, input) }),
-        (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey }),
+        (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey, clusterSecret: config.clusterSecret }),
         (app) => registerChatRoutes(app, {
           chat: this.#chat,
           streamExists: async (id) => (await this.streams.get(id)) !== undefined,
@@ -231,8 +236,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#chat.attach(this.#http.server);
   }
 
-  /** Builds and starts a node: data dir, Redis, database, encoder probe, RTMP and HTTP listeners. */
-  static async start(config: Config, log: Logger): Promise<OnAirNode> {
+  /**
+   * Builds and starts a node: data dir, Redis, database, encoder probe, RTMP and HTTP listeners. `wiring`: what is not
+   * configuration (e.g. where a WebRTC edge finds a stream's origin, issue #17).
+   */
+  static async start(config: Config, log: Logger, wiring: NodeWiring = {}): Promise<OnAirNode> {
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     const adminToken = await loadAdminToken(config.dataDir, config.adminToken);
     const embeddedRedis = config.redisUrl === undefined
@@ -263,7 +271,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
       vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0);
-      edge = await startEdge(config, log);
+      edge = await startEdge(config, log, wiring);
       const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod });
       nodeRef.current = node;
       await node.#events.recoverAfterCrash();

@@ -4,7 +4,7 @@ import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/log.js';
 import { ChatServer, type ChatTables } from '../chat/index.js';
 import { createStorage, VodArchive, type CatalogTables } from '../vod-archive/index.js';
-import { WebRtcEdge } from '../webrtc-edge/index.js';
+import { WebRtcEdge, type OriginLookup } from '../webrtc-edge/index.js';
 import { tokenMatches } from './adminToken.js';
 import type { Config } from './config.js';
 import type { Database } from './db.js';
@@ -71,11 +71,22 @@ export function startChat(config: Config, log: Logger, deps: {
   });
 }
 
+/** What a WebRTC edge gets as code (see `NodeWiring`). */
+export interface EdgeWiring {
+  /**
+   * Makes the node's WebRTC a pulling edge: WHEP viewers of a stream not live here are served from a pipe to the
+   * origin this returns (undefined: not live anywhere). See webrtc-edge/README.md, *Edge across nodes*.
+   */
+  webrtcOrigin?: OriginLookup;
+  /** How long a pulled stream's pipe outlives its last viewer here; default 30 s. */
+  webrtcPipeLingerMs?: number;
+}
+
 /**
  * Starts the WebRTC edge unless WebRTC is off. A node whose mediasoup cannot start still serves LL-HLS: the error is
  * logged and WHEP answers 503.
  */
-export async function startEdge(config: Config, log: Logger): Promise<WebRtcEdge | undefined> {
+export async function startEdge(config: Config, log: Logger, wiring: EdgeWiring = {}): Promise<WebRtcEdge | undefined> {
   if (config.webrtcLayers.length === 0) return undefined;
   const listenIp = config.webrtc.listenIp ?? (config.host === '::' ? '0.0.0.0' : config.host);
   const announcedIp = config.webrtc.announcedIp ?? (listenIp === '0.0.0.0' ? firstExternalIPv4() : undefined);
@@ -85,6 +96,10 @@ export async function startEdge(config: Config, log: Logger): Promise<WebRtcEdge
       announcedIp,
       port: config.webrtc.port,
       limits: config.limits.whep,
+      // A pulling edge (issue #17): viewers of streams live on other nodes come through one pipe per stream.
+      origin: wiring.webrtcOrigin,
+      clusterSecret: config.clusterSecret,
+      ...(wiring.webrtcPipeLingerMs === undefined ? {} : { pipeLingerMs: wiring.webrtcPipeLingerMs }),
       ...(config.webrtc.workers > 0 ? { workers: config.webrtc.workers } : {}),
       log: log.child({ component: 'webrtc' }),
     });

@@ -9,6 +9,7 @@ import type { Logger } from '../lib/log.js';
 import { loadMediasoup } from './loadMediasoup.js';
 import { restartWithBackoff } from './restartWithBackoff.js';
 import { RtpRelay, type RelayInput } from './RtpRelay.js';
+import { OriginClient, type PipeEndpoint, type PipeOffer } from './pipeProtocol.js';
 
 type Mediasoup = typeof import('mediasoup');
 
@@ -24,6 +25,15 @@ export interface WebRtcEdgeOptions {
   log: Logger;
   /** Session caps and router bounds (webrtc-edge/limits.ts); defaults when absent. */
   limits?: Partial<WhepLimits>;
+  /**
+   * A pulling edge (issue #17): where a stream not live on this node is live. A WHEP viewer of such a stream opens one
+   * pipe from that origin (`clusterSecret` authenticates it), shared by every later viewer of the stream here.
+   */
+  origin?: OriginLookup | undefined;
+  /** `ONAIR_CLUSTER_SECRET`: node-to-node calls carry it; without it this node neither feeds nor pulls pipes. */
+  clusterSecret?: string | undefined;
+  /** How long a pulled stream's pipe stays open after its last viewer here left; default 30 s. */
+  pipeLingerMs?: number;
 }
 
 /** What ffmpeg must send, and where: one RTP destination per simulcast layer (low → high), one for audio. */
@@ -52,6 +62,9 @@ export interface ViewerStats {
 
 /** A mediasoup worker's place in the edge: the ingest worker, or viewer worker `i` (its WebRtcServer's port index). */
 export type EdgeWorkerRole = 'ingest' | number;
+
+/** Where a stream not live on this node is live: the origin node's internal URL (undefined: nowhere). */
+export type OriginLookup = (streamId: string) => Promise<{ internalUrl: string } | undefined>;
 
 export type WebRtcEdgeEvents = {
   /** A replacement worker runs in place of a dead one (for viewer workers: with its WebRtcServer). */
@@ -89,6 +102,26 @@ interface ViewerRouter {
   pipe: Promise<{ local: ms.PipeTransport; remote: ms.PipeTransport }> | undefined;
 }
 
+/** A pipe this node (the origin) feeds to an edge: a PipeTransport consuming the stream's producers. */
+interface OutPipe {
+  id: string;
+  transport: ms.PipeTransport;
+  /** Closes the pipe unless the edge renews it (`keepPipe`) first: an edge that died stops costing. */
+  lease: NodeJS.Timeout;
+}
+
+/** A stream this node (an edge) pulls from its origin: the pipe's id there, the lease renewal and the linger. */
+interface RemoteFeed {
+  internalUrl: string;
+  pipeId: string;
+  /** The next lease renewal. */
+  poll: NodeJS.Timeout | undefined;
+  /** Set while the stream has no viewer here: the pipe closes when it fires. */
+  linger: NodeJS.Timeout | undefined;
+  /** Renewals in a row that reached no origin. */
+  failures: number;
+}
+
 interface Session {
   id: string;
   worker: number;
@@ -100,14 +133,22 @@ interface Session {
   timer: NodeJS.Timeout | undefined;
 }
 
-/** One live stream on the edge: the plain-RTP input, its producers, a router per worker that has viewers. */
+/**
+ * One live stream on the edge: the plain-RTP input (or, pulled from another node, the pipe from there), its producers,
+ * a router per worker that has viewers, and the pipes it feeds to edge nodes.
+ */
 class EdgeStream {
   readonly streamId: string;
-  readonly relay: RtpRelay;
-  readonly inputs: EdgeRtpInputs;
+  /** The plain-RTP input from ffmpeg; undefined for a stream pulled from another node (`remote`). */
+  readonly relay: RtpRelay | undefined;
+  readonly inputs: EdgeRtpInputs | undefined;
   /** On the ingest worker; replaced, with the plain transport and producers, when that worker is. */
   origin: ms.Router;
-  plain: ms.PlainTransport;
+  plain: ms.PlainTransport | undefined;
+  /** Pulled from the origin node over a pipe (this node is its edge). */
+  remote: RemoteFeed | undefined;
+  /** Pipes this node feeds to edges, by id. */
+  readonly pipes = new Map<string, OutPipe>();
   /**
    * Viewer routers by `<worker>|<codec key>`: payload types follow the viewers' offers (see whepSdp.ts). A promise, so
    * that viewers arriving together share the router the first of them opens.
@@ -124,12 +165,13 @@ class EdgeStream {
   /** Serialises producer changes and the pipes that follow them. */
   chain: Promise<void> = Promise.resolve();
 
-  constructor(parts: { streamId: string; relay: RtpRelay; inputs: EdgeRtpInputs; origin: ms.Router; plain: ms.PlainTransport }) {
+  constructor(parts: { streamId: string; relay?: RtpRelay; inputs?: EdgeRtpInputs; origin: ms.Router; plain?: ms.PlainTransport; remote?: RemoteFeed }) {
     this.streamId = parts.streamId;
     this.relay = parts.relay;
     this.inputs = parts.inputs;
     this.origin = parts.origin;
     this.plain = parts.plain;
+    this.remote = parts.remote;
   }
 }
 
@@ -148,13 +190,21 @@ export class EdgeError extends Error {
 
 /** A viewer turned away by a cap tries again after this long. */
 const BUSY_RETRY_AFTER_SEC = 5;
+/** A pulled stream's pipe stays this long after its last viewer here (the next one joins at once). */
+const PIPE_LINGER_MS = 30_000;
+/** An edge renews each pipe this often; the origin closes a pipe not renewed for PIPE_LEASE_MS. */
+const PIPE_RENEW_MS = 2_000;
+const PIPE_LEASE_MS = 15_000;
+/** Renewals in a row that may fail (origin unreachable) before the edge gives the pipe up. */
+const PIPE_RENEW_FAILURES = 3;
 
 /**
  * The WebRTC edge: viewer workers (one per core by default), a WebRtcServer per viewer worker on one port each, and
  * one ingest worker that holds every stream's origin router (plain-RTP input, producers). Viewer routers, one per
  * stream per worker (and per payload-type set of the viewers' offers), are fed from the origin through PipeTransports;
  * a viewer lands on the least-loaded worker. The ingest worker is apart so that every viewer worker gets its producers
- * through a pipe.
+ * through a pipe. Across nodes (issue #17) the same pipes run over the network: an origin feeds each edge node one
+ * (`openPipe`), and a pulling edge (`origin` option) takes a stream not live here from its origin's pipe (`#pull`).
  */
 export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   readonly #log: Logger;
@@ -178,6 +228,10 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   /** Aborted by `close()`: ends the replacements being tried. */
   readonly #closing = new AbortController();
   #closed = false;
+  /** Set on a pulling edge (`origin` and `clusterSecret` given). */
+  readonly #originClient: OriginClient | undefined;
+  /** Pulls being opened, by stream: viewers arriving together share one. */
+  readonly #pulling = new Map<string, Promise<EdgeStream | undefined>>();
 
   private constructor(parts: {
     mediasoup: Mediasoup; options: WebRtcEdgeOptions; workers: ms.Worker[]; ingest: ms.Worker; servers: ms.WebRtcServer[]; limits: WhepLimits;
@@ -191,6 +245,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     this.#ingest = parts.ingest;
     this.#servers = parts.servers;
     this.#load = parts.workers.map(() => 0);
+    this.#originClient = parts.options.origin && parts.options.clusterSecret ? new OriginClient(parts.options.clusterSecret) : undefined;
     this.#ingest.on('died', (error) => this.#ingestDied(parts.ingest, error));
     parts.workers.forEach((worker, i) => worker.on('died', (error) => this.#viewerDied(i, worker, error)));
   }
@@ -213,6 +268,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       ingest?.close();
       throw error;
     }
+    if (options.origin && !options.clusterSecret) options.log.warn('ONAIR_CLUSTER_SECRET is unset: this edge cannot pull streams from other nodes');
     options.log.info({ workers: count, listenIp: options.listenIp, announcedIp: options.announcedIp, port: options.port }, 'WebRTC edge ready');
     return new WebRtcEdge({ mediasoup, options, workers, ingest, servers, limits: { ...defaultLimits(WHEP_LIMITS), ...options.limits } });
   }
@@ -235,6 +291,25 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     return this.#load;
   }
 
+  /** Pipes this node feeds to edges, over every stream (`onair_webrtc_pipes`). */
+  get pipeCount(): number {
+    let count = 0;
+    for (const stream of this.#streams.values()) count += stream.pipes.size;
+    return count;
+  }
+
+  /** Streams this node pulls from origins (`onair_webrtc_pulled_streams`). */
+  get pulledCount(): number {
+    let count = 0;
+    for (const stream of this.#streams.values()) if (stream.remote) count += 1;
+    return count + this.#pulling.size;
+  }
+
+  /** Whether WHEP viewers of streams not live here are served from their origin (a pulling edge). */
+  get pulls(): boolean {
+    return this.#originClient !== undefined;
+  }
+
   viewers(streamId: string): number {
     return this.#streams.get(streamId)?.sessions.size ?? 0;
   }
@@ -246,7 +321,9 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   /** Opens a stream's plain-RTP input; returns where ffmpeg must send. Idempotent per stream. */
   async openStream(streamId: string): Promise<EdgeRtpInputs> {
     const existing = this.#streams.get(streamId);
-    if (existing) return existing.inputs;
+    if (existing?.inputs) return existing.inputs;
+    // Published here now: a copy pulled from another node gives way.
+    if (existing) this.closeStream(streamId);
     if (!await settles(this.#ingestUp, RECOVERY_WAIT_MS)) throw new Error('the mediasoup ingest worker is being replaced');
     const { origin, plain } = await this.#originOn(this.#ingest);
     const { relay, inputs } = await RtpRelay.create(MAX_LAYERS + 1);
@@ -272,7 +349,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
    */
   setProducers(streamId: string, shape: EdgeProducerShape): Promise<void> {
     const stream = this.#streams.get(streamId);
-    if (!stream) return Promise.resolve();
+    if (!stream?.plain) return Promise.resolve();
     const key = `${shape.layers.map((l) => `${l.ssrc}:${l.kbps}`).join(',')}|${shape.audio}`;
     stream.chain = stream.chain.then(async () => {
       if (stream.shapeKey === key) return;
@@ -285,11 +362,12 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
 
   /** The stream's producers for `shape` on its plain transport, piped to its viewer routers. */
   async #produce(stream: EdgeStream, shape: EdgeProducerShape): Promise<void> {
-    const { streamId } = stream;
-    // A new shape closes the old producers (and with them their consumers and pipes).
+    const { streamId, plain, inputs } = stream;
+    if (!plain || !inputs) return;
+    // A new shape closes the old producers (and with them their consumers and pipes, local and to edges).
     stream.video?.close();
     stream.audio?.close();
-    stream.video = await stream.plain.produce({
+    stream.video = await plain.produce({
       kind: 'video',
       rtpParameters: {
         codecs: [{ mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters! }],
@@ -298,11 +376,11 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       },
     });
     stream.audio = shape.audio
-      ? await stream.plain.produce({
+      ? await plain.produce({
         kind: 'audio',
         rtpParameters: {
           codecs: [{ mimeType: 'audio/opus', payloadType: AUDIO_PAYLOAD_TYPE, clockRate: 48000, channels: 2 }],
-          encodings: [{ ssrc: stream.inputs.audioSsrc }],
+          encodings: [{ ssrc: inputs.audioSsrc }],
           rtcp: { cname: `onair-${streamId}` },
         },
       })
@@ -328,7 +406,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     media: { mid: string; kind: 'audio' | 'video'; rejected: boolean }[];
     answer: (transport: ms.WebRtcTransport, consumers: { mid: string; consumer: ms.Consumer }[]) => T;
   }): Promise<{ sessionId: string; result: T }> {
-    const stream = this.#streams.get(streamId);
+    const stream = this.#streams.get(streamId) ?? await this.#pull(streamId);
     if (!stream) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream is not live');
     // After the ingest worker's death the chain rebuilds the stream's input: wait for it, a while.
     if (!await settles(stream.chain, RECOVERY_WAIT_MS) || (this.#ingestRecovery && stream.video?.closed !== false)) {
@@ -359,6 +437,11 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     this.#load[worker]! += 1;
     this.#perAddress.set(client, held + 1);
     stream.routerUsers.set(routerKey, (stream.routerUsers.get(routerKey) ?? 0) + 1);
+    // A pulled stream has a viewer again: no linger (a refusal before this point leaves it running).
+    if (stream.remote) {
+      clearTimeout(stream.remote.linger);
+      stream.remote.linger = undefined;
+    }
     let transport: ms.WebRtcTransport | undefined;
     try {
       const viewer = await this.#routerOn(stream, worker, request.router);
@@ -418,6 +501,17 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     const pending = stream.routers.get(routerKey);
     stream.routers.delete(routerKey);
     void pending?.then((viewer) => viewer.router.close(), () => undefined);
+    this.#lingerIfIdle(stream);
+  }
+
+  /** A pulled stream with no viewer here (its last left, or its first was refused): the pipe lingers, then closes. */
+  #lingerIfIdle(stream: EdgeStream): void {
+    const { remote } = stream;
+    if (!remote || stream.routerUsers.size > 0 || remote.linger || this.#streams.get(stream.streamId) !== stream) return;
+    remote.linger = setTimeout(() => {
+      remote.linger = undefined;
+      if (stream.routerUsers.size === 0) this.closeStream(stream.streamId);
+    }, this.#options.pipeLingerMs ?? PIPE_LINGER_MS);
   }
 
   /** WHEP DELETE: frees the viewer's transport and consumers. */
@@ -452,7 +546,15 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     if (!stream) return;
     this.#streams.delete(streamId);
     for (const session of [...stream.sessions.values()]) this.#drop(stream, session, 'stream ended');
-    stream.relay.close();
+    for (const pipe of [...stream.pipes.values()]) this.#closePipe(stream, pipe, 'stream ended');
+    const { remote } = stream;
+    if (remote) {
+      clearTimeout(remote.poll);
+      clearTimeout(remote.linger);
+      void this.#originClient?.close(remote.internalUrl, streamId, remote.pipeId);
+      this.#log.info({ streamId, pipeId: remote.pipeId }, 'pipe from the origin closed');
+    }
+    stream.relay?.close();
     for (const pending of stream.routers.values()) void pending.then((viewer) => viewer.router.close(), () => undefined);
     stream.origin.close();
   }
@@ -464,6 +566,167 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     for (const streamId of [...this.#streams.keys()]) this.closeStream(streamId);
     for (const worker of this.#workers) worker.close();
     this.#ingest.close();
+  }
+
+  // ---- Pipes between nodes (issue #17): this node as an origin feeding edges, or as an edge pulling from origins ----
+
+  /** The announced (or listen) address of this node's pipe transports: what the other node sends to. */
+  #pipeListenIp(): ms.TransportListenIp {
+    return { ip: this.#options.listenIp, ...(this.#options.announcedIp ? { announcedIp: this.#options.announcedIp } : {}) };
+  }
+
+  static #endpointOf(transport: ms.PipeTransport): PipeEndpoint {
+    return { ip: transport.tuple.localIp, port: transport.tuple.localPort, srtpParameters: transport.srtpParameters! };
+  }
+
+  /**
+   * Origin side: a pipe to an edge's PipeTransport at `remote` (`parsePipeEndpoint` checked it), consuming the
+   * stream's producers. The answer carries the consumers' RTP parameters (every simulcast layer: the edge's viewers
+   * pick theirs there). Closed by `closePipe`, by its lease running out, and when the producers close (stream end, new
+   * shape): the edge learns it at its next renewal and ends its viewers' sessions, as local viewers' end here.
+   */
+  async openPipe(streamId: string, remote: PipeEndpoint): Promise<PipeOffer> {
+    const stream = this.#streams.get(streamId);
+    if (!stream || stream.remote) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream is not live on this node');
+    if (!await settles(stream.chain, RECOVERY_WAIT_MS) || this.#ingestRecovery) {
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the WebRTC edge is restarting a media worker', RESTARTING_RETRY_AFTER_SEC);
+    }
+    const producers = [stream.video, stream.audio].filter((p): p is ms.Producer => p !== undefined && !p.closed);
+    if (!stream.video || producers.length === 0) throw new EdgeError('ONAIR_ERR_STREAM_NOT_LIVE', 'the stream has no media yet');
+    if (stream.pipes.size >= this.#limits.maxPipesPerStream || this.pipeCount >= this.#limits.maxPipes) {
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'this origin feeds as many edges as it may', BUSY_RETRY_AFTER_SEC);
+    }
+    const transport = await stream.origin.createPipeTransport({ listenIp: this.#pipeListenIp(), enableRtx: true, enableSrtp: true });
+    const pipe: OutPipe = { id: randomUUID(), transport, lease: setTimeout(() => this.#closePipe(stream, pipe, 'lease expired'), PIPE_LEASE_MS) };
+    stream.pipes.set(pipe.id, pipe);
+    try {
+      await transport.connect(remote);
+      const offered: PipeOffer['producers'] = [];
+      for (const producer of producers) {
+        const consumer = await transport.consume({ producerId: producer.id });
+        // New producers (another shape) or none (the stream ended): the edge must pipe again, or stop.
+        consumer.on('producerclose', () => this.#closePipe(stream, pipe, 'producers replaced or closed'));
+        offered.push({ kind: consumer.kind, rtpParameters: consumer.rtpParameters, paused: consumer.producerPaused });
+      }
+      transport.on('routerclose', () => this.#closePipe(stream, pipe, 'origin router closed'));
+      this.#log.info({ streamId, pipeId: pipe.id, edge: `${remote.ip}:${remote.port}` }, 'pipe to an edge opened');
+      return { pipeId: pipe.id, ...WebRtcEdge.#endpointOf(transport), producers: offered };
+    } catch (error) {
+      this.#closePipe(stream, pipe, 'could not be set up');
+      throw error;
+    }
+  }
+
+  /** Origin side: the edge renews a pipe's lease; false when the pipe is gone (the edge then closes its side). */
+  keepPipe(streamId: string, pipeId: string): boolean {
+    const stream = this.#streams.get(streamId);
+    const pipe = stream?.pipes.get(pipeId);
+    if (!stream || !pipe) return false;
+    pipe.lease.refresh();
+    return true;
+  }
+
+  /** Origin side: the edge has no viewer left for it; false when there was no such pipe. */
+  closePipe(streamId: string, pipeId: string): boolean {
+    const stream = this.#streams.get(streamId);
+    const pipe = stream?.pipes.get(pipeId);
+    if (!stream || !pipe) return false;
+    this.#closePipe(stream, pipe, 'closed by the edge');
+    return true;
+  }
+
+  #closePipe(stream: EdgeStream, pipe: OutPipe, reason: string): void {
+    if (stream.pipes.get(pipe.id) !== pipe) return;
+    stream.pipes.delete(pipe.id);
+    clearTimeout(pipe.lease);
+    pipe.transport.close();
+    this.#log.info({ streamId: stream.streamId, pipeId: pipe.id, reason }, 'pipe to an edge closed');
+  }
+
+  /**
+   * Edge side: the stream from its origin, once for every viewer here. A router on the ingest worker takes the pipe's
+   * producers and stands in for a local stream's origin router: viewer routers are fed from it as for a local stream.
+   * Undefined when no origin has the stream live.
+   */
+  #pull(streamId: string): Promise<EdgeStream | undefined> {
+    const client = this.#originClient;
+    if (!client) return Promise.resolve(undefined);
+    const pending = this.#pulling.get(streamId);
+    if (pending) return pending;
+    if (this.pulledCount >= this.#limits.maxPipes) {
+      return Promise.reject(new EdgeError('ONAIR_ERR_WHEP_BUSY', 'this edge pulls as many streams as it may', BUSY_RETRY_AFTER_SEC));
+    }
+    const pulling = this.#openPull(client, streamId);
+    this.#pulling.set(streamId, pulling);
+    void pulling.finally(() => this.#pulling.delete(streamId)).catch(() => undefined);
+    return pulling;
+  }
+
+  async #openPull(client: OriginClient, streamId: string): Promise<EdgeStream | undefined> {
+    let found: { internalUrl: string } | undefined;
+    try {
+      found = await this.#options.origin!(streamId);
+    } catch (error) {
+      this.#log.warn({ streamId, err: (error as Error).message }, 'could not look up the stream\'s origin');
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the stream\'s origin cannot be found now', RESTARTING_RETRY_AFTER_SEC);
+    }
+    if (!found) return undefined;
+    if (!await settles(this.#ingestUp, RECOVERY_WAIT_MS)) {
+      throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the WebRTC edge is restarting a media worker', RESTARTING_RETRY_AFTER_SEC);
+    }
+    const origin = await this.#ingest.createRouter({ mediaCodecs: MEDIA_CODECS });
+    try {
+      const transport = await origin.createPipeTransport({ listenIp: this.#pipeListenIp(), enableRtx: true, enableSrtp: true });
+      const offer = await client.open(found.internalUrl, streamId, WebRtcEdge.#endpointOf(transport));
+      if (offer === 'not-live') {
+        origin.close();
+        return undefined;
+      }
+      if (offer === 'unavailable') throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the stream\'s origin does not answer now', RESTARTING_RETRY_AFTER_SEC);
+      const remote: RemoteFeed = { internalUrl: found.internalUrl, pipeId: offer.pipeId, poll: undefined, linger: undefined, failures: 0 };
+      const stream = new EdgeStream({ streamId, origin, remote });
+      try {
+        await transport.connect({ ip: offer.ip, port: offer.port, srtpParameters: offer.srtpParameters });
+        for (const p of offer.producers) {
+          const producer = await transport.produce({ kind: p.kind, rtpParameters: p.rtpParameters, paused: p.paused });
+          if (p.kind === 'video') stream.video = producer;
+          else stream.audio = producer;
+        }
+      } catch (error) {
+        void client.close(found.internalUrl, streamId, offer.pipeId);
+        this.#log.warn({ streamId, err: (error as Error).message }, 'the origin\'s pipe offer could not be used');
+        throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the stream\'s origin answered with a pipe this edge cannot use', RESTARTING_RETRY_AFTER_SEC);
+      }
+      if (!stream.video || this.#closed || this.#streams.has(streamId)) {
+        void client.close(found.internalUrl, streamId, offer.pipeId);
+        origin.close();
+        return this.#streams.get(streamId);
+      }
+      this.#streams.set(streamId, stream);
+      this.#renewPipe(client, stream, remote);
+      // Until the viewer that asked for it is counted (it may yet be refused by a cap).
+      this.#lingerIfIdle(stream);
+      this.#log.info({ streamId, pipeId: offer.pipeId, origin: `${offer.ip}:${offer.port}` }, 'pipe from the origin opened');
+      return stream;
+    } catch (error) {
+      origin.close();
+      throw error;
+    }
+  }
+
+  /** Edge side: renews the pipe's lease at the origin until the stream closes here; the origin's `gone` ends it. */
+  #renewPipe(client: OriginClient, stream: EdgeStream, remote: RemoteFeed): void {
+    remote.poll = setTimeout(async () => {
+      const state = await client.keep(remote.internalUrl, stream.streamId, remote.pipeId);
+      if (this.#streams.get(stream.streamId) !== stream) return;
+      remote.failures = state === 'unreachable' ? remote.failures + 1 : 0;
+      if (state === 'gone' || remote.failures >= PIPE_RENEW_FAILURES) {
+        this.#log.info({ streamId: stream.streamId, pipeId: remote.pipeId, state }, 'the origin ended the pipe: its viewers here leave');
+        this.closeStream(stream.streamId);
+        return;
+      }
+      this.#renewPipe(client, stream, remote);
+    }, PIPE_RENEW_MS);
   }
 
   /** The least-loaded viewer worker that runs; undefined while every one is being replaced. */
@@ -527,6 +790,12 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   #ingestDied(worker: ms.Worker, error: Error): void {
     if (this.#closed || this.#ingest !== worker) return;
     let dropped = 0;
+    // Pulled streams' pipes went with the worker: dropped now, the next viewer opens a new pipe.
+    for (const stream of [...this.#streams.values()]) {
+      if (!stream.remote) continue;
+      dropped += stream.sessions.size;
+      this.closeStream(stream.streamId);
+    }
     for (const stream of this.#streams.values()) {
       for (const session of [...stream.sessions.values()]) {
         this.#drop(stream, session, 'ingest worker died');
@@ -572,7 +841,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     stream.origin = origin;
     stream.plain = plain;
     // comedia: the new transport learns the relay's address from the relay's next packet.
-    stream.relay.connect({ address: plain.tuple.localIp, port: plain.tuple.localPort });
+    stream.relay?.connect({ address: plain.tuple.localIp, port: plain.tuple.localPort });
     stream.video = undefined;
     stream.audio = undefined;
     if (stream.shape) await this.#produce(stream, stream.shape);

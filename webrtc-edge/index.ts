@@ -1,5 +1,5 @@
 export { WebRtcEdge, EdgeError } from './WebRtcEdge.js';
-export type { WebRtcEdgeOptions, EdgeRtpInputs, EdgeProducerShape, ViewerStats, WebRtcEdgeEvents, EdgeWorkerRole } from './WebRtcEdge.js';
+export type { WebRtcEdgeOptions, EdgeRtpInputs, EdgeProducerShape, ViewerStats, WebRtcEdgeEvents, EdgeWorkerRole, OriginLookup } from './WebRtcEdge.js';
 export { registerWhepRoutes } from './routes.js';
 export type { WhepRoutesOptions } from './routes.js';
 export { loadMediasoup, cachedWorkerBin, MEDIASOUP_VERSION } from './loadMediasoup.js';

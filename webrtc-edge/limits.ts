@@ -14,6 +14,14 @@ export const WHEP_LIMITS = {
     env: 'ONAIR_WHEP_MAX_CODEC_VARIANTS', default: 8, min: 1, max: 1000, unit: 'routers',
     doc: 'Viewer routers per stream per worker: one per set of payload types that offers use (a browser version each); closed with their last viewer.',
   },
+  maxPipesPerStream: {
+    env: 'ONAIR_WEBRTC_MAX_PIPES_PER_STREAM', default: 32, min: 1, max: 10_000, unit: 'pipes',
+    doc: 'Edge nodes one live stream of this origin feeds (one PipeTransport each); beyond, an edge\'s pipe request is `503 ONAIR_ERR_WHEP_BUSY`.',
+  },
+  maxPipes: {
+    env: 'ONAIR_WEBRTC_MAX_PIPES', default: 256, min: 1, max: 100_000, unit: 'pipes',
+    doc: 'Pipes this node holds in all: fed to edges as an origin, or pulled from origins as an edge (streams with viewers here or in their linger).',
+  },
 } satisfies LimitTable;
 
 export type WhepLimits = { [K in keyof typeof WHEP_LIMITS]: number };

@@ -2,11 +2,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
 import { playbackRefusal } from '../lib/signing.js';
 import { EdgeError, type WebRtcEdge } from './WebRtcEdge.js';
+import { clusterSecretMatches, parsePipeEndpoint, PIPE_ID, STREAM_ID } from './pipeProtocol.js';
 import { buildWhepAnswer, parseWhepOffer, routerMediaCodecsFor, WHEP_SENDS, WhepSdpError } from './whepSdp.js';
 
 export interface WhepRoutesOptions {
   edge: () => WebRtcEdge | undefined;
   playbackSigningKey: string | undefined;
+  /** `ONAIR_CLUSTER_SECRET`: required by the node-to-node pipe routes, which answer 404 without one. */
+  clusterSecret?: string | undefined;
 }
 
 const SESSION_ID = /^[0-9a-f-]{36}$/;
@@ -46,7 +49,8 @@ export function registerWhepRoutes(app: FastifyInstance, options: WhepRoutesOpti
       if (!String(request.headers['content-type'] ?? '').startsWith('application/sdp')) {
         return fail(reply, 'ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE', 'a WHEP offer is Content-Type: application/sdp');
       }
-      if (!edge.hasStream(id)) return fail(reply, 'ONAIR_ERR_STREAM_NOT_LIVE');
+      // A pulling edge asks the stream's origin once the offer is known good (createSession).
+      if (!edge.hasStream(id) && !edge.pulls) return fail(reply, 'ONAIR_ERR_STREAM_NOT_LIVE');
       let offer;
       try {
         offer = parseWhepOffer(String(request.body ?? ''));
@@ -107,10 +111,75 @@ export function registerWhepRoutes(app: FastifyInstance, options: WhepRoutesOpti
       return reply.code(200).send();
     });
 
+    registerPipeRoutes(scope, options);
+
     scope.patch('/live/:id/whep/:session', async (request, reply) => {
       const id = authorize(request, reply);
       if (id === undefined) return reply;
       return reply.code(204).send();
     });
+  });
+}
+
+/**
+ * The node-to-node pipe routes (pipeProtocol.ts): an edge opens, renews and closes its pipe of a stream live here. Only
+ * with `ONAIR_CLUSTER_SECRET` set (404 otherwise), and only for a caller that presents it (401 otherwise).
+ */
+function registerPipeRoutes(scope: FastifyInstance, options: WhepRoutesOptions): void {
+  const { clusterSecret } = options;
+  /** The stream and edge when the caller may use the route; else the reply is sent. */
+  const admit = (request: FastifyRequest, reply: FastifyReply): { id: string; edge: WebRtcEdge } | undefined => {
+    if (!clusterSecret) {
+      fail(reply, 'ONAIR_ERR_NOT_FOUND');
+      return undefined;
+    }
+    if (!clusterSecretMatches(request.headers.authorization, clusterSecret)) {
+      fail(reply, 'ONAIR_ERR_UNAUTHORIZED', 'node-to-node routes need Authorization: Bearer <ONAIR_CLUSTER_SECRET>');
+      return undefined;
+    }
+    const edge = options.edge();
+    if (!edge) {
+      fail(reply, 'ONAIR_ERR_WEBRTC_DISABLED');
+      return undefined;
+    }
+    const { id } = request.params as { id: string };
+    if (!STREAM_ID.test(id)) {
+      fail(reply, 'ONAIR_ERR_STREAM_NOT_LIVE');
+      return undefined;
+    }
+    return { id, edge };
+  };
+
+  scope.post('/internal/webrtc/:id/pipe', async (request, reply) => {
+    const admitted = admit(request, reply);
+    if (!admitted) return reply;
+    const endpoint = parsePipeEndpoint(request.body);
+    if (!endpoint) return fail(reply, 'ONAIR_ERR_VALIDATION', 'a pipe request is { ip, port, srtpParameters: { cryptoSuite, keyBase64 } }');
+    try {
+      const offer = await admitted.edge.openPipe(admitted.id, endpoint);
+      return reply.code(201).header('cache-control', 'no-store').send(offer);
+    } catch (error) {
+      if (error instanceof EdgeError) {
+        if (error.retryAfterSec !== undefined) reply.header('retry-after', String(error.retryAfterSec));
+        return fail(reply, error.code, error.message);
+      }
+      throw error;
+    }
+  });
+
+  scope.get('/internal/webrtc/:id/pipe/:pipe', async (request, reply) => {
+    const admitted = admit(request, reply);
+    if (!admitted) return reply;
+    const { pipe } = request.params as { pipe: string };
+    if (!PIPE_ID.test(pipe) || !admitted.edge.keepPipe(admitted.id, pipe)) return fail(reply, 'ONAIR_ERR_STREAM_NOT_LIVE', 'no such pipe: the stream ended or its producers changed');
+    return reply.code(204).send();
+  });
+
+  scope.delete('/internal/webrtc/:id/pipe/:pipe', async (request, reply) => {
+    const admitted = admit(request, reply);
+    if (!admitted) return reply;
+    const { pipe } = request.params as { pipe: string };
+    if (!PIPE_ID.test(pipe) || !admitted.edge.closePipe(admitted.id, pipe)) return fail(reply, 'ONAIR_ERR_STREAM_NOT_LIVE', 'no such pipe');
+    return reply.code(204).send();
   });
 }

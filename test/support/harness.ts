@@ -7,13 +7,15 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../../lib/log.js';
 import { loadConfig } from '../../server/config.js';
-import { OnAirNode } from '../../server/node.js';
+import { OnAirNode, type NodeWiring } from '../../server/node.js';
 
 export interface TestNodeOptions {
   /** Where the node's log lines go (see `captureLog`); default stdout. */
   logDestination?: Writable;
   /** Log level; default `ONAIR_LOG_LEVEL` or `warn`. */
   logLevel?: string;
+  /** What the node gets as code rather than configuration (e.g. a WebRTC edge's origin lookup). */
+  wiring?: NodeWiring;
 }
 
 /** A node on loopback with ephemeral ports and a fresh data dir; `env` overrides the environment. */
@@ -42,7 +44,7 @@ export async function startTestNode(env: Record<string, string> = {}, dataDir?: 
     level: options.logLevel ?? process.env.ONAIR_LOG_LEVEL ?? 'warn',
     ...(options.logDestination === undefined ? {} : { destination: options.logDestination }),
   });
-  const node = await OnAirNode.start(config, log);
+  const node = await OnAirNode.start(config, log, options.wiring);
   return {
     node,
     dataDir: dir,
