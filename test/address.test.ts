@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { rangeProblem, TrustedProxies } from '../lib/address.js';
+import { loadConfig } from '../server/config.js';
 
 describe('TrustedProxies (ONAIR_TRUST_PROXY)', () => {
   test('addresses and CIDR ranges, IPv4 and IPv6; IPv4-mapped peers match IPv4 ranges', () => {
@@ -25,5 +26,11 @@ describe('TrustedProxies (ONAIR_TRUST_PROXY)', () => {
     assert.equal(trusted.clientAddress('127.0.0.1', 'junk, 10.0.0.5'), '10.0.0.5', 'junk stops the walk');
     assert.equal(trusted.clientAddress('127.0.0.1', ['1.1.1.1', '203.0.113.9']), '203.0.113.9');
     assert.equal(trusted.clientAddress('127.0.0.1', `${'10.0.0.1,'.repeat(10_000)}10.0.0.2`), '10.0.0.1', 'bounded walk');
+  });
+
+  test('ONAIR_TRUST_PROXY: a list of addresses and ranges, default none; a bad item stops start-up naming it', () => {
+    assert.deepEqual(loadConfig({}).trustProxy, []);
+    assert.deepEqual(loadConfig({ ONAIR_TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,fd00::/8' }).trustProxy, ['10.0.0.0/8', '127.0.0.1', 'fd00::/8']);
+    assert.throws(() => loadConfig({ ONAIR_TRUST_PROXY: '10.0.0.0/8,proxy.example' }), /ONAIR_TRUST_PROXY.*proxy\.example/);
   });
 });

@@ -136,7 +136,7 @@ describe('scale: Debian nginx with deploy/nginx/onair.conf in front of OnAir', {
     for (const dir of [dataDir, redisDir, nginxDir]) if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  test('30 identical blocking requests through nginx reach the origin as one; media is a cache HIT the second time', async () => {
+  test('30 identical blocking requests through nginx reach the origin as one; media is a cache HIT the second time', async (t) => {
     const master = await request(`${front}/live/${streamId}/index.m3u8`);
     assert.equal(master.status, 200, `${master.body} ${nginx.errorLog().slice(-600)}`);
     const rendition = master.body.split('\n').find((l) => l.endsWith('.m3u8') && !l.startsWith('#'))!;
@@ -163,8 +163,9 @@ describe('scale: Debian nginx with deploy/nginx/onair.conf in front of OnAir', {
     assert.ok(waitedMs > 200, `the requests blocked (${waitedMs} ms)`);
     const statuses = answers.map((r) => String(r.headers['x-cache-status']));
     assert.equal(statuses.filter((s) => s === 'MISS').length, 1, statuses.join(','));
-    assert.equal(await waitFor('the origin to count the request', async () => (await requestCount(a, 'GET', route, 200)) - before, 5000), 1,
-      'one upstream request for 30 viewers');
+    const upstream = await waitFor('the origin to count the request', async () => (await requestCount(a, 'GET', route, 200)) - before, 5000);
+    t.diagnostic(`30 blocking requests for msn ${msn} part 0: answered after ${waitedMs} ms, ${upstream} upstream request(s), cache status ${[...new Set(statuses)].map((s) => `${s}×${statuses.filter((x) => x === s).length}`).join(' ')}`);
+    assert.equal(upstream, 1, 'one upstream request for 30 viewers');
 
     // Media: a part and the init section, twice each.
     const partUri = answers[0]!.body.split('\n').filter((l) => l.startsWith('#EXT-X-PART:')).map((l) => /URI="([^"]+)"/.exec(l)![1]!).at(-1)!;
@@ -179,6 +180,12 @@ describe('scale: Debian nginx with deploy/nginx/onair.conf in front of OnAir', {
     }
     // The node's own metrics are not exposed through the public face.
     assert.equal((await request(`${front}/metrics`)).status, 404);
+    // Durations per route template; URLs that match no route share one label value, however many there are.
+    for (let i = 0; i < 3; i++) assert.equal((await request(`${a.httpUrl}/no-such-${i}`)).status, 404);
+    const metrics = (await api(a, 'GET', '/metrics')).body as string;
+    assert.match(metrics, /onair_http_request_duration_seconds_bucket\{le="[^"]+",method="GET",route="\/live\/:id\/:rendition\/index\.m3u8"\}/);
+    assert.ok(!metrics.includes('no-such-'), 'no URL in a label');
+    assert.ok((await requestCount(a, 'GET', 'unmatched', 404)) >= 3);
   });
 
   test('hls.js in Chromium plays the live stream through nginx', async () => {
