@@ -5,6 +5,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Kysely } from 'kysely';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { Server, type Namespace, type Socket } from 'socket.io';
+import { TrustedProxies } from '../lib/address.js';
 import { randomId } from '../lib/ids.js';
 import { ERRORS, OnAirError, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
@@ -155,6 +156,8 @@ export interface ChatServerOptions {
   blockedWords: readonly string[];
   /** Take the client address from the last X-Forwarded-For hop (set when behind one reverse proxy). */
   trustProxy: boolean;
+  /** `ONAIR_TRUST_PROXY`: proxies (addresses, CIDR ranges) whose X-Forwarded-For names the client; wins over `trustProxy`. */
+  trustedProxies?: readonly string[];
   /** Whether a presented token is the admin token (constant-time). */
   isAdmin(token: string): boolean;
   streamExists(streamId: string): Promise<boolean>;
@@ -199,6 +202,7 @@ export class ChatServer {
   readonly #coalescer: ReactionCoalescer;
   readonly #blocked: (text: string) => boolean;
   readonly #addressBuckets: { comment: KeyedBuckets; reaction: KeyedBuckets };
+  readonly #trusted: TrustedProxies;
   readonly #rooms = new Map<string, RoomState>();
   /** Non-admin connections joined per stream, on this process. */
   readonly #local = new Map<string, number>();
@@ -229,6 +233,7 @@ export class ChatServer {
     this.#archive = new ChatArchive(options.db);
     this.#state = new SharedState(pub);
     this.#blocked = blockedWordsMatcher(options.blockedWords);
+    this.#trusted = new TrustedProxies(options.trustedProxies ?? []);
     this.#addressBuckets = {
       comment: new KeyedBuckets(options.limits.addressComment),
       reaction: new KeyedBuckets(options.limits.addressReaction),
@@ -506,6 +511,30 @@ export class ChatServer {
     }
   }
 
+  /**
+   * The address's comment bucket across every process (the in-process one, taken first in `#take`, stops a flood
+   * cheaply; this one makes N processes allow what one would). Redis away or slow: the in-process bucket alone holds.
+   */
+  async #takeSharedComment(address: string): Promise<number> {
+    const limit = this.#options.limits.addressComment;
+    if (limit === undefined) return 0;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const wait = await Promise.race([
+        this.#state.takeToken('comment', address, limit),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${CONNECTION_COUNT_TIMEOUT_MS} ms`)), CONNECTION_COUNT_TIMEOUT_MS);
+        }),
+      ]);
+      return Number.isFinite(wait) && wait > 0 ? wait : 0;
+    } catch (error) {
+      this.#log.debug({ err: (error as Error).message }, 'chat: the shared comment limit is not available; the process limit holds');
+      return 0;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   #releaseSlot(address: string, socketId: string): void {
     void this.#state.releaseConnections([[address, this.#slotMember(socketId)]])
       .catch((error: unknown) => this.#log.debug({ err: error }, 'chat: could not free a connection slot (it expires)'));
@@ -517,6 +546,10 @@ export class ChatServer {
   }
 
   #clientAddress(socket: ChatSocket): string {
+    if (!this.#trusted.empty) {
+      const client = this.#trusted.clientAddress(socket.handshake.address, socket.handshake.headers['x-forwarded-for']);
+      return addressKey(client) ?? client;
+    }
     if (this.#options.trustProxy) {
       const header = socket.handshake.headers['x-forwarded-for'];
       const hops = (Array.isArray(header) ? header.join(',') : header ?? '').split(',').map((hop) => hop.trim()).filter((hop) => hop !== '');
@@ -643,6 +676,10 @@ export class ChatServer {
       if (wait > 0) {
         return this.#refuse(socket, ack, 'ONAIR_ERR_CHAT_SLOW_MODE', `Slow mode is on: one comment per ${room.settings.slowModeSec} s`, wait);
       }
+    }
+    if (!state.admin) {
+      const wait = await this.#takeSharedComment(state.address);
+      if (wait > 0) return this.#refuse(socket, ack, 'ONAIR_ERR_CHAT_RATE_LIMITED', undefined, wait);
     }
 
     const id = randomId(COMMENT_ID_LENGTH);

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { RateLimit } from './TokenBucket.js';
 
 /**
  * What every OnAir process must agree on, kept in Redis (the embedded one persists it with its append-only file):
@@ -11,6 +12,7 @@ const bansKey = (streamId: string): string => `${PREFIX}bans:${streamId}`;
 const authorKey = (commentId: string): string => `${PREFIX}author:${commentId}`;
 const viewersKey = (streamId: string): string => `${PREFIX}viewers:${streamId}`;
 const connectionsKey = (address: string): string => `${PREFIX}connections:${address}`;
+const rateKey = (kind: string, address: string): string => `${PREFIX}rate:${kind}:${address}`;
 
 /**
  * The connections of an address are a sorted set: a member per connection, scored with the (Redis clock) time its
@@ -32,6 +34,22 @@ return 1`;
 const REFRESH_SCRIPT = `${NOW_MS}
 for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 0`;
+
+/**
+ * A token bucket shared by every process, as GCRA: the key holds the "theoretical arrival time" of the next token
+ * (Redis clock, ms). Burst = tokens, one token back per periodMs / tokens. KEYS[1]: the address's key; ARGV: tokens,
+ * periodMs. 0 when a token was taken, else the ms until one will be (nothing taken). The key expires when the bucket
+ * is full again: an address that stops costs nothing.
+ */
+const TAKE_TOKEN_SCRIPT = `${NOW_MS}
+local period = tonumber(ARGV[2])
+local interval = period / tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local due = tat + interval
+if due - now > period then return math.ceil(due - now - period) end
+redis.call('SET', KEYS[1], tostring(due), 'PX', math.ceil(due - now))
 return 0`;
 
 /** How long the author of a comment stays known, for bans by comment. */
@@ -165,6 +183,11 @@ export class SharedState {
    * Takes a connection slot of `address` for `member` unless the address already holds `max` live ones, on every
    * process together; true when the member holds one. The entry lasts `ttlMs` unless refreshed.
    */
+  /** Takes a token of `kind` for `address` from the bucket every process shares: 0, or the ms to wait (none taken). */
+  async takeToken(kind: 'comment', address: string, limit: RateLimit): Promise<number> {
+    return Number(await this.#redis.eval(TAKE_TOKEN_SCRIPT, 1, rateKey(kind, address), limit.tokens, limit.periodMs));
+  }
+
   async acquireConnection(address: string, member: string, max: number, ttlMs: number): Promise<boolean> {
     return (await this.#redis.eval(ACQUIRE_SCRIPT, 1, connectionsKey(address), max, ttlMs, member)) === 1;
   }

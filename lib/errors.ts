@@ -214,7 +214,7 @@ export const ERROR_HELP: { readonly [C in ErrorCode]: { when: string; fix: strin
   },
   ONAIR_ERR_CHAT_TOO_MANY_CONNECTIONS: {
     when: '`connect_error` `data.code`: the address holds `ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS` chat connections already (across processes).',
-    fix: 'Close a connection first. Behind a reverse proxy set `ONAIR_CHAT_TRUST_PROXY=true`, or every viewer shares the proxy\'s address.',
+    fix: 'Close a connection first. Behind a reverse proxy list it in `ONAIR_TRUST_PROXY`, or every viewer shares the proxy\'s address.',
   },
   ONAIR_ERR_CHAT_COMMENT_NOT_FOUND: {
     when: 'No such comment in this stream (or, for a ban by comment, its author is no longer known: authors are kept 24 h).',

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { rangeProblem } from '../lib/address.js';
 import { ConfigError } from '../lib/errors.js';
 import { readLimits, type LimitTable, type LimitValues } from '../lib/limits.js';
 import { RTMP_LIMITS } from '../ingest/index.js';
@@ -193,6 +194,7 @@ const schema = {
   ONAIR_CHAT_JOIN_LIMIT: rateLimit('10/10s'),
   ONAIR_CHAT_BLOCKED_WORDS: list('', blockedWordItem, 10_000),
   ONAIR_CHAT_TRUST_PROXY: boolean(false),
+  ONAIR_TRUST_PROXY: list('', rangeProblem, 64),
   ONAIR_CHAT_REDIS_ADAPTER: oneOf('auto', ['auto', 'sharded', 'classic'] as const),
   ONAIR_VOD_LADDER: heightsWith('1080,720,480,360'),
   ONAIR_VOD_X264_PRESET: oneOf('veryfast', [...X264_PRESETS, 'slow'] as const),
@@ -251,6 +253,11 @@ export interface Config {
   s3: { endpoint: string; bucket: string; region: string; accessKeyId: string; secretAccessKey: string } | undefined;
   publicUrl: string | undefined;
   role: Raw['ONAIR_ROLE'];
+  /**
+   * Reverse proxies (addresses, CIDR ranges) whose `X-Forwarded-For` names the client, for every per-address limit
+   * (HTTP, chat, WHEP). Empty: the connecting address is the client.
+   */
+  trustProxy: string[];
   hwaccel: Raw['ONAIR_HWACCEL'];
   partTargetMs: number;
   segmentTargetMs: number;
@@ -318,7 +325,7 @@ export interface Config {
       connectionsPerAddress: number | undefined;
     };
     blockedWords: string[];
-    /** Take the client address from the last X-Forwarded-For hop (behind one reverse proxy). */
+    /** Take the client address from the last X-Forwarded-For hop from any peer (older, coarser than `trustProxy`). */
     trustProxy: boolean;
     redisAdapter: Raw['ONAIR_CHAT_REDIS_ADAPTER'];
   };
@@ -362,6 +369,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     s3,
     publicUrl: r.ONAIR_PUBLIC_URL,
     role: r.ONAIR_ROLE,
+    trustProxy: r.ONAIR_TRUST_PROXY,
     hwaccel: r.ONAIR_HWACCEL,
     partTargetMs: r.ONAIR_LLHLS_PART_MS,
     segmentTargetMs: r.ONAIR_SEGMENT_MS,

@@ -2,7 +2,7 @@ import type { Readiness } from './ready.js';
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import rateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
-import { addressKey } from '../lib/address.js';
+import { addressKey, type TrustedProxies } from '../lib/address.js';
 import '../lib/httpEdge.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchemaCompiler } from 'fastify';
 import { OnAirError, ERRORS, type ErrorCode } from '../lib/errors.js';
@@ -24,6 +24,8 @@ export interface HttpDeps {
   /** The shared Redis the rate limits count on (across OnAir processes); in-process counters when absent. */
   redis?: Redis | undefined;
   limits: HttpLimits;
+  /** `ONAIR_TRUST_PROXY`: peers whose X-Forwarded-For names the client (`request.ip`); none: the peer is the client. */
+  trustProxy?: TrustedProxies | undefined;
   /** `degraded`: the checks that fail now (e.g. `['redis']` while the embedded redis-server restarts). */
   ready: () => Promise<Readiness>;
   streams: {
@@ -82,6 +84,8 @@ function validationMessage(error: Error & { validation?: unknown; validationCont
   return typeof property === 'string' ? `${text}: "${property}"` : text;
 }
 
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
 function sendError(reply: FastifyReply, code: ErrorCode, message?: string): FastifyReply {
   const error = new OnAirError(code, message);
   return reply.code(error.status).send(error.toJSON());
@@ -113,6 +117,8 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
     bodyLimit: 1024 * 1024,
     routerOptions: { maxParamLength: 200 },
     schemaController: { compilersFactory: { buildValidator } },
+    // `request.ip` (every per-address limit, WHEP's included) is the client behind a trusted proxy, the peer otherwise.
+    ...(deps.trustProxy && !deps.trustProxy.empty ? { trustProxy: (address: string) => deps.trustProxy!.has(address) } : {}),
     // Errors fastify raises before routing (a URL that is not valid percent-encoding, a bad content type) go through
     // the same catalogue as everything else, not fastify's own shape.
     frameworkErrors: (error: Error & { code?: string; statusCode?: number }, _request: FastifyRequest, reply: FastifyReply) => {
@@ -136,6 +142,15 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
     return reply.code(mapped.status).send(mapped.toJSON());
   });
   app.setNotFoundHandler((_request, reply) => sendError(reply, 'ONAIR_ERR_NOT_FOUND'));
+
+  // Per-route request counts and durations. Labels are bounded: the route template, never the URL; a method outside
+  // the known few and a request that matched no route each fold into one value.
+  app.addHook('onResponse', async (request, reply) => {
+    const method = KNOWN_METHODS.has(request.method) ? request.method : 'OTHER';
+    const route = request.routeOptions.url ?? 'unmatched';
+    deps.metrics.httpRequests.inc({ method, route, status: String(reply.statusCode) });
+    deps.metrics.httpDuration.observe({ method, route }, reply.elapsedTime / 1000);
+  });
 
   app.register(async (edge) => {
     await registerEdge(edge, deps);

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** What the metrics read at scrape time: the composition root's view of every live stream. */
 export interface LiveStreamSample {
@@ -23,6 +23,9 @@ export class Metrics {
   readonly rateLimited: Counter<'limit'>;
   readonly childRestarts: Counter<'child'>;
   readonly ladderChanges: Counter<'direction'>;
+  /** Every HTTP response, by method, route template (`/live/:id/:rendition/index.m3u8`, not the URL) and status. */
+  readonly httpRequests: Counter<'method' | 'route' | 'status'>;
+  readonly httpDuration: Histogram<'method' | 'route'>;
 
   /** A gauge read at scrape time from the composition root's state (e.g. event endings waiting). */
   gauge(name: string, help: string, read: () => number): void {
@@ -64,6 +67,21 @@ export class Metrics {
       registers,
     });
 
+
+    this.httpRequests = new Counter({
+      name: 'onair_http_requests_total',
+      help: 'HTTP responses by method, route template (unmatched: no route) and status code.',
+      labelNames: ['method', 'route', 'status'],
+      registers,
+    });
+    this.httpDuration = new Histogram({
+      name: 'onair_http_request_duration_seconds',
+      help: 'HTTP request duration, seconds, by method and route template (a blocking playlist request includes its wait).',
+      labelNames: ['method', 'route'],
+      // Parts and playlists answer in ms; blocking requests wait up to a part or a segment; uploads take longer.
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
 
     const gauge = (name: string, help: string, labelNames: string[], read: (g: Gauge<string>) => void): void => {
       new Gauge({

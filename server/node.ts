@@ -14,6 +14,7 @@ import { registerUploadRoutes, registerVodRoutes, type VodArchive } from '../vod
 import { loadAdminToken } from './adminToken.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db.js';
+import { TrustedProxies } from '../lib/address.js';
 import { buildHttpServer } from './http.js';
 import { Metrics } from './metrics.js';
 import { registerWebRoutes } from './web.js';
@@ -176,6 +177,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       metrics: this.#metrics,
       redis: this.#redis,
       limits: config.limits.http,
+      trustProxy: new TrustedProxies(config.trustProxy),
       plugins: [
         registerWebRoutes,
         (app) => registerLiveRoutes(app, {

@@ -59,6 +59,7 @@ export function startChat(config: Config, log: Logger, deps: {
     limits: config.chat.limits,
     blockedWords: config.chat.blockedWords,
     trustProxy: config.chat.trustProxy,
+    trustedProxies: config.trustProxy,
     isAdmin: (token) => tokenMatches(token, deps.adminToken),
     streamExists: async (id) => (await streams.get(id)) !== undefined,
     currentEvent: async (id) => {
