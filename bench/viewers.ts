@@ -102,7 +102,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     // The LL-HLS origin alone: no WebRTC layers in the same ffmpeg, no fixed WebRTC port to collide with other tests.
     ONAIR_WEBRTC_LAYERS: 'off',
     // Every viewer of the load generator comes from 127.0.0.1: no per-address cap on parked blocking requests.
-    ONAIR_LLHLS_MAX_BLOCKING_PER_ADDRESS: '1000000', ONAIR_LLHLS_MAX_BLOCKING: '1000000',
+    ONAIR_LLHLS_MAX_BLOCKING_PER_ADDRESS: '100000', ONAIR_LLHLS_MAX_BLOCKING: '1000000',
   }), totalMs + 60_000, signal);
   let publisher: BoundedChild | undefined;
   let nginx: RunningNginx | undefined;
