@@ -6,7 +6,7 @@ import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP } from '../ingest/index.js';
 import { chooseEncoder, LoadGovernor, type EncoderChoice, type LiveTranscoder } from '../live-transcoder/index.js';
-import { registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
+import { EdgeRelay, registerEdgeLiveRoutes, registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
 import { signPlaybackToken } from '../lib/signing.js';
 import { registerWhepRoutes, type WebRtcEdge } from '../webrtc-edge/index.js';
 import { registerChatRoutes, type ChatServer } from '../chat/index.js';
@@ -26,6 +26,7 @@ import { CloseSteps } from './closeSteps.js';
 import { checkReady } from './ready.js';
 import { startChat, startEdge, startVodArchive } from './rooms.js';
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
+import { StreamDirectory } from './discovery.js';
 
 /**
  * close() ends within this, whatever state children and dependencies are in: each step has its own deadline (below)
@@ -35,7 +36,7 @@ export const CLOSE_TIMEOUT_MS = 10_000;
 /** Kept at the end of close() for the embedded redis-server to flush its append-only file (then it is killed). */
 const CLOSE_REDIS_RESERVE_MS = 2_000;
 /** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
-const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, edge: 2_000, database: 2_000 } as const;
+const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
 
 /** The node's events: those of its live events (server/LiveEvents.ts). */
 export type OnAirNodeEvents = LiveEventsEvents;
@@ -64,6 +65,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #cues: LiveCues;
   /** The WebRTC edge; undefined when WebRTC is off (ONAIR_WEBRTC_LAYERS=off) or mediasoup could not start. */
   readonly #edge: WebRtcEdge | undefined;
+  /** Discovery (server/discovery.ts): origins register their live streams here, edges look them up. */
+  readonly discovery: StreamDirectory;
+  /** The LL-HLS relay of an edge (ONAIR_ROLE=edge); undefined on other roles. */
+  readonly #relay: EdgeRelay | undefined;
   #httpPort = 0;
   #rtmpPort = 0;
   #closed = false;
@@ -118,6 +123,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     });
     this.#events.on('live', (live) => this.safeEmit('live', live));
     this.#events.on('ended', (ended) => this.safeEmit('ended', ended));
+    // Scale-out (#17): an origin registers the streams it holds; an edge relays them from there.
+    this.discovery = new StreamDirectory({ redis: this.#redis, log: log.child({ component: 'discovery' }) });
+    if (config.role !== 'edge') {
+      this.#events.on('live', ({ streamId, eventId }) => void this.discovery.register(streamId, { internalUrl: this.internalUrl, eventId, since: Date.now() }));
+      this.#events.on('ended', ({ streamId }) => void this.discovery.unregister(streamId));
+    }
+    this.#relay = config.role === 'edge'
+      ? new EdgeRelay({ locate: (id) => this.discovery.lookup(id), playbackSigningKey: config.playbackSigningKey, log: log.child({ component: 'edge-relay' }) })
+      : undefined;
+    const relay = this.#relay;
     this.#events.on('archived', (archived) => this.safeEmit('archived', archived));
     this.#governor.on('change', ({ direction }) => this.#metrics.ladderChanges.inc({ direction }));
     if (this.#embeddedRedis) {
@@ -173,12 +188,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       limits: config.limits.http,
       plugins: [
         registerWebRoutes,
-        (app) => registerLiveRoutes(app, {
-          packager: (id) => this.#events.packager(id),
-          playbackSigningKey: config.playbackSigningKey,
-          limits: config.limits.llhls,
-          registry: this.#metrics.registry,
-        }),
+        (app) => (relay
+          ? registerEdgeLiveRoutes(app, { relay, playbackSigningKey: config.playbackSigningKey, limits: config.limits.llhls, registry: this.#metrics.registry })
+          : registerLiveRoutes(app, {
+            packager: (id) => this.#events.packager(id),
+            playbackSigningKey: config.playbackSigningKey,
+            limits: config.limits.llhls,
+            registry: this.#metrics.registry,
+          })),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#cues.addCue(id, input) }),
         (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey }),
         (app) => registerChatRoutes(app, {
@@ -263,13 +280,17 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
       vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0);
-      edge = await startEdge(config, log);
+      // An edge's WHEP comes from the origin's mediasoup (#17, WebRTC edge): until then it answers as with WebRTC off.
+      edge = config.role === 'edge' ? undefined : await startEdge(config, log);
       const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod });
       nodeRef.current = node;
-      await node.#events.recoverAfterCrash();
-      await vod.recover();
+      // An edge holds no live events and no recordings: the streams marked live in the shared database are the origins'.
+      if (config.role !== 'edge') {
+        await node.#events.recoverAfterCrash();
+        await vod.recover();
+      }
       await node.#listen();
-      node.#events.archiveLeftRecordings();
+      if (config.role !== 'edge') node.#events.archiveLeftRecordings();
       return node;
     } catch (error) {
       await chat?.close();
@@ -289,6 +310,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   /** The public origin: ONAIR_PUBLIC_URL or the listening address. */
   get publicUrl(): string {
     return this.config.publicUrl ?? this.httpUrl;
+  }
+
+  /** How other nodes reach this one: ONAIR_INTERNAL_URL, or the public URL. */
+  get internalUrl(): string {
+    return this.config.internalUrl ?? this.publicUrl;
   }
 
   /** What OBS calls "Server": the RTMP URL without the key. */
@@ -356,6 +382,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await step('transcoders', () => this.#events.closeTranscoders());
     this.#events.clearRetention();
     await step('vod', () => this.#vod.close());
+    this.#relay?.close();
+    await step('discovery', () => this.discovery.close());
     await step('edge', async () => this.#edge?.close());
     this.#governor.close();
     this.#redis.disconnect();
@@ -372,8 +400,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   }
 
   async #listen(): Promise<void> {
-    const { port } = await this.#ingest.listen();
-    this.#rtmpPort = port;
+    // An edge is playback only: no RTMP listener (publishers go to an origin).
+    if (this.config.role !== 'edge') this.#rtmpPort = (await this.#ingest.listen()).port;
     await this.#http.listen({ host: this.config.host, port: this.config.httpPort });
     this.#httpPort = (this.#http.server.address() as AddressInfo).port;
   }
