@@ -87,6 +87,8 @@ class RelayRendition {
 /** One relayed stream: the origin it comes from now, the token the edge signs with, its renditions. */
 class RelayStream {
   readonly renditions = new Map<string, RelayRendition>();
+  /** Aborts the stream's upstream requests in flight when the stream is dropped or the relay closes. */
+  readonly abort = new AbortController();
   multivariant: Entry | undefined;
   lastAsked = Date.now();
   token = '';
@@ -323,7 +325,7 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
     const url = `${stream.origin}/live/${encodeURIComponent(stream.id)}/${path}${search ? `?${search}` : ''}`;
     this.safeEmit('upstream', { kind });
     try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+      const response = await fetch(url, { signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), stream.abort.signal]) });
       const body = Buffer.from(await response.arrayBuffer());
       return {
         status: response.status,
@@ -363,6 +365,7 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
 
   #drop(stream: RelayStream): void {
     stream.closed = true;
+    stream.abort.abort();
     this.#streams.delete(stream.id);
   }
 }
