@@ -1,3 +1,5 @@
+import http from 'node:http';
+import https from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../lib/log.js';
 import { TypedEmitter } from '../lib/emitter.js';
@@ -45,6 +47,10 @@ const MAX_PLAYLISTS = 256;
 const MAX_MEDIA = 1_000;
 /** A media file not in the newest playlist is dropped after this. */
 const MEDIA_KEEP_MS = 15_000;
+/** The largest response taken from an origin (a 2 s segment of the top rendition is a few MB). */
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
+/** Connections to each origin (the subscriptions' blocking requests each hold one while parked). */
+const MAX_SOCKETS_PER_ORIGIN = 256;
 /** Until the first playlist tells the target duration. */
 const DEFAULT_TARGET_SEC = 2;
 
@@ -53,6 +59,10 @@ interface Entry {
   at: number;
   /** The rendition generation it was fetched at (a non-blocking playlist is good until the next one). */
   generation: number;
+}
+
+function header(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(', ') : value;
 }
 
 /** The next part a player would block on: the one after the last part the playlist lists. */
@@ -121,6 +131,11 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
   readonly #streams = new Map<string, RelayStream>();
   readonly #idleMs: number;
   readonly #timer: NodeJS.Timeout;
+  /** The edge's own connection pools to origins: bounded, and destroyed at close (nothing left open on an origin). */
+  readonly #agents = {
+    http: new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS_PER_ORIGIN }),
+    https: new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS_PER_ORIGIN }),
+  };
   #closed = false;
 
   constructor(options: EdgeRelayOptions) {
@@ -202,6 +217,8 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
     this.#closed = true;
     clearInterval(this.#timer);
     for (const stream of this.#streams.values()) this.#drop(stream);
+    this.#agents.http.destroy();
+    this.#agents.https.destroy();
   }
 
   #rendition(stream: RelayStream, rendition: string): RelayRendition | undefined {
@@ -324,21 +341,43 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
     const search = [query, upstreamQuery].filter(Boolean).join('&');
     const url = `${stream.origin}/live/${encodeURIComponent(stream.id)}/${path}${search ? `?${search}` : ''}`;
     this.safeEmit('upstream', { kind });
-    try {
-      const response = await fetch(url, { signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), stream.abort.signal]) });
-      const body = Buffer.from(await response.arrayBuffer());
-      return {
-        status: response.status,
-        contentType: response.headers.get('content-type') ?? undefined,
-        cacheControl: response.headers.get('cache-control') ?? undefined,
-        retryAfter: response.headers.get('retry-after') ?? undefined,
-        body,
-        upstreamQuery,
-      };
-    } catch (error) {
-      this.#options.log.debug({ err: (error as Error).message, streamId: stream.id, kind }, 'edge: upstream request failed');
+    const failed = (error: Error): RelayedResponse => {
+      this.#options.log.debug({ err: error.message, streamId: stream.id, kind }, 'edge: upstream request failed');
       return { status: 503, contentType: undefined, cacheControl: 'no-store', retryAfter: '1', body: Buffer.alloc(0), upstreamQuery, unreachable: true };
-    }
+    };
+    return new Promise<RelayedResponse>((resolve) => {
+      let target: URL;
+      try {
+        target = new URL(url);
+      } catch (error) {
+        resolve(failed(error as Error));
+        return;
+      }
+      const secure = target.protocol === 'https:';
+      const request = (secure ? https : http).request(target, {
+        agent: secure ? this.#agents.https : this.#agents.http,
+        signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), stream.abort.signal]),
+      }, (response) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        response.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_BODY_BYTES) request.destroy(new Error(`response over ${MAX_BODY_BYTES} bytes`));
+          else chunks.push(chunk);
+        });
+        response.on('end', () => resolve({
+          status: response.statusCode ?? 502,
+          contentType: header(response.headers['content-type']),
+          cacheControl: header(response.headers['cache-control']),
+          retryAfter: header(response.headers['retry-after']),
+          body: Buffer.concat(chunks),
+          upstreamQuery,
+        }));
+        response.on('error', (error) => resolve(failed(error)));
+      });
+      request.on('error', (error) => resolve(failed(error)));
+      request.end();
+    });
   }
 
   /** The edge's own playback token for a stream (signed with the shared key), renewed well before it expires. */

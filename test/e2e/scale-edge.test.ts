@@ -108,8 +108,8 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     await originA?.exited;
     // Everything is stopped even when a close fails; the first failure is reported.
     const failures: unknown[] = [];
-    await edge?.close().catch((error: unknown) => failures.push(error));
-    await originB?.close().catch((error: unknown) => failures.push(error));
+    await edge?.close().catch((error: unknown) => failures.push(new Error(`edge: ${(error as Error).message}`)));
+    await originB?.close().catch((error: unknown) => failures.push(new Error(`origin B: ${(error as Error).message}`)));
     await redis?.stop();
     await postgres?.stop();
     await rm(dataDir, { recursive: true, force: true });
