@@ -158,6 +158,7 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
 
   /** The stream, where it is live now; undefined when no origin holds it. Follows a stream that moved. */
   async stream(streamId: string): Promise<RelayStream | undefined> {
+    if (this.#closed) return undefined;
     const location = await this.#options.locate(streamId);
     let stream = this.#streams.get(streamId);
     if (!location) {

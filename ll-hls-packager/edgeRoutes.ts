@@ -7,6 +7,8 @@ import type { EdgeRelay, RelayedResponse } from './EdgeRelay.js';
 import { LLHLS_LIMIT_DEFAULTS, type LlhlsLimits } from './limits.js';
 import { acceptsGzip, fail, hungUp, MEDIA_FILE, parseDirectives, registerLiveCors, RENDITION } from './routes.js';
 
+const PENDING = Symbol('pending');
+
 export interface EdgeLiveRoutesOptions {
   relay: EdgeRelay;
   /** HMAC key: when set, every /live URL needs a valid `?token=` (checked here, as the origin does). */
@@ -69,6 +71,9 @@ export function registerEdgeLiveRoutes(app: FastifyInstance, options: EdgeLiveRo
       fail(reply, 'ONAIR_ERR_OVERLOADED', 'too many upstream requests for this rendition', 'no-store').header('retry-after', retryAfter);
       return undefined;
     }
+    // What the edge holds already is sent at once; only a request that has to wait parks (and counts), as on the origin.
+    const now = await Promise.race([response, Promise.resolve(PENDING)]);
+    if (now !== PENDING) return now;
     const admission = parked.admit(request.ip);
     if (!admission.ok) {
       reply.header('retry-after', retryAfter);
