@@ -120,6 +120,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoderRestarted: (streamId) => this.#metrics.transcoderRestarts.inc({ stream: streamId }),
       placeComments: (eventId, timeline) => this.#chat.placeOnTimeline(eventId, timeline),
       planChanged: (event, plan) => this.#cues.planChanged(event, plan),
+      // Another origin holds it (its registration names another internal URL): its `live` is not ours to end.
+      heldElsewhere: async (streamId) => {
+        const at = await this.discovery.lookup(streamId, { fresh: true });
+        const own = config.internalUrl ?? config.publicUrl ?? (this.#httpPort > 0 ? this.internalUrl : undefined);
+        return at !== undefined && at.internalUrl !== own;
+      },
     });
     this.#events.on('live', (live) => this.safeEmit('live', live));
     this.#events.on('ended', (ended) => this.safeEmit('ended', ended));

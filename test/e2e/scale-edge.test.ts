@@ -91,7 +91,6 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     const [, httpA] = await originA.waitForStdout(/Dashboard:\s+(\S+)\/studio/, 5_000);
     [, rtmpA] = (await originA.waitForStdout(/RTMP server:\s+(\S+)/, 5_000)) as [string, string];
     remoteA = { httpUrl: httpA!, adminToken: ADMIN_TOKEN };
-    originB = await startTestNode({ ...shared, ONAIR_ROLE: 'origin' });
     edge = await startTestNode({ ...shared, ONAIR_ROLE: 'edge' });
     edgeNode = edge.node;
     const created = await api(remoteA as OnAirNode, 'POST', '/api/streams', { body: { title: 'Scale-out' } });
@@ -100,6 +99,8 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     viewerToken = signPlaybackToken(SIGNING_KEY, streamId, Math.floor(Date.now() / 1000) + 3600);
     publisher = publish(`${rtmpA}/${streamKey}`, { width: 426, height: 240, fps: 25 });
     await waitFor('origin A to serve the stream', async () => (await get(`${remoteA.httpUrl}/live/${streamId}/240p/index.m3u8`)).status === 200, 40_000, 250);
+    // Started while the stream is live on A: its start-up recovery must leave A's live stream alone.
+    originB = await startTestNode({ ...shared, ONAIR_ROLE: 'origin' });
   });
 
   after(async () => {
@@ -121,7 +122,7 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     assert.equal(edgeNode.rtmpPort, 0, 'an edge does not listen for RTMP');
     const view = await api(edgeNode, 'GET', `/api/streams/${streamId}`, { token: null });
     assert.equal(view.status, 200);
-    assert.equal(view.body.status, 'live');
+    assert.equal(view.body.status, 'live', 'still live: origin B started after it and left it alone (A holds it)');
     assert.match(view.body.playback.hls, new RegExp(`^${edgeNode.publicUrl}/live/${streamId}/index.m3u8`));
     const found = await edgeNode.discovery.lookup(streamId);
     assert.ok(found, 'origin A registered the stream in Redis');
