@@ -120,12 +120,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoderRestarted: (streamId) => this.#metrics.transcoderRestarts.inc({ stream: streamId }),
       placeComments: (eventId, timeline) => this.#chat.placeOnTimeline(eventId, timeline),
       planChanged: (event, plan) => this.#cues.planChanged(event, plan),
-      // Another origin holds it (its registration names another internal URL): its `live` is not ours to end.
-      heldElsewhere: async (streamId) => {
-        const at = await this.discovery.lookup(streamId, { fresh: true });
-        const own = config.internalUrl ?? config.publicUrl ?? (this.#httpPort > 0 ? this.internalUrl : undefined);
-        return at !== undefined && at.internalUrl !== own;
-      },
+      // Another origin holds it (its registration names another internal URL): its `live` is not ours to end. Only
+      // on a shared Redis: an embedded one is this node's alone (what it holds after a crash is this node's own).
+      ...(config.redisUrl === undefined ? {} : {
+        heldElsewhere: async (streamId: string) => {
+          const at = await this.discovery.lookup(streamId, { fresh: true });
+          return at !== undefined && at.internalUrl !== this.#ownInternalUrl();
+        },
+      }),
     });
     this.#events.on('live', (live) => this.safeEmit('live', live));
     this.#events.on('ended', (ended) => this.safeEmit('ended', ended));
@@ -321,6 +323,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   /** How other nodes reach this one: ONAIR_INTERNAL_URL, or the public URL. */
   get internalUrl(): string {
     return this.config.internalUrl ?? this.publicUrl;
+  }
+
+  /** This node's internal URL, also before it listens (from the config; an ephemeral port is known only after). */
+  #ownInternalUrl(): string | undefined {
+    if (this.config.internalUrl ?? this.config.publicUrl) return this.internalUrl;
+    if (this.#httpPort > 0) return this.internalUrl;
+    if (this.config.httpPort > 0) return `${this.config.tls ? 'https' : 'http'}://${connectHost(this.config.host)}:${this.config.httpPort}`;
+    return undefined;
   }
 
   /** What OBS calls "Server": the RTMP URL without the key. */
