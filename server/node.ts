@@ -389,6 +389,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const step = steps.step.bind(steps);
     // Retries of ends of events stop now: a recording they leave is archived by the next start.
     this.#events.stop();
+    // An edge's viewers waiting on an origin are answered now (503), not held until the HTTP step's deadline.
+    this.#relay?.close();
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
     await step('chat', () => this.#chat.close());
     await step('http', () => this.#http.close());
@@ -398,7 +400,6 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await step('transcoders', () => this.#events.closeTranscoders());
     this.#events.clearRetention();
     await step('vod', () => this.#vod.close());
-    this.#relay?.close();
     await step('discovery', () => this.discovery.close());
     await step('edge', async () => this.#edge?.close());
     this.#governor.close();
