@@ -8,3 +8,7 @@ export { LLHLS_LIMITS, LLHLS_LIMIT_DEFAULTS, readLlhlsLimits } from './limits.js
 export type { LlhlsLimits } from './limits.js';
 export { BlockingRequests } from './BlockingRequests.js';
 export type { Admission } from './BlockingRequests.js';
+export { EdgeRelay, nextPart } from './EdgeRelay.js';
+export type { EdgeRelayOptions, EdgeRelayEvents, RelayedResponse, UpstreamKind } from './EdgeRelay.js';
+export { registerEdgeLiveRoutes } from './edgeRoutes.js';
+export type { EdgeLiveRoutesOptions } from './edgeRoutes.js';

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
 import { BlockingRequests } from './BlockingRequests.js';
 import { LLHLS_LIMIT_DEFAULTS, type LlhlsLimits } from './limits.js';
@@ -19,8 +19,8 @@ export interface LiveRoutesOptions {
   registry?: Registry;
 }
 
-const RENDITION = /^(?:source|\d{3,4}p)$/;
-const MEDIA_FILE = /^([a-z0-9]{1,16})-(a?init\d{1,9}\.mp4|s\d{1,12}\.m4s|p\d{1,12}\.m4s)$/;
+export const RENDITION = /^(?:source|\d{3,4}p)$/;
+export const MEDIA_FILE = /^([a-z0-9]{1,16})-(a?init\d{1,9}\.mp4|s\d{1,12}\.m4s|p\d{1,12}\.m4s)$/;
 const NON_NEGATIVE_INT = /^\d{1,12}$/;
 
 const CACHE_MEDIA = 'public, max-age=31536000, immutable';
@@ -30,13 +30,13 @@ const PLAYLIST_TYPE = 'application/vnd.apple.mpegurl';
 /** Multivariant requests made before the first segments exist wait this long for them. */
 const FIRST_SEGMENT_WAIT_MS = 10_000;
 
-function fail(reply: FastifyReply, code: ErrorCode, message?: string, cacheControl = CACHE_ERROR): FastifyReply {
+export function fail(reply: FastifyReply, code: ErrorCode, message?: string, cacheControl = CACHE_ERROR): FastifyReply {
   const error = new OnAirError(code, message);
   return reply.code(error.status).header('cache-control', cacheControl).send(error.toJSON());
 }
 
 /** The client hung up while its request was parked: there is nobody to answer, and fastify is told not to try. */
-function hungUp(reply: FastifyReply): FastifyReply {
+export function hungUp(reply: FastifyReply): FastifyReply {
   reply.hijack();
   return reply;
 }
@@ -80,7 +80,7 @@ function beyondAdvanceLimits(playlist: MediaPlaylist, msn: number, part: number 
   return msn >= lastMsn && part - lastPart > advancePartLimit;
 }
 
-function acceptsGzip(request: FastifyRequest): boolean {
+export function acceptsGzip(request: FastifyRequest): boolean {
   return /\bgzip\b/.test(String(request.headers['accept-encoding'] ?? ''));
 }
 
@@ -100,6 +100,24 @@ class RenderCache {
     this.#gzip ??= gzipSync(this.#text);
     return { body: this.#gzip, gzipped: true };
   }
+}
+
+/** CORS for /live (players on other origins), preflights included: the origin's routes and the edge's alike. */
+export function registerLiveCors(app: FastifyInstance): void {
+  app.addHook('onRequest', async (request, reply) => {
+    if (!request.url.startsWith('/live/')) return;
+    reply.header('access-control-allow-origin', '*');
+    reply.header('access-control-expose-headers', 'content-length, content-type, date, age, location');
+    if (request.method === 'OPTIONS') {
+      // /live is shared with WHEP (webrtc-edge): players POST offers and DELETE sessions cross-origin too.
+      reply.header('access-control-allow-methods', 'GET, HEAD, POST, PATCH, DELETE, OPTIONS');
+      reply.header('access-control-allow-headers', '*');
+      reply.header('access-control-max-age', '86400');
+      await reply.code(204).send();
+    }
+  });
+  // Hooks run only for requests that match a route of their scope: preflights need one (answered by the hook above).
+  app.options('/live/*', async (_request, reply) => reply.code(204).send());
 }
 
 /** The /live routes: multivariant and media playlists with blocking reload and delta updates, parts, segments, inits. */
@@ -139,6 +157,13 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
 
   const limits = { ...LLHLS_LIMIT_DEFAULTS, ...options.limits };
   const parkedRequests = new BlockingRequests(limits);
+  // Requests by kind: how many reach this process (an edge in front asks once per new part, whatever its viewers).
+  const requests = options.registry ? new Counter({
+    name: 'onair_llhls_requests_total',
+    help: 'LL-HLS requests answered by this process, by kind (multivariant, playlist, blocking, part, segment, init).',
+    labelNames: ['kind'],
+    registers: [options.registry],
+  }) : undefined;
   if (options.registry) {
     new Gauge({
       name: 'onair_llhls_blocking_requests',
@@ -181,22 +206,10 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     }
   };
 
-  app.addHook('onRequest', async (request, reply) => {
-    if (!request.url.startsWith('/live/')) return;
-    reply.header('access-control-allow-origin', '*');
-    reply.header('access-control-expose-headers', 'content-length, content-type, date, age, location');
-    if (request.method === 'OPTIONS') {
-      // /live is shared with WHEP (webrtc-edge): players POST offers and DELETE sessions cross-origin too.
-      reply.header('access-control-allow-methods', 'GET, HEAD, POST, PATCH, DELETE, OPTIONS');
-      reply.header('access-control-allow-headers', '*');
-      reply.header('access-control-max-age', '86400');
-      await reply.code(204).send();
-    }
-  });
-  // Hooks run only for requests that match a route of their scope: preflights need one (answered by the hook above).
-  app.options('/live/*', async (_request, reply) => reply.code(204).send());
+  registerLiveCors(app);
 
   app.get('/live/:id/index.m3u8', async (request, reply) => {
+    requests?.inc({ kind: 'multivariant' });
     const found = lookup(request, reply);
     if (!found) return reply;
     const { packager, query } = found;
@@ -224,6 +237,7 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     if (!playlist) return fail(reply, 'ONAIR_ERR_NOT_FOUND', 'no such rendition');
     const directives = parseDirectives(request.query as Record<string, unknown>);
     if (typeof directives === 'string') return fail(reply, 'ONAIR_ERR_HLS_DIRECTIVE', directives);
+    requests?.inc({ kind: directives.msn === undefined ? 'playlist' : 'blocking' });
 
     const blockMs = 3 * playlist.targetDuration * 1000;
     const retryAfterSec = playlist.targetDuration;
@@ -269,6 +283,7 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     const playlist = packager.playlist(rendition);
     if (!playlist || match[1] !== packager.uriPrefix) return fail(reply, 'ONAIR_ERR_NOT_FOUND');
     const name = match[2]!;
+    requests?.inc({ kind: name.startsWith('p') ? 'part' : name.startsWith('s') ? 'segment' : 'init' });
     let data: Buffer | undefined;
     let type = 'video/iso.segment';
     if (name.startsWith('init') || name.startsWith('ainit')) {

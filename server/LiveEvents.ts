@@ -38,6 +38,11 @@ export interface LiveEventsOptions extends Pick<LiveEventOptions, 'config' | 'en
   placeComments: (eventId: string, timeline: readonly { wallMs: number; videoMs: number; durationMs: number }[]) => Promise<void>;
   /** A live event's transcoder (re)started with `plan` (its ads are packaged in it). */
   planChanged: (event: LiveEvent, plan: LadderPlan) => void;
+  /**
+   * Is the stream live on another origin now (discovery, server/discovery.ts)? Its `live` status in the shared
+   * database is then that origin's, not this node's to end. Absent: never.
+   */
+  heldElsewhere?: (streamId: string) => Promise<boolean>;
 }
 
 /**
@@ -104,10 +109,16 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
     const { streams } = this.#options;
     for (const stream of await streams.list()) {
       if (stream.status !== 'live') continue;
+      if (await this.#heldElsewhere(stream.id)) continue;
       const event = await streams.currentEvent(stream.id);
       if (event) await streams.endEvent(event.id);
       await streams.setStatus(stream.id, 'ended');
     }
+  }
+
+  /** Discovery down reads as "not elsewhere": the stream is ended here as before scale-out. */
+  async #heldElsewhere(streamId: string): Promise<boolean> {
+    return this.#options.heldElsewhere ? this.#options.heldElsewhere(streamId).catch(() => false) : false;
   }
 
   /** Work that outlives the call that started it: logged if it fails, awaited by settled(). */
@@ -176,7 +187,7 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
         // A deleted stream has no row left: both updates then touch nothing. A new event on the same stream (the
         // publisher came back once the database did) keeps its `live`.
         await streams.endEvent(eventId);
-        if (!this.#live.has(streamId)) await streams.setStatus(streamId, 'ended');
+        if (!this.#live.has(streamId) && !(await this.#heldElsewhere(streamId))) await streams.setStatus(streamId, 'ended');
       });
       if (!ended) return;
       this.safeEmit('ended', { streamId, eventId });

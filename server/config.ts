@@ -156,6 +156,7 @@ const schema = {
   ONAIR_S3_ACCESS_KEY_ID: optionalString,
   ONAIR_S3_SECRET_ACCESS_KEY: optionalString,
   ONAIR_PUBLIC_URL: url(['http:', 'https:']),
+  ONAIR_INTERNAL_URL: url(['http:', 'https:']),
   ONAIR_ROLE: oneOf('all', ['all', 'origin', 'edge', 'worker'] as const),
   ONAIR_HWACCEL: oneOf('auto', ['auto', 'none', 'nvenc', 'vaapi', 'qsv'] as const),
   ONAIR_LLHLS_PART_MS: integer(200, 100, 2000),
@@ -252,6 +253,8 @@ export interface Config {
   databaseUrl: string | undefined;
   s3: { endpoint: string; bucket: string; region: string; accessKeyId: string; secretAccessKey: string } | undefined;
   publicUrl: string | undefined;
+  /** How other OnAir nodes reach this one (origins register it in Redis for edges); unset: the public URL. */
+  internalUrl: string | undefined;
   role: Raw['ONAIR_ROLE'];
   /**
    * Reverse proxies (addresses, CIDR ranges) whose `X-Forwarded-For` names the client, for every per-address limit
@@ -368,6 +371,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: r.ONAIR_DATABASE_URL,
     s3,
     publicUrl: r.ONAIR_PUBLIC_URL,
+    internalUrl: r.ONAIR_INTERNAL_URL?.replace(/\/+$/, ''),
     role: r.ONAIR_ROLE,
     trustProxy: r.ONAIR_TRUST_PROXY,
     hwaccel: r.ONAIR_HWACCEL,

@@ -65,7 +65,9 @@ async function main(): Promise<void> {
     '',
     `  OnAir is on air.`,
     `  Dashboard:   ${node.publicUrl}/studio`,
-    `  RTMP server: ${node.rtmpUrl}   (OBS: Settings → Stream → Service "Custom…")`,
+    config.role === 'edge'
+      ? `  RTMP server: none (ONAIR_ROLE=edge: playback only; publish to an origin)`
+      : `  RTMP server: ${node.rtmpUrl}   (OBS: Settings → Stream → Service "Custom…")`,
     `  Admin token: ${adminTokenLine(config, node.adminToken, tokenGenerated)}`,
     `  Create a stream: curl -X POST -H "Authorization: Bearer <admin token>" -H "Content-Type: application/json" \\`,
     `                   -d '{"title":"My show"}' ${node.publicUrl}/api/streams`,

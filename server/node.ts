@@ -6,7 +6,7 @@ import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP } from '../ingest/index.js';
 import { chooseEncoder, LoadGovernor, type EncoderChoice, type LiveTranscoder } from '../live-transcoder/index.js';
-import { registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
+import { EdgeRelay, registerEdgeLiveRoutes, registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
 import { signPlaybackToken } from '../lib/signing.js';
 import { registerWhepRoutes, type WebRtcEdge } from '../webrtc-edge/index.js';
 import { registerChatRoutes, type ChatServer } from '../chat/index.js';
@@ -27,6 +27,7 @@ import { CloseSteps } from './closeSteps.js';
 import { checkReady } from './ready.js';
 import { startChat, startEdge, startVodArchive, type EdgeWiring } from './rooms.js';
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
+import { StreamDirectory } from './discovery.js';
 
 /**
  * close() ends within this, whatever state children and dependencies are in: each step has its own deadline (below)
@@ -36,7 +37,7 @@ export const CLOSE_TIMEOUT_MS = 10_000;
 /** Kept at the end of close() for the embedded redis-server to flush its append-only file (then it is killed). */
 const CLOSE_REDIS_RESERVE_MS = 2_000;
 /** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
-const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, edge: 2_000, database: 2_000 } as const;
+const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
 
 /** The node's events: those of its live events (server/LiveEvents.ts). */
 export type OnAirNodeEvents = LiveEventsEvents;
@@ -68,6 +69,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #cues: LiveCues;
   /** The WebRTC edge; undefined when WebRTC is off (ONAIR_WEBRTC_LAYERS=off) or mediasoup could not start. */
   readonly #edge: WebRtcEdge | undefined;
+  /** Discovery (server/discovery.ts): origins register their live streams here, edges look them up. */
+  readonly discovery: StreamDirectory;
+  /** The LL-HLS relay of an edge (ONAIR_ROLE=edge); undefined on other roles. */
+  readonly #relay: EdgeRelay | undefined;
   #httpPort = 0;
   #rtmpPort = 0;
   #closed = false;
@@ -119,9 +124,27 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       transcoderRestarted: (streamId) => this.#metrics.transcoderRestarts.inc({ stream: streamId }),
       placeComments: (eventId, timeline) => this.#chat.placeOnTimeline(eventId, timeline),
       planChanged: (event, plan) => this.#cues.planChanged(event, plan),
+      // Another origin holds it (its registration names another internal URL): its `live` is not ours to end. Only
+      // on a shared Redis: an embedded one is this node's alone (what it holds after a crash is this node's own).
+      ...(config.redisUrl === undefined ? {} : {
+        heldElsewhere: async (streamId: string) => {
+          const at = await this.discovery.lookup(streamId, { fresh: true });
+          return at !== undefined && at.internalUrl !== this.#ownInternalUrl();
+        },
+      }),
     });
     this.#events.on('live', (live) => this.safeEmit('live', live));
     this.#events.on('ended', (ended) => this.safeEmit('ended', ended));
+    // Scale-out (#17): an origin registers the streams it holds; an edge relays them from there.
+    this.discovery = new StreamDirectory({ redis: this.#redis, log: log.child({ component: 'discovery' }) });
+    if (config.role !== 'edge') {
+      this.#events.on('live', ({ streamId, eventId }) => void this.discovery.register(streamId, { internalUrl: this.internalUrl, eventId, since: Date.now() }));
+      this.#events.on('ended', ({ streamId }) => void this.discovery.unregister(streamId));
+    }
+    this.#relay = config.role === 'edge'
+      ? new EdgeRelay({ locate: (id) => this.discovery.lookup(id), playbackSigningKey: config.playbackSigningKey, log: log.child({ component: 'edge-relay' }) })
+      : undefined;
+    const relay = this.#relay;
     this.#events.on('archived', (archived) => this.safeEmit('archived', archived));
     this.#governor.on('change', ({ direction }) => this.#metrics.ladderChanges.inc({ direction }));
     if (this.#embeddedRedis) {
@@ -180,12 +203,14 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       trustProxy: new TrustedProxies(config.trustProxy),
       plugins: [
         registerWebRoutes,
-        (app) => registerLiveRoutes(app, {
-          packager: (id) => this.#events.packager(id),
-          playbackSigningKey: config.playbackSigningKey,
-          limits: config.limits.llhls,
-          registry: this.#metrics.registry,
-        }),
+        (app) => (relay
+          ? registerEdgeLiveRoutes(app, { relay, playbackSigningKey: config.playbackSigningKey, limits: config.limits.llhls, registry: this.#metrics.registry })
+          : registerLiveRoutes(app, {
+            packager: (id) => this.#events.packager(id),
+            playbackSigningKey: config.playbackSigningKey,
+            limits: config.limits.llhls,
+            registry: this.#metrics.registry,
+          })),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#cues.addCue(id, input) }),
         (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey, clusterSecret: config.clusterSecret }),
         (app) => registerChatRoutes(app, {
@@ -273,13 +298,20 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
       vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0);
-      edge = await startEdge(config, log, wiring);
+      // An edge's WebRTC viewers are fed from the stream's origin (found through discovery) over one PipeTransport per
+      // stream (ONAIR_CLUSTER_SECRET on both); origins and all-in-one nodes feed their own streams.
+      edge = await startEdge(config, log, config.role === 'edge' && !wiring.webrtcOrigin
+        ? { ...wiring, webrtcOrigin: async (id) => nodeRef.current?.discovery.lookup(id) }
+        : wiring);
       const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod });
       nodeRef.current = node;
-      await node.#events.recoverAfterCrash();
-      await vod.recover();
+      // An edge holds no live events and no recordings: the streams marked live in the shared database are the origins'.
+      if (config.role !== 'edge') {
+        await node.#events.recoverAfterCrash();
+        await vod.recover();
+      }
       await node.#listen();
-      node.#events.archiveLeftRecordings();
+      if (config.role !== 'edge') node.#events.archiveLeftRecordings();
       return node;
     } catch (error) {
       await chat?.close();
@@ -299,6 +331,19 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   /** The public origin: ONAIR_PUBLIC_URL or the listening address. */
   get publicUrl(): string {
     return this.config.publicUrl ?? this.httpUrl;
+  }
+
+  /** How other nodes reach this one: ONAIR_INTERNAL_URL, or the public URL. */
+  get internalUrl(): string {
+    return this.config.internalUrl ?? this.publicUrl;
+  }
+
+  /** This node's internal URL, also before it listens (from the config; an ephemeral port is known only after). */
+  #ownInternalUrl(): string | undefined {
+    if (this.config.internalUrl ?? this.config.publicUrl) return this.internalUrl;
+    if (this.#httpPort > 0) return this.internalUrl;
+    if (this.config.httpPort > 0) return `${this.config.tls ? 'https' : 'http'}://${connectHost(this.config.host)}:${this.config.httpPort}`;
+    return undefined;
   }
 
   /** What OBS calls "Server": the RTMP URL without the key. */
@@ -357,6 +402,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const step = steps.step.bind(steps);
     // Retries of ends of events stop now: a recording they leave is archived by the next start.
     this.#events.stop();
+    // An edge's viewers waiting on an origin are answered now (503), not held until the HTTP step's deadline.
+    this.#relay?.close();
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
     await step('chat', () => this.#chat.close());
     await step('http', () => this.#http.close());
@@ -366,6 +413,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await step('transcoders', () => this.#events.closeTranscoders());
     this.#events.clearRetention();
     await step('vod', () => this.#vod.close());
+    await step('discovery', () => this.discovery.close());
     await step('edge', async () => this.#edge?.close());
     this.#governor.close();
     this.#redis.disconnect();
@@ -382,8 +430,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   }
 
   async #listen(): Promise<void> {
-    const { port } = await this.#ingest.listen();
-    this.#rtmpPort = port;
+    // An edge is playback only: no RTMP listener (publishers go to an origin).
+    if (this.config.role !== 'edge') this.#rtmpPort = (await this.#ingest.listen()).port;
     await this.#http.listen({ host: this.config.host, port: this.config.httpPort });
     this.#httpPort = (this.#http.server.address() as AddressInfo).port;
   }
