@@ -9,6 +9,7 @@ import { startEmbeddedRedis, type EmbeddedRedis } from '../../server/redis.js';
 import { signPlaybackToken } from '../../lib/signing.js';
 import { launchChromium, sampleVideo } from '../support/browser.js';
 import { api, publish, spawnNode, startTestNode, waitFor, type NodeProcess } from '../support/harness.js';
+import { connectWhep } from '../support/whepClient.js';
 import { startPostgres, type TestPostgres } from '../support/postgres.js';
 
 /**
@@ -22,7 +23,10 @@ const SIGNING_KEY = 'scale-edge-signing-key-0123456789';
 const COMMON = {
   ONAIR_ADMIN_TOKEN: ADMIN_TOKEN,
   ONAIR_PLAYBACK_SIGNING_KEY: SIGNING_KEY,
-  ONAIR_WEBRTC_LAYERS: 'off',
+  // WebRTC on every node: an edge's WHEP viewers are fed from the origin over one PipeTransport.
+  ONAIR_WEBRTC_LAYERS: '144',
+  ONAIR_WEBRTC_WORKERS: '1',
+  ONAIR_CLUSTER_SECRET: 'scale-edge-cluster-secret-0123456789abcdef',
   ONAIR_LADDER: '240',
   ONAIR_RECONNECT_GRACE_SEC: '5',
 };
@@ -85,7 +89,7 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     const shared = { ...COMMON, ONAIR_REDIS_URL: redis.url, ONAIR_DATABASE_URL: postgres.url };
     originA = spawnNode({
       ...shared, ONAIR_ROLE: 'origin', ONAIR_DATA_DIR: path.join(dataDir, 'a'), ONAIR_HOST: '127.0.0.1', ONAIR_HTTP_PORT: '0',
-      ONAIR_RTMP_PORT: '0', ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: 'ultrafast', ONAIR_VOD_CONCURRENCY: '0', ONAIR_LOG_LEVEL: 'warn',
+      ONAIR_RTMP_PORT: '0', ONAIR_WEBRTC_PORT: '0', ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: 'ultrafast', ONAIR_VOD_CONCURRENCY: '0', ONAIR_LOG_LEVEL: 'warn',
     });
     await originA.waitForStdout(/OnAir is on air/, 60_000);
     const [, httpA] = await originA.waitForStdout(/Dashboard:\s+(\S+)\/studio/, 5_000);
@@ -207,6 +211,20 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
       assert.ok((await sampleVideo(page)).brightness > 20, 'the picture is not black');
     } finally {
       await chromium.close();
+    }
+  });
+
+  test('a WHEP viewer on the edge is fed from origin A (found through discovery) over one pipe', { timeout: 60_000 }, async () => {
+    const url = `${edgeNode.httpUrl}/live/${streamId}/whep?token=${encodeURIComponent(viewerToken)}`;
+    const viewers = [await connectWhep(url), await connectWhep(url)];
+    try {
+      for (const viewer of viewers) {
+        assert.equal(viewer.status, 201, `WHEP on the edge answered ${viewer.status}: ${viewer.answer}`);
+        await viewer.waitFor('a keyframe and audio through the edge', (s) => s.keyframes > 0 && s.audioPackets >= 10, 30_000);
+      }
+      assert.equal(await metric(remoteA.httpUrl, 'onair_webrtc_pipes', ''), 1, 'two viewers on the edge, one pipe on the origin');
+    } finally {
+      await Promise.all(viewers.map((v) => v.close()));
     }
   });
 
