@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { BenchError, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { epochMs, sleep } from './support/clock.js';
 import { freePort, nginxMissing, nginxVersion, startNginx, type RunningNginx } from './support/nginx.js';
-import type { NodeProcessMessage } from './support/onairNodeProcess.js';
+import { createStream, nodeReady } from './support/nodeProcess.js';
 import { liveRenditions } from './support/playlist.js';
 import { cleanEnv, forkBounded, processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
@@ -83,25 +83,12 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const figures: Step[] = [];
   try {
     const published = new Map<string, number>();
-    const ready = new Promise<Extract<NodeProcessMessage, { type: 'ready' }>>((resolve) => {
-      node.child.on('message', (message: NodeProcessMessage) => {
-        if (message.type === 'ready') resolve(message);
-        else if (message.type === 'part' && !message.mirrored) published.set(`${message.rendition}/${message.sequence}`, message.at);
-      });
+    const { httpUrl, rtmpUrl, adminToken } = await nodeReady(node, signal, (part) => {
+      if (!part.mirrored) published.set(`${part.rendition}/${part.sequence}`, part.at);
     });
-    const died = node.exited.then(() => {
-      throw new BenchError(`the OnAir node process exited: ${node.stderr().trim().split('\n').slice(-3).join(' | ')}`);
-    });
-    died.catch(() => undefined);
-    const { httpUrl, rtmpUrl, adminToken } = await within('the OnAir node process to start', Promise.race([ready, died]), 60_000, signal);
     const nodePid = node.child.pid!;
     const httpPort = Number(new URL(httpUrl).port);
-    const created = await fetch(`${httpUrl}/api/streams`, {
-      method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ title: 'bench: nginx cache' }),
-    });
-    if (created.status !== 201) throw new BenchError(`POST /api/streams answered ${created.status}`);
-    const stream = (await created.json()) as { id: string; streamKey: string };
+    const stream = await createStream(httpUrl, adminToken, 'bench: nginx cache');
     publisher = spawnBounded('the publisher', 'ffmpeg', publisherArgs({ ...SOURCE, durationSec: Math.ceil(totalMs / 1000), output: `${rtmpUrl}/${stream.streamKey}` }), {
       timeoutMs: totalMs + 60_000, signal,
     });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fuzzRtmp, makePublishCorpus } from '../test/support/rtmpFuzz.js';
 import { BenchError, envInteger, fixed, type BenchContext, type BenchResult, type Benchmark } from './support/benchmark.js';
-import type { NodeProcessMessage } from './support/onairNodeProcess.js';
+import { createStream, nodeReady } from './support/nodeProcess.js';
 import { cleanEnv, forkBounded, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
 
@@ -75,23 +75,9 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   }), limitMs + 120_000, signal);
   let publisher: BoundedChild | undefined;
   try {
-    const ready = new Promise<Extract<NodeProcessMessage, { type: 'ready' }>>((resolve) => {
-      node.child.on('message', (message: NodeProcessMessage) => {
-        if (message.type === 'ready') resolve(message);
-      });
-    });
-    const died = node.exited.then(() => {
-      throw new BenchError(`the OnAir node process exited: ${node.stderr().trim().split('\n').slice(-3).join(' | ')}`);
-    });
-    died.catch(() => undefined);
-    const { httpUrl, rtmpUrl, adminToken } = await within('the OnAir node process to start', Promise.race([ready, died]), 60_000, signal);
+    const { httpUrl, rtmpUrl, adminToken } = await nodeReady(node, signal);
     const pid = node.child.pid!;
-    const created = await fetch(`${httpUrl}/api/streams`, {
-      method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ title: 'bench: rtmp fuzz' }),
-    });
-    if (created.status !== 201) throw new BenchError(`POST /api/streams answered ${created.status}`);
-    const stream = (await created.json()) as { id: string; streamKey: string };
+    const stream = await createStream(httpUrl, adminToken, 'bench: rtmp fuzz');
     publisher = spawnBounded('the publisher', 'ffmpeg', publisherArgs({
       width: 640, height: 360, durationSec: Math.ceil(limitMs / 1000) + 60, output: `${rtmpUrl}/${stream.streamKey}`,
     }), { timeoutMs: limitMs + 120_000, signal });

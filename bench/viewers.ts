@@ -7,7 +7,8 @@ import { loadConfig } from '../server/config.js';
 import { BenchError, envInteger, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { epochMs, sleep } from './support/clock.js';
 import { freePort, nginxMissing, nginxVersion, startNginx, type RunningNginx } from './support/nginx.js';
-import type { NodeProcessCommand, NodeProcessMessage } from './support/onairNodeProcess.js';
+import type { NodeProcessCommand } from './support/onairNodeProcess.js';
+import { createStream, nodeReady } from './support/nodeProcess.js';
 import { liveRenditions } from './support/playlist.js';
 import { cleanEnv, forkBounded, processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
@@ -112,29 +113,14 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     /** Part publications: `${rendition}/${sequence}` → time, per mode (direct, or after the mirror wrote it). */
     const published = { direct: new Map<string, number>(), mirrored: new Map<string, number>() };
     const mirroredRenditions = new Set<string>();
-    const ready = new Promise<Extract<NodeProcessMessage, { type: 'ready' }>>((resolve) => {
-      node.child.on('message', (message: NodeProcessMessage) => {
-        if (message.type === 'ready') resolve(message);
-        else if (message.type === 'part') {
-          (message.mirrored ? published.mirrored : published.direct).set(`${message.rendition}/${message.sequence}`, message.at);
-          if (message.mirrored) mirroredRenditions.add(message.rendition);
-        }
-      });
+    const { httpUrl, rtmpUrl, adminToken } = await nodeReady(node, signal, (part) => {
+      (part.mirrored ? published.mirrored : published.direct).set(`${part.rendition}/${part.sequence}`, part.at);
+      if (part.mirrored) mirroredRenditions.add(part.rendition);
     });
-    const died = node.exited.then(() => {
-      throw new BenchError(`the OnAir node process exited: ${node.stderr().trim().split('\n').slice(-3).join(' | ')}`);
-    });
-    died.catch(() => undefined);
-    const { httpUrl, rtmpUrl, adminToken } = await within('the OnAir node process to start', Promise.race([ready, died]), 60_000, signal);
     const nodePid = node.child.pid!;
     const httpPort = Number(new URL(httpUrl).port);
 
-    const created = await fetch(`${httpUrl}/api/streams`, {
-      method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ title: 'bench: viewers' }),
-    });
-    if (created.status !== 201) throw new BenchError(`POST /api/streams answered ${created.status}`);
-    const stream = (await created.json()) as { id: string; streamKey: string };
+    const stream = await createStream(httpUrl, adminToken, 'bench: viewers');
     publisher = spawnBounded('the publisher', 'ffmpeg', publisherArgs({ ...SOURCE, durationSec: Math.ceil(totalMs / 1000), output: `${rtmpUrl}/${stream.streamKey}` }), {
       timeoutMs: totalMs + 60_000, signal,
     });

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { makeVideo, tusCreate, tusPatch } from '../../test/support/tus.js';
 import { BenchError } from '../support/benchmark.js';
 import { epochMs, sleep } from '../support/clock.js';
-import type { NodeProcessMessage } from '../support/onairNodeProcess.js';
+import { nodeDied, nodeReady } from '../support/nodeProcess.js';
 import { liveRenditions } from '../support/playlist.js';
 import { cleanEnv, forkBounded, spawnBounded, within, type BoundedChild } from '../support/process.js';
 import { publisherArgs } from '../support/publisher.js';
@@ -209,17 +209,10 @@ export async function runSoak(options: SoakOptions, report: (line: string) => vo
   try {
     /** Parts the node published: `${rendition}/${sequence}` → when. */
     const published = new Map<string, number>();
-    const ready = new Promise<Extract<NodeProcessMessage, { type: 'ready' }>>((resolve) => {
-      node.child.on('message', (message: NodeProcessMessage) => {
-        if (message.type === 'ready') resolve(message);
-        else if (message.type === 'part' && !message.mirrored) published.set(`${message.rendition}/${message.sequence}`, message.at);
-      });
+    const died = nodeDied(node);
+    const { httpUrl, rtmpUrl, adminToken } = await nodeReady(node, signal, (part) => {
+      if (!part.mirrored) published.set(`${part.rendition}/${part.sequence}`, part.at);
     });
-    const died = node.exited.then(() => {
-      throw new BenchError(`the OnAir node process exited: ${node.stderr().trim().split('\n').slice(-3).join(' | ')}`);
-    });
-    died.catch(() => undefined);
-    const { httpUrl, rtmpUrl, adminToken } = await within('the OnAir node process to start', Promise.race([ready, died]), 60_000, signal);
     const nodePid = node.child.pid!;
 
     // Media made before the load starts (ffmpeg here would compete with the node later).
