@@ -48,7 +48,9 @@ const packages = [
     present: () => ['proxy', 'account', 'container', 'object'].every((s) => existsSync(`/usr/bin/swift-${s}-server`)),
     modes: ['test'],
   },
-  { name: 'nginx libnginx-mod-rtmp', present: () => existsSync('/usr/sbin/nginx') && existsSync('/usr/lib/nginx/modules/ngx_rtmp_module.so'), modes: ['bench'] },
+  // Debian's nginx: the tested LL-HLS cache in front of OnAir (test/e2e/scale-nginx, deploy/nginx/), and with its RTMP
+  // module the latency anchor of the benchmarks.
+  { name: 'nginx libnginx-mod-rtmp', present: () => existsSync('/usr/sbin/nginx') && existsSync('/usr/lib/nginx/modules/ngx_rtmp_module.so'), modes: ['test', 'bench'] },
 ];
 const debInstalled = (name) => spawnSync('dpkg-query', ['-W', '-f=${Status}', name], { encoding: 'utf8' }).stdout?.includes('install ok installed');
 const missing = packages.filter((p) => p.modes.includes(mode) && !p.present()).map((p) => p.name);
