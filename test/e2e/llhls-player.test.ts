@@ -36,6 +36,13 @@ describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { t
   test('frames decode, latency stays under 3 s and nothing stalls over 20 s of play', async () => {
     await page.goto(`${node.httpUrl}/watch/${streamId}`);
     await waitFor('playback to start', async () => (await sample(page)).currentTime > 1, 30_000);
+    // hls.js may start a few parts behind and catch up within its first second or two (one CI run in about ten read
+    // 4.4 s on the first sample, then 2.1 s); what a viewer keeps is the latency after that, so the bound below holds
+    // from the moment it first settles, and settling itself must happen quickly.
+    await waitFor('hls.js to settle under 3 s', async () => {
+      const { latency } = await sample(page);
+      return latency > 0 && latency < 3;
+    }, 10_000, 250);
     const start = await sample(page);
     const latencies: number[] = [];
     const deadline = Date.now() + 20_000;
