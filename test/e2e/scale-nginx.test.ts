@@ -110,6 +110,7 @@ describe('scale: Debian nginx with deploy/nginx/onair.conf in front of OnAir', {
       ONAIR_RATE_CHAT_HISTORY_PER_MIN: '3',
       ONAIR_CHAT_MAX_CONNECTIONS_PER_ADDRESS: '2',
       ONAIR_CHAT_ADDRESS_COMMENT_LIMIT: '3/60s',
+      ONAIR_CLUSTER_SECRET: 'scale-nginx-cluster-secret-0123456789abcdef',
     };
     nodes.push(await startTestNode(env, dataDir));
     // Node B: chat and API only (its WebRTC ports would not collide, but it needs none).
@@ -236,6 +237,17 @@ describe('scale: Debian nginx with deploy/nginx/onair.conf in front of OnAir', {
     assert.equal((await comment(onB, 'fourth'))?.error?.code, 'ONAIR_ERR_CHAT_RATE_LIMITED');
     assert.equal((await comment(viaNginx, 'fifth'))?.error?.code, 'ONAIR_ERR_CHAT_RATE_LIMITED');
     assert.equal((await comment(neighbour, 'next door')).ok, true);
+  });
+
+  test('node-to-node routes (/internal/) and /metrics are not reachable through nginx, only node to node', async () => {
+    const pipe = `/internal/webrtc/${streamId}/pipe/00000000-0000-4000-8000-000000000000`;
+    const direct = await request(`${a.httpUrl}${pipe}`, { localAddress: '127.0.0.6' });
+    assert.equal(direct.status, 401, `node A itself answers the route (asks for the secret): ${direct.status} ${direct.body}`);
+    for (const route of [pipe, '/metrics']) {
+      const viaNginx = await request(`${front}${route}`, { localAddress: '127.0.0.6', headers: { authorization: 'Bearer scale-nginx-cluster-secret-0123456789abcdef' } });
+      assert.equal(viaNginx.status, 404, `${route} through nginx: ${viaNginx.status}`);
+      assert.doesNotMatch(viaNginx.body, /ONAIR_ERR/, `${route}: nginx answers, OnAir never sees the request`);
+    }
   });
 
   test('WHEP through nginx: the session is created and deleted via its Location', async () => {
