@@ -28,6 +28,7 @@ import { checkReady } from './ready.js';
 import { startChat, startEdge, startVodArchive, type EdgeWiring } from './rooms.js';
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
 import { StreamDirectory } from './discovery.js';
+import { RemoteStats } from './remoteStats.js';
 
 /**
  * close() ends within this, whatever state children and dependencies are in: each step has its own deadline (below)
@@ -182,6 +183,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       },
     });
     this.#wireIngest();
+    const remoteStats = new RemoteStats({ locate: (id) => this.discovery.lookup(id), self: () => this.#ownInternalUrl(), log: log.child({ component: 'remote-stats' }) });
     const views: ViewSources = {
       publicUrl: () => this.publicUrl,
       rtmpUrl: () => this.rtmpUrl,
@@ -192,6 +194,10 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       latestVideo: (id) => this.#vod.catalog.latestOfStream(id),
       edge,
       chatViewers: (id) => this.#chat.viewers(id),
+      // A stream live on another node: its stats come from that origin (shared Redis only: discovery).
+      ...(config.redisUrl === undefined ? {} : {
+        remoteStats: (id: string) => remoteStats.get(id),
+      }),
     };
     this.#http = buildHttpServer({
       log,

@@ -73,6 +73,8 @@ export interface ViewSources {
   latestVideo: (streamId: string) => Promise<{ id: string; version: unknown } | undefined>;
   edge: { viewers(streamId: string): number; sessionStats(streamId: string): ViewerStats[] } | undefined;
   chatViewers: (streamId: string) => number;
+  /** The stats of a stream live on another node (its origin), or undefined; only with a shared Redis. */
+  remoteStats?: (streamId: string) => Promise<StreamStats | undefined>;
 }
 
 /**
@@ -102,6 +104,11 @@ export async function streamView(sources: ViewSources, stream: StreamRecord, adm
   if (live) view.stats = streamStats(sources, live, admin);
   // Its event is over on this node; the database has not been told yet (it was down): viewers see it ended.
   else if (stream.status === 'live' && sources.endWaiting(stream.id)) view.status = 'ended';
+  // Live on another node (this is an edge, or another origin): its origin has the figures (ad break, publishing).
+  else if (stream.status === 'live' && sources.remoteStats) {
+    const remote = await sources.remoteStats(stream.id);
+    if (remote) view.stats = remote;
+  }
   else if (stream.status === 'ended') {
     // The same /watch/:id plays the replay once the event is over.
     const video = await sources.latestVideo(stream.id);

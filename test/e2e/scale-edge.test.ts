@@ -133,6 +133,17 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     assert.equal(found.internalUrl, remoteA.httpUrl);
   });
 
+  test('the stream view on the edge carries the live figures of the origin that holds the event (the watch page reads its ad break there)', async () => {
+    const onOrigin = await api(remoteA as OnAirNode, 'GET', `/api/streams/${streamId}`, { token: null });
+    const onEdge = await api(edgeNode, 'GET', `/api/streams/${streamId}`, { token: null });
+    assert.equal(onEdge.status, 200);
+    assert.ok(onEdge.body.stats, 'the edge shows the live event\'s stats');
+    assert.equal(onEdge.body.stats.eventId, onOrigin.body.stats.eventId);
+    assert.equal(onEdge.body.stats.publishing, true);
+    assert.equal(onEdge.body.stats.adBreak, null, 'no break on air (the field the watch page reads)');
+    assert.equal(onEdge.body.stats.webrtc?.sessions, undefined, 'never the WebRTC session ids (capabilities)');
+  });
+
   test('multivariant, blocking media playlists (full and delta), parts and hinted parts are byte-identical to the origin\'s', async () => {
     const edgeUrl = `${edgeNode.httpUrl}/live/${streamId}`;
     const originUrl = `${remoteA.httpUrl}/live/${streamId}`;
