@@ -348,10 +348,28 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
         await recorder.remove();
         continue;
       }
+      if (await this.#continuedElsewhere(event.streamId, eventId)) {
+        this.log.info({ eventId, streamId: event.streamId }, 'the event cut off when the node stopped went on at another origin: storing this node\'s piece of it');
+        await this.#untilDone({ eventId, streamId: event.streamId }, 'storing a piece left by the last run', () => vod.storePiece({ eventId, recorder }));
+        continue;
+      }
       this.log.info({ eventId, streamId: event.streamId }, 'archiving the recording of an event cut off when the node stopped');
       await this.#untilDone({ eventId, streamId: event.streamId }, 'archiving a recording left by the last run',
         () => this.#archiveRecording({ eventId, streamId: event.streamId, startedAt: event.startedAt, recorder, cues: [] }));
     }
+  }
+
+  /**
+   * Did the event of a recording left by the last run go on at another origin (issue #17)? Its hand-over record names
+   * another origin, or it is still open in the database and discovery shows it live elsewhere. Then the recording is
+   * a piece of the event, not the whole of it.
+   */
+  async #continuedElsewhere(streamId: string, eventId: string): Promise<boolean> {
+    const handover = this.#options.handover;
+    if (!handover) return false;
+    const record = await handover.records.read(streamId);
+    if (record?.eventId === eventId) return record.origin !== handover.origin();
+    return (await this.#options.streams.currentEvent(streamId))?.id === eventId && await this.#heldElsewhere(streamId);
   }
 
   /** The node begins to close: ends of events stop retrying (a recording they leave is archived by the next start). */

@@ -189,9 +189,10 @@ export class VodArchive {
    * through the archive journal, then the local recording is removed. The archive job of the origin that ends the
    * event lists every key under `sources/<eventId>/` in order: the pieces (named by when each origin took the event)
    * come before that origin's own `source-<n>.flv`, so the archive is the whole event, back to back. Idempotent and
-   * run one at a time per event, like archiveEvent.
+   * run one at a time per event, like archiveEvent. `heldSince` absent (a recording left by a node that died): the
+   * recording's first segment's date.
    */
-  async storePiece(piece: { eventId: string; recorder: EventRecorder; heldSince: number }): Promise<void> {
+  async storePiece(piece: { eventId: string; recorder: EventRecorder; heldSince?: number }): Promise<void> {
     const before = this.#archiving.get(piece.eventId);
     const run = (before ?? Promise.resolve()).catch(() => {}).then(async () => {
       await this.#storePiece(piece);
@@ -205,12 +206,14 @@ export class VodArchive {
     }
   }
 
-  async #storePiece(piece: { eventId: string; recorder: EventRecorder; heldSince: number }): Promise<void> {
+  async #storePiece(piece: { eventId: string; recorder: EventRecorder; heldSince?: number }): Promise<void> {
     const { eventId, recorder } = piece;
     if (!(await stat(recorder.dir).catch(() => undefined))) return;
     const recording = await recorder.finish([]);
     const journal = await ArchiveJournal.open(recording.dir);
-    const tag = `piece-${String(Math.max(0, Math.floor(piece.heldSince))).padStart(15, '0')}`;
+    // A recording left by a node that died has no hold time: its first segment's date stands in.
+    const since = piece.heldSince ?? recording.startDate ?? 0;
+    const tag = `piece-${String(Math.max(0, Math.floor(since))).padStart(15, '0')}`;
     const sources: { key: string; file: string }[] = [];
     for (const name of recording.sourceFiles) {
       const file = path.join(recording.dir, name);
