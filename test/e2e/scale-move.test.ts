@@ -141,7 +141,10 @@ describe('a publisher that moves to another origin continues the same event; the
       assert.ok(followed.msn > lastA.lastMsn);
       const start = await sampleVideo(page);
       await waitFor('hls.js to play 5 s of origin B through the edge', async () => (await sampleVideo(page)).currentTime > start.currentTime + 5, 40_000, 500);
-      assert.ok((await sampleVideo(page)).brightness > 20, 'the picture is not black');
+      const played = await sampleVideo(page);
+      assert.ok(played.brightness > 20, 'the picture is not black');
+      assert.equal(played.mode, 'live', 'the watch page still plays the live event');
+      t.diagnostic(`hls.js through the edge: ${played.stalls} stall(s) across the move, latency ${played.latency.toFixed(1)} s after it`);
     } finally {
       await chromium.close();
     }
@@ -162,6 +165,12 @@ describe('a publisher that moves to another origin continues the same event; the
     }
     assert.ok(good.some((s) => s.prefix === originB.node.packager(streamId)?.uriPrefix), 'the poller saw origin B\'s playlists');
     assert.ok(good.at(-1)!.dsn > good[0]!.dsn, 'the edge\'s discontinuity sequence advanced across the move');
+    let longest = 0;
+    for (let i = 1, since = good[0]!.at; i < good.length; i++) {
+      if (good[i]!.lastMsn > good[i - 1]!.lastMsn) since = good[i]!.at;
+      longest = Math.max(longest, good[i]!.at - since);
+    }
+    t.diagnostic(`edge viewer: ${good.length} playlists polled, longest time without a new segment ${longest} ms, ${samples.length - good.length} non-200 answers`);
   });
 
   test('when the event really ends, the edge\'s viewers get the final playlist (ENDLIST), then the stream is ended', { timeout: 60_000 }, async () => {
