@@ -5,6 +5,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../server/redis.js';
+import { loadConfig } from '../../server/config.js';
+import { startWorker } from '../../server/worker.js';
+import { createLogger } from '../../lib/log.js';
 import { launchChromium, sampleVideo } from '../support/browser.js';
 import { api, publish, startTestNode, waitFor } from '../support/harness.js';
 import { startPostgres, type TestPostgres } from '../support/postgres.js';
@@ -61,6 +64,9 @@ describe('a publisher that moves to another origin continues the same event; the
   let publisher: ReturnType<typeof publish> | undefined;
   let streamId: string;
   let streamKey: string;
+  /** How long the publisher sent to each origin, ms. */
+  const published = { a: 0, b: 0 };
+  let publishedToBAt = 0;
   /** The edge viewer's playlists, polled every 250 ms from the first publish to the end. */
   const samples: Sample[] = [];
   let polling = true;
@@ -98,6 +104,7 @@ describe('a publisher that moves to another origin continues the same event; the
     const edgeUrl = `${edge.node.httpUrl}/live/${streamId}/240p/index.m3u8`;
     const urlA = `${originA.node.httpUrl}/live/${streamId}/240p/index.m3u8`;
     const urlB = `${originB.node.httpUrl}/live/${streamId}/240p/index.m3u8`;
+    const publishedToAAt = Date.now();
     publisher = publish(`${originA.node.rtmpUrl}/${streamKey}`, { width: 426, height: 240, fps: 25 });
     await waitFor('the edge to serve the stream from A with 3 segments', async () => (await playlist(edgeUrl)).lastMsn >= 2, 40_000, 250);
     poller = (async () => {
@@ -121,6 +128,8 @@ describe('a publisher that moves to another origin continues the same event; the
       publisher.stop();
       await publisher.exited;
       const movedAt = Date.now();
+      published.a = movedAt - publishedToAAt;
+      publishedToBAt = movedAt;
       publisher = publish(`${originB.node.rtmpUrl}/${streamKey}`, { width: 426, height: 240, fps: 25 });
       const firstB = await waitFor('origin B to serve the stream', async () => {
         const s = await playlist(urlB);
@@ -178,6 +187,7 @@ describe('a publisher that moves to another origin continues the same event; the
     const eventId = (await api(originB.node, 'GET', `/api/streams/${streamId}`)).body.stats.eventId as string;
     const endedAt = Date.now();
     publisher?.stop();
+    published.b = endedAt - publishedToBAt;
     await waitFor('the event to end', async () => (await api(originB.node, 'GET', `/api/streams/${streamId}`)).body.status === 'ended', (GRACE_SEC + 20) * 1000, 250);
     await waitFor('origin B to leave discovery', async () => (await edge.node.discovery.lookup(streamId, { fresh: true })) === undefined, 10_000, 100);
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // past the edge's 1 s lookup cache
@@ -193,5 +203,33 @@ describe('a publisher that moves to another origin continues the same event; the
     // Both origins' pieces are in the event's sources: the archive job transcodes them back to back.
     const sources = await originB.node.vod.storage.list(`sources/${eventId}`);
     assert.ok(sources.some((k) => /\/piece-/.test(k)) && sources.some((k) => /\/source-\d+\.flv$/.test(k)), sources.join(' '));
+  });
+
+  test('a VOD worker archives the whole event: origin A\'s piece and origin B\'s, back to back', { timeout: 120_000 }, async (t) => {
+    const replay = await waitFor('the instant replay', async () => {
+      const video = await originB.node.vod.catalog.latestOfStream(streamId);
+      return video?.version ? video : undefined;
+    }, 20_000, 250);
+    assert.equal(replay.kind, 'replay');
+    const eventId = replay.id;
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'onair-sm-worker-'));
+    const config = loadConfig({
+      ...COMMON, ...s3.env, ONAIR_REDIS_URL: redis.url, ONAIR_DATABASE_URL: postgres.url, ONAIR_ROLE: 'worker', ONAIR_DATA_DIR: dataDir,
+      ONAIR_VOD_CONCURRENCY: '1', ONAIR_VOD_LADDER: '240', ONAIR_VOD_X264_PRESET: 'ultrafast', ONAIR_VOD_SEGMENT_SEC: '2',
+    });
+    const worker = await startWorker(config, createLogger({ level: 'warn' }));
+    try {
+      const archived = await waitFor('the archive of the event', async () => {
+        const video = await originB.node.vod.catalog.get(eventId);
+        assert.notEqual(video?.status, 'failed', video?.error);
+        return video?.kind === 'archive' ? video : undefined;
+      }, 100_000, 500);
+      t.diagnostic(`published ${(published.a / 1000).toFixed(1)} s to A and ${(published.b / 1000).toFixed(1)} s to B; replay (B's piece) ${replay.durationSec} s, archive ${archived.durationSec} s`);
+      assert.ok(archived.durationSec! > replay.durationSec! + published.a / 2000, 'the archive holds more than B\'s piece: A\'s is in it');
+      assert.ok(archived.durationSec! >= (published.a + published.b) / 1000 - 8, 'nothing of either piece is missing');
+    } finally {
+      await worker.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
