@@ -42,6 +42,18 @@ if ok and type(r) == 'table' and r.eventId == ARGV[1] and r.origin == ARGV[2] th
 return 0`;
 
 /**
+ * Writes the record unless another origin's is there: a late segment of the origin the event moved away from (its
+ * ffmpeg flushing after the publisher left) must not take the record back.
+ */
+const WRITE_IF_OURS = `local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, r = pcall(cjson.decode, v)
+  if ok and type(r) == 'table' and r.origin ~= ARGV[2] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1`;
+
+/**
  * The hand-over records of live events in the shared Redis, `onair:event:<streamId>` with a TTL: the origin that
  * holds an event writes it when the event starts or continues there and again as its segments complete (at most
  * once a second per stream); another origin that gets a publish for the stream reads it to continue the event; the
@@ -61,13 +73,18 @@ export class EventHandovers {
     this.#ttlMs = options.ttlMs;
   }
 
-  /** Writes the record (`force`: now; otherwise at most once a second per stream). */
+  /**
+   * Writes the record. `force` (the event starts or continues here): now, over any other. Otherwise (a segment
+   * completed) at most once a second per stream, and only while the record is this origin's or gone.
+   */
   async write(streamId: string, record: EventHandover, force = false): Promise<void> {
     if (!STREAM_ID.test(streamId)) return;
     const now = Date.now();
     if (!force && now - (this.#written.get(streamId) ?? 0) < 1_000) return;
     this.#written.set(streamId, now);
-    await this.#redis.set(KEY_PREFIX + streamId, JSON.stringify(record), 'PX', this.#ttlMs)
+    const key = KEY_PREFIX + streamId;
+    const value = JSON.stringify(record);
+    await (force ? this.#redis.set(key, value, 'PX', this.#ttlMs) : this.#redis.eval(WRITE_IF_OURS, 1, key, value, record.origin, String(this.#ttlMs)))
       .catch((error: unknown) => this.#log.warn({ err: (error as Error).message, streamId }, 'hand-over: could not write the event record (written again at the next segment)'));
   }
 

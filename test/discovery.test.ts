@@ -76,6 +76,16 @@ describe('discovery: origins register their live streams in Redis with a lease (
     assert.deepEqual(await records.read('h1'), record);
     await records.write('h1', { ...record, startedAt: 6 }); // within a second of the last write: not written
     assert.equal((await records.read('h1'))?.startedAt, 5);
+    // The event moved to another origin: a late segment of the old one does not take the record back.
+    const other = new EventHandovers({ redis, log, ttlMs: 2_000 });
+    await other.write('h1', { ...record, origin: 'http://10.0.0.6:8080' }, true);
+    await new Promise((resolve) => setTimeout(resolve, 1_050));
+    await records.write('h1', { ...record, startedAt: 7 });
+    assert.equal((await records.read('h1'))?.origin, 'http://10.0.0.6:8080');
+    await records.release('h1', 'e1', 'http://10.0.0.5:8080');
+    assert.ok(await records.read('h1'), 'the old origin cannot remove it');
+    await other.release('h1', 'e1', 'http://10.0.0.6:8080');
+    await records.write('h1', record, true);
     await records.release('h1', 'e1', 'http://10.0.0.6:8080');
     assert.ok(await records.read('h1'), 'another origin cannot remove it');
     await records.release('h1', 'e1', 'http://10.0.0.5:8080');
