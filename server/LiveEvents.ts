@@ -244,7 +244,8 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
   /** The origin the event went on at, if the hand-over record names this event and another origin now. */
   async #movedTo(live: LiveEvent): Promise<string | undefined> {
     const handover = this.#options.handover;
-    if (!handover || this.#stopping.signal.aborted) return undefined;
+    // Also while the node stops: an event that went on elsewhere is not this node's to end, then either.
+    if (!handover) return undefined;
     const record = await handover.records.read(live.streamId);
     return record?.eventId === live.eventId && record.origin !== handover.origin() ? record.origin : undefined;
   }
