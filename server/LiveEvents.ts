@@ -28,6 +28,11 @@ export type LiveEventsEvents = {
   ended: [{ streamId: string; eventId: string }];
   /** The event went on at another origin (`origin`): this node let it go without ending it (issue #17). */
   handedOver: [{ streamId: string; eventId: string; origin: string }];
+  /**
+   * The publisher came back here within this node's grace after the event had gone on at another origin: this node
+   * takes the event back (its discovery registration is written again).
+   */
+  takenBack: [{ streamId: string; eventId: string }];
   /** An ended event's replay is published (catalog video `videoId`, playable at /vod/:videoId/index.m3u8). */
   archived: [{ streamId: string; eventId: string; videoId: string }];
 };
@@ -141,6 +146,15 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
   async publish(session: PublishSession, resumed: boolean): Promise<void> {
     const streamId = session.streamId;
     let live = this.#live.get(streamId);
+    if (live && resumed && this.#options.handover && (await this.#movedTo(live)) !== undefined) {
+      // Away to another origin and back within this node's grace: the event is taken back here as it was (its
+      // numbering is this node's, behind the other origin's; see server/README.md), so that the other origin lets
+      // it go at the end of its grace instead of ending it.
+      const { records, origin } = this.#options.handover;
+      this.log.warn({ streamId, eventId: live.eventId }, 'the publisher came back from another origin within the grace: the event is taken back here');
+      await records.write(streamId, { eventId: live.eventId, startedAt: live.startedAt, origin: origin(), renditions: live.packager.continuation() }, true);
+      this.safeEmit('takenBack', { streamId, eventId: live.eventId });
+    }
     if (!live || !resumed) {
       const { streams, vod, edge } = this.#options;
       const log = this.log.child({ streamId });

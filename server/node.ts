@@ -152,6 +152,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       this.#events.on('live', ({ streamId, eventId }) => void this.discovery.register(streamId, { internalUrl: this.internalUrl, eventId, since: Date.now() }));
       this.#events.on('ended', ({ streamId }) => void this.discovery.unregister(streamId));
       this.#events.on('handedOver', ({ streamId }) => void this.discovery.unregister(streamId));
+      this.#events.on('takenBack', ({ streamId, eventId }) => void this.discovery.register(streamId, { internalUrl: this.internalUrl, eventId, since: Date.now() }));
     }
     this.#relay = config.role === 'edge'
       ? new EdgeRelay({ locate: (id) => this.discovery.lookup(id), playbackSigningKey: config.playbackSigningKey, log: log.child({ component: 'edge-relay' }) })

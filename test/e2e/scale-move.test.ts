@@ -232,4 +232,28 @@ describe('a publisher that moves to another origin continues the same event; the
       await rm(dataDir, { recursive: true, force: true });
     }
   });
+  test('away to origin B and back to A within A\'s grace: A takes the event back, B lets it go without ending it', { timeout: 90_000 }, async () => {
+    const urlA = `${originA.node.httpUrl}/live/${streamId}/240p/index.m3u8`;
+    publisher = publish(`${originA.node.rtmpUrl}/${streamKey}`, { width: 426, height: 240, fps: 25 });
+    await waitFor('origin A to serve a new event', async () => (await playlist(urlA)).lastMsn >= 1, 40_000, 250);
+    const eventId = (await api(originA.node, 'GET', `/api/streams/${streamId}`)).body.stats.eventId as string;
+    publisher.stop();
+    await publisher.exited;
+    publisher = publish(`${originB.node.rtmpUrl}/${streamKey}`, { width: 426, height: 240, fps: 25 });
+    await waitFor('origin B to continue the event', async () => originB.node.transcoder(streamId) !== undefined
+      && (await edge.node.discovery.lookup(streamId, { fresh: true }))?.internalUrl === originB.node.internalUrl, (GRACE_SEC - 2) * 1000, 100);
+    publisher.stop();
+    await publisher.exited;
+    publisher = publish(`${originA.node.rtmpUrl}/${streamKey}`, { width: 426, height: 240, fps: 25 });
+    await waitFor('origin A to take the event back', async () => (await edge.node.discovery.lookup(streamId, { fresh: true }))?.internalUrl === originA.node.internalUrl, 15_000, 100);
+    await waitFor('origin B to let go at the end of its grace', () => originB.node.transcoder(streamId) === undefined, (GRACE_SEC + 15) * 1000, 250);
+    const view = await api(originA.node, 'GET', `/api/streams/${streamId}`);
+    assert.equal(view.body.status, 'live', 'B did not end the event');
+    assert.equal(view.body.stats.eventId, eventId, 'the same event');
+    assert.equal(view.body.stats.publishing, true);
+    await waitFor('A to go on serving it', async () => {
+      const s = await playlist(urlA);
+      return s.status === 200 && !s.endlist;
+    }, 10_000, 250);
+  });
 });
