@@ -300,6 +300,34 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
     assert.equal(playlist.waiting, 0);
   });
 
+  test('§6.2.5.2 over HTTP: a continued playlist (issue #17) parks a request for the other origin\'s next segment until its first media, not 400', async () => {
+    const packager = new StreamPackager({
+      streamId: 'abcdefghijkl', partTargetMs: PART_MS, segmentTargetMs: SEGMENT_MS, windowMs: WINDOW_MS, uriPrefix: 'v',
+      continueFrom: { '240p': { mediaSequence: 40, discontinuitySequence: 3 } },
+    });
+    packager.setPlan({ renditions: [{ name: '240p', width: 426, height: 240, fps: 30, videoKbps: 300, audioKbps: 64, passthrough: false }] } as LadderPlan);
+    const playlist = packager.playlist('240p')!;
+    const app = Fastify();
+    registerLiveRoutes(app, { packager: (id) => (id === packager.streamId ? packager : undefined), playbackSigningKey: undefined });
+    await app.ready();
+    try {
+      // A player (or an edge) that followed the other origin blocks on part 3 of its open segment 39.
+      let answered = false;
+      const pending = app.inject(`/live/${packager.streamId}/240p/index.m3u8?_HLS_msn=39&_HLS_part=3`).finally(() => {
+        answered = true;
+      });
+      while (playlist.waiting === 0 && !answered) await settled();
+      assert.equal(playlist.waiting, 1, `parked, not answered at once: ${answered ? (await pending).body : ''}`);
+      new Feed(playlist).start().parts(1);
+      const answer = await pending;
+      assert.equal(answer.statusCode, 200, answer.body);
+      assert.match(answer.body, /#EXT-X-MEDIA-SEQUENCE:40\n/);
+      assert.match(answer.body, /#EXT-X-DISCONTINUITY-SEQUENCE:3\n/);
+    } finally {
+      await app.close();
+    }
+  });
+
   test('§6.2.5.2 over HTTP: _HLS_msn past the advance limits is 400 at once; a part that does not come in three target durations is 503 ONAIR_ERR_HLS_TIMEOUT, not before', async () => {
     const packager = new StreamPackager({ streamId: 'abcdefghijkl', partTargetMs: PART_MS, segmentTargetMs: SEGMENT_MS, windowMs: WINDOW_MS, uriPrefix: 'u' });
     packager.setPlan({ renditions: [{ name: '240p', width: 426, height: 240, fps: 30, videoKbps: 300, audioKbps: 64, passthrough: false }] } as LadderPlan);
