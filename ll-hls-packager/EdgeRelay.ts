@@ -28,7 +28,7 @@ export type EdgeRelayEvents = {
 
 export interface EdgeRelayOptions {
   /** Where a stream is live now (discovery); undefined: nowhere. */
-  locate(streamId: string): Promise<{ internalUrl: string } | undefined>;
+  locate(streamId: string): Promise<{ internalUrl: string; eventId: string } | undefined>;
   /** The shared playback signing key: the edge signs its own upstream requests with it. */
   playbackSigningKey: string | undefined;
   log: Logger;
@@ -92,6 +92,8 @@ class RelayRendition {
   lastAsked = Date.now();
   subscribed = false;
   inFlight = 0;
+  /** The origin's final playlist (ENDLIST): every playlist request is answered with it from then on. */
+  final: Entry | undefined;
 }
 
 /** One relayed stream: the origin it comes from now, the token the edge signs with, its renditions. */
@@ -105,15 +107,22 @@ class RelayStream {
   tokenExpiresAtSec = 0;
   closed = false;
 
-  constructor(readonly id: string, public origin: string) {}
+  constructor(readonly id: string, public origin: string, public eventId: string) {}
 
-  reset(origin: string): void {
+  /** Some rendition got the origin's final playlist: the event is over (kept for viewers until idle). */
+  get ended(): boolean {
+    return [...this.renditions.values()].some((r) => r.final !== undefined);
+  }
+
+  reset(origin: string, eventId: string): void {
     this.origin = origin;
+    this.eventId = eventId;
     this.multivariant = undefined;
     for (const rendition of this.renditions.values()) {
       rendition.playlists.clear();
       rendition.media.clear();
       rendition.latest = '';
+      rendition.final = undefined;
       rendition.generation++;
     }
   }
@@ -156,12 +165,20 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
     return 3 * (this.#streams.get(streamId)?.renditions.get(rendition)?.targetSec ?? DEFAULT_TARGET_SEC) * 1000;
   }
 
-  /** The stream, where it is live now; undefined when no origin holds it. Follows a stream that moved. */
+  /**
+   * The stream, where it is live now; undefined when no origin holds it. Follows a stream that moved (the event
+   * continued at another origin, or a new event). An event that ended here (the origin's final playlist came) is
+   * served, ENDLIST and all, after the origin left discovery, until nobody asks for it.
+   */
   async stream(streamId: string): Promise<RelayStream | undefined> {
     if (this.#closed) return undefined;
     const location = await this.#options.locate(streamId);
     let stream = this.#streams.get(streamId);
     if (!location) {
+      if (stream?.ended) {
+        stream.lastAsked = Date.now();
+        return stream;
+      }
       if (stream) this.#drop(stream);
       return undefined;
     }
@@ -171,11 +188,11 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
         const oldest = [...this.#streams.values()].sort((a, b) => a.lastAsked - b.lastAsked)[0]!;
         this.#drop(oldest);
       }
-      stream = new RelayStream(streamId, location.internalUrl);
+      stream = new RelayStream(streamId, location.internalUrl, location.eventId);
       this.#streams.set(streamId, stream);
-    } else if (stream.origin !== location.internalUrl) {
-      this.#options.log.info({ streamId, origin: location.internalUrl }, 'edge: the stream moved to another origin; following it');
-      stream.reset(location.internalUrl);
+    } else if (stream.origin !== location.internalUrl || stream.eventId !== location.eventId) {
+      this.#options.log.info({ streamId, origin: location.internalUrl, eventId: location.eventId }, 'edge: the stream moved to another origin or a new event began; following it');
+      stream.reset(location.internalUrl, location.eventId);
     }
     stream.lastAsked = Date.now();
     return stream;
@@ -233,6 +250,8 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
   }
 
   #playlist(stream: RelayStream, rendition: string, state: RelayRendition, directives: { msn?: number; part?: number; skip?: string }): Promise<RelayedResponse> | undefined {
+    // §6.2.5: directives are ignored once the playlist has EXT-X-ENDLIST (the origin answers so too).
+    if (state.final) return state.final.promise;
     const key = `${directives.msn ?? ''}|${directives.part ?? ''}|${directives.skip ?? ''}`;
     const blocking = directives.msn !== undefined;
     const entry = state.playlists.get(key);
@@ -280,7 +299,7 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
    * stream is gone from discovery or has ended.
    */
   #subscribe(stream: RelayStream, rendition: string, state: RelayRendition): void {
-    if (state.subscribed || this.#closed || stream.closed) return;
+    if (state.subscribed || state.final || this.#closed || stream.closed) return;
     state.subscribed = true;
     void this.#run(stream, rendition, state).catch((error: unknown) => {
       this.#options.log.warn({ err: (error as Error).message, streamId: stream.id, rendition }, 'edge: subscription failed');
@@ -303,6 +322,8 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
         await sleep(200);
         continue;
       }
+      // The stream moved while the request was out: that origin's answer is not this rendition's any more.
+      if (stream.origin !== origin) continue;
       if (response.status !== 200) {
         // The origin timed out on the part (503): ask again. Anything else: start over from a plain reload.
         if (response.status !== 503 || response.unreachable) next = undefined;
@@ -320,7 +341,11 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
       state.latest = text;
       state.generation++;
       this.#prefetch(stream, rendition, state, text);
-      if (text.includes('#EXT-X-ENDLIST')) return;
+      if (text.includes('#EXT-X-ENDLIST')) {
+        // The event is over: this final playlist answers every viewer from now on, whatever discovery says next.
+        state.final = { promise: Promise.resolve(response), at: Date.now(), generation: state.generation };
+        return;
+      }
       next = nextPart(text);
     }
   }

@@ -207,6 +207,28 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
     assert.ok(lastDsn >= 5, `DISCONTINUITY-SEQUENCE ${lastDsn}: discontinuities slid out`);
   });
 
+  test('§4.4.3.3 an event continued at another origin (issue #17) goes on at the next Media Sequence Number, one discontinuity later', () => {
+    const a = newPlaylist();
+    const feedA = new Feed(a).start().parts(10);
+    feedA.start(0);
+    feedA.parts(30); // a restart in the window, then its earlier segments slide out
+    feedA.start(0);
+    feedA.parts(6);
+    const listedA = parse(render(a));
+    const lastA = listedA.segments.at(-1)!;
+    // The Discontinuity Sequence Number of A's last segment, as a player counts it.
+    const lastDsnA = Number(listedA.tag('EXT-X-DISCONTINUITY-SEQUENCE')) + listedA.segments.filter((seg) => seg.discontinuity).length;
+    const b = newPlaylist({ uriPrefix: 'v', continueFrom: a.continuation });
+    assert.equal(parse(render(b)).tag('EXT-X-MEDIA-SEQUENCE'), String(lastA.msn + 1), 'before its first media, the playlist names the next number');
+    new Feed(b).start().parts(6);
+    const listedB = parse(render(b));
+    assert.equal(listedB.segments[0]!.msn, lastA.msn + 1, 'the first segment follows the last one A listed');
+    assert.equal(Number(listedB.tag('EXT-X-DISCONTINUITY-SEQUENCE')), lastDsnA + 1, 'and is a discontinuity');
+    assert.equal(listedB.segments[0]!.map, 'v-init0.mp4');
+    // B's own continuation goes on from there.
+    assert.deepEqual(b.continuation, { mediaSequence: listedB.segments.at(-1)!.msn + 1, discontinuitySequence: lastDsnA + 2 });
+  });
+
   test('§4.4.4.6/§6.2.1 EXT-X-PROGRAM-DATE-TIME is on the first segment and after each discontinuity, advances with EXTINF, and a restarted run overlaps the last by under a second', () => {
     const playlist = newPlaylist({ windowMs: 60_000 });
     // The first run arrives faster than real time (a backlog): its dates end 1.2 s ahead of the clock.
@@ -276,6 +298,34 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
     assert.equal(arrived, false);
     assert.ok(Date.now() - started >= 25);
     assert.equal(playlist.waiting, 0);
+  });
+
+  test('§6.2.5.2 over HTTP: a continued playlist (issue #17) parks a request for the other origin\'s next segment until its first media, not 400', async () => {
+    const packager = new StreamPackager({
+      streamId: 'abcdefghijkl', partTargetMs: PART_MS, segmentTargetMs: SEGMENT_MS, windowMs: WINDOW_MS, uriPrefix: 'v',
+      continueFrom: { '240p': { mediaSequence: 40, discontinuitySequence: 3 } },
+    });
+    packager.setPlan({ renditions: [{ name: '240p', width: 426, height: 240, fps: 30, videoKbps: 300, audioKbps: 64, passthrough: false }] } as LadderPlan);
+    const playlist = packager.playlist('240p')!;
+    const app = Fastify();
+    registerLiveRoutes(app, { packager: (id) => (id === packager.streamId ? packager : undefined), playbackSigningKey: undefined });
+    await app.ready();
+    try {
+      // A player (or an edge) that followed the other origin blocks on part 3 of its open segment 39.
+      let answered = false;
+      const pending = app.inject(`/live/${packager.streamId}/240p/index.m3u8?_HLS_msn=39&_HLS_part=3`).finally(() => {
+        answered = true;
+      });
+      while (playlist.waiting === 0 && !answered) await settled();
+      assert.equal(playlist.waiting, 1, `parked, not answered at once: ${answered ? (await pending).body : ''}`);
+      new Feed(playlist).start().parts(1);
+      const answer = await pending;
+      assert.equal(answer.statusCode, 200, answer.body);
+      assert.match(answer.body, /#EXT-X-MEDIA-SEQUENCE:40\n/);
+      assert.match(answer.body, /#EXT-X-DISCONTINUITY-SEQUENCE:3\n/);
+    } finally {
+      await app.close();
+    }
   });
 
   test('§6.2.5.2 over HTTP: _HLS_msn past the advance limits is 400 at once; a part that does not come in three target durations is 503 ONAIR_ERR_HLS_TIMEOUT, not before', async () => {

@@ -4,9 +4,9 @@ import type { AdFeed } from '../lib/media/ads.js';
 import type { Cue } from '../lib/media/cues.js';
 import { renderMediaPlaylist, type RenderOptions } from './PlaylistRender.js';
 import { hasReached, partIsComing, PlaylistWaits } from './PlaylistWaits.js';
-import { PlaylistWindow, ProgramDates, type Part, type Segment } from './PlaylistWindow.js';
+import { PlaylistWindow, ProgramDates, type Continuation, type Part, type Segment } from './PlaylistWindow.js';
 
-export type { Part, Segment } from './PlaylistWindow.js';
+export type { Continuation, Part, Segment } from './PlaylistWindow.js';
 export { serverControlFor, type ServerControl } from './PlaylistRender.js';
 
 export interface MediaPlaylistOptions {
@@ -37,6 +37,8 @@ export interface MediaPlaylistOptions {
    * there, for this rendition. The break's content is then replaced by them until the break is over.
    */
   adBreakAt?: (programDateTime: number) => AdFeed | undefined;
+  /** The event continues here from another origin: numbering goes on from there, after a discontinuity. */
+  continueFrom?: Continuation;
 }
 
 /**
@@ -69,6 +71,7 @@ export class MediaPlaylist {
       uriPrefix: options.uriPrefix,
       windowMs: options.windowMs,
       ...(options.onSegment ? { onSegment: options.onSegment } : {}),
+      ...(options.continueFrom ? { continueFrom: options.continueFrom } : {}),
     });
     this.#dates = new ProgramDates(options.clockAnchor);
     this.#splice = new AdSplice(this.#window, this.#dates, options.uriPrefix);
@@ -102,9 +105,19 @@ export class MediaPlaylist {
     return this.#window.last;
   }
 
+  /** EXT-X-MEDIA-SEQUENCE: the first segment's number (the next one's while there is none). */
+  get mediaSequence(): number {
+    return this.#window.mediaSequence;
+  }
+
   /** Media Sequence Number of the last segment in the playlist, complete or not. */
   get lastMediaSequence(): number | undefined {
     return this.#window.lastMediaSequence;
+  }
+
+  /** Where another origin continuing the event goes on (next Media Sequence, its Discontinuity Sequence). */
+  get continuation(): Continuation {
+    return this.#window.continuation;
   }
 
   initData(uri: string): Buffer | undefined {

@@ -45,6 +45,19 @@ export interface PlaylistWindowOptions {
   windowMs: number;
   /** Sees every segment once it is complete, with the init it needs. */
   onSegment?: (segment: Segment, init: InitSegment) => void;
+  /**
+   * The event continues here from another origin (issue #17): numbering starts where that origin's left off (its
+   * `continuation`), and the first segment is a discontinuity.
+   */
+  continueFrom?: Continuation;
+}
+
+/** Where a rendition's numbering goes on when its event continues on another origin (`PlaylistWindow.continuation`). */
+export interface Continuation {
+  /** The Media Sequence Number of the next segment. */
+  mediaSequence: number;
+  /** The Discontinuity Sequence Number of that next segment, a discontinuity (one past the last segment's). */
+  discontinuitySequence: number;
 }
 
 /**
@@ -68,6 +81,22 @@ export class PlaylistWindow {
 
   constructor(options: PlaylistWindowOptions) {
     this.#options = options;
+    if (options.continueFrom) {
+      this.#nextMediaSequence = options.continueFrom.mediaSequence;
+      // The first segment is the discontinuity; it is first in the window, so DISCONTINUITY-SEQUENCE counts it.
+      this.#discontinuitySequence = options.continueFrom.discontinuitySequence;
+      this.#pendingDiscontinuity = true;
+    }
+  }
+
+  /**
+   * What another origin continuing this event starts from: the next Media Sequence Number, and the Discontinuity
+   * Sequence Number of a discontinuity after the last segment (DISCONTINUITY-SEQUENCE counts the first segment's own
+   * discontinuity; a later segment adds one for each it carries).
+   */
+  get continuation(): Continuation {
+    const inWindow = this.#segments.filter((segment, i) => i > 0 && segment.discontinuity).length;
+    return { mediaSequence: this.#nextMediaSequence, discontinuitySequence: this.#discontinuitySequence + inWindow + 1 };
   }
 
   get segments(): readonly Segment[] {

@@ -1,6 +1,6 @@
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
 import type { InitSegment } from '../lib/media/fmp4.js';
-import { MediaPlaylist, serverControlFor, type Segment, type ServerControl } from './MediaPlaylist.js';
+import { MediaPlaylist, serverControlFor, type Continuation, type Segment, type ServerControl } from './MediaPlaylist.js';
 import { AdFeed, type AdMedia } from '../lib/media/ads.js';
 import type { Cue } from '../lib/media/cues.js';
 
@@ -14,6 +14,11 @@ export interface StreamPackagerOptions {
   uriPrefix?: string;
   /** Every complete segment of every rendition, with its init (for the event's recording). */
   onSegment?: (rendition: Rendition, segment: Segment, init: InitSegment) => void;
+  /**
+   * The event continues here from another origin (issue #17): each rendition's numbering goes on from that origin's
+   * (`continuation()`), after a discontinuity. A rendition it did not have goes on from the furthest one it had.
+   */
+  continueFrom?: Readonly<Record<string, Continuation>>;
 }
 
 interface RenditionState {
@@ -181,6 +186,7 @@ export class StreamPackager {
           onSegmentStart: (programDateTime: number, mediaStartMs: number) => this.#segmentStarted(programDateTime, mediaStartMs),
           cues: () => this.#cues,
           adBreakAt: (programDateTime: number) => this.#adFeed(rendition.name, programDateTime),
+          ...(this.#continueFrom(rendition.name)),
           ...(this.#options.onSegment ? {
             onSegment: (segment: Segment, init: InitSegment) => {
               const state = this.#renditions.get(rendition.name);
@@ -190,6 +196,28 @@ export class StreamPackager {
         }),
       });
     }
+  }
+
+  /** Where each rendition's numbering goes on if another origin continues the event (issue #17). */
+  continuation(): Record<string, Continuation> {
+    const renditions: Record<string, Continuation> = {};
+    for (const [name, { playlist }] of this.#renditions) renditions[name] = playlist.continuation;
+    return renditions;
+  }
+
+  #continueFrom(name: string): { continueFrom?: Continuation } {
+    const from = this.#options.continueFrom;
+    if (!from) return {};
+    const own = Object.hasOwn(from, name) ? from[name] : undefined;
+    if (own) return { continueFrom: own };
+    const all = Object.values(from);
+    if (all.length === 0) return {};
+    return {
+      continueFrom: {
+        mediaSequence: Math.max(...all.map((c) => c.mediaSequence)),
+        discontinuitySequence: Math.max(...all.map((c) => c.discontinuitySequence)),
+      },
+    };
   }
 
   end(): void {

@@ -2,7 +2,7 @@ import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import type { PublishSession } from '../ingest/index.js';
 import { LiveTranscoder, type LadderPlan, type LoadGovernor, type VideoEncoderKind } from '../live-transcoder/index.js';
-import { StreamPackager } from '../ll-hls-packager/index.js';
+import { StreamPackager, type Continuation } from '../ll-hls-packager/index.js';
 import type { EventRecorder } from '../vod-archive/index.js';
 import type { EdgeRtpInputs, WebRtcEdge } from '../webrtc-edge/index.js';
 import type { Config } from './config.js';
@@ -31,6 +31,10 @@ export interface LiveEventOptions {
   governor: Pick<LoadGovernor, 'add' | 'remove'>;
   /** The transcoder exited unexpectedly (it restarts on its own). */
   transcoderRestarted: (streamId: string) => void;
+  /** The event continues here from another origin (issue #17): its LL-HLS numbering goes on from there. */
+  continueFrom?: Readonly<Record<string, Continuation>>;
+  /** A segment of some rendition completed (the hand-over record is written again). */
+  segmentDone?: () => void;
 }
 
 /**
@@ -42,6 +46,8 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
   readonly streamId: string;
   readonly eventId: string;
   readonly startedAt: number;
+  /** Since when this node holds the event (later than `startedAt` when it continued here from another origin). */
+  readonly heldSince = Date.now();
   readonly transcoder: LiveTranscoder;
   readonly packager: StreamPackager;
   /** The event's recording (its source and its ladder's segments): the replay and the archive's input. */
@@ -87,12 +93,19 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
       if (!expected) options.transcoderRestarted(streamId);
     });
     const recorder = this.recorder;
+    const segmentDone = options.segmentDone;
     const packager = new StreamPackager({
       streamId,
       partTargetMs: config.partTargetMs,
       segmentTargetMs: config.segmentTargetMs,
       windowMs: config.dvrWindowMs,
-      ...(recorder ? { onSegment: (rendition, segment, init) => recorder.addSegment(rendition, segment, init) } : {}),
+      ...(options.continueFrom ? { continueFrom: options.continueFrom } : {}),
+      ...(recorder || segmentDone ? {
+        onSegment: (rendition, segment, init) => {
+          recorder?.addSegment(rendition, segment, init);
+          segmentDone?.();
+        },
+      } : {}),
     });
     this.packager = packager;
     transcoder.on('start', ({ plan }) => {
@@ -157,15 +170,24 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
    * playlists get ENDLIST) and the WebRTC stream. Idempotent: a second call returns the first one's promise.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#close();
+    this.#closing ??= this.#close(true);
     return this.#closing;
   }
 
-  async #close(): Promise<void> {
+  /**
+   * The event went on at another origin (issue #17): the same as close() but the playlists do not end (no ENDLIST:
+   * the event is not over, a player that still reads them must not think it is). Idempotent with close().
+   */
+  letGo(): Promise<void> {
+    this.#closing ??= this.#close(false);
+    return this.#closing;
+  }
+
+  async #close(end: boolean): Promise<void> {
     closeEventCues(this.cues);
     this.#governor.remove(this.transcoder);
     await this.transcoder.close();
-    this.packager.end();
+    if (end) this.packager.end();
     this.#edge?.closeStream(this.streamId);
   }
 }

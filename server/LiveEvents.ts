@@ -9,6 +9,7 @@ import type { EventRecorder, VodArchive } from '../vod-archive/index.js';
 import type { WebRtcEdge } from '../webrtc-edge/index.js';
 import { LiveEvent, type LiveEventOptions } from './LiveEvent.js';
 import type { StreamStore } from './streams.js';
+import type { EventHandover, EventHandovers } from './handover.js';
 
 /** An ended stream's playlists (with ENDLIST) stay this long for players finishing up. */
 const ENDED_PLAYLIST_RETENTION_MS = 10 * 60_000;
@@ -25,6 +26,13 @@ export type LiveEventsEvents = {
   live: [{ streamId: string; eventId: string; transcoder: LiveTranscoder }];
   /** A live event ended (grace ran out, stream deleted, node closing). */
   ended: [{ streamId: string; eventId: string }];
+  /** The event went on at another origin (`origin`): this node let it go without ending it (issue #17). */
+  handedOver: [{ streamId: string; eventId: string; origin: string }];
+  /**
+   * The publisher came back here within this node's grace after the event had gone on at another origin: this node
+   * takes the event back (its discovery registration is written again).
+   */
+  takenBack: [{ streamId: string; eventId: string }];
   /** An ended event's replay is published (catalog video `videoId`, playable at /vod/:videoId/index.m3u8). */
   archived: [{ streamId: string; eventId: string; videoId: string }];
 };
@@ -32,7 +40,7 @@ export type LiveEventsEvents = {
 export interface LiveEventsOptions extends Pick<LiveEventOptions, 'config' | 'encoder' | 'governor' | 'transcoderRestarted'> {
   log: Logger;
   streams: Pick<StreamStore, 'list' | 'get' | 'setStatus' | 'startEvent' | 'endEvent' | 'currentEvent' | 'event'>;
-  vod: Pick<VodArchive, 'startRecording' | 'recordings' | 'recoverRecording' | 'archiveEvent'>;
+  vod: Pick<VodArchive, 'startRecording' | 'recordings' | 'recoverRecording' | 'archiveEvent' | 'storePiece'>;
   edge: Pick<WebRtcEdge, 'openStream' | 'setProducers' | 'closeStream'> | undefined;
   /** Moves the event's chat onto its replay's timeline. */
   placeComments: (eventId: string, timeline: readonly { wallMs: number; videoMs: number; durationMs: number }[]) => Promise<void>;
@@ -43,6 +51,11 @@ export interface LiveEventsOptions extends Pick<LiveEventOptions, 'config' | 'en
    * database is then that origin's, not this node's to end. Absent: never.
    */
   heldElsewhere?: (streamId: string) => Promise<boolean>;
+  /**
+   * Events that move between origins (issue #17, shared Redis only): the hand-over records, and this origin's
+   * internal URL as they name it. Absent: a publish always starts a new event (a single node).
+   */
+  handover?: { records: Pick<EventHandovers, 'read' | 'write' | 'release' | 'forget'>; origin: () => string };
 }
 
 /**
@@ -133,11 +146,23 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
   async publish(session: PublishSession, resumed: boolean): Promise<void> {
     const streamId = session.streamId;
     let live = this.#live.get(streamId);
+    if (live && resumed && this.#options.handover && (await this.#movedTo(live)) !== undefined) {
+      // Away to another origin and back within this node's grace: the event is taken back here as it was (its
+      // numbering is this node's, behind the other origin's; see server/README.md), so that the other origin lets
+      // it go at the end of its grace instead of ending it.
+      const { records, origin } = this.#options.handover;
+      this.log.warn({ streamId, eventId: live.eventId }, 'the publisher came back from another origin within the grace: the event is taken back here');
+      await records.write(streamId, { eventId: live.eventId, startedAt: live.startedAt, origin: origin(), renditions: live.packager.continuation() }, true);
+      this.safeEmit('takenBack', { streamId, eventId: live.eventId });
+    }
     if (!live || !resumed) {
       const { streams, vod, edge } = this.#options;
       const log = this.log.child({ streamId });
-      const startedAt = Date.now();
-      const eventId = await streams.startEvent(streamId, startedAt);
+      // The publisher moved here from another origin within its grace: the same event goes on (issue #17).
+      const continued = live ? undefined : await this.#continuable(streamId);
+      const startedAt = continued?.startedAt ?? Date.now();
+      const eventId = continued?.eventId ?? await streams.startEvent(streamId, startedAt);
+      if (continued) log.info({ eventId, from: continued.origin }, 'the event continues here from another origin');
       const recorder = await vod.startRecording(eventId).catch((error: unknown) => {
         log.error({ err: error }, 'the event cannot be recorded (no replay or archive for it)');
         return undefined;
@@ -145,7 +170,19 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
       // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
       const rtpInputs = edge ? await edge.openStream(streamId) : undefined;
       const { config, encoder, governor, transcoderRestarted } = this.#options;
-      const event = new LiveEvent({ streamId, eventId, startedAt, recorder, rtpInputs, log, config, encoder, edge, governor, transcoderRestarted });
+      const handover = this.#options.handover;
+      // The record another origin needs to continue the event: written now, and again as segments complete.
+      const writeRecord = (force: boolean): void => {
+        if (!handover) return;
+        const renditions = { ...continued?.renditions, ...event.packager.continuation() };
+        void handover.records.write(streamId, { eventId, startedAt, origin: handover.origin(), renditions }, force);
+      };
+      const event: LiveEvent = new LiveEvent({
+        streamId, eventId, startedAt, recorder, rtpInputs, log, config, encoder, edge, governor, transcoderRestarted,
+        ...(continued ? { continueFrom: continued.renditions } : {}),
+        ...(handover ? { segmentDone: () => writeRecord(false) } : {}),
+      });
+      writeRecord(true);
       event.on('plan', (plan) => this.#options.planChanged(event, plan));
       this.#packagers.get(streamId)?.end();
       this.#packagers.set(streamId, event.packager);
@@ -167,6 +204,11 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
     const live = this.#live.get(streamId);
     if (!live) return;
     this.#live.delete(streamId);
+    const movedTo = await this.#movedTo(live);
+    if (movedTo !== undefined) {
+      await this.#letGo(live, movedTo);
+      return;
+    }
     await live.close();
     if (!this.#stopping.signal.aborted) {
       const timer = setTimeout(() => {
@@ -190,10 +232,54 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
         if (!this.#live.has(streamId) && !(await this.#heldElsewhere(streamId))) await streams.setStatus(streamId, 'ended');
       });
       if (!ended) return;
+      // The event is over: no other origin may continue it (a stale record would be refused anyway: its event ended).
+      const handover = this.#options.handover;
+      if (handover) void handover.records.release(streamId, eventId, handover.origin());
       this.safeEmit('ended', { streamId, eventId });
       await this.#untilDone({ streamId, eventId }, 'publishing the replay and queueing the archive', () => this.#archive(live));
     } finally {
       if (this.#waitingEnds.get(streamId) === eventId) this.#waitingEnds.delete(streamId);
+    }
+  }
+
+  /**
+   * A fresh hand-over record for the stream whose event is still open in the database (not ended): the event to
+   * continue here. Redis or the database away: none (a new event starts, as on a single node).
+   */
+  async #continuable(streamId: string): Promise<EventHandover | undefined> {
+    const handover = this.#options.handover;
+    if (!handover) return undefined;
+    const record = await handover.records.read(streamId);
+    if (!record) return undefined;
+    const current = await this.#options.streams.currentEvent(streamId).catch(() => undefined);
+    return current?.id === record.eventId ? record : undefined;
+  }
+
+  /** The origin the event went on at, if the hand-over record names this event and another origin now. */
+  async #movedTo(live: LiveEvent): Promise<string | undefined> {
+    const handover = this.#options.handover;
+    // Also while the node stops: an event that went on elsewhere is not this node's to end, then either.
+    if (!handover) return undefined;
+    const record = await handover.records.read(live.streamId);
+    return record?.eventId === live.eventId && record.origin !== handover.origin() ? record.origin : undefined;
+  }
+
+  /**
+   * The event went on at another origin: this node lets it go. Its media stops, its playlists are dropped without
+   * ENDLIST (the event is not over; edges follow the other origin), the database is not told anything, and this
+   * node's piece of the recording goes to shared storage beside the event's sources, where the archive of the origin
+   * that ends the event finds it (vod-archive/README.md, "Events that move between origins").
+   */
+  async #letGo(live: LiveEvent, origin: string): Promise<void> {
+    const { streamId, eventId, recorder } = live;
+    this.#options.handover?.records.forget(streamId);
+    if (this.#packagers.get(streamId) === live.packager) this.#packagers.delete(streamId);
+    await live.letGo();
+    this.log.info({ streamId, eventId, origin }, 'the event went on at another origin: this origin lets go of it (not ended) and stores its piece of the recording');
+    this.safeEmit('handedOver', { streamId, eventId, origin });
+    if (recorder) {
+      await this.#untilDone({ streamId, eventId }, 'storing this origin\'s piece of the recording',
+        () => this.#options.vod.storePiece({ eventId, recorder, heldSince: live.heldSince }));
     }
   }
 
@@ -277,10 +363,28 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
         await recorder.remove();
         continue;
       }
+      if (await this.#continuedElsewhere(event.streamId, eventId)) {
+        this.log.info({ eventId, streamId: event.streamId }, 'the event cut off when the node stopped went on at another origin: storing this node\'s piece of it');
+        await this.#untilDone({ eventId, streamId: event.streamId }, 'storing a piece left by the last run', () => vod.storePiece({ eventId, recorder }));
+        continue;
+      }
       this.log.info({ eventId, streamId: event.streamId }, 'archiving the recording of an event cut off when the node stopped');
       await this.#untilDone({ eventId, streamId: event.streamId }, 'archiving a recording left by the last run',
         () => this.#archiveRecording({ eventId, streamId: event.streamId, startedAt: event.startedAt, recorder, cues: [] }));
     }
+  }
+
+  /**
+   * Did the event of a recording left by the last run go on at another origin (issue #17)? Its hand-over record names
+   * another origin, or it is still open in the database and discovery shows it live elsewhere. Then the recording is
+   * a piece of the event, not the whole of it.
+   */
+  async #continuedElsewhere(streamId: string, eventId: string): Promise<boolean> {
+    const handover = this.#options.handover;
+    if (!handover) return false;
+    const record = await handover.records.read(streamId);
+    if (record?.eventId === eventId) return record.origin !== handover.origin();
+    return (await this.#options.streams.currentEvent(streamId))?.id === eventId && await this.#heldElsewhere(streamId);
   }
 
   /** The node begins to close: ends of events stop retrying (a recording they leave is archived by the next start). */

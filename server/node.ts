@@ -29,6 +29,7 @@ import { startChat, startEdge, startVodArchive, type EdgeWiring } from './rooms.
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
 import { StreamDirectory } from './discovery.js';
 import { RemoteStats } from './remoteStats.js';
+import { EventHandovers } from './handover.js';
 
 /**
  * close() ends within this, whatever state children and dependencies are in: each step has its own deadline (below)
@@ -39,6 +40,9 @@ export const CLOSE_TIMEOUT_MS = 10_000;
 const CLOSE_REDIS_RESERVE_MS = 2_000;
 /** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
 const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
+
+/** A hand-over record outlives its last write by this plus the reconnect grace (the discovery lease, and a margin). */
+const HANDOVER_LEASE_MS = 15_000;
 
 /** The node's events: those of its live events (server/LiveEvents.ts). */
 export type OnAirNodeEvents = LiveEventsEvents;
@@ -133,6 +137,13 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           return at !== undefined && at.internalUrl !== this.#ownInternalUrl();
         },
       }),
+      // A publisher that moves to another origin continues the event there (#17): only on a shared Redis, on origins.
+      ...(config.redisUrl === undefined || config.role === 'edge' ? {} : {
+        handover: {
+          records: new EventHandovers({ redis: parts.redis, log: log.child({ component: 'handover' }), ttlMs: HANDOVER_LEASE_MS + config.reconnectGraceMs }),
+          origin: () => this.internalUrl,
+        },
+      }),
     });
     this.#events.on('live', (live) => this.safeEmit('live', live));
     this.#events.on('ended', (ended) => this.safeEmit('ended', ended));
@@ -141,6 +152,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     if (config.role !== 'edge') {
       this.#events.on('live', ({ streamId, eventId }) => void this.discovery.register(streamId, { internalUrl: this.internalUrl, eventId, since: Date.now() }));
       this.#events.on('ended', ({ streamId }) => void this.discovery.unregister(streamId));
+      this.#events.on('handedOver', ({ streamId }) => void this.discovery.unregister(streamId));
+      this.#events.on('takenBack', ({ streamId, eventId }) => void this.discovery.register(streamId, { internalUrl: this.internalUrl, eventId, since: Date.now() }));
     }
     this.#relay = config.role === 'edge'
       ? new EdgeRelay({ locate: (id) => this.discovery.lookup(id), playbackSigningKey: config.playbackSigningKey, log: log.child({ component: 'edge-relay' }) })

@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { createLogger } from '../lib/log.js';
 import { nextPart } from '../ll-hls-packager/index.js';
 import { StreamDirectory } from '../server/discovery.js';
+import { EventHandovers } from '../server/handover.js';
 import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import { waitFor } from './support/harness.js';
 
@@ -64,6 +65,40 @@ describe('discovery: origins register their live streams in Redis with a lease (
     assert.equal((await directory().lookup('s4'))?.internalUrl, 'http://b:1');
     await a.close();
     await b.close();
+  });
+
+  test('hand-over records: written, read by another origin, released only by the origin that holds the event; malformed ones read as none', async () => {
+    const redis = new Redis(redisOptionsFromUrl(server.url));
+    clients.push(redis);
+    const records = new EventHandovers({ redis, log, ttlMs: 2_000 });
+    const record = { eventId: 'e1', startedAt: 5, origin: 'http://10.0.0.5:8080', renditions: { '240p': { mediaSequence: 12, discontinuitySequence: 3 } } };
+    await records.write('h1', record, true);
+    assert.deepEqual(await records.read('h1'), record);
+    await records.write('h1', { ...record, startedAt: 6 }); // within a second of the last write: not written
+    assert.equal((await records.read('h1'))?.startedAt, 5);
+    // The event moved to another origin: a late segment of the old one does not take the record back.
+    const other = new EventHandovers({ redis, log, ttlMs: 2_000 });
+    await other.write('h1', { ...record, origin: 'http://10.0.0.6:8080' }, true);
+    await new Promise((resolve) => setTimeout(resolve, 1_050));
+    await records.write('h1', { ...record, startedAt: 7 });
+    assert.equal((await records.read('h1'))?.origin, 'http://10.0.0.6:8080');
+    await records.release('h1', 'e1', 'http://10.0.0.5:8080');
+    assert.ok(await records.read('h1'), 'the old origin cannot remove it');
+    await other.release('h1', 'e1', 'http://10.0.0.6:8080');
+    await records.write('h1', record, true);
+    await records.release('h1', 'e1', 'http://10.0.0.6:8080');
+    assert.ok(await records.read('h1'), 'another origin cannot remove it');
+    await records.release('h1', 'e1', 'http://10.0.0.5:8080');
+    assert.equal(await records.read('h1'), undefined);
+    assert.equal(await records.read('../x'), undefined);
+    for (const raw of ['not json', '{"eventId":"e","startedAt":1,"origin":"file:///etc","renditions":{}}',
+      '{"eventId":"e","startedAt":1,"origin":"http://a","renditions":{"240p":{"mediaSequence":-1,"discontinuitySequence":0}}}',
+      '{"eventId":"e","startedAt":1,"origin":"http://a","renditions":{"../x":{"mediaSequence":1,"discontinuitySequence":0}}}']) {
+      await redis.set('onair:event:h2', raw);
+      assert.equal(await records.read('h2'), undefined, raw);
+    }
+    await records.write('h3', record, true);
+    await waitFor('the record to lapse past its TTL', async () => (await records.read('h3')) === undefined, 5_000, 100);
   });
 
   test('malformed ids and entries read as "not live"', async () => {

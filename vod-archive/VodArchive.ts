@@ -184,6 +184,47 @@ export class VodArchive {
   }
 
   /**
+   * The event went on at another origin (issue #17): this node's piece of it, its publishes' FLVs as recorded, is
+   * stored beside the event's sources as `sources/<eventId>/piece-<heldSince>-source-<n>.flv`, copied and verified
+   * through the archive journal, then the local recording is removed. The archive job of the origin that ends the
+   * event lists every key under `sources/<eventId>/` in order: the pieces (named by when each origin took the event)
+   * come before that origin's own `source-<n>.flv`, so the archive is the whole event, back to back. Idempotent and
+   * run one at a time per event, like archiveEvent. `heldSince` absent (a recording left by a node that died): the
+   * recording's first segment's date.
+   */
+  async storePiece(piece: { eventId: string; recorder: EventRecorder; heldSince?: number }): Promise<void> {
+    const before = this.#archiving.get(piece.eventId);
+    const run = (before ?? Promise.resolve()).catch(() => {}).then(async () => {
+      await this.#storePiece(piece);
+      return undefined;
+    });
+    this.#archiving.set(piece.eventId, run);
+    try {
+      await run;
+    } finally {
+      if (this.#archiving.get(piece.eventId) === run) this.#archiving.delete(piece.eventId);
+    }
+  }
+
+  async #storePiece(piece: { eventId: string; recorder: EventRecorder; heldSince?: number }): Promise<void> {
+    const { eventId, recorder } = piece;
+    if (!(await stat(recorder.dir).catch(() => undefined))) return;
+    const recording = await recorder.finish([]);
+    const journal = await ArchiveJournal.open(recording.dir);
+    // A recording left by a node that died has no hold time: its first segment's date stands in.
+    const since = piece.heldSince ?? recording.startDate ?? 0;
+    const tag = `piece-${String(Math.max(0, Math.floor(since))).padStart(15, '0')}`;
+    const sources: { key: string; file: string }[] = [];
+    for (const name of recording.sourceFiles) {
+      const file = path.join(recording.dir, name);
+      if ((await stat(file).catch(() => undefined))?.size) sources.push({ key: `${sourcePrefix(eventId)}/${tag}-${name}`, file });
+    }
+    await this.#store(journal, sources);
+    this.#log.info({ eventId, files: sources.length }, 'piece of a moved event stored beside its sources');
+    await recorder.remove();
+  }
+
+  /**
    * Copy → verify → record, for each file the journal does not name yet (4 at a time to S3, playlists last). The
    * local files stay: the recording is removed as a whole once it is archived.
    */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -242,6 +242,8 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
   test('origin A killed: its registration lapses within the lease and the edge answers cleanly; on origin B the edge follows', { timeout: 90_000 }, async (t) => {
     const edgeUrl = `${edgeNode.httpUrl}/live/${streamId}/240p/index.m3u8`;
     const prefixA = /URI="([a-z0-9]+)-p/.exec((await get(edgeUrl)).text)![1];
+    const eventId = (await api(remoteA as OnAirNode, 'GET', `/api/streams/${streamId}`)).body.stats.eventId as string;
+    const lastMsnA = Number(/#EXT-X-MEDIA-SEQUENCE:(\d+)/.exec((await get(`${remoteA.httpUrl}/live/${streamId}/240p/index.m3u8`)).text)![1]);
     originA.kill('SIGKILL');
     await originA.exited;
     publisher?.stop();
@@ -264,5 +266,19 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     }, 40_000, 500);
     t.diagnostic(`the edge served origin B's playlist ${Date.now() - killedAt} ms after origin A was killed`);
     assert.equal((await edgeNode.discovery.lookup(streamId, { fresh: true }))?.internalUrl, originB.node.httpUrl);
+    // Within the grace: the event A held goes on at B (#17), its numbering continued.
+    assert.equal((await api(originB.node, 'GET', `/api/streams/${streamId}`)).body.stats.eventId, eventId, 'the same event goes on at B');
+    assert.ok(Number(/#EXT-X-MEDIA-SEQUENCE:(\d+)/.exec((await get(edgeUrl)).text)![1]) > lastMsnA, 'the media sequence continues');
+    // A comes back (same data dir): the recording it left is a piece of the event that went on at B, stored beside
+    // the event's sources, not archived as an event of its own.
+    originA = spawnNode({
+      ...COMMON, ONAIR_REDIS_URL: redis.url, ONAIR_DATABASE_URL: postgres.url, ONAIR_ROLE: 'origin', ONAIR_DATA_DIR: path.join(dataDir, 'a'), ONAIR_HOST: '127.0.0.1',
+      ONAIR_HTTP_PORT: '0', ONAIR_RTMP_PORT: '0', ONAIR_WEBRTC_PORT: '0', ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: 'ultrafast', ONAIR_VOD_CONCURRENCY: '0', ONAIR_LOG_LEVEL: 'warn',
+    });
+    await originA.waitForStdout(/OnAir is on air/, 60_000);
+    const sourcesA = path.join(dataDir, 'a', 'storage', 'sources', eventId);
+    await waitFor('the restarted origin A to store its piece', async () => (await readdir(sourcesA).catch(() => [])).some((f) => /^piece-\d{15}-source-\d+\.flv$/.test(f)), 20_000, 250);
+    assert.equal((await api(originB.node, 'GET', `/api/streams/${streamId}`)).body.status, 'live', 'A\'s restart did not end the event');
+    assert.equal(await originB.node.vod.catalog.get(eventId), undefined, 'nor archived it as a video of its own');
   });
 });
