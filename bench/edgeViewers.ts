@@ -119,7 +119,10 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     const ready = await nodeReady(origin, signal, (part) => {
       if (!part.mirrored) published.set(`${part.rendition}/${part.sequence}`, part.at);
     });
-    edge = forkBounded(NODE_PROCESS, cleanEnv({ ...shared, ONAIR_ROLE: 'edge', ONAIR_DATA_DIR: path.join(dir, 'edge') }), totalMs, signal);
+    // BENCH_EDGE_PROFILE=<dir>: the edge writes a V8 CPU profile there when it stops (node --cpu-prof).
+    const profile = process.env['BENCH_EDGE_PROFILE'];
+    edge = forkBounded(NODE_PROCESS, cleanEnv({ ...shared, ONAIR_ROLE: 'edge', ONAIR_DATA_DIR: path.join(dir, 'edge') }), totalMs, signal,
+      profile ? { execArgv: ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profile)}`] } : {});
     const edgeReady = await nodeReady(edge, signal);
     const originPid = origin.child.pid!;
     const edgePid = edge.child.pid!;
