@@ -29,7 +29,8 @@ import type { LoadOptions, LoadResult } from './support/viewerLoad.js';
  *   Viewers per edge core = N / the edge's CPU; the origin's cost of an edge = its CPU with the edge and N viewers
  *   behind it / its CPU with one viewer.
  * - Steps: BENCH_EDGE_VIEWERS (default `500,1000,2000`), BENCH_EDGE_SECONDS (default 10) of window after a ramp and
- *   a warm-up, direct then through the edge.
+ *   a warm-up, direct then through the edge. BENCH_EDGE_GZIP=1: the viewers ask for gzip, as browsers do.
+ * - BENCH_EDGE_PROFILE=<dir>: the edge writes a V8 CPU profile (node --cpu-prof) there when it stops.
  */
 
 /** The issue's goal: ≥ 2,000 viewers per edge core with p99 ≤ 50 ms and no error; the origin within 10 % of one viewer. */
@@ -89,12 +90,15 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     throw new BenchError(`BENCH_EDGE_VIEWERS: ${(error as Error).message}`);
   }
   const measureMs = seconds('BENCH_EDGE_SECONDS', 10) * 1000;
+  // BENCH_EDGE_GZIP=1: viewers ask for gzip as browsers do (the servers then gzip playlists; the generator inflates).
+  const gzip = process.env['BENCH_EDGE_GZIP'] === '1';
   const stepMs = (n: number): number => rampMs(n) + WARMUP_MS + measureMs + TAIL_MS + 5000;
   const totalMs = stepMs(1) + steps.reduce((sum, n) => sum + 2 * stepMs(n), 0) + 120_000;
   report(`nodes     one origin and one edge (ONAIR_ROLE=edge), each an OnAir process; one redis-server (discovery), one PostgreSQL; ` +
     `publish ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps -re → 2 renditions, WebRTC off`);
   report(`load      viewerLoad in its own process (raw keep-alive HTTP, blocking reload + part), steps ${steps.join(', ')} ` +
-    `(BENCH_EDGE_VIEWERS), ${measureMs / 1000} s window (BENCH_EDGE_SECONDS); baseline: the origin with 1 viewer`);
+    `(BENCH_EDGE_VIEWERS), ${measureMs / 1000} s window (BENCH_EDGE_SECONDS), ${gzip ? 'Accept-Encoding: gzip' : 'no gzip asked'} (BENCH_EDGE_GZIP); ` +
+    'baseline: the origin with 1 viewer');
   report(`machine   ${os.availableParallelism()} cores shared by origin, edge, ffmpeg, the load generator (and whatever else runs): pessimistic`);
 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-bench-edge-'));
@@ -140,7 +144,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     const cpu = { origin: () => processCpuSec(originPid) ?? NaN, edge: () => processCpuSec(edgePid) ?? NaN };
     const step = (via: EdgeStep['via'], viewers: number): Promise<EdgeStep> => measureStep(via, {
       mode: 'blocking', host: '127.0.0.1', port: port[via], playlists, viewers, rampMs: rampMs(viewers), warmupMs: WARMUP_MS, measureMs,
-      tailMs: TAIL_MS, pollMs: 200, requestTimeoutMs: 10_000, stopOnError: false,
+      tailMs: TAIL_MS, pollMs: 200, requestTimeoutMs: 10_000, stopOnError: false, acceptGzip: gzip,
     }, cpu, published, signal);
 
     report('deliv = the viewer has the whole part − its publication on the origin, ms; CPU in core-s/s of each node process; ' +

@@ -9,6 +9,35 @@ import { acceptsGzip, fail, hungUp, MEDIA_FILE, parseDirectives, registerLiveCor
 
 const PENDING = Symbol('pending');
 
+/**
+ * A relayed playlist as viewers get it: the viewer's token substituted into its URIs, and gzipped at most once.
+ * Without signed playback every viewer of a response shares one view (one toString, one gzip per new playlist, as the
+ * origin's render cache); with it, each token has its own, a few kept per response.
+ */
+interface PlaylistView {
+  body: Buffer;
+  /** Length in UTF-16 units: the origin's threshold for gzip is on its text's length. */
+  chars: number;
+  gzip?: Buffer;
+}
+const views = new WeakMap<RelayedResponse, Map<string, PlaylistView>>();
+const MAX_VIEWS_PER_RESPONSE = 16;
+
+function viewOf(response: RelayedResponse, query: string): PlaylistView {
+  let byQuery = views.get(response);
+  if (!byQuery) views.set(response, (byQuery = new Map()));
+  const key = response.upstreamQuery === '' ? '' : query;
+  let view = byQuery.get(key);
+  if (!view) {
+    let text = response.body.toString('utf8');
+    if (response.upstreamQuery !== '') text = text.split(`?${response.upstreamQuery}`).join(query);
+    view = { body: response.upstreamQuery === '' ? response.body : Buffer.from(text, 'utf8'), chars: text.length };
+    if (byQuery.size >= MAX_VIEWS_PER_RESPONSE) byQuery.delete(byQuery.keys().next().value!);
+    byQuery.set(key, view);
+  }
+  return view;
+}
+
 export interface EdgeLiveRoutesOptions {
   relay: EdgeRelay;
   /** HMAC key: when set, every /live URL needs a valid `?token=` (checked here, as the origin does). */
@@ -116,10 +145,11 @@ export function registerEdgeLiveRoutes(app: FastifyInstance, options: EdgeLiveRo
     if (response.retryAfter) reply.header('retry-after', response.retryAfter);
     if (!playlist || response.status !== 200) return reply.send(response.body);
     reply.header('vary', 'accept-encoding');
-    let text = response.body.toString('utf8');
-    if (response.upstreamQuery !== '') text = text.split(`?${response.upstreamQuery}`).join(query);
-    if (!acceptsGzip(request) || text.length < 1024) return reply.send(text);
-    return reply.header('content-encoding', 'gzip').send(gzipSync(text));
+    const view = viewOf(response, query);
+    // A Buffer is written as is; a string would be encoded again for every viewer (and typed text/plain without a type).
+    if (!acceptsGzip(request) || view.chars < 1024) return reply.send(response.contentType ? view.body : view.body.toString('utf8'));
+    view.gzip ??= gzipSync(view.body);
+    return reply.header('content-encoding', 'gzip').send(view.gzip);
   };
 
   app.get('/live/:id/index.m3u8', async (request, reply) => {
