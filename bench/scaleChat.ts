@@ -3,10 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import { startPostgres, type TestPostgres } from '../test/support/postgres.js';
-import { BenchError, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
+import { BenchError, envSteps, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { sleep } from './support/clock.js';
 import { connectAll, fanout, SENDERS, startOnAir, type FanoutFigures, type Target } from './support/chatLoad.js';
-import { parseSteps } from './edgeViewers.js';
 import { msText } from './support/stats.js';
 
 /*
@@ -39,12 +38,7 @@ function envInt(name: string, fallback: number, min: number, max: number): numbe
 const keptUp = (f: FanoutFigures): boolean => f.deliveries >= f.expected && f.p99 !== undefined && f.p99 <= P99_MS;
 
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
-  let steps: number[];
-  try {
-    steps = parseSteps(process.env['BENCH_SCALE_CHAT_CLIENTS'], [500, 1000, 2000], 9000);
-  } catch (error) {
-    throw new BenchError(`BENCH_SCALE_CHAT_CLIENTS: ${(error as Error).message}`);
-  }
+  const steps = envSteps('BENCH_SCALE_CHAT_CLIENTS', [500, 1000, 2000], 9000);
   const rate = envInt('BENCH_SCALE_CHAT_RATE', 100, 1, 2000);
   const seconds = envInt('BENCH_SCALE_CHAT_SECONDS', 5, 1, 120);
   report(`servers   OnAir processes (dist/server/main.js) on one redis-server and one PostgreSQL: 1 process, then 2 (Socket.IO Redis adapter); ` +

@@ -4,9 +4,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import { startPostgres, type TestPostgres } from '../test/support/postgres.js';
-import { BenchError, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
+import { BenchError, envSteps, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { sleep } from './support/clock.js';
-import { parseSteps } from './edgeViewers.js';
 import { createStream, nodeReady } from './support/nodeProcess.js';
 import { liveRenditions } from './support/playlist.js';
 import { descendantProcesses } from './support/procfs.js';
@@ -69,12 +68,7 @@ function nodeCpuSec(pid: number): number {
 }
 
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
-  let steps: number[];
-  try {
-    steps = parseSteps(process.env['BENCH_SCALE_WHEP_VIEWERS'], [10, 30], 500);
-  } catch (error) {
-    throw new BenchError(`BENCH_SCALE_WHEP_VIEWERS: ${(error as Error).message}`);
-  }
+  const steps = envSteps('BENCH_SCALE_WHEP_VIEWERS', [10, 30], 500);
   const windowMs = envSeconds('BENCH_SCALE_WHEP_SECONDS', 5) * 1000;
   const totalMs = steps.reduce((sum, n) => sum + 2 * (n * 2000 + SETTLE_MS + windowMs + 30_000), 0) + 180_000;
   report(`nodes     one origin and one edge (ONAIR_ROLE=edge), each an OnAir process with 1 viewer mediasoup worker; one redis-server, ` +

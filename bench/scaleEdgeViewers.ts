@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import { startPostgres, type TestPostgres } from '../test/support/postgres.js';
-import { BenchError, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
+import { BenchError, envSteps, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { epochMs, sleep } from './support/clock.js';
 import { createStream, nodeReady } from './support/nodeProcess.js';
 import { liveRenditions } from './support/playlist.js';
@@ -66,16 +66,6 @@ export interface EdgeStep {
   loadavg: number;
 }
 
-/** `500,1000` → [500, 1000]; bounded. */
-export function parseSteps(raw: string | undefined, fallback: number[], max = 20_000): number[] {
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const steps = raw.split(',').map((s) => Number(s.trim()));
-  if (steps.length === 0 || steps.length > 10 || steps.some((n) => !Number.isInteger(n) || n < 1 || n > max)) {
-    throw new BenchError(`expected up to 10 comma-separated integers from 1 to ${max}, got "${raw}"`);
-  }
-  return steps;
-}
-
 function seconds(name: string, fallback: number): number {
   const raw = process.env[name];
   const value = raw === undefined || raw === '' ? fallback : Number(raw);
@@ -84,12 +74,7 @@ function seconds(name: string, fallback: number): number {
 }
 
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
-  let steps: number[];
-  try {
-    steps = parseSteps(process.env['BENCH_EDGE_VIEWERS'], [500, 1000, 2000]);
-  } catch (error) {
-    throw new BenchError(`BENCH_EDGE_VIEWERS: ${(error as Error).message}`);
-  }
+  const steps = envSteps('BENCH_EDGE_VIEWERS', [500, 1000, 2000], 20_000);
   const measureMs = seconds('BENCH_EDGE_SECONDS', 10) * 1000;
   // BENCH_EDGE_GZIP=1: viewers ask for gzip as browsers do (the servers then gzip playlists; the generator inflates).
   const gzip = process.env['BENCH_EDGE_GZIP'] === '1';
