@@ -10,9 +10,10 @@ import { acceptsGzip, fail, hungUp, MEDIA_FILE, parseDirectives, registerLiveCor
 const PENDING = Symbol('pending');
 
 /**
- * A relayed playlist as viewers get it: the viewer's token substituted into its URIs, and gzipped at most once.
- * Without signed playback every viewer of a response shares one view (one toString, one gzip per new playlist, as the
- * origin's render cache); with it, each token has its own, a few kept per response.
+ * A relayed playlist as viewers get it, gzipped at most once. Without signed playback every viewer of a response gets
+ * the same bytes: one view per response, kept with it (one toString, one gzip per new playlist, as the origin's render
+ * cache). With it, each viewer's token is written into the URIs and a viewer asks for each response once: a view per
+ * request, not kept (keeping them would multiply the relay's memory by the viewers).
  */
 interface PlaylistView {
   body: Buffer;
@@ -20,21 +21,15 @@ interface PlaylistView {
   chars: number;
   gzip?: Buffer;
 }
-const views = new WeakMap<RelayedResponse, Map<string, PlaylistView>>();
-const MAX_VIEWS_PER_RESPONSE = 16;
+const shared = new WeakMap<RelayedResponse, PlaylistView>();
 
 function viewOf(response: RelayedResponse, query: string): PlaylistView {
-  let byQuery = views.get(response);
-  if (!byQuery) views.set(response, (byQuery = new Map()));
-  const key = response.upstreamQuery === '' ? '' : query;
-  let view = byQuery.get(key);
-  if (!view) {
-    let text = response.body.toString('utf8');
-    if (response.upstreamQuery !== '') text = text.split(`?${response.upstreamQuery}`).join(query);
-    view = { body: response.upstreamQuery === '' ? response.body : Buffer.from(text, 'utf8'), chars: text.length };
-    if (byQuery.size >= MAX_VIEWS_PER_RESPONSE) byQuery.delete(byQuery.keys().next().value!);
-    byQuery.set(key, view);
+  if (response.upstreamQuery !== '') {
+    const text = response.body.toString('utf8').split(`?${response.upstreamQuery}`).join(query);
+    return { body: Buffer.from(text, 'utf8'), chars: text.length };
   }
+  let view = shared.get(response);
+  if (!view) shared.set(response, (view = { body: response.body, chars: response.body.toString('utf8').length }));
   return view;
 }
 
