@@ -9,6 +9,30 @@ import { acceptsGzip, fail, hungUp, MEDIA_FILE, parseDirectives, registerLiveCor
 
 const PENDING = Symbol('pending');
 
+/**
+ * A relayed playlist as viewers get it, gzipped at most once. Without signed playback every viewer of a response gets
+ * the same bytes: one view per response, kept with it (one toString, one gzip per new playlist, as the origin's render
+ * cache). With it, each viewer's token is written into the URIs and a viewer asks for each response once: a view per
+ * request, not kept (keeping them would multiply the relay's memory by the viewers).
+ */
+interface PlaylistView {
+  body: Buffer;
+  /** Length in UTF-16 units: the origin's threshold for gzip is on its text's length. */
+  chars: number;
+  gzip?: Buffer;
+}
+const shared = new WeakMap<RelayedResponse, PlaylistView>();
+
+function viewOf(response: RelayedResponse, query: string): PlaylistView {
+  if (response.upstreamQuery !== '') {
+    const text = response.body.toString('utf8').split(`?${response.upstreamQuery}`).join(query);
+    return { body: Buffer.from(text, 'utf8'), chars: text.length };
+  }
+  let view = shared.get(response);
+  if (!view) shared.set(response, (view = { body: response.body, chars: response.body.toString('utf8').length }));
+  return view;
+}
+
 export interface EdgeLiveRoutesOptions {
   relay: EdgeRelay;
   /** HMAC key: when set, every /live URL needs a valid `?token=` (checked here, as the origin does). */
@@ -116,10 +140,11 @@ export function registerEdgeLiveRoutes(app: FastifyInstance, options: EdgeLiveRo
     if (response.retryAfter) reply.header('retry-after', response.retryAfter);
     if (!playlist || response.status !== 200) return reply.send(response.body);
     reply.header('vary', 'accept-encoding');
-    let text = response.body.toString('utf8');
-    if (response.upstreamQuery !== '') text = text.split(`?${response.upstreamQuery}`).join(query);
-    if (!acceptsGzip(request) || text.length < 1024) return reply.send(text);
-    return reply.header('content-encoding', 'gzip').send(gzipSync(text));
+    const view = viewOf(response, query);
+    // A Buffer is written as is; a string would be encoded again for every viewer (and typed text/plain without a type).
+    if (!acceptsGzip(request) || view.chars < 1024) return reply.send(response.contentType ? view.body : view.body.toString('utf8'));
+    view.gzip ??= gzipSync(view.body);
+    return reply.header('content-encoding', 'gzip').send(view.gzip);
   };
 
   app.get('/live/:id/index.m3u8', async (request, reply) => {

@@ -37,7 +37,7 @@ const packages = [
   { name: 'redis-server', present: () => onPath('redis-server'), modes: ['run', 'test', 'bench'] },
   // The news ticker's font (live-transcoder/liveCommand.ts TICKER_FONT); usually there already through fontconfig.
   { name: 'fonts-dejavu-core', present: () => existsSync('/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf'), modes: ['run', 'test', 'bench'] },
-  { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test'] },
+  { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test', 'bench'] },
   { name: 'chromium', present: () => existsSync('/usr/bin/chromium'), modes: ['test', 'bench'] },
   // Emoji glyphs for the reaction buttons in the page tests' screenshots (a viewer's own browser has its own).
   { name: 'fonts-noto-color-emoji', present: () => existsSync('/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf'), modes: ['test'] },

@@ -46,6 +46,20 @@ export function envInteger(name: string, fallback: number, min: number, max: num
   return Number(raw);
 }
 
+/**
+ * Steps of a load from the environment: `500,1000` → [500, 1000] (at most 10, each from 1 to `max`); the default when
+ * unset; a bad value stops the run with its name.
+ */
+export function envSteps(name: string, fallback: number[], max: number): number[] {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const steps = raw.split(',').map((s) => Number(s.trim()));
+  if (steps.length > 10 || steps.some((n) => !Number.isInteger(n) || n < 1 || n > max)) {
+    throw new BenchError(`${name}: expected up to 10 comma-separated integers from 1 to ${max}, got "${raw}"`);
+  }
+  return steps;
+}
+
 /** `value` to `digits` decimals, as the tables print it. */
 export const fixed = (value: number, digits = 3): string => value.toFixed(digits);
 

@@ -10,6 +10,8 @@ import net from 'node:net';
 export interface HttpResponse {
   status: number;
   body: Buffer;
+  /** `Content-Encoding: gzip` (only when the connection asks for it): the body is as sent, still compressed. */
+  gzipped: boolean;
 }
 
 /** A request failed at the transport level (connection refused or reset, timeout, malformed response). */
@@ -30,6 +32,7 @@ export class HttpConnection {
   readonly #host: string;
   readonly #port: number;
   readonly #timeoutMs: number;
+  readonly #extraHeaders: string;
   #socket: net.Socket | undefined;
   #pending: Pending | undefined;
   #chunks: Buffer[] = [];
@@ -38,10 +41,12 @@ export class HttpConnection {
   /** Connections opened so far (1 when keep-alive held throughout). */
   connects = 0;
 
-  constructor(host: string, port: number, timeoutMs = 10_000) {
+  /** `acceptGzip`: ask for gzip as browsers do (an LL-HLS server then gzips its playlists). */
+  constructor(host: string, port: number, timeoutMs = 10_000, options: { acceptGzip?: boolean } = {}) {
     this.#host = host;
     this.#port = port;
     this.#timeoutMs = timeoutMs;
+    this.#extraHeaders = options.acceptGzip ? 'Accept-Encoding: gzip\r\n' : '';
   }
 
   /** GET `path`; resolves with any status (the caller judges it), rejects on transport errors and on close(). */
@@ -52,7 +57,7 @@ export class HttpConnection {
     return new Promise<HttpResponse>((resolve, reject) => {
       const timer = setTimeout(() => this.#fail(new HttpClientError(`no response within ${this.#timeoutMs} ms: GET ${path}`)), this.#timeoutMs);
       this.#pending = { resolve, reject, timer };
-      socket.write(`GET ${path} HTTP/1.1\r\nHost: ${this.#host}:${this.#port}\r\nAccept: */*\r\n\r\n`);
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: ${this.#host}:${this.#port}\r\nAccept: */*\r\n${this.#extraHeaders}\r\n`);
     });
   }
 
@@ -147,7 +152,7 @@ export class HttpConnection {
       this.#socket = undefined;
       socket?.destroy();
     }
-    pending.resolve({ status, body });
+    pending.resolve({ status, body, gzipped: /\r\ncontent-encoding:\s*gzip/.test(lower) });
   }
 }
 

@@ -201,14 +201,15 @@ export async function within<T>(what: string, promise: Promise<T>, timeoutMs: nu
 /**
  * A forked Node process that cannot outlive its time limit or the run: SIGTERM (the node then closes its ffmpeg and
  * Redis), SIGKILL if it is still there 10 s later. Its stdout is ignored unless `onStdout` reads it (the soak run
- * counts the node's log lines by level).
+ * counts the node's log lines by level). `execArgv`: Node's own flags for the child (`--cpu-prof`, which NODE_OPTIONS refuses).
  */
 export function forkBounded(module: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal: AbortSignal, options: {
   onStdout?: (text: string) => void;
+  execArgv?: string[];
 } = {}): {
   child: ChildProcess; exited: Promise<void>; stderr(): string; stop(): void;
 } {
-  const child = fork(module, [], { env, stdio: ['ignore', options.onStdout ? 'pipe' : 'ignore', 'pipe', 'ipc'] });
+  const child = fork(module, [], { env, stdio: ['ignore', options.onStdout ? 'pipe' : 'ignore', 'pipe', 'ipc'], ...(options.execArgv ? { execArgv: options.execArgv } : {}) });
   if (options.onStdout) child.stdout!.setEncoding('utf8').on('data', options.onStdout);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (text: string) => { stderr = (stderr + text).slice(-4000); });

@@ -1,4 +1,5 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { gunzipSync } from 'node:zlib';
 import { epochMs } from './clock.js';
 import { HttpConnection } from './httpClient.js';
 import { newestPart, nextPartQuery, type NewestPart } from './playlist.js';
@@ -36,6 +37,8 @@ export interface LoadOptions {
   pollMs: number;
   requestTimeoutMs: number;
   stopOnError: boolean;
+  /** Ask for gzip as browsers do (playlists then come gzipped; the generator inflates them). Default: no. */
+  acceptGzip?: boolean;
 }
 
 export interface LoadResult {
@@ -119,7 +122,7 @@ async function viewer(load: Load, index: number): Promise<void> {
   const { options } = load;
   const { rendition, path } = options.playlists[index % options.playlists.length]!;
   const base = path.slice(0, path.lastIndexOf('/') + 1);
-  const connection = new HttpConnection(options.host, options.port, options.requestTimeoutMs);
+  const connection = new HttpConnection(options.host, options.port, options.requestTimeoutMs, { acceptGzip: options.acceptGzip === true });
   load.onStop(() => {
     load.connections += connection.connects;
     connection.close();
@@ -155,7 +158,7 @@ async function viewer(load: Load, index: number): Promise<void> {
       load.sent();
       const response = await connection.get(url);
       if (response.status !== 200) throw new Error(`playlist of ${rendition}: ${response.status} ${response.body.toString('utf8').slice(0, 100)}`);
-      const newest = newestPart(response.body.toString('latin1'));
+      const newest = newestPart((response.gzipped ? gunzipSync(response.body) : response.body).toString('latin1'));
       if (!newest) throw new Error(`playlist of ${rendition} lists no part`);
       if (!have || newest.sequence > have.sequence) await fetchParts(newest);
     } catch (error) {

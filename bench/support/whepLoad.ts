@@ -35,7 +35,8 @@ export interface Sample {
 }
 
 export type LoadMessage =
-  | { type: 'added'; viewers: number; failed: number; errors: string[] }
+  /** `setupMs`: per viewer added, POST of the offer → its first video packet. */
+  | { type: 'added'; viewers: number; failed: number; errors: string[]; setupMs: number[] }
   | Sample;
 
 const send = (message: LoadMessage): void => {
@@ -50,12 +51,15 @@ async function add(command: Extract<LoadCommand, { type: 'add' }>): Promise<void
   let next = 0;
   let failed = 0;
   const errors: string[] = [];
+  const setupMs: number[] = [];
   const one = async (): Promise<void> => {
     let client: WhepClient | undefined;
     try {
+      const startedAt = performance.now();
       client = await connectWhep(command.url, { timeoutMs: command.timeoutMs });
       if (client.status !== 201) throw new Error(`POST answered ${client.status}: ${client.answer.slice(0, 200)}`);
       await client.waitFor('the first video packet', (s) => s.videoPackets > 0, command.timeoutMs);
+      setupMs.push(performance.now() - startedAt);
       viewers.push(client);
     } catch (error) {
       failed += 1;
@@ -70,7 +74,7 @@ async function add(command: Extract<LoadCommand, { type: 'add' }>): Promise<void
     }
   });
   await Promise.all(lanes);
-  send({ type: 'added', viewers: viewers.length, failed, errors });
+  send({ type: 'added', viewers: viewers.length, failed, errors, setupMs });
 }
 
 function sample(): Sample {
@@ -103,7 +107,7 @@ async function close(): Promise<void> {
 
 process.on('message', (command: LoadCommand) => {
   if (command.type === 'add') {
-    add(command).catch((error: unknown) => send({ type: 'added', viewers: viewers.length, failed: command.count, errors: [String(error)] }));
+    add(command).catch((error: unknown) => send({ type: 'added', viewers: viewers.length, failed: command.count, errors: [String(error)], setupMs: [] }));
   } else if (command.type === 'sample') {
     send(sample());
   } else if (command.type === 'close') {
