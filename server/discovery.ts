@@ -51,6 +51,8 @@ export class StreamDirectory {
   /** What this node registered: stream → the exact value written (for compare-and-delete). */
   readonly #held = new Map<string, string>();
   readonly #cache = new Map<string, { at: number; location: StreamLocation | undefined }>();
+  /** Reads of Redis in flight, by stream (as many as distinct streams asked about at once; each gone when done). */
+  readonly #reading = new Map<string, Promise<StreamLocation | undefined>>();
   readonly #timer: NodeJS.Timeout;
 
   constructor(options: StreamDirectoryOptions) {
@@ -88,6 +90,17 @@ export class StreamDirectory {
     if (!STREAM_ID.test(streamId)) return undefined;
     const cached = this.#cache.get(streamId);
     if (cached && !options.fresh && Date.now() - cached.at < this.#cacheMs) return cached.location;
+    if (options.fresh) return this.#read(streamId, cached);
+    // A crowd asking at once when the cache expires (an edge's viewers) shares one read of Redis.
+    let reading = this.#reading.get(streamId);
+    if (!reading) {
+      reading = this.#read(streamId, cached).finally(() => this.#reading.delete(streamId));
+      this.#reading.set(streamId, reading);
+    }
+    return reading;
+  }
+
+  async #read(streamId: string, cached: { location: StreamLocation | undefined } | undefined): Promise<StreamLocation | undefined> {
     let location: StreamLocation | undefined;
     try {
       location = parseLocation(await this.#redis.get(KEY_PREFIX + streamId));

@@ -101,6 +101,21 @@ describe('discovery: origins register their live streams in Redis with a lease (
     await waitFor('the record to lapse past its TTL', async () => (await records.read('h3')) === undefined, 5_000, 100);
   });
 
+  test('concurrent lookups of one stream (a crowd on an edge when the cache expires) are one read of Redis', async () => {
+    const origin = directory();
+    await origin.register('s9', { internalUrl: 'http://10.0.0.9:8080', eventId: 'e9', since: 1 });
+    const edge = directory();
+    const gets = async (): Promise<number> => {
+      const info = await clients[0]!.info('commandstats');
+      return Number(/cmdstat_get:calls=(\d+)/.exec(info)?.[1] ?? 0);
+    };
+    const before = await gets();
+    const found = await Promise.all(Array.from({ length: 50 }, () => edge.lookup('s9')));
+    assert.ok(found.every((f) => f?.eventId === 'e9'));
+    assert.equal((await gets()) - before, 1, 'one GET for 50 concurrent lookups');
+    await origin.close();
+  });
+
   test('malformed ids and entries read as "not live"', async () => {
     const edge = directory();
     assert.equal(await edge.lookup('../../etc'), undefined);
