@@ -110,6 +110,13 @@ function toOnAirError(error: Error & { code?: string; statusCode?: number; valid
   return new OnAirError('ONAIR_ERR_INTERNAL');
 }
 
+const IN_FLIGHT = new WeakMap<FastifyInstance, Set<FastifyRequest>>();
+
+/** The requests a server built here is still answering, as `METHOD /route/template` (never a URL: tokens stay out). */
+export function inFlightRoutes(app: FastifyInstance): string[] {
+  return [...IN_FLIGHT.get(app) ?? []].map((request) => `${request.method} ${request.routeOptions.url ?? 'unmatched'}`);
+}
+
 export function buildHttpServer(deps: HttpDeps): FastifyInstance {
   const options = {
     // Request lines only at debug: a busy origin would drown the log, and URLs can carry playback tokens.
@@ -143,9 +150,19 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
   });
   app.setNotFoundHandler((_request, reply) => sendError(reply, 'ONAIR_ERR_NOT_FOUND'));
 
+  // Requests in flight, for a close that has to cut them (`inFlightRoutes`): bounded by the connections the server holds.
+  const inFlight = new Set<FastifyRequest>();
+  IN_FLIGHT.set(app, inFlight);
+  app.addHook('onRequest', (request, _reply, done) => {
+    inFlight.add(request);
+    request.raw.once('close', () => inFlight.delete(request));
+    done();
+  });
+
   // Per-route request counts and durations. Labels are bounded: the route template, never the URL; a method outside
   // the known few and a request that matched no route each fold into one value.
   app.addHook('onResponse', async (request, reply) => {
+    inFlight.delete(request);
     const method = KNOWN_METHODS.has(request.method) ? request.method : 'OTHER';
     const route = request.routeOptions.url ?? 'unmatched';
     deps.metrics.httpRequests.inc({ method, route, status: String(reply.statusCode) });

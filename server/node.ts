@@ -15,7 +15,7 @@ import { loadAdminToken } from './adminToken.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db.js';
 import { TrustedProxies } from '../lib/address.js';
-import { buildHttpServer } from './http.js';
+import { buildHttpServer, inFlightRoutes } from './http.js';
 import { Metrics } from './metrics.js';
 import { registerWebRoutes } from './web.js';
 import { registerCueRoutes } from '../cues/index.js';
@@ -39,6 +39,8 @@ export const CLOSE_TIMEOUT_MS = 10_000;
 /** Kept at the end of close() for the embedded redis-server to flush its append-only file (then it is killed). */
 const CLOSE_REDIS_RESERVE_MS = 2_000;
 /** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
+/** How long requests in flight get to finish at close before their connections are cut (within the `http` step). */
+const HTTP_DRAIN_MS = 1_000;
 const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
 
 /** A hand-over record outlives its last write by this plus the reconnect grace (the discovery lease, and a margin). */
@@ -415,6 +417,26 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     return this.#closing;
   }
 
+  /**
+   * Stops listening and lets requests in flight finish for HTTP_DRAIN_MS; then cuts the connections of those still open
+   * (a blocking LL-HLS reload parked for three target durations, a client that never reads), naming them in the log.
+   */
+  async #closeHttp(): Promise<void> {
+    const closing = this.#http.close();
+    const cut = setTimeout(() => {
+      const open = inFlightRoutes(this.#http);
+      if (open.length > 0) {
+        this.log.warn({ count: open.length, requests: open.slice(0, 20) }, 'close: requests still in flight after the drain; their connections are cut');
+      }
+      (this.#http.server as { closeAllConnections?: () => void }).closeAllConnections?.();
+    }, HTTP_DRAIN_MS);
+    try {
+      await closing;
+    } finally {
+      clearTimeout(cut);
+    }
+  }
+
   async #close(): Promise<void> {
     this.#closed = true;
     const steps = new CloseSteps({ log: this.log, budgetsMs: CLOSE_STEP_MS, timeoutMs: CLOSE_TIMEOUT_MS, reserveMs: CLOSE_REDIS_RESERVE_MS });
@@ -425,7 +447,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#relay?.close();
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
     await step('chat', () => this.#chat.close());
-    await step('http', () => this.#http.close());
+    await step('http', () => this.#closeHttp());
     await step('ingest', () => this.#ingest.close());
     // An event cut off here keeps its recording on disk: the next start archives it (archiveLeftRecordings).
     await step('endings', () => this.#events.settled());

@@ -114,9 +114,12 @@ describe('S3 outages delay VOD work and lose nothing (Swift s3api SIGKILLed, the
   });
 
   after(async () => {
-    await close?.();
-    await s3?.stop();
-    if (media) await rm(media, { recursive: true, force: true });
+    try {
+      await close?.();
+    } finally {
+      await s3?.stop();
+      if (media) await rm(media, { recursive: true, force: true });
+    }
   });
 
   test('an upload processed while S3 is down waits (status says why), then ends ready with its source intact', async () => {

@@ -55,8 +55,11 @@ for (const backend of backends) {
     });
 
     after(async () => {
-      await close?.();
-      await backend.stop();
+      try {
+        await close?.();
+      } finally {
+        await backend.stop();
+      }
     });
 
     test('a 20 MB upload cut twice, resumed on the same node and after a node restart, becomes a ready video whose source SHA-256 matches', async () => {

@@ -49,8 +49,11 @@ export async function startTestNode(env: Record<string, string> = {}, dataDir?: 
     node,
     dataDir: dir,
     async close(options = {}) {
-      await node.close();
-      if (!options.keepData) await rm(dir, { recursive: true, force: true });
+      try {
+        await node.close();
+      } finally {
+        if (!options.keepData) await rm(dir, { recursive: true, force: true });
+      }
     },
   };
 }
