@@ -57,6 +57,8 @@ export interface NodeCapacity {
 export const CAPACITY_HEADROOM = 0.15;
 /** A stream's CPU cost is measured over this much of its recent past (and needs half of it to be known). */
 const COST_WINDOW_MS = 10_000;
+/** Backlog readings are smoothed by their peak over this long (two readings at the default 1 s sampling). */
+const SMOOTH_MS = 1_000;
 
 /** `change`: a stream changed level; `up` is a step back towards the full ladder. */
 export type LadderChangeData = { streamId: string; level: number; direction: 'down' | 'up' | 'catch-up'; reason: string };
@@ -69,6 +71,8 @@ interface Watched {
   transcoder: LiveTranscoder;
   /** Backlog samples of the last `behindForMs`. */
   samples: { at: number; backlogMs: number }[];
+  /** Raw readings of the last SMOOTH_MS: each sample above is their peak. */
+  readings: { at: number; backlogMs: number }[];
   lastChangeAt: number;
   /** When it last stepped back up (a fall behind soon after means the step back up failed). */
   recoveredAt: number | undefined;
@@ -125,7 +129,7 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
 
   add(transcoder: LiveTranscoder, now = Date.now()): void {
     this.#streams.set(transcoder.streamId, {
-      transcoder, samples: [], lastChangeAt: now, recoveredAt: undefined, recoverAfterMs: this.#recoverAfterMs, cpu: [],
+      transcoder, samples: [], readings: [], lastChangeAt: now, recoveredAt: undefined, recoverAfterMs: this.#recoverAfterMs, cpu: [],
     });
   }
 
@@ -187,8 +191,15 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
     const idle = this.#cpuIdle();
     this.#idle = idle;
     for (const watched of this.#streams.values()) {
-      watched.samples.push({ at: now, backlogMs: watched.transcoder.backlogMs });
-      while (watched.samples.length > 0 && now - watched.samples[0]!.at > this.#behindForMs) watched.samples.shift();
+      // A publisher that sends in bursts makes single readings jump by a second or more either way (measured: 1.7,
+      // 3.0, 1.0, 3.4 s… for an encoder steadily ~2.5 s behind); one that dips under the bound would reset the count.
+      // Each sample is the peak of the readings of the last SMOOTH_MS.
+      watched.readings.push({ at: now, backlogMs: watched.transcoder.backlogMs });
+      while (now - watched.readings[0]!.at > SMOOTH_MS) watched.readings.shift();
+      watched.samples.push({ at: now, backlogMs: Math.max(...watched.readings.map((r) => r.backlogMs)) });
+      // The window keeps one sample at or past its far edge, so that it spans the whole `behindForMs`: trimmed to the
+      // samples strictly inside it, a timer a millisecond late left 2 s of a 3 s window, never enough to judge.
+      while (watched.samples.length > 1 && now - watched.samples[1]!.at >= this.#behindForMs) watched.samples.shift();
       const sec = this.#cpuSeconds(watched.transcoder);
       // A restarted ffmpeg (fewer seconds than before) or none running: its cost is measured afresh.
       if (sec === undefined || sec < (watched.cpu[watched.cpu.length - 1]?.sec ?? 0)) watched.cpu = [];
@@ -230,6 +241,7 @@ export class LoadGovernor extends TypedEmitter<LoadGovernorEvents> {
   #change(now: number, watched: Watched, level: number, direction: 'down' | 'up' | 'catch-up', reason: string): void {
     watched.lastChangeAt = now;
     watched.samples = [];
+    watched.readings = [];
     watched.cpu = [];
     this.#lastChangeAt = now;
     const { transcoder } = watched;

@@ -132,6 +132,43 @@ describe('load governor (live-transcoder/LoadGovernor.ts)', () => {
     g.close();
   });
 
+  test('sampled once a second by a timer that drifts (1001 ms), a backlog held over the bound is behind within a few samples', () => {
+    // The window kept only the samples of the last 3 s: with a timer a millisecond late, three samples spanning 2 s,
+    // never the 2.25 s asked for; the stream was found behind only when the timer happened to run early (6–20 s).
+    const g = new LoadGovernor({
+      policy: 'degrade', log, behindMs: 1000, behindForMs: 3000, settleMs: 8000, sampleMs: 0,
+      cpuIdle: () => 0.9, cpuSeconds: () => undefined, cores: 2,
+    });
+    const t = new FakeTranscoder('a');
+    let now = 1_000_000;
+    g.add(t as unknown as LiveTranscoder, now);
+    t.backlogMs = 3000;
+    let tookMs: number | undefined;
+    for (let at = now; at < now + 20_000; at += 1001) {
+      g.check(at);
+      if (t.changes.length > 0) {
+        tookMs = at - now;
+        break;
+      }
+    }
+    assert.ok(tookMs !== undefined && tookMs <= 9_100, `found behind after ${tookMs} ms (settle 8 s, window 3 s)`);
+    g.close();
+  });
+
+  test('a noisy backlog (a publisher sending in bursts to an encoder short of CPU) is behind when it sits over the bound', () => {
+    // Measured in the overload test: an encoder at ~0.95x real time read 1.7, 3.0, 1.0, 3.4, 2.1 s… behind, its
+    // readings dipping under the bound now and then; the governor waited until the dips stopped (6–12 s behind).
+    const { g, add, advance } = governor();
+    const t = new FakeTranscoder('a');
+    add(t);
+    advance(3000);
+    const noise = [1500, -1600, 700, -1200, 1100, -400, 300, -1500, 900, -300];
+    let i = 0;
+    advance(3000, () => { t.backlogMs = 2500 + noise[i++ % noise.length]!; });
+    assert.deepEqual(t.changes, [1], 'degraded within one window and a half of sitting ~2.5 s behind');
+    g.close();
+  });
+
   test('the fewest-steps stream is degraded first; at the last step a stream behind is restarted at live', () => {
     const { g, add, advance } = governor({ recoverAfterMs: 600_000 });
     const a = new FakeTranscoder('a');
