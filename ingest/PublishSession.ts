@@ -44,6 +44,12 @@ const FPS_PROBE_FRAMES = 8;
 /** A GOP cache bigger than this is dropped: it only serves transcoder restarts, and a broken GOP is not worth RAM. */
 const GOP_CACHE_MAX_BYTES = 16 * 1024 * 1024;
 const RATE_WINDOW_MS = 3000;
+/** The least-delayed frame of this long dates the media (clocks drift; a window follows them). */
+const OFFSET_WINDOW_MS = 10_000;
+/** Frames kept for that minimum at most (a deque; a sane publisher keeps it to a few). */
+const MAX_OFFSETS = 1024;
+/** A keyframe is dated at most this much before its own arrival (timestamps that jump are not followed further). */
+const MAX_DATE_CORRECTION_MS = 2_000;
 
 /**
  * One accepted RTMP publish. Turns RTMP messages into FLV tags for the transcoder (no second RTMP hop), reads the
@@ -68,6 +74,14 @@ export class PublishSession extends TypedEmitter<PublishSessionEvents> {
   #audioChannels: number | undefined;
   #size: { width: number; height: number } | undefined;
   #gop: Buffer[] = [];
+  /** When the GOP's keyframe reached the ingest (ms since the epoch), and its FLV timestamp. */
+  #gopAt = 0;
+  #gopDts = 0;
+  /**
+   * Arrival minus timestamp of the video frames of the last OFFSET_WINDOW_MS, as a sliding-window minimum (a deque of
+   * increasing offsets): the smallest is the frame that came soonest, the one least delayed on its way here.
+   */
+  #offsets: { at: number; offset: number }[] = [];
   #gopBytes = 0;
   #sawKeyframe = false;
   #probeDts: number[] = [];
@@ -131,6 +145,23 @@ export class PublishSession extends TypedEmitter<PublishSessionEvents> {
     return Buffer.concat(parts);
   }
 
+  /**
+   * The date of the media `prelude()` starts with (its keyframe): when it reached this ingest, ms since the epoch;
+   * undefined before a keyframe. A run of the ladder dates its output from it (EXT-X-PROGRAM-DATE-TIME = ingest
+   * time). Asked later (when the run's first fragment is out), it is the keyframe's timestamp on the publisher's
+   * timeline mapped by the least-delayed frame seen since: a keyframe that came late (a publisher's encoder starting
+   * up, then catching up in a burst) would otherwise date everything after it ahead of its arrival.
+   */
+  preludeDate(): (() => number) | undefined {
+    if (this.#gop.length === 0) return undefined;
+    const at = this.#gopAt;
+    const dts = this.#gopDts;
+    return () => {
+      const least = this.#offsets[0]?.offset;
+      return least === undefined ? at : Math.min(at, Math.max(at - MAX_DATE_CORRECTION_MS, dts + least));
+    };
+  }
+
   /** Counts bytes received on the socket (for the input bitrate). */
   received(bytes: number): void {
     this.#inBytes += bytes;
@@ -169,6 +200,8 @@ export class PublishSession extends TypedEmitter<PublishSessionEvents> {
         tag = flvTag(packet);
         this.#sawKeyframe = true;
         this.#gop = [tag];
+        this.#gopAt = Date.now();
+        this.#gopDts = packet.dts;
         this.#gopBytes = tag.length;
         this.#countFrame(packet);
         break;
@@ -209,6 +242,11 @@ export class PublishSession extends TypedEmitter<PublishSessionEvents> {
     this.#samples.push({ at: now, bytes: 0, frames: 1 });
     this.#windowFrames += 1;
     if (this.#source === undefined && this.#sawKeyframe) this.#probeDts.push(packet.dts);
+    const offsets = this.#offsets;
+    const offset = now - packet.dts;
+    while (offsets.length > 0 && offsets[offsets.length - 1]!.offset >= offset) offsets.pop();
+    offsets.push({ at: now, offset });
+    while (offsets.length > MAX_OFFSETS || now - offsets[0]!.at > OFFSET_WINDOW_MS) offsets.shift();
   }
 
   #trimWindow(now: number): void {

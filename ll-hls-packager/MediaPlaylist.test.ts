@@ -253,6 +253,21 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
     assert.equal(segments.filter((s) => s.discontinuity).length, 1);
   });
 
+  test('§4.4.4.5 a run is dated from when its first frame reached the ingest, not from when its first fragment got here', () => {
+    // ffmpeg took 1.9 s to start and then caught up: dating from the arrival put every date ~1.9 s in the future.
+    const ingested = T0 - 1900;
+    const playlist = newPlaylist({ runInputAt: (generation) => (generation === 0 ? ingested : undefined) });
+    new Feed(playlist).start().parts(8);
+    const { segments } = parse(render(playlist));
+    assert.equal(segments[0]!.date, ingested, 'the first segment is dated when its first frame reached the ingest');
+    assert.equal(segments[1]!.date, ingested + SEGMENT_MS, 'and the next ones follow the media timeline');
+
+    // An ingest time later than the arrival (clocks disagree) is never taken: a date is never in the future.
+    const late = newPlaylist({ runInputAt: () => T0 + 5_000 });
+    new Feed(late).start().parts(4);
+    assert.equal(parse(render(late)).segments[0]!.date, T0, 'the arrival less the fragment duration');
+  });
+
   test('§4.4.5.3 EXT-X-PRELOAD-HINT names the part the next fragment becomes, across segment boundaries and restarts', () => {
     const playlist = newPlaylist();
     const feed = new Feed(playlist).start();

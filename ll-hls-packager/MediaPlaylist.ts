@@ -26,6 +26,11 @@ export interface MediaPlaylistOptions {
    * Absent: the playlist keeps its own.
    */
   clockAnchor?: (generation: number, own: { mediaMs: number; wallMs: number }) => { mediaMs: number; wallMs: number };
+  /**
+   * When the first frame of run `generation` reached the ingest (ms since the epoch), if known: the run's first
+   * fragment is dated from it (EXT-X-PROGRAM-DATE-TIME = ingest time). Unknown: from the fragment's arrival here.
+   */
+  runInputAt?: (generation: number) => number | undefined;
   /** Sees every segment once it is complete, with the init it needs (the recording of the event keeps them). */
   onSegment?: (segment: Segment, init: InitSegment) => void;
   /** A segment opened at this date and media time (ms): pending cues start on it (StreamPackager). */
@@ -73,7 +78,7 @@ export class MediaPlaylist {
       ...(options.onSegment ? { onSegment: options.onSegment } : {}),
       ...(options.continueFrom ? { continueFrom: options.continueFrom } : {}),
     });
-    this.#dates = new ProgramDates(options.clockAnchor);
+    this.#dates = new ProgramDates(options.clockAnchor, options.runInputAt);
     this.#splice = new AdSplice(this.#window, this.#dates, options.uriPrefix);
   }
 

@@ -275,17 +275,23 @@ export function fragmentStartMs(fragment: Fragment, init: InitSegment | undefine
 
 /**
  * EXT-X-PROGRAM-DATE-TIME of one rendition's content: the media timeline of a transcoder run, anchored to the wall
- * clock when the run's first fragment arrives (or to the anchor the stream's renditions share, §6.2.4).
+ * clock at the time the run's first frame reached the ingest (or, unknown, when its first fragment arrives here), or
+ * to the anchor the stream's renditions share (§6.2.4). A date is when its media reached OnAir, never in the future.
  */
 export class ProgramDates {
   readonly #anchor: ((generation: number, own: { mediaMs: number; wallMs: number }) => { mediaMs: number; wallMs: number }) | undefined;
+  readonly #runInputAt: ((generation: number) => number | undefined) | undefined;
   #clock: { mediaMs: number; wallMs: number } | undefined;
   /** The date the last fragment's media ends at (for the anchor of the next run). */
   #lastDateEnd: number | undefined;
   #mediaMs = 0;
 
-  constructor(anchor?: (generation: number, own: { mediaMs: number; wallMs: number }) => { mediaMs: number; wallMs: number }) {
+  constructor(
+    anchor?: (generation: number, own: { mediaMs: number; wallMs: number }) => { mediaMs: number; wallMs: number },
+    runInputAt?: (generation: number) => number | undefined,
+  ) {
     this.#anchor = anchor;
+    this.#runInputAt = runInputAt;
   }
 
   /** A new run began: its timeline gets a new anchor on its first fragment. */
@@ -302,7 +308,11 @@ export class ProgramDates {
   date(generation: number, fragment: Fragment, init: InitSegment | undefined, now: number): { date: number; mediaStartMs: number } {
     const videoStart = this.mediaStartMs(fragment, init);
     if (!this.#clock) {
-      let wallMs = now - fragment.durationMs;
+      // The fragment's media began at most its duration before it got here; its first frame reached the ingest
+      // earlier still, by ffmpeg's start-up and encoding delay (~1.9 s measured when that was left out).
+      const arrived = now - fragment.durationMs;
+      const ingested = this.#runInputAt?.(generation);
+      let wallMs = ingested === undefined ? arrived : Math.min(ingested, arrived);
       // A run restarted from the publisher's last keyframe dates media the last run may have dated ahead of its
       // arrival: rfc8216bis §6.2.1 allows dates after a discontinuity to overlap the previous ones by less than a
       // second. Keep the overlap within RESTART_OVERLAP_MS, moving a run's dates at most a second past its arrival.

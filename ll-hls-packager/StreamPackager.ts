@@ -38,6 +38,8 @@ export class StreamPackager {
   readonly #renditions = new Map<string, RenditionState>();
   /** PROGRAM-DATE-TIME anchor of each transcoder run, set by the first rendition to get a fragment of it. */
   readonly #clockAnchors = new Map<number, { mediaMs: number; wallMs: number }>();
+  /** When each recent run's first frame reached the ingest (`runInput`). */
+  readonly #runInputs = new Map<number, () => number>();
   #ended = false;
   #endedAt: number | undefined;
   readonly #cues: Cue[] = [];
@@ -162,6 +164,16 @@ export class StreamPackager {
   }
 
   /** A transcoder run starts with this plan; new renditions get a playlist, known ones keep theirs. */
+  /**
+   * Run `generation` of the transcoder starts with a frame that reached the ingest at `at()` (ms since the epoch, asked
+   * when the run's first fragment is out): its media is dated from there in every rendition (EXT-X-PROGRAM-DATE-TIME
+   * = ingest time). The last few runs are kept.
+   */
+  runInput(generation: number, at: () => number): void {
+    this.#runInputs.set(generation, at);
+    for (const known of this.#runInputs.keys()) if (known < generation - 3) this.#runInputs.delete(known);
+  }
+
   setPlan(plan: LadderPlan): void {
     for (const rendition of plan.renditions) {
       const known = this.#renditions.get(rendition.name);
@@ -181,8 +193,10 @@ export class StreamPackager {
           clockAnchor: (generation, own) => {
             const anchor = this.#clockAnchors.get(generation) ?? own;
             this.#clockAnchors.set(generation, anchor);
+            for (const known of this.#clockAnchors.keys()) if (known < generation - 3) this.#clockAnchors.delete(known);
             return anchor;
           },
+          runInputAt: (generation) => this.#runInputs.get(generation)?.(),
           onSegmentStart: (programDateTime: number, mediaStartMs: number) => this.#segmentStarted(programDateTime, mediaStartMs),
           cues: () => this.#cues,
           adBreakAt: (programDateTime: number) => this.#adFeed(rendition.name, programDateTime),

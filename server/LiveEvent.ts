@@ -108,8 +108,12 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
       } : {}),
     });
     this.packager = packager;
-    transcoder.on('start', ({ plan }) => {
+    transcoder.on('start', ({ generation, plan }) => {
       packager.setPlan(plan);
+      // The run is about to be fed the publisher's prelude (in this same tick): its media is dated from when that
+      // reached the ingest (EXT-X-PROGRAM-DATE-TIME = ingest time).
+      const dated = this.#publisher?.preludeDate();
+      if (dated) packager.runInput(generation, dated);
       this.safeEmit('plan', plan);
       const feed = transcoder.rtp;
       if (this.#edge && feed) {

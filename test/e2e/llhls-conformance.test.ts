@@ -371,6 +371,29 @@ describe('LL-HLS server conformance (rfc8216bis §6.2) of a live stream', { time
     assert.ok(checked > 50, `${checked} parts checked`);
   });
 
+  test('§4.4.4.5 EXT-X-PROGRAM-DATE-TIME is when the media reached the ingest: the newest part is never dated in the future', { timeout: 30_000 }, async (t) => {
+    // Right after a blocking reload answers, its newest part has just been made from media the publisher sent a
+    // moment ago: that media's date, ending with the part, lies in the past (by the ladder's encoding delay), never
+    // ahead. Anchoring the dates when ffmpeg's first fragment came out put them ~1.9 s ahead for the whole event.
+    const name = renditions[0]!;
+    let doc = (await load(name)).doc;
+    const aheadMs: number[] = [];
+    while (aheadMs.length < 12) {
+      const { msn, part } = nextPart(doc);
+      doc = (await load(name, `?_HLS_msn=${msn}&_HLS_part=${part}`)).doc;
+      const answeredAt = Date.now();
+      const newest = doc.segments.at(-1)!;
+      if (newest.programDateTime === undefined) continue;
+      const endMs = newest.programDateTime + newest.parts.reduce((sum, p) => sum + p.duration * 1000, 0);
+      aheadMs.push(endMs - answeredAt);
+    }
+    const worst = Math.max(...aheadMs);
+    const shown = aheadMs.map((ms) => Math.round(ms)).join(', ');
+    t.diagnostic(`the newest part's end, ms ahead of the blocking answer: ${shown}`);
+    assert.ok(worst <= 100, `the newest part ends ${Math.round(worst)} ms in the future (ms ahead of the answer: ${shown})`);
+    assert.ok(Math.min(...aheadMs) > -3_000, `dates are not far behind either (ms ahead of the answer: ${shown})`);
+  });
+
   test('§4.4.4.5/§6.2.1/§6.2.4 EXT-X-MAP precedes the first segment; EXT-X-PROGRAM-DATE-TIME is on every segment, advances with EXTINF (± 50 ms) and dates a segment alike in every rendition', { timeout: 30_000 }, async () => {
     for (const name of renditions) {
       const docs = await reloads(name, 5);
