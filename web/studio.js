@@ -193,7 +193,7 @@ function health(stats) {
 function startPreview(stream) {
   var video = /** @type {HTMLVideoElement} */ ($('preview'));
   if (!window.Hls || !window.Hls.isSupported()) return;
-  var hls = new window.Hls({ lowLatencyMode: true, backBufferLength: 10 });
+  var hls = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.25, backBufferLength: 10 });
   preview = hls;
   hls.loadSource(stream.playback.hls.replace(/^https?:\/\/[^/]+/, ''));
   hls.attachMedia(video);

@@ -218,7 +218,9 @@ function playHls() {
   quality.disabled = false;
   const Hls = window.Hls;
   if (Hls && Hls.isSupported()) {
-    var hls = new Hls({ lowLatencyMode: onair.mode === 'live', backBufferLength: 30 });
+    // maxLiveSyncPlaybackRate: hls.js starts ~1 s behind its target (PART-HOLD-BACK) and, at the default 1, stays
+    // there; up to 1.25x it catches up (pitch kept) while more than a second of media is buffered.
+    var hls = new Hls({ lowLatencyMode: onair.mode === 'live', maxLiveSyncPlaybackRate: 1.25, backBufferLength: 30 });
     onair.hls = hls;
     hls.on(Hls.Events.MANIFEST_PARSED, function () {
       quality.length = 1;

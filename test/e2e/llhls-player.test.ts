@@ -33,7 +33,7 @@ describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { t
     await close();
   });
 
-  test('frames decode, latency stays under 3 s and nothing stalls over 20 s of play', async () => {
+  test('frames decode, latency stays under 3 s and nothing stalls over 20 s of play', async (t) => {
     await page.goto(`${node.httpUrl}/watch/${streamId}`);
     await waitFor('playback to start', async () => (await sample(page)).currentTime > 1, 30_000);
     // hls.js may start a few parts behind and catch up within its first second or two (one CI run in about ten read
@@ -56,10 +56,16 @@ describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { t
     assert.ok(end.currentTime - start.currentTime > 18, `played ${(end.currentTime - start.currentTime).toFixed(1)} s in 20 s`);
     assert.equal(end.stalls - start.stalls, 0, 'no stalls');
     const worst = Math.max(...latencies);
+    t.diagnostic(`hls.latency each second: ${latencies.map((l) => l.toFixed(2)).join(', ')}`);
     // hls.js settles one part early or late at start: 2.4 s or 2.6–2.7 s on this 2-core machine, the code of
     // 2026-11 included (measured 2026-12-02), so 2.5 s failed one run in two. Issue #18 is about getting it lower; this
     // bound is about LL-HLS staying low latency at all (plain HLS with 2 s segments sits at 6 s and more).
     assert.ok(worst < 3, `hls.latency peaked at ${worst.toFixed(2)} s (${latencies.map((l) => l.toFixed(2)).join(', ')})`);
+    // hls.js settles near its target, PART-HOLD-BACK (1 s): 1.2–1.3 s measured on 2026-12-02. Before PROGRAM-DATE-TIME
+    // was the ingest time (it ran ~1.8 s ahead) it sat at ~2.1 s; the watch page also lets it catch up (up to 1.25x)
+    // after a late start or a stall.
+    const median = [...latencies].sort((a, b) => a - b)[Math.floor(latencies.length / 2)]!;
+    assert.ok(median < 1.8, `hls.latency median ${median.toFixed(2)} s: hls.js caught up with its target`);
     assert.match(end.latencyText, /^\d+\.\d\d s$/, 'the page shows the latency');
   });
 
