@@ -10,7 +10,8 @@ import { liveRenditions } from './support/playlist.js';
 import { cleanEnv, forkBounded, processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
 import { summarize, type Summary } from './support/stats.js';
-import type { LoadOptions, LoadResult } from './support/viewerLoad.js';
+import type { LoadOptions } from './support/viewerLoad.js';
+import { runViewerLoad } from './support/viewerRun.js';
 
 /*
  * deploy/nginx/onair.conf in front of one OnAir origin (issue #17): the same N LL-HLS viewers (blocking reload of the
@@ -30,7 +31,6 @@ const WARMUP_MS = 3000;
 const TAIL_MS = 1500;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NODE_PROCESS = path.join(here, 'support', 'onairNodeProcess.js');
-const VIEWER_LOAD = path.join(here, 'support', 'viewerLoad.js');
 const CONF = path.resolve(here, '..', '..', 'deploy', 'nginx', 'onair.conf');
 
 export const benchmark: Benchmark = {
@@ -139,24 +139,8 @@ const ms = (value: number | undefined): string => (value === undefined || !Numbe
 
 async function measureStep(via: Step['path'], options: LoadOptions, read: { origin: () => number; nginx: () => number; requests: () => Promise<number> },
   published: Map<string, number>, signal: AbortSignal): Promise<Step> {
-  const limitMs = options.rampMs + options.warmupMs + options.measureMs + options.tailMs + 30_000;
-  const generator = forkBounded(VIEWER_LOAD, process.env, limitMs, signal);
-  let from: { origin: number; nginx: number; at: number; requests: Promise<number> } | undefined;
-  let to: { origin: number; nginx: number; at: number; requests: Promise<number> } | undefined;
-  const sample = (): { origin: number; nginx: number; at: number; requests: Promise<number> } => ({ origin: read.origin(), nginx: read.nginx(), at: epochMs(), requests: read.requests() });
-  const result = await within(`${options.viewers} viewers ${via}`, new Promise<LoadResult>((resolve, reject) => {
-    generator.child.on('message', (message: { type: string; result?: LoadResult }) => {
-      if (message.type === 'measuring') from = sample();
-      else if (message.type === 'measured' && from && !to) to = sample();
-      else if (message.type === 'result') {
-        if (from && !to) to = sample();
-        resolve(message.result!);
-      }
-    });
-    void generator.exited.then(() => reject(new BenchError(`the load generator exited without a result: ${generator.stderr().trim().slice(-500)}`)));
-    generator.child.send({ type: 'start', options });
-  }), limitMs, signal).finally(() => generator.stop());
-  await generator.exited;
+  const { result, from, to } = await runViewerLoad(`${options.viewers} viewers ${via}`, options,
+    () => ({ origin: read.origin(), nginx: read.nginx(), at: epochMs(), requests: read.requests() }), signal);
   if (!from || !to) throw new BenchError('the measurement window never opened');
   const windowSec = Math.max(0.001, (to.at - from.at) / 1000);
   const delivery: number[] = [];

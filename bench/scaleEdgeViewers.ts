@@ -4,14 +4,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import { startPostgres, type TestPostgres } from '../test/support/postgres.js';
-import { BenchError, envSteps, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
+import { BenchError, envInteger, envSteps, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { epochMs, sleep } from './support/clock.js';
 import { createStream, nodeReady } from './support/nodeProcess.js';
 import { liveRenditions } from './support/playlist.js';
 import { cleanEnv, forkBounded, processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
 import { summarize, type Summary } from './support/stats.js';
-import type { LoadOptions, LoadResult } from './support/viewerLoad.js';
+import type { LoadOptions } from './support/viewerLoad.js';
+import { runViewerLoad } from './support/viewerRun.js';
 
 /*
  * Scale-out (issue #17): the same N LL-HLS viewers served by one origin alone, then by one edge (ONAIR_ROLE=edge) in
@@ -43,7 +44,6 @@ const WARMUP_MS = 3000;
 const TAIL_MS = 1500;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NODE_PROCESS = path.join(here, 'support', 'onairNodeProcess.js');
-const VIEWER_LOAD = path.join(here, 'support', 'viewerLoad.js');
 
 export const benchmark: Benchmark = {
   name: 'scale-edge-viewers',
@@ -66,16 +66,9 @@ export interface EdgeStep {
   loadavg: number;
 }
 
-function seconds(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const value = raw === undefined || raw === '' ? fallback : Number(raw);
-  if (!Number.isInteger(value) || value < 2 || value > 300) throw new BenchError(`${name}: expected 2 to 300, got "${raw}"`);
-  return value;
-}
-
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const steps = envSteps('BENCH_EDGE_VIEWERS', [500, 1000, 2000], 20_000);
-  const measureMs = seconds('BENCH_EDGE_SECONDS', 10) * 1000;
+  const measureMs = envInteger('BENCH_EDGE_SECONDS', 10, 2, 300) * 1000;
   // BENCH_EDGE_GZIP=1: viewers ask for gzip as browsers do (the servers then gzip playlists; the generator inflates).
   const gzip = process.env['BENCH_EDGE_GZIP'] === '1';
   const stepMs = (n: number): number => rampMs(n) + WARMUP_MS + measureMs + TAIL_MS + 5000;
@@ -182,25 +175,8 @@ function line(f: EdgeStep): string {
 /** One step: a fresh generator process; both nodes' CPU over its window; delivery from the origin's publications. */
 async function measureStep(via: EdgeStep['via'], options: LoadOptions, cpu: { origin: () => number; edge: () => number },
   published: Map<string, number>, signal: AbortSignal): Promise<EdgeStep> {
-  const limitMs = options.rampMs + options.warmupMs + options.measureMs + options.tailMs + 30_000;
-  const generator = forkBounded(VIEWER_LOAD, process.env, limitMs, signal);
-  type Mark = { origin: number; edge: number; at: number };
-  const mark = (): Mark => ({ origin: cpu.origin(), edge: cpu.edge(), at: epochMs() });
-  let from: Mark | undefined;
-  let to: Mark | undefined;
-  const result = await within(`${options.viewers} viewers on the ${via}`, new Promise<LoadResult>((resolve, reject) => {
-    generator.child.on('message', (message: { type: string; result?: LoadResult }) => {
-      if (message.type === 'measuring') from = mark();
-      else if (message.type === 'measured' && from && !to) to = mark();
-      else if (message.type === 'result') {
-        if (from && !to) to = mark();
-        resolve(message.result!);
-      }
-    });
-    void generator.exited.then(() => reject(new BenchError(`the load generator exited without a result: ${generator.stderr().trim().slice(-500)}`)));
-    generator.child.send({ type: 'start', options });
-  }), limitMs, signal).finally(() => generator.stop());
-  await generator.exited;
+  const { result, from, to } = await runViewerLoad(`${options.viewers} viewers on the ${via}`, options,
+    () => ({ origin: cpu.origin(), edge: cpu.edge(), at: epochMs() }), signal);
   if (!from || !to) throw new BenchError('the measurement window never opened');
   const windowSec = Math.max(0.001, (to.at - from.at) / 1000);
   const perRendition = new Map<string, number>();

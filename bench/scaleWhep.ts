@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../server/redis.js';
 import { startPostgres, type TestPostgres } from '../test/support/postgres.js';
-import { BenchError, envSteps, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
+import { BenchError, envInteger, envSteps, fixed, type BenchContext, type Benchmark, type BenchResult, type SummaryRow } from './support/benchmark.js';
 import { sleep } from './support/clock.js';
 import { createStream, nodeReady } from './support/nodeProcess.js';
 import { liveRenditions } from './support/playlist.js';
@@ -54,13 +54,6 @@ interface WhepStep {
   loadavg: number;
 }
 
-function envSeconds(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const value = raw === undefined || raw === '' ? fallback : Number(raw);
-  if (!Number.isInteger(value) || value < 2 || value > 300) throw new BenchError(`${name}: expected 2 to 300, got "${raw}"`);
-  return value;
-}
-
 /** utime+stime of a node process and its mediasoup workers (not its ffmpeg), s. */
 function nodeCpuSec(pid: number): number {
   const workers = descendantProcesses(pid).filter((p) => p.comm.startsWith('mediasoup-work')).map((p) => p.pid);
@@ -69,7 +62,7 @@ function nodeCpuSec(pid: number): number {
 
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const steps = envSteps('BENCH_SCALE_WHEP_VIEWERS', [10, 30], 500);
-  const windowMs = envSeconds('BENCH_SCALE_WHEP_SECONDS', 5) * 1000;
+  const windowMs = envInteger('BENCH_SCALE_WHEP_SECONDS', 5, 2, 300) * 1000;
   const totalMs = steps.reduce((sum, n) => sum + 2 * (n * 2000 + SETTLE_MS + windowMs + 30_000), 0) + 180_000;
   report(`nodes     one origin and one edge (ONAIR_ROLE=edge), each an OnAir process with 1 viewer mediasoup worker; one redis-server, ` +
     `one PostgreSQL; publish ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps -re → WebRTC 240,144 simulcast`);

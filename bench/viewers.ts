@@ -13,7 +13,8 @@ import { liveRenditions } from './support/playlist.js';
 import { cleanEnv, forkBounded, processCpuSec, spawnBounded, within, type BoundedChild } from './support/process.js';
 import { publisherArgs } from './support/publisher.js';
 import { summarize, type Summary } from './support/stats.js';
-import type { LoadOptions, LoadResult } from './support/viewerLoad.js';
+import type { LoadOptions } from './support/viewerLoad.js';
+import { runViewerLoad } from './support/viewerRun.js';
 
 /*
  * N simulated low-latency viewers on one OnAir process, and nginx serving the same bytes as a ceiling, side by side
@@ -51,7 +52,6 @@ const IDLE_MS = 5000;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NODE_PROCESS = path.join(here, 'support', 'onairNodeProcess.js');
-const VIEWER_LOAD = path.join(here, 'support', 'viewerLoad.js');
 
 export const benchmark: Benchmark = {
   name: 'viewers',
@@ -231,33 +231,11 @@ async function waitUntil(check: () => boolean, signal: AbortSignal): Promise<voi
 
 /** One step: a fresh generator process, the server's CPU over its window, delivery from the publications seen. */
 async function measureStep(server: StepFigures['server'], options: LoadOptions, cpu: () => number, published: Map<string, number>, signal: AbortSignal): Promise<StepFigures> {
-  const limitMs = options.rampMs + options.warmupMs + options.measureMs + options.tailMs + 30_000;
-  const generator = forkBounded(VIEWER_LOAD, process.env, limitMs, signal);
-  let cpuFrom: number | undefined;
-  let cpuTo: number | undefined;
-  let windowFrom = 0;
-  let windowTo = 0;
-  const closeWindow = (): void => {
-    if (cpuFrom === undefined || cpuTo !== undefined) return;
-    cpuTo = cpu();
-    windowTo = epochMs();
-  };
-  const result = await within(`the ${server} load of ${options.viewers} viewers`, new Promise<LoadResult>((resolve, reject) => {
-    generator.child.on('message', (message: { type: string; result?: LoadResult }) => {
-      if (message.type === 'measuring') {
-        cpuFrom = cpu();
-        windowFrom = epochMs();
-      } else if (message.type === 'measured') {
-        closeWindow();
-      } else if (message.type === 'result') {
-        closeWindow();
-        resolve(message.result!);
-      }
-    });
-    void generator.exited.then(() => reject(new BenchError(`the load generator exited without a result: ${generator.stderr().trim().slice(-500)}`)));
-    generator.child.send({ type: 'start', options });
-  }), limitMs, signal).finally(() => generator.stop());
-  await generator.exited;
+  const { result, from, to } = await runViewerLoad(`the ${server} load of ${options.viewers} viewers`, options, () => ({ cpu: cpu(), at: epochMs() }), signal);
+  const cpuFrom = from?.cpu;
+  const cpuTo = to?.cpu;
+  const windowFrom = from?.at ?? 0;
+  const windowTo = to?.at ?? 0;
 
   // Parts published in the window, and how many viewers follow each rendition.
   const perRendition = new Map<string, number>();
