@@ -50,6 +50,76 @@ interface Side {
   latency: Summary | undefined;
   hlsLatency: Summary | undefined;
   note: string;
+  /** OnAir only: where the time goes (medians, ms). */
+  budget?: Budget;
+}
+
+/**
+ * The latency budget of one run, stage by stage (ms, medians unless said). Measured: glass to glass (barcode), ingest →
+ * display (the frame's PROGRAM-DATE-TIME, which is its ingest time), ingest → part served (the server's histogram
+ * over the window) and ingest → part loaded by hls.js (its part load events). Derived: the rest.
+ */
+interface Budget {
+  /** Capture → RTMP ingest: the publisher's encode and RTMP (median of glass to glass − ingest → display, per frame). */
+  publisher: number;
+  /** A frame waits for its part to close: half a part, less half a frame (mean part duration). */
+  assembly: number;
+  /** Part's end at the ingest → part served: decode, ladder encode, fragment, package (server histogram, p50). */
+  server: number;
+  serverMean: number;
+  /** Part served → loaded by hls.js: HTTP, blocking reload, preload hint (ingest → loaded p50 − server p50). */
+  delivery: number;
+  /** Loaded → on screen: the player's buffer (PART-HOLD-BACK), decode and paint (the remainder of ingest → display). */
+  player: number;
+  sinceIngest: number;
+  partMs: number;
+}
+
+interface HistogramSnapshot {
+  buckets: [number, number][];
+  sum: number;
+  count: number;
+}
+
+async function partDelaySnapshot(httpUrl: string): Promise<HistogramSnapshot> {
+  const text = await (await fetch(`${httpUrl}/metrics`)).text();
+  const name = 'onair_llhls_part_delay_seconds';
+  const buckets = [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))]
+    .map((m): [number, number] => [m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);
+  const value = (suffix: string): number => Number(new RegExp(`^${name}_${suffix} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { buckets, sum: value('sum'), count: value('count') };
+}
+
+/** Median (linear within its bucket) and mean of what the histogram counted between two snapshots, ms. */
+function histogramWindow(a: HistogramSnapshot, b: HistogramSnapshot): { p50: number; mean: number; n: number } {
+  const n = b.count - a.count;
+  const mean = ((b.sum - a.sum) / n) * 1000;
+  let below = 0;
+  let lower = 0;
+  for (const [i, [le, total]] of b.buckets.entries()) {
+    const inBucket = total - (a.buckets[i]?.[1] ?? 0) - below;
+    if (below + inBucket >= n / 2 && inBucket > 0) {
+      const upper = Number.isFinite(le) ? le : lower * 2;
+      return { p50: (lower + ((n / 2 - below) / inBucket) * (upper - lower)) * 1000, mean, n };
+    }
+    below += inBucket;
+    lower = le;
+  }
+  return { p50: NaN, mean, n };
+}
+
+const median = (values: number[]): number => summarize(values.filter((v) => Number.isFinite(v)))?.p50 ?? NaN;
+
+function budgetOf(samples: PlaybackSamples, server: { p50: number; mean: number }, fps: number): Budget {
+  const publisher = median(samples.latencies.map((l, i) => l - samples.sinceIngest[i]!));
+  const sinceIngest = median(samples.sinceIngest);
+  const partMs = samples.parts.reduce((sum, p) => sum + p.durationMs, 0) / samples.parts.length;
+  const assembly = (partMs - 1000 / fps) / 2;
+  const loaded = median(samples.parts.map((p) => p.loadedAt - p.dateEnd));
+  return {
+    publisher, assembly, server: server.p50, serverMean: server.mean, delivery: loaded - server.p50,
+    player: sinceIngest - assembly - loaded, sinceIngest, partMs,
+  };
 }
 
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
@@ -57,6 +127,9 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const warmupSec = envInteger('BENCH_HLSJS_WARMUP_SECONDS', 10, 2, 120);
   const joinSec = envInteger('BENCH_HLSJS_JOIN_SECONDS', 12, 0, 120);
   const config = loadConfig({});
+  // PART-HOLD-BACK values to play side by side (parts): the node's default first, e.g. `3,5` to see the trade.
+  const holdBacks = (process.env['BENCH_HLSJS_HOLD_BACK_PARTS'] ?? String(config.holdBackParts)).split(',').map(Number);
+  if (holdBacks.some((v) => !Number.isInteger(v) || v < 3 || v > 20)) throw new BenchError('BENCH_HLSJS_HOLD_BACK_PARTS: integers 3–20, comma-separated');
   report(`publish   ${SOURCE.width}x${SOURCE.height} ${SOURCE.fps} fps with a 20-bit wall-clock barcode, x264 ultrafast zerolatency ` +
     `${SOURCE.videoKbps}k, 2 s GOP, AAC, -re`);
   report(`viewer    joins ${joinSec} s after the first media (a full playlist), ${warmupSec} s warm-up after playback starts, then ${measureSec} s`);
@@ -65,11 +138,11 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     'and the player\'s buffer; frames decoding to > 60 s are dropped and counted as bad');
   const timing = { joinSec, warmupSec, measureSec };
   const chromium = await within('starting Chromium', launchChromium(), 60_000, signal, (late) => late.close());
-  let onair: Side;
+  const sides: { parts: number; side: Side }[] = [];
   let nginx: Side | undefined;
   const missing = nginxMissing(true);
   try {
-    onair = await measureOnAir(config, chromium.browser, timing, signal);
+    for (const parts of holdBacks) sides.push({ parts, side: await measureOnAir(config, chromium.browser, timing, signal, parts) });
     if (!missing) nginx = await measureNginx(chromium.browser, timing, signal);
   } finally {
     await chromium.close().catch(() => undefined);
@@ -81,7 +154,9 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   report(row(['', 'median', 'p90', 'hls.latency', 'frames', 'bad', 'stalls', 'height']));
   const sideRow = (name: string, side: Side): string => row([name, s(side.latency?.p50), s(side.latency?.p90), h(side.hlsLatency?.p50),
     String(side.samples.latencies.length), String(side.samples.bad), String(side.samples.stalls), `${side.samples.height}p`]);
-  report(sideRow('OnAir LL-HLS', onair));
+  const onair = sides[0]!.side;
+  const name = (parts: number): string => `OnAir LL-HLS, hold ${parts}`;
+  for (const { parts, side } of sides) report(sideRow(name(parts), side));
   if (nginx) {
     report(sideRow('nginx-rtmp classic HLS', nginx));
     report(row(['OnAir / nginx', ratioText(onair.latency?.p50, nginx.latency?.p50), ratioText(onair.latency?.p90, nginx.latency?.p90),
@@ -90,17 +165,40 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     report(`nginx     NOT MEASURED in this run: ${missing}. Reference (measured earlier by the same method, not in this run): ` +
       `${REFERENCE_NGINX_MEDIAN_S} s median`);
   }
-  report(`setup     OnAir: ${onair.note}`);
+  const ms = (v: number): string => (Number.isFinite(v) ? `${Math.round(v)} ms` : 'n/a');
+  for (const { parts, side } of sides) {
+    const b = side.budget;
+    if (!b) continue;
+    report(`budget    where the glass-to-glass time goes, ${name(parts)} (medians; BENCHMARKS.md says how each is measured):`);
+    report(`  capture → RTMP ingest (publisher encode, RTMP)               ${ms(b.publisher)}`);
+    report(`  frame waits for its part to close ((part − frame) / 2)       ${ms(b.assembly)}  (parts ${ms(b.partMs)})`);
+    report(`  part's end at ingest → part served (decode, ladder, package) ${ms(b.server)}  (mean ${ms(b.serverMean)})`);
+    report(`  served → loaded by hls.js (HTTP, blocking reload, hint)      ${ms(b.delivery)}`);
+    report(`  loaded → on screen (player buffer, decode, paint)            ${ms(b.player)}`);
+    report(`  = ingest → display ${ms(b.sinceIngest)}; glass to glass ${ms(side.latency?.p50 ?? NaN)}`);
+  }
+  const b = onair.budget;
+  for (const { parts, side } of sides) report(`setup     ${name(parts)}: ${side.note}`);
   if (nginx) report(`setup     nginx: ${nginx.note}`);
   if (!onair.latency) throw new BenchError('no frame of the OnAir stream could be decoded');
   const baseline = nginx?.latency ? nginx.latency.p50 / 1000 : REFERENCE_NGINX_MEDIAN_S;
   const baselineText = nginx?.latency ? `nginx ${s(nginx.latency.p50)}` : `reference ${REFERENCE_NGINX_MEDIAN_S} s, NOT measured in this run`;
   return {
     rows: [
-      { metric: 'OnAir glass-to-glass median / p90', value: `${s(onair.latency.p50)} / ${s(onair.latency.p90)}` },
+      { metric: 'OnAir glass-to-glass median / p90', value: `${s(onair.latency.p50)} / ${s(onair.latency.p90)}`, goal: '≤ 1.5 s',
+        met: onair.latency.p50 <= 1500 },
       { metric: 'OnAir hls.latency median', value: h(onair.hlsLatency?.p50) },
+      ...(b ? [
+        { metric: '  capture → ingest (publisher) median', value: `${Math.round(b.publisher)} ms` },
+        { metric: '  ingest → display median', value: `${Math.round(b.sinceIngest)} ms` },
+        { metric: '  server: ingest → part served p50', value: `${Math.round(b.server)} ms` },
+        { metric: '  player: loaded → on screen median', value: `${Math.round(b.player)} ms` },
+      ] : []),
       { metric: '  vs nginx-rtmp classic HLS (median)', value: `${fixed(onair.latency.p50 / 1000 / baseline, 2)}x (${baselineText})` },
       { metric: 'OnAir stalls during the window', value: String(onair.samples.stalls), goal: '0', met: onair.samples.stalls === 0 },
+      ...sides.slice(1).map(({ parts, side }) => ({
+        metric: `${name(parts)}: median / stalls`, value: `${s(side.latency?.p50)} / ${side.samples.stalls}`,
+      })),
     ],
   };
 }
@@ -117,9 +215,11 @@ interface Timing {
   measureSec: number;
 }
 
-async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, warmupSec, measureSec }: Timing, signal: AbortSignal): Promise<Side> {
+async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, warmupSec, measureSec }: Timing, signal: AbortSignal,
+  holdBackParts: number): Promise<Side> {
   const harness = await within('starting an OnAir node', startTestNode({
     ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: config.x264Preset, ONAIR_WEBRTC_LAYERS: WEBRTC_OFF,
+    ONAIR_LLHLS_HOLD_BACK_PARTS: String(holdBackParts),
   }),
     60_000, signal, (late) => late.close());
   const { node } = harness;
@@ -132,11 +232,18 @@ async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, 
     publisher = startPublisher(`${node.rtmpUrl}/${String(created.body.streamKey)}`, joinSec + warmupSec + measureSec, signal);
     await within('the stream to have segments', waitFor('segments', () => node.packager(streamId)?.ready, 30_000), 35_000, signal);
     await sleep(joinSec * 1000, signal);
-    const samples = await measurePlayback(page, `${node.httpUrl}/watch/${streamId}`, warmupSec, measureSec, signal);
+    let before: HistogramSnapshot | undefined;
+    let after: HistogramSnapshot | undefined;
+    const samples = await measurePlayback(page, `${node.httpUrl}/watch/${streamId}`, warmupSec, measureSec, signal, {
+      start: async () => { before = await partDelaySnapshot(node.httpUrl); },
+      end: async () => { after = await partDelaySnapshot(node.httpUrl); },
+    });
     const stats = node.transcoder(streamId)?.stats;
     const ladder = stats?.renditions.map((r) => `${r.height}p`).join('/') ?? '?';
-    return summarizeSide(samples, `libx264 ${config.x264Preset}, ladder ${ladder}, part ${config.partTargetMs} ms, ` +
-      `segment ${config.segmentTargetMs} ms, WebRTC off; transcoder speed at the end ${stats?.speed ?? 'n/a'}x, restarts ${stats?.restarts ?? 'n/a'}`);
+    const side = summarizeSide(samples, `libx264 ${config.x264Preset}, ladder ${ladder}, part ${config.partTargetMs} ms, ` +
+      `segment ${config.segmentTargetMs} ms, PART-HOLD-BACK ${holdBackParts} parts, WebRTC off; transcoder speed at the end ${stats?.speed ?? 'n/a'}x, restarts ${stats?.restarts ?? 'n/a'}`);
+    if (before && after && samples.parts.length > 0) side.budget = budgetOf(samples, histogramWindow(before, after), SOURCE.fps);
+    return side;
   } finally {
     publisher?.kill();
     await page.close().catch(() => undefined);

@@ -268,6 +268,20 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
     assert.equal(parse(render(late)).segments[0]!.date, T0, 'the arrival less the fragment duration');
   });
 
+  test('each part reports how long after its media\'s end reached the ingest it went out (the server\'s share of the latency)', () => {
+    const delays: number[] = [];
+    // ffmpeg's start-up held the first fragment 1.9 s; the run stays that far behind the ingest.
+    const playlist = newPlaylist({ runInputAt: () => T0 - 1900, onPart: (delayMs) => delays.push(delayMs) });
+    new Feed(playlist).start().parts(8);
+    assert.deepEqual(delays, Array(8).fill(1900));
+  });
+
+  test('§4.4.3.8 PART-HOLD-BACK is the configured number of part targets, never under three', () => {
+    assert.equal(serverControlFor(200, 2000).partHoldBack, 1, 'five parts by default');
+    assert.equal(serverControlFor(200, 2000, 3).partHoldBack, 0.6);
+    assert.equal(serverControlFor(200, 2000, 2).partHoldBack, 0.6, 'the spec\'s floor: three part targets');
+  });
+
   test('§4.4.5.3 EXT-X-PRELOAD-HINT names the part the next fragment becomes, across segment boundaries and restarts', () => {
     const playlist = newPlaylist();
     const feed = new Feed(playlist).start();

@@ -44,6 +44,11 @@ export interface MediaPlaylistOptions {
   adBreakAt?: (programDateTime: number) => AdFeed | undefined;
   /** The event continues here from another origin: numbering goes on from there, after a discontinuity. */
   continueFrom?: Continuation;
+  /**
+   * A content part went out, `delayMs` after its media's end reached the ingest (its PROGRAM-DATE-TIME + duration):
+   * the transcode, fragment and package stage of the latency budget.
+   */
+  onPart?: (delayMs: number) => void;
 }
 
 /**
@@ -191,7 +196,10 @@ export class MediaPlaylist {
       }
     }
     if (this.#splice.active) this.#splice.send(date + fragment.durationMs);
-    else window.appendPart(open!, fragment);
+    else {
+      window.appendPart(open!, fragment);
+      this.#options.onPart?.(now - (date + fragment.durationMs));
+    }
     window.trim();
     this.#changed();
   }

@@ -10,12 +10,13 @@ export interface ServerControl {
 }
 
 /** The parameters every rendition shares, so that SERVER-CONTROL is identical across them (rfc8216bis §4.4.3.8). */
-export function serverControlFor(partTargetMs: number, segmentTargetMs: number): ServerControl {
+export function serverControlFor(partTargetMs: number, segmentTargetMs: number, holdBackParts = 5): ServerControl {
   const targetDuration = Math.ceil(segmentTargetMs / 1000);
   return {
     canBlockReload: true,
-    // §4.4.3.8: PART-HOLD-BACK at least three part targets; five leave hls.js room for one late part.
-    partHoldBack: (5 * partTargetMs) / 1000,
+    // §4.4.3.8: PART-HOLD-BACK at least three part targets. Players start that far behind the live edge
+    // (ONAIR_LLHLS_HOLD_BACK_PARTS): fewer is closer to the glass, more rides out late parts without a stall.
+    partHoldBack: (Math.max(3, holdBackParts) * partTargetMs) / 1000,
     // §4.4.3.8: HOLD-BACK at least three target durations.
     holdBack: 3 * targetDuration,
     // §4.4.3.8: CAN-SKIP-UNTIL at least six target durations.

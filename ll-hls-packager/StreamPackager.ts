@@ -8,6 +8,8 @@ export interface StreamPackagerOptions {
   streamId: string;
   partTargetMs: number;
   segmentTargetMs: number;
+  /** PART-HOLD-BACK, in parts (at least 3; 5 when absent). */
+  holdBackParts?: number;
   /** Media kept in each playlist (DVR window), ms. */
   windowMs: number;
   /** Makes every URI of this packager unique across node restarts and stream restarts. */
@@ -19,6 +21,8 @@ export interface StreamPackagerOptions {
    * (`continuation()`), after a discontinuity. A rendition it did not have goes on from the furthest one it had.
    */
   continueFrom?: Readonly<Record<string, Continuation>>;
+  /** Each content part of every rendition as it goes out: ms since its media's end reached the ingest. */
+  onPart?: (delayMs: number) => void;
 }
 
 interface RenditionState {
@@ -51,7 +55,7 @@ export class StreamPackager {
   constructor(options: StreamPackagerOptions) {
     this.#options = options;
     this.streamId = options.streamId;
-    this.serverControl = serverControlFor(options.partTargetMs, options.segmentTargetMs);
+    this.serverControl = serverControlFor(options.partTargetMs, options.segmentTargetMs, options.holdBackParts);
     this.uriPrefix = options.uriPrefix ?? Date.now().toString(36);
   }
 
@@ -201,6 +205,7 @@ export class StreamPackager {
           cues: () => this.#cues,
           adBreakAt: (programDateTime: number) => this.#adFeed(rendition.name, programDateTime),
           ...(this.#continueFrom(rendition.name)),
+          ...(this.#options.onPart ? { onPart: this.#options.onPart } : {}),
           ...(this.#options.onSegment ? {
             onSegment: (segment: Segment, init: InitSegment) => {
               const state = this.#renditions.get(rendition.name);

@@ -23,7 +23,7 @@ export interface LiveEventOptions {
   /** The WebRTC room's plain-RTP input for the stream; undefined when WebRTC is off. */
   rtpInputs: EdgeRtpInputs | undefined;
   config: Pick<Config, 'dataDir' | 'ffmpegPath' | 'x264Preset' | 'partTargetMs' | 'vaapiDevice' | 'ladderHeights' | 'passthrough'
-    | 'segmentTargetMs' | 'webrtcLayers' | 'dvrWindowMs'>;
+    | 'segmentTargetMs' | 'webrtcLayers' | 'dvrWindowMs' | 'holdBackParts'>;
   encoder: VideoEncoderKind;
   /** The node's logger with the stream's id. */
   log: Logger;
@@ -31,6 +31,8 @@ export interface LiveEventOptions {
   governor: Pick<LoadGovernor, 'add' | 'remove'>;
   /** The transcoder exited unexpectedly (it restarts on its own). */
   transcoderRestarted: (streamId: string) => void;
+  /** A part went out, this long (ms) after its media's end reached the ingest (onair_llhls_part_delay_seconds). */
+  partPublished?: (delayMs: number) => void;
   /** The event continues here from another origin (issue #17): its LL-HLS numbering goes on from there. */
   continueFrom?: Readonly<Record<string, Continuation>>;
   /** A segment of some rendition completed (the hand-over record is written again). */
@@ -98,7 +100,9 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
       streamId,
       partTargetMs: config.partTargetMs,
       segmentTargetMs: config.segmentTargetMs,
+      holdBackParts: config.holdBackParts,
       windowMs: config.dvrWindowMs,
+      ...(options.partPublished ? { onPart: options.partPublished } : {}),
       ...(options.continueFrom ? { continueFrom: options.continueFrom } : {}),
       ...(recorder || segmentDone ? {
         onSegment: (rendition, segment, init) => {

@@ -37,7 +37,7 @@ export type LiveEventsEvents = {
   archived: [{ streamId: string; eventId: string; videoId: string }];
 };
 
-export interface LiveEventsOptions extends Pick<LiveEventOptions, 'config' | 'encoder' | 'governor' | 'transcoderRestarted'> {
+export interface LiveEventsOptions extends Pick<LiveEventOptions, 'config' | 'encoder' | 'governor' | 'transcoderRestarted' | 'partPublished'> {
   log: Logger;
   streams: Pick<StreamStore, 'list' | 'get' | 'setStatus' | 'startEvent' | 'endEvent' | 'currentEvent' | 'event'>;
   vod: Pick<VodArchive, 'startRecording' | 'recordings' | 'recoverRecording' | 'archiveEvent' | 'storePiece'>;
@@ -169,7 +169,7 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
       });
       // The WebRTC room's plain-RTP input exists before ffmpeg starts: the transcoder asks for it at every (re)start.
       const rtpInputs = edge ? await edge.openStream(streamId) : undefined;
-      const { config, encoder, governor, transcoderRestarted } = this.#options;
+      const { config, encoder, governor, transcoderRestarted, partPublished } = this.#options;
       const handover = this.#options.handover;
       // The record another origin needs to continue the event: written now, and again as segments complete.
       const writeRecord = (force: boolean): void => {
@@ -181,6 +181,7 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
         streamId, eventId, startedAt, recorder, rtpInputs, log, config, encoder, edge, governor, transcoderRestarted,
         ...(continued ? { continueFrom: continued.renditions } : {}),
         ...(handover ? { segmentDone: () => writeRecord(false) } : {}),
+        ...(partPublished ? { partPublished } : {}),
       });
       writeRecord(true);
       event.on('plan', (plan) => this.#options.planChanged(event, plan));

@@ -160,6 +160,7 @@ const schema = {
   ONAIR_ROLE: oneOf('all', ['all', 'origin', 'edge', 'worker'] as const),
   ONAIR_HWACCEL: oneOf('auto', ['auto', 'none', 'nvenc', 'vaapi', 'qsv'] as const),
   ONAIR_LLHLS_PART_MS: integer(200, 100, 2000),
+  ONAIR_LLHLS_HOLD_BACK_PARTS: integer(5, 3, 20),
   ONAIR_SEGMENT_MS: integer(2000, 500, 10000),
   ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
   ONAIR_CLUSTER_SECRET: (raw: string | undefined, name: string) => {
@@ -263,6 +264,8 @@ export interface Config {
   trustProxy: string[];
   hwaccel: Raw['ONAIR_HWACCEL'];
   partTargetMs: number;
+  /** PART-HOLD-BACK in parts: how far behind the live edge LL-HLS players stay (rfc8216bis: at least 3). */
+  holdBackParts: number;
   segmentTargetMs: number;
   playbackSigningKey: string | undefined;
   /** Node-to-node secret (`Authorization: Bearer`) for the internal routes; undefined: they answer 404. */
@@ -376,6 +379,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: r.ONAIR_TRUST_PROXY,
     hwaccel: r.ONAIR_HWACCEL,
     partTargetMs: r.ONAIR_LLHLS_PART_MS,
+    holdBackParts: r.ONAIR_LLHLS_HOLD_BACK_PARTS,
     segmentTargetMs: r.ONAIR_SEGMENT_MS,
     playbackSigningKey: r.ONAIR_PLAYBACK_SIGNING_KEY,
     clusterSecret: r.ONAIR_CLUSTER_SECRET,

@@ -26,6 +26,8 @@ export class Metrics {
   /** Every HTTP response, by method, route template (`/live/:id/:rendition/index.m3u8`, not the URL) and status. */
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route'>;
+  /** Ingest → part out, per LL-HLS part of every rendition: where the server's share of the latency goes. */
+  readonly partDelay: Histogram;
 
   /** A gauge read at scrape time from the composition root's state (e.g. event endings waiting). */
   gauge(name: string, help: string, read: () => number): void {
@@ -80,6 +82,15 @@ export class Metrics {
       labelNames: ['method', 'route'],
       // Parts and playlists answer in ms; blocking requests wait up to a part or a segment; uploads take longer.
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+
+    this.partDelay = new Histogram({
+      name: 'onair_llhls_part_delay_seconds',
+      help: 'LL-HLS parts, seconds from the moment their last media reached the ingest to the part being served ' +
+        '(decode, ladder encode, fragment, package); every rendition.',
+      // Fine where parts land (tens to hundreds of ms), coarse beyond: a stream falling behind shows in the top buckets.
+      buckets: [0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2, 5],
       registers,
     });
 

@@ -129,6 +129,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       edge,
       governor: this.#governor,
       transcoderRestarted: (streamId) => this.#metrics.transcoderRestarts.inc({ stream: streamId }),
+      partPublished: (delayMs) => this.#metrics.partDelay.observe(delayMs / 1000),
       placeComments: (eventId, timeline) => this.#chat.placeOnTimeline(eventId, timeline),
       planChanged: (event, plan) => this.#cues.planChanged(event, plan),
       // Another origin holds it (its registration names another internal URL): its `live` is not ours to end. Only

@@ -22,12 +22,64 @@ export interface PlaybackSamples {
   played: number;
   /** Height of the rendition on screen at the end. */
   height: number;
+  /**
+   * Each frame's ingest → display, ms: the page's Date.now() minus the frame's EXT-X-PROGRAM-DATE-TIME (OnAir dates
+   * media by when it reached the RTMP ingest); paired with `latencies` (NaN where the playlist has no dates).
+   */
+  sinceIngest: number[];
+  /** Each LL-HLS part hls.js loaded in the window: its media's end as dated (ingest time), when it was loaded, ms. */
+  parts: { dateEnd: number; loadedAt: number; durationMs: number }[];
 }
 
 interface PageState {
-  samples: [number, number, number][];
+  samples: [number, number, number, number][];
+  parts: { dateEnd: number; loadedAt: number; durationMs: number }[];
   bad: number;
   frames: number;
+}
+
+interface HlsLike {
+  playingDate: Date | null;
+  on(event: string, listener: (event: string, data: { frag: { programDateTime: number | null }; part?: PartLike }) => void): void;
+}
+
+interface PartLike {
+  fragOffset: number;
+  duration: number;
+  stats: { loading: { end: number } };
+}
+
+/**
+ * Runs before the page's scripts: keeps the hls.js instance the page makes (window.__g2gHls) and the load time of
+ * every part, without a test hook in the watch page.
+ */
+function captureHls(): void {
+  const w = window as unknown as { Hls?: unknown; __g2gHls?: HlsLike; __g2gParts: PageState['parts'] };
+  w.__g2gParts = [];
+  let wrapped: unknown;
+  Object.defineProperty(window, 'Hls', {
+    configurable: true,
+    get: () => wrapped,
+    set: (Hls: new (config: unknown) => HlsLike) => {
+      if (typeof Hls !== 'function') { wrapped = Hls; return; }
+      wrapped = class extends Hls {
+        constructor(config: unknown) {
+          super(config);
+          w.__g2gHls = this;
+          this.on('hlsFragLoaded', (_event, data) => {
+            const part = data.part;
+            const date = data.frag.programDateTime;
+            if (!part || date === null || w.__g2gParts.length >= 20_000) return;
+            w.__g2gParts.push({
+              dateEnd: date + (part.fragOffset + part.duration) * 1000,
+              loadedAt: performance.timeOrigin + part.stats.loading.end,
+              durationMs: part.duration * 1000,
+            });
+          });
+        }
+      };
+    },
+  });
 }
 
 type Geometry = typeof BARCODE & { modulo: number; maxMs: number };
@@ -42,12 +94,16 @@ function installDecoder(g: Geometry): void {
   canvas.width = width;
   canvas.height = height;
   const context = canvas.getContext('2d', { willReadFrequently: true })!;
-  const state: PageState = { samples: [], bad: 0, frames: 0 };
-  (window as unknown as { __g2g: PageState }).__g2g = state;
+  const w = window as unknown as { __g2g: PageState; __g2gHls?: HlsLike; __g2gParts?: PageState['parts'] };
+  const state: PageState = { samples: [], parts: w.__g2gParts ?? [], bad: 0, frames: 0 };
+  w.__g2g = state;
   const y = Math.round(((g.top + g.height / 2) * height) / g.stripHeight);
   const xs = Array.from({ length: g.bits }, (_, k) => Math.round(((g.left + k * g.pitch + g.width / 2) * width) / g.sourceWidth));
-  const onFrame = (): void => {
+  const onFrame = (_now: number, frame: { mediaTime: number }): void => {
     const now = Date.now();
+    // The frame's date: hls.js's date at currentTime, moved to the frame's own media time.
+    const playing = w.__g2gHls?.playingDate;
+    const sinceIngest = playing ? now - (playing.getTime() + (frame.mediaTime - video.currentTime) * 1000) : NaN;
     const vw = video.videoWidth;
     const vh = video.videoHeight;
     if (vw > 0 && vh > 0) {
@@ -70,7 +126,7 @@ function installDecoder(g: Geometry): void {
       const hlsLatency = Number(document.getElementById('latency')?.dataset['seconds'] ?? NaN);
       state.frames += 1;
       if (latency > g.maxMs) state.bad += 1;
-      else state.samples.push([now, latency, hlsLatency]);
+      else state.samples.push([now, latency, hlsLatency, sinceIngest]);
     }
     video.requestVideoFrameCallback(onFrame);
   };
@@ -81,7 +137,10 @@ function installDecoder(g: Geometry): void {
  * Opens `url` (the watch page: hls.js or WebRTC playing into its <video>), waits for playback, lets it settle
  * `warmupSec`, then keeps the samples of the next `measureSec`.
  */
-export async function measurePlayback(page: Page, url: string, warmupSec: number, measureSec: number, signal: AbortSignal): Promise<PlaybackSamples> {
+export async function measurePlayback(page: Page, url: string, warmupSec: number, measureSec: number, signal: AbortSignal,
+  window?: { start?: () => Promise<void>; end?: () => Promise<void> }): Promise<PlaybackSamples> {
+  // The budget's hooks (hls.js's part loads and dates) only where they are asked for: OnAir's page.
+  if (window) await page.addInitScript(captureHls);
   await page.goto(url, { timeout: 30_000 });
   try {
     await page.waitForFunction(() => {
@@ -100,12 +159,15 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
     bad: (window as unknown as { __g2g: PageState }).__g2g.bad,
   }));
   const startStalls = await page.evaluate(countStalls);
+  await window?.start?.();
   await sleep(measureSec * 1000, signal);
+  await window?.end?.();
   const end = await page.evaluate(() => {
     const state = (window as unknown as { __g2g: PageState }).__g2g;
     const video = document.querySelector('video')!;
     return {
       samples: state.samples,
+      parts: state.parts,
       bad: state.bad,
       time: video.currentTime,
       height: video.videoHeight,
@@ -116,6 +178,8 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
   return {
     latencies: kept.map(([, latency]) => latency),
     hlsLatencies: kept.map(([, , hls]) => hls).filter((v) => Number.isFinite(v)),
+    sinceIngest: kept.map(([, , , since]) => since),
+    parts: end.parts.filter((p) => p.loadedAt >= start.now),
     bad: end.bad - start.bad,
     stalls: endStalls - startStalls,
     played: end.time - start.time,

@@ -91,6 +91,12 @@ describe('live spine: RTMP publish → one ffmpeg → CMAF fragments per renditi
     const metrics = await (await fetch(`${node.httpUrl}/metrics`)).text();
     assert.match(metrics, new RegExp(`onair_rendition_fps\\{stream="${streamId}",rendition="360p"\\} [1-9]`));
     assert.match(metrics, /onair_process_cpu_seconds_total/);
+    // The server's share of the latency budget: every part counted, out well within a second of its media's end
+    // reaching the ingest (one 200 ms part of two renditions ≈ 10 parts a second).
+    const count = Number(/^onair_llhls_part_delay_seconds_count (\S+)$/m.exec(metrics)?.[1]);
+    const sum = Number(/^onair_llhls_part_delay_seconds_sum (\S+)$/m.exec(metrics)?.[1]);
+    assert.ok(count >= 30, `parts counted: ${count}`);
+    assert.ok(sum / count > 0 && sum / count < 1, `mean ingest → part delay ${sum / count} s`);
   });
 
   test('every rendition yields an init segment and ~200 ms fragments that ffprobe decodes', async () => {
