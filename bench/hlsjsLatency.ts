@@ -301,6 +301,11 @@ async function measureNginx(browser: BrowserContext, { joinSec, warmupSec, measu
   server {
     listen 127.0.0.1:${httpPort};
     location /watch/ { root ${www}; try_files /watch.html =404; }
+    # The page asks what /watch/bench is (a live stream) before it plays /live/bench/index.m3u8.
+    location = /api/streams/bench {
+      default_type application/json;
+      return 200 '{"id":"bench","title":"nginx-rtmp","status":"live"}';
+    }
     location /assets/ { root ${www}; }
     location /live/ {
       alias ${hls}/;
