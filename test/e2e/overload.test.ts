@@ -114,7 +114,7 @@ describe('overload: more streams than the machine holds', { timeout: 480_000 }, 
     return p;
   };
 
-  test('the streams are degraded instead of falling behind; the next publisher is refused with its reason', async () => {
+  test('the streams are degraded instead of falling behind; the next publisher is refused with its reason', async (t) => {
     // One more stream at a time until the node is short: how many fit depends on the machine and what else runs.
     let degraded: string | undefined;
     let live = 0;
@@ -137,8 +137,10 @@ describe('overload: more streams than the machine holds', { timeout: 480_000 }, 
     onAir = streams.slice(0, live);
     degradedId = degraded;
 
-    // Once the governor has acted, each stream stays at live over 60 s: its newest media is never more than 2 s behind
-    // the wall clock (a stream at 0.6× real time would fall 0.4 s further behind every second).
+    // Once the governor has acted, each stream stays at live over 60 s: its newest media does not fall further behind
+    // the wall clock. A stream at 0.95× real time would lose 1.5 s between the medians of the first and the last 20 s,
+    // one at 0.6× 12 s. The lag itself (ingest to published part, on a machine that is short by design) may be a few
+    // seconds, but not more than a live player holds back.
     // Settled: no ladder change for 15 s.
     const changes = async (): Promise<string> => (await (await fetch(`${node.httpUrl}/metrics`)).text())
       .split('\n').filter((l) => l.startsWith('onair_ladder_changes_total')).join();
@@ -148,17 +150,30 @@ describe('overload: more streams than the machine holds', { timeout: 480_000 }, 
       if (value !== last.value) last = { value, since: Date.now() };
       return Date.now() - last.since >= 15_000;
     }, 120_000, 1000);
-    const worst = new Map<string, number>();
-    for (const end = Date.now() + 60_000; Date.now() < end;) {
+    const lags = new Map<string, { at: number; lagMs: number }[]>();
+    const began = Date.now();
+    for (const end = began + 60_000; Date.now() < end;) {
       for (const s of onAir) {
         const playlist = await (await fetch(`${node.httpUrl}/live/${s.id}/360p/index.m3u8`)).text();
         const newest = newestMediaEnd(playlist);
         if (newest === undefined) continue;
-        worst.set(s.id, Math.max(worst.get(s.id) ?? -Infinity, Date.now() - newest));
+        const list = lags.get(s.id) ?? [];
+        list.push({ at: Date.now() - began, lagMs: Date.now() - newest });
+        lags.set(s.id, list);
       }
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
-    for (const [id, lagMs] of worst) assert.ok(lagMs <= 2000, `stream ${id}: newest media ${lagMs} ms behind the wall clock`);
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+    assert.equal(lags.size, onAir.length, 'every stream on air has a playlist with media');
+    for (const [id, list] of lags) {
+      const first = median(list.filter((l) => l.at < 20_000).map((l) => l.lagMs));
+      const lastLag = median(list.filter((l) => l.at >= 40_000).map((l) => l.lagMs));
+      const worst = Math.max(...list.map((l) => l.lagMs));
+      const summary = `stream ${id}: lag median ${first} ms in the first 20 s, ${lastLag} ms in the last 20 s, worst ${worst} ms`;
+      t.diagnostic(summary);
+      assert.ok(lastLag - first <= 750, `${summary}: falling behind`);
+      assert.ok(worst <= 4000, `${summary}: further behind than a live player holds back`);
+    }
   });
 
   test('once the load is gone the degraded stream gets its full ladder back', async () => {
