@@ -3,21 +3,33 @@
 // package against Debian's libraries — a tiny stand-in meson project per wrap exports what mediasoup's meson.build
 // reads, built from pkg-config dependencies — and cache the binary outside the clone, keyed by version, so that CI and
 // every later `npm start` skip the ~7-minute build. mediasoup is pinned to 3.12.16: the last line that builds and
-// runs against Debian bookworm's libraries (see README).
+// runs against Debian bookworm's libraries (see README). Before compiling we apply our own patch
+// (patches/mediasoup-3.12.16-hdrext-ids.patch: each consumer sends the RTP header-extension ids its viewer offered, see
+// webrtc-edge/README.md); the cache key carries the patch's hash, so a changed patch builds a new worker.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 export const MEDIASOUP_VERSION = '3.12.16';
 
 /** Debian packages the build needs (they pull in the runtime libraries the worker links to). */
-export const BUILD_PACKAGES = ['pkg-config', 'libssl-dev', 'libuv1-dev', 'libsrtp2-dev', 'libusrsctp-dev', 'libabsl-dev', 'nlohmann-json3-dev', 'make', 'g++'];
+export const BUILD_PACKAGES = ['patch', 'pkg-config', 'libssl-dev', 'libuv1-dev', 'libsrtp2-dev', 'libusrsctp-dev', 'libabsl-dev', 'nlohmann-json3-dev', 'make', 'g++'];
 
-/** Where the built worker lives: `$ONAIR_CACHE_DIR` or `~/.cache/onair`, per mediasoup version. */
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+
+/** Our patch to the worker's sources (paths relative to `worker/`), applied before every build. */
+export const WORKER_PATCH = path.join(ROOT, 'patches', `mediasoup-${MEDIASOUP_VERSION}-hdrext-ids.patch`);
+
+/**
+ * Where the built worker lives: `$ONAIR_CACHE_DIR` or `~/.cache/onair`, per mediasoup version and patch (the first 12
+ * hex digits of its SHA-256). webrtc-edge/loadMediasoup.ts computes the same path; test/workerPatch.test.ts checks it.
+ */
 export function workerBinPath() {
   const cache = process.env.ONAIR_CACHE_DIR || path.join(os.homedir(), '.cache', 'onair');
-  return path.join(cache, `mediasoup-worker-${MEDIASOUP_VERSION}`, 'mediasoup-worker');
+  const patch = createHash('sha256').update(readFileSync(WORKER_PATCH)).digest('hex').slice(0, 12);
+  return path.join(cache, `mediasoup-worker-${MEDIASOUP_VERSION}-${patch}`, 'mediasoup-worker');
 }
 
 const EMPTY_C = 'int onair_meson_standin(void) { return 0; }\n';
@@ -107,6 +119,11 @@ export function ensureWorker(packageDir, say) {
     writeFileSync(path.join(at, 'empty.c'), EMPTY_C);
     if (options) writeFileSync(path.join(at, 'meson_options.txt'), options);
   }
+  const patched = spawnSync('patch', ['-p1', '--forward', '--batch', '-d', worker, '-i', WORKER_PATCH], { encoding: 'utf8' });
+  if (patched.status !== 0) {
+    throw new Error(`cannot apply ${WORKER_PATCH} to mediasoup ${MEDIASOUP_VERSION} (is \`patch\` installed?)\n` +
+      `${patched.stdout ?? ''}${patched.stderr ?? ''}${patched.error?.message ?? ''}`);
+  }
   say(`building the mediasoup ${MEDIASOUP_VERSION} worker (about 7 minutes on 2 cores; cached in ${path.dirname(target)})`);
   const env = { ...process.env };
   delete env.MEDIASOUP_WORKER_BIN; // the Makefile skips compiling when it is set
@@ -136,6 +153,5 @@ export function ensureWorker(packageDir, say) {
 
 // `node scripts/mediasoup-worker.mjs` builds it by hand.
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-  ensureWorker(root, (text) => process.stderr.write(`[mediasoup] ${text}\n`));
+  ensureWorker(ROOT, (text) => process.stderr.write(`[mediasoup] ${text}\n`));
 }

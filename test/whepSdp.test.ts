@@ -5,7 +5,10 @@ import * as ortc from 'mediasoup/node/lib/ortc.js';
 import { supportedRtpCapabilities } from 'mediasoup/node/lib/supportedRtpCapabilities.js';
 import type { Page } from 'playwright-core';
 import sdpTransform from 'sdp-transform';
-import { buildWhepAnswer, parseWhepOffer, routerMediaCodecsFor, WhepSdpError, type WhepAnswerInput, type WhepOffer } from '../webrtc-edge/whepSdp.js';
+import {
+  buildWhepAnswer, parseWhepOffer, routerMediaCodecsFor, useOfferHeaderExtensionIds, WhepSdpError, type RouterHeaderExtensionId, type WhepAnswerInput,
+  type WhepOffer,
+} from '../webrtc-edge/whepSdp.js';
 import { launchChromium } from './support/browser.js';
 
 /**
@@ -266,10 +269,14 @@ function fakeConsumer(mid: string, kind: ms.MediaKind, pts: { media: number; rtx
 
 /**
  * `transport.consume({ producerId, rtpCapabilities: offer.rtpCapabilities, mid })` without a worker: mediasoup's own
- * ortc functions, from router codecs and an ffmpeg-like plain-RTP producer to the consumer's rtpParameters.
+ * ortc functions, from router codecs and an ffmpeg-like plain-RTP producer to the consumer's rtpParameters. With
+ * `extensionIds`, the router takes them before the producer is made, as `WebRtcEdge` does with a patched worker.
  */
-function consumeWithMediasoup(offer: WhepOffer, mediaCodecs: ms.RtpCodecCapability[], mid: string, kind: ms.MediaKind): WhepAnswerInput['consumers'][number] {
+function consumeWithMediasoup(
+  offer: WhepOffer, mediaCodecs: ms.RtpCodecCapability[], mid: string, kind: ms.MediaKind, extensionIds?: RouterHeaderExtensionId[],
+): WhepAnswerInput['consumers'][number] {
   const routerCaps = ortc.generateRouterRtpCapabilities(clone(mediaCodecs));
+  if (extensionIds) useOfferHeaderExtensionIds(routerCaps, extensionIds);
   const producer: ms.RtpParameters = kind === 'video'
     ? { codecs: [{ mimeType: 'video/H264', payloadType: 101, clockRate: 90000, parameters: { 'packetization-mode': 1, 'profile-level-id': '42e01f' } }], encodings: [{ ssrc: 0x4f4e0001 }], rtcp: { cname: 'ffmpeg' } }
     : { codecs: [{ mimeType: 'audio/opus', payloadType: 100, clockRate: 48000, channels: 2 }], encodings: [{ ssrc: 0x4f4e0080 }], rtcp: { cname: 'ffmpeg' } };
@@ -502,7 +509,7 @@ describe('buildWhepAnswer writes what mediasoup sends', () => {
 
   test('routerMediaCodecsFor gives a router the offer\'s payload types, RTX included, as mediasoup allocates them', () => {
     const { key, mediaCodecs } = routerMediaCodecsFor(offer);
-    assert.equal(key, 'h264:108/109/42e01f;opus:111');
+    assert.equal(key, 'h264:108/109/42e01f;opus:111;ext:v9,2,4,-,-,3,1,-/a9,2,14,-');
     const routerCaps = ortc.generateRouterRtpCapabilities(clone(mediaCodecs));
     const pt = (mime: string) => routerCaps.codecs!.find((c) => c.mimeType.toLowerCase() === mime)?.preferredPayloadType;
     assert.deepEqual([pt('video/h264'), pt('video/rtx'), pt('audio/opus')], [108, 109, 111]);
@@ -511,7 +518,7 @@ describe('buildWhepAnswer writes what mediasoup sends', () => {
     const video = sdpTransform.parse(answerFor(offer, consumers)).media[0]!;
     assert.equal(video.payloads, '108 109');
     assert.equal(video.ssrcGroups?.[0]?.semantics, 'FID');
-    assert.equal(video.ext, undefined, 'Chromium\'s extension ids are not mediasoup\'s: none is negotiated');
+    assert.equal(video.ext, undefined, 'on mediasoup\'s own ids (a stock worker) none of Chromium\'s extensions is negotiated');
 
     // The same offer against a router with mediasoup's default payload types cannot be answered.
     const defaults: ms.RtpCodecCapability[] = [
@@ -520,6 +527,47 @@ describe('buildWhepAnswer writes what mediasoup sends', () => {
     ];
     assert.deepEqual(ortc.generateRouterRtpCapabilities(clone(defaults)).codecs!.map((c) => c.preferredPayloadType), [100, 101, 102]);
     assert.throws(() => answerFor(offer, [consumeWithMediasoup(offer, defaults, '0', 'video')]), TypeError);
+  });
+
+  test('on the offer\'s header-extension ids (patched worker) the consumer keeps transport-cc, and the answer says so', () => {
+    const { mediaCodecs, headerExtensionIds } = routerMediaCodecsFor(offer);
+    const video = consumeWithMediasoup(offer, mediaCodecs, '0', 'video', headerExtensionIds);
+    const audio = consumeWithMediasoup(offer, mediaCodecs, '1', 'audio', headerExtensionIds);
+    const ids = (c: WhepAnswerInput['consumers'][number]) => (c.rtpParameters.headerExtensions ?? []).map((e) => `${e.id} ${e.uri}`).sort();
+    assert.deepEqual(ids(video), [
+      '1 urn:ietf:params:rtp-hdrext:toffset',
+      '2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time',
+      '3 urn:3gpp:video-orientation',
+      '4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01',
+      '9 urn:ietf:params:rtp-hdrext:sdes:mid',
+    ]);
+    assert.deepEqual(ids(audio), [
+      '14 urn:ietf:params:rtp-hdrext:ssrc-audio-level',
+      '2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time',
+      '9 urn:ietf:params:rtp-hdrext:sdes:mid',
+    ]);
+    // transport-cc drives mediasoup's bandwidth estimation (and so the simulcast layer); REMB goes with it.
+    const h264 = video.rtpParameters.codecs.find((c) => c.mimeType === 'video/H264')!;
+    assert.deepEqual(h264.rtcpFeedback?.map((f) => `${f.type} ${f.parameter ?? ''}`.trim()).sort(), ['ccm fir', 'nack', 'nack pli', 'transport-cc']);
+
+    const answer = sdpTransform.parse(answerFor(offer, [video, audio]));
+    assert.deepEqual(answer.media[0]!.ext?.map((e) => `${e.value} ${e.uri}`).sort(), ids(video));
+    assert.deepEqual(answer.media[1]!.ext?.map((e) => `${e.value} ${e.uri}`).sort(), ids(audio));
+    assert.ok(answer.media[0]!.rtcpFb?.some((f) => String(f.payload) === '108' && f.type === 'transport-cc'), 'a=rtcp-fb:108 transport-cc');
+    assert.ok(!answer.media[0]!.rtcpFb?.some((f) => f.type === 'goog-remb'));
+  });
+
+  test('header-extension ids above 14, or one id offered for two URIs, are left out', () => {
+    const sdp = edit(CHROMIUM_OFFER, (l) => {
+      if (l === 'a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time') return 'a=extmap:15 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time';
+      if (l === 'a=extmap:14 urn:ietf:params:rtp-hdrext:ssrc-audio-level') return 'a=extmap:4 urn:ietf:params:rtp-hdrext:ssrc-audio-level';
+      return l;
+    });
+    const parsed = parseWhepOffer(sdp);
+    const exts = parsed.rtpCapabilities.headerExtensions!.map((e) => `${e.kind} ${e.preferredId} ${e.uri}`);
+    assert.ok(!exts.some((e) => e.includes('abs-send-time')), 'id 15 needs the two-byte form');
+    assert.ok(!exts.some((e) => e.includes('ssrc-audio-level')), 'id 4 is transport-cc\'s already');
+    assert.ok(exts.includes('audio 9 urn:ietf:params:rtp-hdrext:sdes:mid') && exts.includes('video 4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01'));
   });
 });
 

@@ -10,6 +10,7 @@ import { loadMediasoup } from './loadMediasoup.js';
 import { restartWithBackoff } from './restartWithBackoff.js';
 import { RtpRelay, type RelayInput } from './RtpRelay.js';
 import { OriginClient, type PipeEndpoint, type PipeOffer } from './pipeProtocol.js';
+import { useOfferHeaderExtensionIds, type RouterHeaderExtensionId } from './whepSdp.js';
 
 type Mediasoup = typeof import('mediasoup');
 
@@ -232,12 +233,16 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   readonly #originClient: OriginClient | undefined;
   /** Pulls being opened, by stream: viewers arriving together share one. */
   readonly #pulling = new Map<string, Promise<EdgeStream | undefined>>();
+  /** The worker rewrites header-extension ids per consumer (our patch, see README.md): viewer routers use the offer's. */
+  readonly #offerExtensionIds: boolean;
 
   private constructor(parts: {
     mediasoup: Mediasoup; options: WebRtcEdgeOptions; workers: ms.Worker[]; ingest: ms.Worker; servers: ms.WebRtcServer[]; limits: WhepLimits;
+    offerExtensionIds: boolean;
   }) {
     super();
     this.#log = parts.options.log;
+    this.#offerExtensionIds = parts.offerExtensionIds;
     this.#mediasoup = parts.mediasoup;
     this.#options = parts.options;
     this.#limits = parts.limits;
@@ -269,8 +274,15 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       throw error;
     }
     if (options.origin && !options.clusterSecret) options.log.warn('ONAIR_CLUSTER_SECRET is unset: this edge cannot pull streams from other nodes');
+    const offerExtensionIds = await rewritesExtensionIds(workers[0]!);
+    if (!offerExtensionIds) {
+      options.log.warn({ workerBin: process.env['MEDIASOUP_WORKER_BIN'] }, 'this mediasoup worker lacks OnAir\'s header-extension id patch: '
+        + 'browsers whose ids differ from mediasoup\'s (Chromium) get no transport-cc, so their simulcast layer never adapts (run `npm run setup`)');
+    }
     options.log.info({ workers: count, listenIp: options.listenIp, announcedIp: options.announcedIp, port: options.port }, 'WebRTC edge ready');
-    return new WebRtcEdge({ mediasoup, options, workers, ingest, servers, limits: { ...defaultLimits(WHEP_LIMITS), ...options.limits } });
+    return new WebRtcEdge({
+      mediasoup, options, workers, ingest, servers, limits: { ...defaultLimits(WHEP_LIMITS), ...options.limits }, offerExtensionIds,
+    });
   }
 
   /**
@@ -399,8 +411,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   async createSession<T>(streamId: string, request: {
     /** The viewer's address (per-address cap). */
     remoteAddress: string;
-    /** Router codecs with the offer's payload types, and a key shared by offers with the same ones. */
-    router: { key: string; mediaCodecs: ms.RtpCodecCapability[] };
+    /** Router codecs with the offer's payload types (and its header-extension ids), and a key shared by offers with the same ones. */
+    router: ViewerRouterCodecs;
     rtpCapabilities: ms.RtpCapabilities;
     dtlsParameters: ms.DtlsParameters;
     media: { mid: string; kind: 'audio' | 'video'; rejected: boolean }[];
@@ -859,7 +871,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     if (started) this.safeEmit('restart', role);
   }
 
-  #routerOn(stream: EdgeStream, worker: number, codecs: { key: string; mediaCodecs: ms.RtpCodecCapability[] }): Promise<ViewerRouter> {
+  #routerOn(stream: EdgeStream, worker: number, codecs: ViewerRouterCodecs): Promise<ViewerRouter> {
     const key = `${worker}|${codecs.key}`;
     const existing = stream.routers.get(key);
     if (existing) return existing;
@@ -867,6 +879,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       const viewer: ViewerRouter = {
         router: await this.#workers[worker]!.createRouter({ mediaCodecs: codecs.mediaCodecs }), producers: new Map(), pipe: undefined,
       };
+      // Before any producer is piped in: their consumers then carry the viewer's ids (the patched worker sends on them).
+      if (this.#offerExtensionIds && codecs.headerExtensionIds) useOfferHeaderExtensionIds(viewer.router.rtpCapabilities, codecs.headerExtensionIds);
       try {
         await this.#pipe(stream, viewer);
       } catch (error) {
@@ -965,6 +979,20 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     this.#release(stream, session.worker, session.routerKey, session.client);
     this.#log.debug({ streamId: stream.streamId, sessionId: session.id, reason }, 'WebRTC viewer left');
   }
+}
+
+/** What a viewer router is made with (whepSdp.ts `routerMediaCodecsFor`). */
+export interface ViewerRouterCodecs {
+  key: string;
+  mediaCodecs: ms.RtpCodecCapability[];
+  /** The offer's header-extension ids; used when the worker can send on them. */
+  headerExtensionIds?: RouterHeaderExtensionId[];
+}
+
+/** Whether the worker was built with our header-extension id patch (it says so in its dump). */
+async function rewritesExtensionIds(worker: ms.Worker): Promise<boolean> {
+  const dump = await worker.dump() as { onair?: { headerExtensionIdRewrite?: number } };
+  return dump.onair?.headerExtensionIdRewrite === 1;
 }
 
 /** A viewer worker with its WebRtcServer on `port + index` (or a free port). */

@@ -191,12 +191,20 @@ function servedCodecs(kind: ms.MediaKind, media: MediaDescription): ms.RtpCodecC
   return [...h264, ...rtx];
 }
 
-function sectionHeaderExtensions(kind: ms.MediaKind, media: MediaDescription): ms.RtpHeaderExtension[] {
+/**
+ * The sendable header extensions of one m-section. `taken` holds the ids of the sections read before (one id names
+ * one URI across a BUNDLE group, RFC 8285 §6): an id reused for another URI is left out, and so is one above 14, which
+ * only the two-byte form can carry (the worker sends one-byte headers).
+ */
+function sectionHeaderExtensions(kind: ms.MediaKind, media: MediaDescription, taken: Map<number, string>): ms.RtpHeaderExtension[] {
   const extensions: ms.RtpHeaderExtension[] = [];
   for (const ext of media.ext ?? []) {
     if (ext['encrypt-uri'] || !SENDABLE_HEADER_EXTENSIONS[kind].has(ext.uri)) continue;
     // The viewer only sends this one (RFC 8285 §7): nothing for us to send with it.
     if (ext.direction === 'sendonly' || ext.direction === 'inactive') continue;
+    if (!Number.isInteger(ext.value) || ext.value < 1 || ext.value > 14) continue;
+    if ((taken.get(ext.value) ?? ext.uri) !== ext.uri) continue;
+    taken.set(ext.value, ext.uri);
     // Direction from the viewer's side, as mediasoup-client's receive capabilities give it.
     extensions.push({ kind, uri: ext.uri, preferredId: ext.value, preferredEncrypt: false, direction: 'sendrecv' });
   }
@@ -260,6 +268,7 @@ export function parseWhepOffer(sdp: string): WhepOffer {
   const media: WhepMedia[] = [];
   const codecs: ms.RtpCodecCapability[] = [];
   const headerExtensions: ms.RtpHeaderExtension[] = [];
+  const extensionIds = new Map<number, string>();
   const served = new Set<ms.MediaKind>();
 
   session.media.forEach((m, index) => {
@@ -291,7 +300,7 @@ export function parseWhepOffer(sdp: string): WhepOffer {
       } else {
         served.add(kind);
         codecs.push(...offered);
-        headerExtensions.push(...sectionHeaderExtensions(kind, m));
+        headerExtensions.push(...sectionHeaderExtensions(kind, m, extensionIds));
       }
     }
     section.rejected = reason !== undefined;
@@ -320,16 +329,32 @@ export function parseWhepOffer(sdp: string): WhepOffer {
 /** mediasoup 3.12's order of dynamic payload types (ortc.ts `DynamicPayloadTypes`), from which a router's RTX takes. */
 const ROUTER_DYNAMIC_PAYLOAD_TYPES = [...Array.from({ length: 28 }, (_, i) => 100 + i), 96, 97, 98, 99];
 
+/** One header extension of a viewer router: the id the offer gave `uri` for `kind`. */
+export interface RouterHeaderExtensionId {
+  kind: ms.MediaKind;
+  uri: string;
+  preferredId: number;
+}
+
+/** What a viewer router is made with: see {@link routerMediaCodecsFor}. */
+export interface ViewerRouterSpec {
+  /** Offers with the same key can share a router. */
+  key: string;
+  mediaCodecs: ms.RtpCodecCapability[];
+  /** The offer's header-extension ids, for {@link useOfferHeaderExtensionIds} on the router's capabilities. */
+  headerExtensionIds: RouterHeaderExtensionId[];
+}
+
 /**
- * `mediaCodecs` for a router whose payload types are this offer's, and a key naming them (routers can be shared by
- * every viewer whose offer has the same key, e.g. all of one browser version).
+ * `mediaCodecs` for a router whose payload types are this offer's, its header-extension ids, and a key naming both
+ * (routers can be shared by every viewer whose offer has the same key, e.g. all of one browser version).
  *
  * A consumer sends on its router's payload types and the viewer decodes by its offer's, so they must agree. H.264
  * (the offer's packetization-mode=1 entry with `profileLevelId`'s profile) and opus take `preferredPayloadType` from
  * the offer. A router's RTX type cannot be set: mediasoup gives each video codec the first free dynamic type, so the
  * types before the offer's RTX one are taken by placeholder PCMU entries that nothing produces or consumes.
  */
-export function routerMediaCodecsFor(offer: WhepOffer, profileLevelId = '42e01f'): { key: string; mediaCodecs: ms.RtpCodecCapability[] } {
+export function routerMediaCodecsFor(offer: WhepOffer, profileLevelId = '42e01f'): ViewerRouterSpec {
   const codecs = offer.rtpCapabilities.codecs ?? [];
   const profile = profileLevelId.slice(0, 4).toLowerCase();
   const h264 = codecs.find((c) => c.mimeType.toLowerCase() === 'video/h264'
@@ -352,8 +377,33 @@ export function routerMediaCodecsFor(offer: WhepOffer, profileLevelId = '42e01f'
       parameters: { 'packetization-mode': 1, 'profile-level-id': profileLevelId, 'level-asymmetry-allowed': 1 },
     });
   }
-  const key = `h264:${h264?.preferredPayloadType ?? '-'}/${rtx?.preferredPayloadType ?? '-'}/${profileLevelId};opus:${opus?.preferredPayloadType ?? '-'}`;
-  return { key, mediaCodecs };
+  const headerExtensionIds: RouterHeaderExtensionId[] = (offer.rtpCapabilities.headerExtensions ?? [])
+    .filter((e) => e.preferredId !== undefined && SENDABLE_HEADER_EXTENSIONS[e.kind].has(e.uri))
+    .map((e) => ({ kind: e.kind, uri: e.uri, preferredId: e.preferredId }));
+  // The ids in the fixed order of the sendable URIs ('-': not offered): e.g. Chromium's `ext:v9,2,4,-,-,3,1,-/a9,2,14,-`.
+  const idsOf = (kind: ms.MediaKind): string => [...SENDABLE_HEADER_EXTENSIONS[kind]]
+    .map((uri) => headerExtensionIds.find((e) => e.kind === kind && e.uri === uri)?.preferredId ?? '-').join(',');
+  const key = `h264:${h264?.preferredPayloadType ?? '-'}/${rtx?.preferredPayloadType ?? '-'}/${profileLevelId};opus:${opus?.preferredPayloadType ?? '-'}`
+    + `;ext:v${idsOf('video')}/a${idsOf('audio')}`;
+  return { key, mediaCodecs, headerExtensionIds };
+}
+
+/**
+ * Makes a viewer router send the header extensions on the offer's ids: in `routerCapabilities` (the object
+ * `router.rtpCapabilities` returns, which mediasoup reads when a producer is made on the router) each entry the offer
+ * has gets the offer's id, and the others go. Producers made afterwards (the pipes of `WebRtcEdge`) then offer the
+ * viewer's ids to their consumers, mediasoup keeps mid, abs-send-time and transport-cc in each consumer (it keeps an
+ * extension only on the same id), and with transport-cc the `transport-cc` feedback, which starts its bandwidth
+ * estimation. Only for a worker built with our patch (`onair.headerExtensionIdRewrite` in `worker.dump()`): the stock
+ * worker would send every packet on its fixed ids whatever the consumer says.
+ */
+export function useOfferHeaderExtensionIds(routerCapabilities: ms.RtpCapabilities, ids: readonly RouterHeaderExtensionId[]): void {
+  const kept: ms.RtpHeaderExtension[] = [];
+  for (const ext of routerCapabilities.headerExtensions ?? []) {
+    const offered = ids.find((e) => e.kind === ext.kind && e.uri === ext.uri);
+    if (offered) kept.push({ ...ext, preferredId: offered.preferredId });
+  }
+  routerCapabilities.headerExtensions = kept;
 }
 
 function rtpmap(codec: ms.RtpCodecParameters): string {
