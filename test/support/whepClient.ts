@@ -4,10 +4,10 @@
  * once (fan-out tests) and, unlike Chromium, lets the test choose its RTP header extension ids.
  *
  * mediasoup only estimates a viewer's bandwidth (and so only picks simulcast layers by it) when the consumer
- * negotiated transport-wide-cc (or abs-send-time with REMB) on the ids of the router's own capabilities: an answered
- * extension keeps the offer's id, and mediasoup 3.12 keeps its fixed ids (supportedRtpCapabilities.ts), so an extension
- * offered on another id is left out of the consumer. werift numbers its configured extensions itself (1, 2, … across
- * audio then video); the ids are therefore set on the transceivers, which werift then offers as they are.
+ * negotiated transport-wide-cc (or abs-send-time with REMB). A stock mediasoup 3.12 worker sends on its fixed ids
+ * (supportedRtpCapabilities.ts), so only an offer on those ids gets them; OnAir's patched worker sends on the offer's
+ * (webrtc-edge/README.md), which `extensionIds` chooses. werift numbers its configured extensions itself (1, 2, …
+ * across audio then video); the ids are therefore set on the transceivers, which werift then offers as they are.
  *
  * werift's own transport-cc feedback (0.24) cannot drive that estimate: mediasoup discards every one of its packets
  * ("not enough space for small deltas": the RTCP length is rounded down instead of padded, and missing sequence
@@ -28,6 +28,19 @@ export const MEDIASOUP_EXTENSION_IDS = {
   transportWideCc: 5,
 } as const;
 
+/** Chromium's ids for the same extensions (its video-first offers: test/whepSdp.test.ts CHROMIUM_OFFER). */
+export const CHROMIUM_EXTENSION_IDS = {
+  mid: 9,
+  absSendTime: 2,
+  transportWideCc: 4,
+} as const;
+
+export interface ExtensionIds {
+  mid: number;
+  absSendTime: number;
+  transportWideCc: number;
+}
+
 export interface WhepClientOptions {
   /** Ask for audio too (a second recvonly transceiver); default true. */
   audio?: boolean;
@@ -45,6 +58,8 @@ export interface WhepClientOptions {
   videoCodec?: 'h264' | 'vp8';
   /** The payload type the H.264 entry is offered on (browsers differ: each set makes a viewer router of its own). */
   h264PayloadType?: number;
+  /** The header-extension ids offered; default mediasoup's ({@link MEDIASOUP_EXTENSION_IDS}). */
+  extensionIds?: ExtensionIds;
 }
 
 export interface WhepClientStats {
@@ -115,13 +130,14 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
     });
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
 
+  const ids = options.extensionIds ?? MEDIASOUP_EXTENSION_IDS;
   const videoExtensions = congestionControl
-    ? [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid), ext(MEDIASOUP_EXTENSION_IDS.absSendTime, RTP_EXTENSION_URI.absSendTime),
-      ext(MEDIASOUP_EXTENSION_IDS.transportWideCc, RTP_EXTENSION_URI.transportWideCC)]
-    : [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid)];
+    ? [ext(ids.mid, RTP_EXTENSION_URI.sdesMid), ext(ids.absSendTime, RTP_EXTENSION_URI.absSendTime),
+      ext(ids.transportWideCc, RTP_EXTENSION_URI.transportWideCC)]
+    : [ext(ids.mid, RTP_EXTENSION_URI.sdesMid)];
   const audioExtensions = congestionControl
-    ? [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid), ext(MEDIASOUP_EXTENSION_IDS.absSendTime, RTP_EXTENSION_URI.absSendTime)]
-    : [ext(MEDIASOUP_EXTENSION_IDS.mid, RTP_EXTENSION_URI.sdesMid)];
+    ? [ext(ids.mid, RTP_EXTENSION_URI.sdesMid), ext(ids.absSendTime, RTP_EXTENSION_URI.absSendTime)]
+    : [ext(ids.mid, RTP_EXTENSION_URI.sdesMid)];
 
   const peer = new RTCPeerConnection({
     // Loopback only, no STUN server to wait for; one transport for both m-sections (mediasoup answers with BUNDLE).
@@ -198,7 +214,7 @@ export async function connectWhep(url: string, options: WhepClientOptions = {}):
       await within('applying the answer', peer.setRemoteDescription({ type: 'answer', sdp: forWerift }), timeoutMs);
       if (ownFeedback) {
         for (const dtls of peer.dtlsTransports) {
-          const feedback = new TransportCcFeedback(MEDIASOUP_EXTENSION_IDS.transportWideCc, (packet) => {
+          const feedback = new TransportCcFeedback(ids.transportWideCc, (packet) => {
             if (dtls.state === 'connected') void dtls.sendRtcp([{ serialize: () => packet } as unknown as RtcpPacket]).catch(() => undefined);
           });
           dtls.onRtp.subscribe((packet) => feedback.received(packet.header));
