@@ -12,7 +12,7 @@ export const WHEP_LIMITS = {
   },
   maxCodecVariants: {
     env: 'ONAIR_WHEP_MAX_CODEC_VARIANTS', default: 8, min: 1, max: 1000, unit: 'routers',
-    doc: 'Viewer routers per stream per worker: one per set of payload types that offers use (a browser version each); closed with their last viewer.',
+    doc: 'Viewer routers per stream per worker: one per set of payload types and header-extension ids that offers use (a browser version each); closed with their last viewer.',
   },
   maxPipesPerStream: {
     env: 'ONAIR_WEBRTC_MAX_PIPES_PER_STREAM', default: 32, min: 1, max: 10_000, unit: 'pipes',
