@@ -4,8 +4,8 @@
 // reads, built from pkg-config dependencies — and cache the binary outside the clone, keyed by version, so that CI and
 // every later `npm start` skip the ~7-minute build. mediasoup is pinned to 3.12.16: the last line that builds and
 // runs against Debian bookworm's libraries (see README). Before compiling we apply our own patch
-// (patches/mediasoup-3.12.16-hdrext-ids.patch: each consumer sends the RTP header-extension ids its viewer offered, see
-// webrtc-edge/README.md); the cache key carries the patch's hash, so a changed patch builds a new worker.
+// (patches/mediasoup-3.12.16.patch: each consumer sends the RTP header-extension ids its viewer offered, and a simulcast
+// consumer keeps its lowest layer when the bandwidth estimate falls below it; see webrtc-edge/README.md); the cache key carries the patch's hash, so a changed patch builds a new worker.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,7 +20,7 @@ export const BUILD_PACKAGES = ['patch', 'pkg-config', 'libssl-dev', 'libuv1-dev'
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 
 /** Our patch to the worker's sources (paths relative to `worker/`), applied before every build. */
-export const WORKER_PATCH = path.join(ROOT, 'patches', `mediasoup-${MEDIASOUP_VERSION}-hdrext-ids.patch`);
+export const WORKER_PATCH = path.join(ROOT, 'patches', `mediasoup-${MEDIASOUP_VERSION}.patch`);
 
 /**
  * Where the built worker lives: `$ONAIR_CACHE_DIR` or `~/.cache/onair`, per mediasoup version and patch (the first 12

@@ -274,10 +274,14 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       throw error;
     }
     if (options.origin && !options.clusterSecret) options.log.warn('ONAIR_CLUSTER_SECRET is unset: this edge cannot pull streams from other nodes');
-    const offerExtensionIds = await rewritesExtensionIds(workers[0]!);
+    const patched = await workerPatches(workers[0]!);
+    const offerExtensionIds = patched.headerExtensionIdRewrite === 1;
     if (!offerExtensionIds) {
       options.log.warn({ workerBin: process.env['MEDIASOUP_WORKER_BIN'] }, 'this mediasoup worker lacks OnAir\'s header-extension id patch: '
         + 'browsers whose ids differ from mediasoup\'s (Chromium) get no transport-cc, so their simulcast layer never adapts (run `npm run setup`)');
+    } else if (patched.lowestLayerFloor !== 1) {
+      options.log.warn({ workerBin: process.env['MEDIASOUP_WORKER_BIN'] }, 'this mediasoup worker lacks OnAir\'s lowest-layer floor: '
+        + 'a viewer whose bandwidth estimate falls below the lowest layer gets no video until it recovers (run `npm run setup`)');
     }
     options.log.info({ workers: count, listenIp: options.listenIp, announcedIp: options.announcedIp, port: options.port }, 'WebRTC edge ready');
     return new WebRtcEdge({
@@ -989,10 +993,10 @@ export interface ViewerRouterCodecs {
   headerExtensionIds?: RouterHeaderExtensionId[];
 }
 
-/** Whether the worker was built with our header-extension id patch (it says so in its dump). */
-async function rewritesExtensionIds(worker: ms.Worker): Promise<boolean> {
-  const dump = await worker.dump() as { onair?: { headerExtensionIdRewrite?: number } };
-  return dump.onair?.headerExtensionIdRewrite === 1;
+/** What of our worker patch this worker was built with (it says so in its dump; see README.md). */
+async function workerPatches(worker: ms.Worker): Promise<{ headerExtensionIdRewrite?: number; lowestLayerFloor?: number }> {
+  const dump = await worker.dump() as { onair?: { headerExtensionIdRewrite?: number; lowestLayerFloor?: number } };
+  return dump.onair ?? {};
 }
 
 /** A viewer worker with its WebRtcServer on `port + index` (or a free port). */

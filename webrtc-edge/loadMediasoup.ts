@@ -12,7 +12,7 @@ export const MEDIASOUP_VERSION: string = (require('mediasoup/package.json') as {
 
 /** Our worker patch (see README.md): its hash is part of the cache key, so a changed patch means a new build. */
 export const WORKER_PATCH: string = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..', 'patches',
-  `mediasoup-${MEDIASOUP_VERSION}-hdrext-ids.patch`);
+  `mediasoup-${MEDIASOUP_VERSION}.patch`);
 
 /**
  * Where `scripts/mediasoup-worker.mjs` caches the worker it builds: `$ONAIR_CACHE_DIR` or `~/.cache/onair`, then
