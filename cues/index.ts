@@ -13,3 +13,5 @@ export { AdFeed, splitAdRendition } from '../lib/media/ads.js';
 export type { AdMedia, AdRendition } from '../lib/media/ads.js';
 export { LiveCues, openEventCues, closeEventCues, adBreakView } from './LiveCues.js';
 export type { LiveCuesOptions, LiveEventCues, CueTarget } from './LiveCues.js';
+export { WebRtcAds, webrtcAdArgs, MAX_AD_INPUTS } from './WebRtcAds.js';
+export type { WebRtcAdsOptions, WebRtcAdCommandOptions, WebRtcFeed } from './WebRtcAds.js';

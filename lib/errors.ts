@@ -57,6 +57,8 @@ export const ERRORS = {
   ONAIR_ERR_RTMP_LIMIT: { status: 413, message: 'The RTMP client passed a size or count limit' },
   ONAIR_ERR_RTMP_TIMEOUT: { status: 408, message: 'The RTMP client was too slow (handshake deadline, idle or under the minimum bitrate)' },
   ONAIR_ERR_RTMP_TOO_MANY_CONNECTIONS: { status: 429, message: 'Too many RTMP connections (in all or from this address)' },
+  // Logged only (no request fails): an ad break that WebRTC viewers cannot be shown.
+  ONAIR_ERR_AD_WEBRTC_FEED: { status: 500, message: 'The ad break cannot be played to WebRTC viewers: they keep the programme' },
   ONAIR_ERR_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
@@ -271,6 +273,10 @@ export const ERROR_HELP: { readonly [C in ErrorCode]: { when: string; fix: strin
   ONAIR_ERR_RTMP_TOO_MANY_CONNECTIONS: {
     when: 'A connection cap (in all, per address, without a publish per address). Log and metrics only.',
     fix: 'Close idle encoders; see `ONAIR_RTMP_MAX_CONNECTIONS*`.',
+  },
+  ONAIR_ERR_AD_WEBRTC_FEED: {
+    when: 'An ad break started but its ffmpeg for WebRTC viewers could not start or died (the log line gives the reason). Log only: HLS viewers see the ads, WebRTC viewers the programme for the rest of the break.',
+    fix: 'Check the ffmpeg named by `ONAIR_FFMPEG` and the hardware encoder (the ad is encoded like the live WebRTC layers); the next break tries again.',
   },
   ONAIR_ERR_INTERNAL: {
     when: 'A bug: the log has the details.',

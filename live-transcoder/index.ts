@@ -3,7 +3,7 @@ export type { LiveTranscoderOptions, LiveTranscoderEvents, TranscoderInput, Tran
 export type { TranscoderStartData, DiscontinuityData, RenditionInitData, RenditionFragmentData, TranscoderExitData } from './LiveTranscoder.js';
 export { planLadder, planWebRtc, AUDIO_KBPS, DEFAULT_WEBRTC_HEIGHTS, WEBRTC_AUDIO_KBPS, WEBRTC_GOP_MS } from './ladder.js';
 export type { SourceInfo, Rendition, LadderPlan, LadderOptions, WebRtcLayer, WebRtcAudio, WebRtcPlan } from './ladder.js';
-export { rtpFeed, validateRtpTargets, h264LevelFor, RTP_PACKET_SIZE } from './rtpOutput.js';
+export { rtpFeed, validateRtpTargets, h264LevelFor, rtpVideoOutput, rtpAudioOutput, RTP_PACKET_SIZE } from './rtpOutput.js';
 export type { RtpTargets, RtpFeed, RtpVideoStream, RtpAudioStream } from './rtpOutput.js';
 export { chooseEncoder, probeArgs, videoEncoderOptions, hwGlobalOptions, hwUploadFilter } from './hwaccel.js';
 export type { EncoderChoice, HwaccelSetting, VideoEncoderKind } from './hwaccel.js';

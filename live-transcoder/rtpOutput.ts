@@ -178,15 +178,17 @@ export function rtpVideoOutput(stream: RtpVideoStream, label: string, kind: Vide
   return { options, url: rtpUrl(stream.port) };
 }
 
-/** The Opus output: 20 ms frames, the packetization every WebRTC stack expects (a timestamp step of 960 at 48 kHz). */
-export function rtpAudioOutput(stream: RtpAudioStream): FfmpegOutput {
+/**
+ * The Opus output: 20 ms frames, the packetization every WebRTC stack expects (a timestamp step of 960 at 48 kHz).
+ * `label`: read the filter graph's `[label]` instead of the first input's audio (the graph then does the resampling).
+ */
+export function rtpAudioOutput(stream: RtpAudioStream, label?: string): FfmpegOutput {
   const { audio } = stream;
   const options: Option[] = [
-    ['-map', '0:a:0'],
     // FLV carries millisecond timestamps: ±0.5 ms of rounding on every input frame would reach the Opus packets'
     // RTP timestamps (steps of 944/976 instead of 960). aresample's async mode keeps its own sample count and only
     // corrects drift beyond 1 ms (filling or trimming gaps over 100 ms), so the timestamps stay contiguous.
-    ['-af', 'aresample=async=1'],
+    ...(label === undefined ? [['-map', '0:a:0'], ['-af', 'aresample=async=1']] as Option[] : [['-map', `[${label}]`]] as Option[]),
     ['-c:a', 'libopus'], ['-b:a', `${audio.kbps}k`], ['-ar', audio.sampleRate], ['-ac', audio.channels],
     ['-frame_duration', audio.frameMs], ['-application', 'audio'],
     ...rtpMuxerOptions(stream.payloadType, stream.ssrc),

@@ -23,6 +23,11 @@ export interface StreamPackagerOptions {
   continueFrom?: Readonly<Record<string, Continuation>>;
   /** Each content part of every rendition as it goes out: ms since its media's end reached the ingest. */
   onPart?: (delayMs: number) => void;
+  /**
+   * An ad break starts (on its first segment's boundary, as soon as any rendition opens that segment) or ends (on the
+   * boundary where CUE-IN goes, or with the stream): the WebRTC feed switches on the same boundaries (issue #18).
+   */
+  onBreak?: (cue: Cue, phase: 'start' | 'end') => void;
 }
 
 interface RenditionState {
@@ -119,12 +124,14 @@ export class StreamPackager {
   #segmentStarted(programDateTime: number, mediaStartMs: number): void {
     let changed = false;
     const pts = BigInt(Math.round(mediaStartMs * 90));
+    const breaks: [Cue, 'start' | 'end'][] = [];
     for (const cue of this.#cues) {
       if (cue.kind === 'ad' && cue.startDate !== undefined && cue.endDate === undefined && programDateTime > cue.startDate
         && programDateTime >= cue.startDate + cue.plannedDurationMs - this.#options.partTargetMs) {
         cue.endDate = programDateTime;
         cue.endPts = pts;
         changed = true;
+        breaks.push([cue, 'end']);
       }
     }
     for (const cue of this.#cues) {
@@ -135,13 +142,23 @@ export class StreamPackager {
       cue.startPts = pts;
       if (this.#ads.length > 0) this.#breakAds.set(cue.id, this.#ads);
       changed = true;
+      breaks.push([cue, 'start']);
     }
     if (!changed) return;
+    for (const [cue, phase] of breaks) this.#breakChanged(cue, phase);
     const waiting = this.#cueWaiters;
     this.#cueWaiters = [];
     for (const waiter of waiting) {
       if (waiter.cue.startDate !== undefined) waiter.resolve();
       else this.#cueWaiters.push(waiter);
+    }
+  }
+
+  #breakChanged(cue: Cue, phase: 'start' | 'end'): void {
+    try {
+      this.#options.onBreak?.(cue, phase);
+    } catch {
+      // The playlists go on whatever a listener does (it catches its own errors).
     }
   }
 
@@ -244,7 +261,12 @@ export class StreamPackager {
     this.#ended = true;
     this.#endedAt = Date.now();
     // A break still running when the stream ends ends with it (the replay then shows its real length).
-    for (const cue of this.#cues) if (cue.kind === 'ad' && cue.startDate !== undefined && cue.endDate === undefined) cue.endDate = this.#endedAt;
+    for (const cue of this.#cues) {
+      if (cue.kind === 'ad' && cue.startDate !== undefined && cue.endDate === undefined) {
+        cue.endDate = this.#endedAt;
+        this.#breakChanged(cue, 'end');
+      }
+    }
     for (const { playlist } of this.#renditions.values()) playlist.end();
     for (const waiter of this.#cueWaiters) waiter.resolve();
     this.#cueWaiters = [];

@@ -6,7 +6,7 @@ import { StreamPackager, type Continuation } from '../ll-hls-packager/index.js';
 import type { EventRecorder } from '../vod-archive/index.js';
 import type { EdgeRtpInputs, WebRtcEdge } from '../webrtc-edge/index.js';
 import type { Config } from './config.js';
-import { closeEventCues, openEventCues, type LiveEventCues } from '../cues/index.js';
+import { closeEventCues, openEventCues, WebRtcAds, type LiveEventCues } from '../cues/index.js';
 
 export type LiveEventEvents = {
   /** The transcoder (re)started with this ladder plan; the packager has taken it already. */
@@ -27,7 +27,7 @@ export interface LiveEventOptions {
   encoder: VideoEncoderKind;
   /** The node's logger with the stream's id. */
   log: Logger;
-  edge: Pick<WebRtcEdge, 'setProducers' | 'closeStream'> | undefined;
+  edge: (Pick<WebRtcEdge, 'setProducers' | 'closeStream'> & Partial<Pick<WebRtcEdge, 'adInputs' | 'useFeed'>>) | undefined;
   governor: Pick<LoadGovernor, 'add' | 'remove'>;
   /** The transcoder exited unexpectedly (it restarts on its own). */
   transcoderRestarted: (streamId: string) => void;
@@ -57,6 +57,8 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
   readonly cues: LiveEventCues;
   readonly #edge: LiveEventOptions['edge'];
   readonly #governor: LiveEventOptions['governor'];
+  /** Ad breaks for the WebRTC viewers (the relay switches to the ads and back); undefined without WebRTC. */
+  readonly #webrtcAds: WebRtcAds | undefined;
   /** The publisher now; undefined during the reconnect grace. */
   #publisher: PublishSession | undefined;
   #closing: Promise<void> | undefined;
@@ -94,6 +96,18 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
     transcoder.on('exit', ({ expected }) => {
       if (!expected) options.transcoderRestarted(streamId);
     });
+    const edge = this.#edge;
+    this.#webrtcAds = edge?.adInputs && edge.useFeed && rtpInputs ? new WebRtcAds({
+      streamId,
+      ffmpegPath: config.ffmpegPath,
+      encoder: options.encoder,
+      x264Preset: config.x264Preset,
+      vaapiDevice: config.vaapiDevice,
+      adInputs: () => edge.adInputs!(streamId),
+      useFeed: (feed) => edge.useFeed!(streamId, feed),
+      log: log.child({ component: 'webrtc-ads' }),
+    }) : undefined;
+    const webrtcAds = this.#webrtcAds;
     const recorder = this.recorder;
     const segmentDone = options.segmentDone;
     const packager = new StreamPackager({
@@ -104,6 +118,10 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
       windowMs: config.dvrWindowMs,
       ...(options.partPublished ? { onPart: options.partPublished } : {}),
       ...(options.continueFrom ? { continueFrom: options.continueFrom } : {}),
+      // WebRTC viewers switch to the break's ads and back on the playlists' boundaries.
+      ...(webrtcAds ? {
+        onBreak: (cue, phase) => (phase === 'start' ? webrtcAds.start(cue, this.packager.adsOf(cue.id), transcoder.rtp) : webrtcAds.end(cue)),
+      } : {}),
       ...(recorder || segmentDone ? {
         onSegment: (rendition, segment, init) => {
           recorder?.addSegment(rendition, segment, init);
@@ -193,6 +211,7 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
 
   async #close(end: boolean): Promise<void> {
     closeEventCues(this.cues);
+    this.#webrtcAds?.close();
     this.#governor.remove(this.transcoder);
     await this.transcoder.close();
     if (end) this.packager.end();

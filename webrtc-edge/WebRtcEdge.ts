@@ -8,7 +8,7 @@ import { WHEP_LIMITS, type WhepLimits } from './limits.js';
 import type { Logger } from '../lib/log.js';
 import { loadMediasoup } from './loadMediasoup.js';
 import { restartWithBackoff } from './restartWithBackoff.js';
-import { RtpRelay, type RelayInput } from './RtpRelay.js';
+import { RtpRelay, type RelayInput, type RelaySource } from './RtpRelay.js';
 import { OriginClient, type PipeEndpoint, type PipeOffer } from './pipeProtocol.js';
 import { useOfferHeaderExtensionIds, type RouterHeaderExtensionId } from './whepSdp.js';
 
@@ -357,6 +357,26 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     relay.track([...rtpInputs.videoSsrcs.map((ssrc) => ({ ssrc, clockRate: 90000 })), { ssrc: rtpInputs.audioSsrc, clockRate: 48000 }]);
     this.#streams.set(streamId, new EdgeStream({ streamId, relay, inputs: rtpInputs, origin, plain }));
     return rtpInputs;
+  }
+
+  /**
+   * Where an ad break's ffmpeg sends (issue #18): the stream's own SSRCs and payload types on a second set of relay
+   * ports, dropped until `useFeed(streamId, 'ad')`. Undefined for a stream not published here (a pulled copy switches
+   * with its origin's feed, upstream of the pipe).
+   */
+  async adInputs(streamId: string): Promise<EdgeRtpInputs | undefined> {
+    const stream = this.#streams.get(streamId);
+    if (!stream?.relay || !stream.inputs) return undefined;
+    const ports = await stream.relay.adInputs();
+    return { ...stream.inputs, videoPorts: ports.slice(0, MAX_LAYERS).map((i) => i.port), audioPort: ports[MAX_LAYERS]!.port };
+  }
+
+  /**
+   * Which feed the stream's viewers get: the live ladder or the ad break's ffmpeg. Each layer switches at the new
+   * feed's next keyframe, audio with it (`RtpRelay.use`); producers, pipes and viewers stay as they are.
+   */
+  useFeed(streamId: string, feed: RelaySource): void {
+    this.#streams.get(streamId)?.relay?.use(feed);
   }
 
   /**

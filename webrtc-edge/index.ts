@@ -5,3 +5,4 @@ export type { WhepRoutesOptions } from './routes.js';
 export { loadMediasoup, cachedWorkerBin, MEDIASOUP_VERSION } from './loadMediasoup.js';
 export { WHEP_LIMITS } from './limits.js';
 export type { WhepLimits } from './limits.js';
+export type { RelaySource } from './RtpRelay.js';
