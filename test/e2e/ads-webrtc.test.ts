@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { OnAirNode } from '../../server/node.js';
 import { inboundVideo, launchChromium, recordPeerConnections } from '../support/browser.js';
-import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { api, captureLog, childrenOf, publish, startTestNode, waitFor } from '../support/harness.js';
 import { tusCreate, tusPatch } from '../support/tus.js';
 
 /** What the page recorded: the mean colour of the shown frame every 100 ms, and when each frame was presented. */
@@ -36,12 +37,13 @@ describe('ads on WebRTC: a real-time viewer sees the ad during an ad break, on t
   let publisher: ReturnType<typeof publish>;
   let chromium: Awaited<ReturnType<typeof launchChromium>>;
   let page: Page;
+  const log = captureLog();
 
   before(async () => {
     ({ node, close } = await startTestNode({
       ONAIR_LADDER: '240', ONAIR_WEBRTC_LAYERS: '240', ONAIR_WEBRTC_WORKERS: '1', ONAIR_RECONNECT_GRACE_SEC: '0',
       ONAIR_VOD_CONCURRENCY: '1',
-    }));
+    }, undefined, { logDestination: log.stream }));
     // A 6-second red spot with a tone, made now.
     media = await mkdtemp(path.join(os.tmpdir(), 'onair-ad-rtc-'));
     const file = path.join(media, 'spot.mp4');
@@ -69,6 +71,8 @@ describe('ads on WebRTC: a real-time viewer sees the ad during an ad break, on t
     await close?.();
     if (media) await rm(media, { recursive: true, force: true });
   });
+
+  const recording = (): Promise<Recording> => page.evaluate(() => (window as unknown as { recording: Recording }).recording);
 
   test('programme, then the ad within a second of the break\'s start, then the programme again after its end, no freeze', async () => {
     page = await chromium.browser.newPage();
@@ -103,7 +107,6 @@ describe('ads on WebRTC: a real-time viewer sees the ad during an ad break, on t
         recording.samples.push({ at: Date.now(), r: r / 120, g: g / 120, b: b / 120 });
       }, 100);
     });
-    const recording = (): Promise<Recording> => page.evaluate(() => (window as unknown as { recording: Recording }).recording);
     await waitFor('two seconds of programme', async () => (await recording()).samples.length >= 20, 10_000, 250);
     assert.ok(!(await recording()).samples.some(isAd), 'no ad before the break');
 
@@ -135,5 +138,32 @@ describe('ads on WebRTC: a real-time viewer sees the ad during an ad break, on t
     console.log(`# longest gap between presented frames: ${freezeIn} ms around the start, ${freezeOut} ms around the end`);
     assert.ok(freezeIn <= 1000, `no freeze over 1 s into the ad (${freezeIn} ms)`);
     assert.ok(freezeOut <= 1000, `no freeze over 1 s back to the programme (${freezeOut} ms)`);
+  });
+
+  test('the ad\'s ffmpeg killed mid-break: the viewer is back on the programme within 2 s, a warning with its code', async () => {
+    const created = await api(node, 'POST', `/api/streams/${streamId}/cues`, { body: { kind: 'ad', durationSec: 6 } });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const cue = () => node.packager(streamId)!.cues.find((c) => c.id === created.body.id)!;
+    await waitFor('the ad on the page', async () => (await recording()).samples.slice(-3).every(isAd), 10_000, 100);
+    // The ad's ffmpeg is the node's ffmpeg child with the `realtime` filter (the live one reads FLV on stdin).
+    const ad = childrenOf(process.pid).filter((c) => c.comm === 'ffmpeg')
+      .find((c) => readFileSync(`/proc/${c.pid}/cmdline`, 'utf8').includes('realtime'));
+    assert.ok(ad, 'one ad ffmpeg runs');
+    process.kill(ad.pid, 'SIGKILL');
+    const killedAt = Date.now();
+    const back = await waitFor('the programme again', async () => {
+      const samples = (await recording()).samples.filter((s) => s.at > killedAt);
+      return samples.length >= 5 && samples.slice(-5).every((s) => !isAd(s)) ? samples.find((s) => !isAd(s))!.at : undefined;
+    }, 5000, 100);
+    console.log(`# programme back ${back - killedAt} ms after the ad's ffmpeg was killed`);
+    assert.ok(back - killedAt <= 2000, `back within 2 s (${back - killedAt} ms)`);
+    assert.equal(cue().endDate, undefined, 'the HLS break goes on');
+    await waitFor('the warning', () => log.text().includes('ONAIR_ERR_AD_WEBRTC_FEED'), 5000, 100);
+    const end = await waitFor('the HLS break to end', () => cue().endDate, 20_000, 100);
+    await waitFor('1 s after the break', () => Date.now() > end + 1000, 10_000, 100);
+    const { samples, frames } = await recording();
+    assert.ok(!samples.some((s) => s.at > back && isAd(s)), 'no ad after the fallback');
+    const freeze = longestFreeze(frames, killedAt, end + 1000);
+    assert.ok(freeze <= 1500, `the picture moves on (longest gap ${freeze} ms)`);
   });
 });
