@@ -277,8 +277,8 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
   });
 
   test('§4.4.3.8 PART-HOLD-BACK is the configured number of part targets, never under three', () => {
-    assert.equal(serverControlFor(200, 2000).partHoldBack, 1, 'five parts by default');
-    assert.equal(serverControlFor(200, 2000, 3).partHoldBack, 0.6);
+    assert.equal(serverControlFor(200, 2000).partHoldBack, 0.6, 'three parts by default');
+    assert.equal(serverControlFor(200, 2000, 5).partHoldBack, 1);
     assert.equal(serverControlFor(200, 2000, 2).partHoldBack, 0.6, 'the spec\'s floor: three part targets');
   });
 

@@ -10,7 +10,7 @@ export interface ServerControl {
 }
 
 /** The parameters every rendition shares, so that SERVER-CONTROL is identical across them (rfc8216bis §4.4.3.8). */
-export function serverControlFor(partTargetMs: number, segmentTargetMs: number, holdBackParts = 5): ServerControl {
+export function serverControlFor(partTargetMs: number, segmentTargetMs: number, holdBackParts = 3): ServerControl {
   const targetDuration = Math.ceil(segmentTargetMs / 1000);
   return {
     canBlockReload: true,

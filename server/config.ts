@@ -160,7 +160,7 @@ const schema = {
   ONAIR_ROLE: oneOf('all', ['all', 'origin', 'edge', 'worker'] as const),
   ONAIR_HWACCEL: oneOf('auto', ['auto', 'none', 'nvenc', 'vaapi', 'qsv'] as const),
   ONAIR_LLHLS_PART_MS: integer(200, 100, 2000),
-  ONAIR_LLHLS_HOLD_BACK_PARTS: integer(5, 3, 20),
+  ONAIR_LLHLS_HOLD_BACK_PARTS: integer(3, 3, 20),
   ONAIR_SEGMENT_MS: integer(2000, 500, 10000),
   ONAIR_PLAYBACK_SIGNING_KEY: optionalString,
   ONAIR_CLUSTER_SECRET: (raw: string | undefined, name: string) => {

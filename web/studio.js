@@ -18,6 +18,8 @@ var healthTimer = null;
 var preview = null;
 /** @type {ReturnType<typeof setInterval> | undefined} */
 var previewTimer;
+/** @type {ReturnType<typeof setInterval> | undefined} */
+var catchUpTimer;
 /** @type {import('socket.io-client').Socket | null} */
 var socket = null;
 
@@ -193,8 +195,9 @@ function health(stats) {
 function startPreview(stream) {
   var video = /** @type {HTMLVideoElement} */ ($('preview'));
   if (!window.Hls || !window.Hls.isSupported()) return;
-  var hls = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.25, backBufferLength: 10 });
+  var hls = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1, backBufferLength: 10 });
   preview = hls;
+  catchUpTimer = O.liveCatchUp(hls, video);
   hls.loadSource(stream.playback.hls.replace(/^https?:\/\/[^/]+/, ''));
   hls.attachMedia(video);
   hls.on(window.Hls.Events.MANIFEST_PARSED, function () { video.play().catch(function () {}); });
@@ -204,6 +207,7 @@ function startPreview(stream) {
 function stopPreview() {
   if (!preview) return;
   clearInterval(previewTimer);
+  clearInterval(catchUpTimer);
   preview.destroy();
   preview = null;
   studio.latency = null;

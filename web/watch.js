@@ -8,7 +8,7 @@
 // included; there is no test hook): the <video>'s `data-mode` (live, offline, ended, replay, vod), the latency
 // readout's `data-seconds` (hls.js's estimate, unrounded), the chat's `data-joined-as` (the name the server
 // accepted), the replayed chat's `data-total` (comments kept for the replay). Fatal playback errors go to the console.
-import { byId, clock, duration, el } from './common.js';
+import { byId, clock, duration, el, liveCatchUp } from './common.js';
 
 var parts = location.pathname.split('/');
 var id = parts[parts.length - 1];
@@ -218,10 +218,10 @@ function playHls() {
   quality.disabled = false;
   const Hls = window.Hls;
   if (Hls && Hls.isSupported()) {
-    // maxLiveSyncPlaybackRate: hls.js starts ~1 s behind its target (PART-HOLD-BACK) and, at the default 1, stays
-    // there; up to 1.25x it catches up (pitch kept) while more than a second of media is buffered.
-    var hls = new Hls({ lowLatencyMode: onair.mode === 'live', maxLiveSyncPlaybackRate: 1.25, backBufferLength: 30 });
+    // hls.js joins behind its target (PART-HOLD-BACK) and would stay there: liveCatchUp (common.js) owns the rate.
+    var hls = new Hls({ lowLatencyMode: onair.mode === 'live', maxLiveSyncPlaybackRate: 1, backBufferLength: 30 });
     onair.hls = hls;
+    if (onair.mode === 'live') timers.push(liveCatchUp(hls, video));
     hls.on(Hls.Events.MANIFEST_PARSED, function () {
       quality.length = 1;
       // Highest first; the value is hls.js's level index (its levels go by bitrate, lowest first).
