@@ -13,6 +13,7 @@ import { measurePlayback, type PlaybackSamples } from './support/glassToGlass.js
 import { freePort, nginxMissing, nginxVersion, RTMP_MODULE, startNginx, type RunningNginx } from './support/nginx.js';
 import { spawnBounded, within, type BoundedChild } from './support/process.js';
 import { barcodeFilter, publisherArgs } from './support/publisher.js';
+import { measurePublisherDelay } from './support/publisherDelay.js';
 import { ratioText, summarize, type Summary } from './support/stats.js';
 
 /*
@@ -55,13 +56,16 @@ interface Side {
 }
 
 /**
- * The latency budget of one run, stage by stage (ms, medians unless said). Measured: glass to glass (barcode), ingest →
- * display (the frame's PROGRAM-DATE-TIME, which is its ingest time), ingest → part served (the server's histogram
- * over the window) and ingest → part loaded by hls.js (its part load events). Derived: the rest.
+ * The latency budget of one run, stage by stage (ms, medians unless said). Measured: glass to glass (barcode), the
+ * publisher alone (barcode → FLV tag out of the same publish command, `publisherDelay.ts`), ingest → part served (the
+ * server's histogram over the window) and ingest → part loaded by hls.js (its part load events). Derived: the rest.
+ * Checked: each frame's PROGRAM-DATE-TIME against its capture + the publisher's delay (the date's error).
  */
 interface Budget {
-  /** Capture → RTMP ingest: the publisher's encode and RTMP (median of glass to glass − ingest → display, per frame). */
+  /** Capture → RTMP ingest: the publisher's encode and FLV out, measured alone (RTMP on loopback adds a TCP write). */
   publisher: number;
+  /** The frames' PROGRAM-DATE-TIME − (capture + publisher): how far the date is from the ingest time (median). */
+  dateError: number;
   /** A frame waits for its part to close: half a part, less half a frame (mean part duration). */
   assembly: number;
   /** Part's end at the ingest → part served: decode, ladder encode, fragment, package (server histogram, p50). */
@@ -110,14 +114,15 @@ function histogramWindow(a: HistogramSnapshot, b: HistogramSnapshot): { p50: num
 
 const median = (values: number[]): number => summarize(values.filter((v) => Number.isFinite(v)))?.p50 ?? NaN;
 
-function budgetOf(samples: PlaybackSamples, server: { p50: number; mean: number }, fps: number): Budget {
-  const publisher = median(samples.latencies.map((l, i) => l - samples.sinceIngest[i]!));
-  const sinceIngest = median(samples.sinceIngest);
+function budgetOf(samples: PlaybackSamples, server: { p50: number; mean: number }, publisher: number, fps: number): Budget {
+  // PROGRAM-DATE-TIME − capture, per frame, less what the publisher takes: the date's error against the ingest time.
+  const dateError = median(samples.latencies.map((l, i) => l - samples.sinceIngest[i]!)) - publisher;
+  const sinceIngest = median(samples.latencies) - publisher;
   const partMs = samples.parts.reduce((sum, p) => sum + p.durationMs, 0) / samples.parts.length;
   const assembly = (partMs - 1000 / fps) / 2;
   const loaded = median(samples.parts.map((p) => p.loadedAt - p.dateEnd));
   return {
-    publisher, assembly, server: server.p50, serverMean: server.mean, delivery: loaded - server.p50,
+    publisher, dateError, assembly, server: server.p50, serverMean: server.mean, delivery: loaded - server.p50,
     player: sinceIngest - assembly - loaded, sinceIngest, partMs,
   };
 }
@@ -142,7 +147,10 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   let nginx: Side | undefined;
   let missing = process.env['BENCH_HLSJS_NGINX'] === 'off' ? 'BENCH_HLSJS_NGINX=off' : nginxMissing(true);
   try {
-    for (const parts of holdBacks) sides.push({ parts, side: await measureOnAir(config, chromium.browser, timing, signal, parts) });
+    // The publisher's own share, measured alone first (the budget's first stage; the dates are checked against it).
+    const publisher = await measurePublisherDelay(SOURCE, 12, signal);
+    report(`publisher capture → FLV out, measured alone: median ${Math.round(publisher.p50)} ms, p90 ${Math.round(publisher.p90)} ms (${publisher.frames} frames)`);
+    for (const parts of holdBacks) sides.push({ parts, side: await measureOnAir(config, chromium.browser, timing, signal, parts, publisher.p50) });
     // nginx's side failing keeps OnAir's figures: the reason is printed where nginx's row would be.
     if (!missing) {
       nginx = await measureNginx(chromium.browser, timing, signal).catch((error: unknown) => {
@@ -177,12 +185,13 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     const b = side.budget;
     if (!b) continue;
     report(`budget    where the glass-to-glass time goes, ${name(parts)} (medians; BENCHMARKS.md says how each is measured):`);
-    report(`  capture → RTMP ingest (publisher encode, RTMP)               ${ms(b.publisher)}`);
+    report(`  capture → RTMP ingest (publisher encode, measured alone)     ${ms(b.publisher)}`);
     report(`  frame waits for its part to close ((part − frame) / 2)       ${ms(b.assembly)}  (parts ${ms(b.partMs)})`);
     report(`  part's end at ingest → part served (decode, ladder, package) ${ms(b.server)}  (mean ${ms(b.serverMean)})`);
     report(`  served → loaded by hls.js (HTTP, blocking reload, hint)      ${ms(b.delivery)}`);
     report(`  loaded → on screen (player buffer, decode, paint)            ${ms(b.player)}`);
     report(`  = ingest → display ${ms(b.sinceIngest)}; glass to glass ${ms(side.latency?.p50 ?? NaN)}`);
+    report(`  PROGRAM-DATE-TIME − ingest time (capture + publisher), median ${ms(b.dateError)}`);
   }
   const b = onair.budget;
   for (const { parts, side } of sides) report(`setup     ${name(parts)}: ${side.note}`);
@@ -197,6 +206,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
       { metric: 'OnAir hls.latency median', value: h(onair.hlsLatency?.p50) },
       ...(b ? [
         { metric: '  capture → ingest (publisher) median', value: `${Math.round(b.publisher)} ms` },
+        { metric: '  PROGRAM-DATE-TIME − ingest time median', value: `${Math.round(b.dateError)} ms`, goal: '±100 ms', met: Math.abs(b.dateError) <= 100 },
         { metric: '  ingest → display median', value: `${Math.round(b.sinceIngest)} ms` },
         { metric: '  server: ingest → part served p50', value: `${Math.round(b.server)} ms` },
         { metric: '  player: loaded → on screen median', value: `${Math.round(b.player)} ms` },
@@ -223,7 +233,7 @@ interface Timing {
 }
 
 async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, warmupSec, measureSec }: Timing, signal: AbortSignal,
-  holdBackParts: number): Promise<Side> {
+  holdBackParts: number, publisherMs: number): Promise<Side> {
   const harness = await within('starting an OnAir node', startTestNode({
     ONAIR_HWACCEL: 'none', ONAIR_X264_PRESET: config.x264Preset, ONAIR_WEBRTC_LAYERS: WEBRTC_OFF,
     ONAIR_LLHLS_HOLD_BACK_PARTS: String(holdBackParts),
@@ -249,7 +259,7 @@ async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, 
     const ladder = stats?.renditions.map((r) => `${r.height}p`).join('/') ?? '?';
     const side = summarizeSide(samples, `libx264 ${config.x264Preset}, ladder ${ladder}, part ${config.partTargetMs} ms, ` +
       `segment ${config.segmentTargetMs} ms, PART-HOLD-BACK ${holdBackParts} parts, WebRTC off; transcoder speed at the end ${stats?.speed ?? 'n/a'}x, restarts ${stats?.restarts ?? 'n/a'}`);
-    if (before && after && samples.parts.length > 0) side.budget = budgetOf(samples, histogramWindow(before, after), SOURCE.fps);
+    if (before && after && samples.parts.length > 0) side.budget = budgetOf(samples, histogramWindow(before, after), publisherMs, SOURCE.fps);
     return side;
   } finally {
     publisher?.kill();

@@ -119,8 +119,10 @@ export function liveLadderArgs(o: LiveCommandOptions): string[] {
     ],
     inputs: [{
       // The probe stops at 0.5 s of media: short start-ups and restarts, yet enough to meet an audio packet after a
-      // big keyframe (a byte limit alone can end inside a 6 Mbit/s keyframe and miss the audio parameters).
-      options: [['-fflags', '+nobuffer+genpts'], ['-probesize', 2_000_000], ['-analyzeduration', 500000], ['-f', 'flv']],
+      // big keyframe (a byte limit alone can end inside a 6 Mbit/s keyframe and miss the audio parameters). No
+      // `nobuffer`: it drops what the probe read, and the copied audio then began that much early (0.5 s out of lip
+      // sync, and LL-HLS players waited 0.5 s for the audio under each part; test/e2e/av-sync.test.ts).
+      options: [['-fflags', '+genpts'], ['-probesize', 2_000_000], ['-analyzeduration', 500000], ['-f', 'flv']],
       url: 'pipe:0',
     }],
     ...(filterComplex === undefined ? {} : { filterComplex }),

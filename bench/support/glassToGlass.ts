@@ -24,7 +24,8 @@ export interface PlaybackSamples {
   height: number;
   /**
    * Each frame's ingest → display, ms: the page's Date.now() minus the frame's EXT-X-PROGRAM-DATE-TIME (OnAir dates
-   * media by when it reached the RTMP ingest); paired with `latencies` (NaN where the playlist has no dates).
+   * media by when it reached the RTMP ingest), taken from the LL-HLS part the frame's media time falls in (that part's
+   * date + the frame's offset in it); paired with `latencies` (NaN where there is no dated part).
    */
   sinceIngest: number[];
   /** Each LL-HLS part hls.js loaded in the window: its media's end as dated (ingest time), when it was loaded, ms. */
@@ -33,17 +34,18 @@ export interface PlaybackSamples {
 
 interface PageState {
   samples: [number, number, number, number][];
-  parts: { dateEnd: number; loadedAt: number; durationMs: number }[];
+  /** `start`: the part's start on hls.js's media timeline, s (what `currentTime` and a frame's `mediaTime` are on). */
+  parts: { dateEnd: number; loadedAt: number; durationMs: number; start: number }[];
   bad: number;
   frames: number;
 }
 
 interface HlsLike {
-  playingDate: Date | null;
   on(event: string, listener: (event: string, data: { frag: { programDateTime: number | null }; part?: PartLike }) => void): void;
 }
 
 interface PartLike {
+  start: number;
   fragOffset: number;
   duration: number;
   stats: { loading: { end: number } };
@@ -74,6 +76,7 @@ function captureHls(): void {
               dateEnd: date + (part.fragOffset + part.duration) * 1000,
               loadedAt: performance.timeOrigin + part.stats.loading.end,
               durationMs: part.duration * 1000,
+              start: part.start,
             });
           });
         }
@@ -101,9 +104,17 @@ function installDecoder(g: Geometry): void {
   const xs = Array.from({ length: g.bits }, (_, k) => Math.round(((g.left + k * g.pitch + g.width / 2) * width) / g.sourceWidth));
   const onFrame = (_now: number, frame: { mediaTime: number }): void => {
     const now = Date.now();
-    // The frame's date: hls.js's date at currentTime, moved to the frame's own media time.
-    const playing = w.__g2gHls?.playingDate;
-    const sinceIngest = playing ? now - (playing.getTime() + (frame.mediaTime - video.currentTime) * 1000) : NaN;
+    // The frame's date: that of the part its media time falls in, plus its offset in the part. (hls.js's playingDate
+    // read ~460 ms late here: it dates from the fragment it considers playing, whose start is not the parts'.)
+    let sinceIngest = NaN;
+    for (let i = state.parts.length - 1; i >= 0 && i >= state.parts.length - 200; i--) {
+      const p = state.parts[i]!;
+      const offset = frame.mediaTime - p.start;
+      if (offset >= 0 && offset < p.durationMs / 1000) {
+        sinceIngest = now - (p.dateEnd - p.durationMs + offset * 1000);
+        break;
+      }
+    }
     const vw = video.videoWidth;
     const vh = video.videoHeight;
     if (vw > 0 && vh > 0) {

@@ -28,7 +28,6 @@ export function publisherArgs(o: PublisherOptions): string[] {
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', String(fps * 2), '-keyint_min', String(fps * 2),
     '-b:v', `${o.videoKbps ?? 1500}k`, '-pix_fmt', 'yuv420p',
     '-c:a', 'aac', '-b:a', '128k', '-ar', '48000',
-    ...(process.env['DEBUG_PUBLISHER_EXTRA'] ? process.env['DEBUG_PUBLISHER_EXTRA'].split(' ') : []),
     '-f', 'flv', o.output,
   ];
 }

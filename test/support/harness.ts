@@ -87,6 +87,10 @@ export interface PublishOptions {
   audio?: boolean;
   /** lavfi video source instead of testsrc2 (e.g. `color=c=0x336699`); size and rate are appended. */
   videoSource?: string;
+  /** A `-vf` chain applied to the video source. */
+  videoFilter?: string;
+  /** lavfi audio source (a filtergraph) instead of a 440 Hz sine. */
+  audioSource?: string;
 }
 
 /**
@@ -98,8 +102,9 @@ export function publish(rtmpUrl: string, options: PublishOptions = {}): { child:
   const args = [
     '-hide_banner', '-nostdin', '-loglevel', 'error', '-re',
     '-f', 'lavfi', '-i', `${options.videoSource ?? 'testsrc2'}${options.videoSource?.includes('=') ? ':' : '='}size=${width}x${height}:rate=${fps}`,
-    ...(audio ? ['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000'] : []),
+    ...(audio ? ['-f', 'lavfi', '-i', options.audioSource ?? 'sine=frequency=440:sample_rate=48000'] : []),
     ...(options.durationSec === undefined ? [] : ['-t', String(options.durationSec)]),
+    ...(options.videoFilter === undefined ? [] : ['-vf', options.videoFilter]),
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', String(fps * 2), '-keyint_min', String(fps * 2),
     '-b:v', '1500k', '-pix_fmt', 'yuv420p',
     ...(audio ? ['-c:a', 'aac', '-b:a', '128k', '-ar', '48000'] : []),
