@@ -195,6 +195,11 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   }
   const b = onair.budget;
   for (const { parts, side } of sides) report(`setup     ${name(parts)}: ${side.note}`);
+  for (const { parts, side } of sides) {
+    if (side.samples.stallsAt.length > 0) {
+      report(`stalls    ${name(parts)}: ${side.samples.stallsAt.map((s) => `${s.afterSec.toFixed(1)} s into the window (${s.aheadSec.toFixed(2)} s buffered)`).join(', ')}`);
+    }
+  }
   if (nginx) report(`setup     nginx: ${nginx.note}`);
   if (!onair.latency) throw new BenchError('no frame of the OnAir stream could be decoded');
   const baseline = nginx?.latency ? nginx.latency.p50 / 1000 : REFERENCE_NGINX_MEDIAN_S;
@@ -264,7 +269,9 @@ async function measureOnAir(config: Config, browser: BrowserContext, { joinSec, 
   } finally {
     publisher?.kill();
     await page.close().catch(() => undefined);
-    await within('closing the OnAir node', harness.close(), 30_000, NO_ABORT);
+    // The figures are in: a node that closes badly (a long recording still being archived) is said, not fatal.
+    await within('closing the OnAir node', harness.close(), 30_000, NO_ABORT)
+      .catch((error: unknown) => process.stderr.write(`hlsjs-latency: closing the node: ${error instanceof Error ? error.message : String(error)}\n`));
   }
 }
 

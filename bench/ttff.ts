@@ -91,7 +91,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const count = envInteger('BENCH_TTFF_RUNS', 7, 1, 50);
   report(`method    ${count} cold navigations per mode (browser cache cleared); TTFF = performance.now() at the first ` +
     'requestVideoFrameCallback; baseline: the page\'s own load event');
-  const { node, close } = await within('starting an OnAir node', startTestNode({ ONAIR_HWACCEL: 'none' }), 60_000, signal, (late) => late.close());
+  const { node, close } = await within('starting an OnAir node', startTestNode({ ONAIR_HWACCEL: 'none', ONAIR_VOD_CONCURRENCY: '1' }), 60_000, signal, (late) => late.close());
   const chromium = await within('starting Chromium', launchChromium(), 60_000, signal, (late) => late.close());
   let publisher: BoundedChild | undefined;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'onair-bench-ttff-'));

@@ -78,6 +78,7 @@ function begin() {
       setBadge(item && item.source !== 'upload' ? 'Replay' : 'Video', false);
       src = '/vod/' + id + '/index.m3u8' + query;
       playHls();
+      resumable(id);
       replayChat(id);
     } else if (item && item.status === 'live') {
       setMode('live');
@@ -105,6 +106,7 @@ function startReplay(replay) {
   setBadge('Replay', false);
   src = replay.hls.replace(/^https?:\/\/[^/]+/, '');
   playHls();
+  resumable(replay.videoId);
   replayChat(replay.videoId);
   // The stream's page: when the stream goes live again, the page goes back to live.
   if (!isVideo) {
@@ -262,6 +264,83 @@ function playHls() {
     state.textContent = 'this browser cannot play HLS';
   }
   video.play().catch(function () {});
+}
+
+// ---- Resume (issue #19) ---------------------------------------------------------------------------------------
+// Where this device stopped each replay or video, in localStorage only (nothing goes to the server): `onair.resume`
+// maps a video id to { t: seconds, d: duration, at: ms since the epoch }. Kept while t is at least RESUME_MIN_SEC and
+// more than RESUME_MIN_SEC before the end (a video watched to its end starts over next time); at most RESUME_MAX
+// videos, the least recently watched forgotten first.
+var RESUME_KEY = 'onair.resume';
+var RESUME_MAX = 50;
+var RESUME_MIN_SEC = 10;
+
+/** @returns {Record<string, { t: number, d: number, at: number }>} */
+function resumeEntries() {
+  try {
+    var entries = JSON.parse(localStorage.getItem(RESUME_KEY) || '{}');
+    return entries && typeof entries === 'object' && !Array.isArray(entries) ? entries : {};
+  } catch (_error) {
+    return {};
+  }
+}
+
+/** @param {Record<string, { t: number, d: number, at: number }>} entries */
+function saveResumeEntries(entries) {
+  var ids = Object.keys(entries).sort(function (a, b) { return (entries[b].at || 0) - (entries[a].at || 0); });
+  /** @type {Record<string, { t: number, d: number, at: number }>} */
+  var kept = {};
+  ids.slice(0, RESUME_MAX).forEach(function (k) { kept[k] = entries[k]; });
+  try { localStorage.setItem(RESUME_KEY, JSON.stringify(kept)); } catch (_error) { /* storage full or off: no resume */ }
+}
+
+/**
+ * A replay or video: offer to go on from where this device stopped it, and remember where it stops now.
+ * @param {string} videoId
+ */
+function resumable(videoId) {
+  var box = byId('resume');
+  var saved = resumeEntries()[videoId];
+  if (saved && typeof saved.t === 'number' && saved.t >= RESUME_MIN_SEC && (!(saved.d > 0) || saved.t < saved.d - RESUME_MIN_SEC)) {
+    byId('resume-at').textContent = duration(saved.t);
+    box.classList.remove('hidden');
+    var hide = function () { box.classList.add('hidden'); };
+    byId('resume-play').addEventListener('click', function () {
+      hide();
+      var seek = function () { video.currentTime = saved.t; video.play().catch(function () {}); };
+      if (video.readyState >= 1) seek(); else video.addEventListener('loadedmetadata', seek, { once: true });
+    }, { once: true });
+    byId('resume-restart').addEventListener('click', function () {
+      hide();
+      var entries = resumeEntries();
+      delete entries[videoId];
+      saveResumeEntries(entries);
+    }, { once: true });
+  }
+  var last = 0;
+  var remember = function () {
+    if (onair.mode !== 'replay' && onair.mode !== 'vod') return;
+    var t = video.currentTime;
+    // While the offer stands, the saved place stays (playing the first seconds must not forget it), until this
+    // playback passes it.
+    if (!box.classList.contains('hidden')) {
+      if (!saved || t <= saved.t) return;
+      box.classList.add('hidden');
+    }
+    var d = isFinite(video.duration) ? video.duration : 0;
+    var entries = resumeEntries();
+    if (video.ended || t < RESUME_MIN_SEC || (d > 0 && t >= d - RESUME_MIN_SEC)) delete entries[videoId];
+    else entries[videoId] = { t: Math.floor(t), d: Math.floor(d), at: Date.now() };
+    saveResumeEntries(entries);
+  };
+  video.addEventListener('timeupdate', function () {
+    if (Date.now() - last < 5000) return;
+    last = Date.now();
+    remember();
+  });
+  video.addEventListener('pause', remember);
+  video.addEventListener('ended', remember);
+  window.addEventListener('pagehide', remember);
 }
 
 /**

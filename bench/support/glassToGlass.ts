@@ -18,6 +18,8 @@ export interface PlaybackSamples {
   bad: number;
   /** `waiting` events after playback had started, in the window. */
   stalls: number;
+  /** Each of them: seconds into the window, and what was buffered ahead of the playhead then. */
+  stallsAt: { afterSec: number; aheadSec: number }[];
   /** Media seconds played in the window. */
   played: number;
   /** Height of the rendition on screen at the end. */
@@ -34,6 +36,8 @@ export interface PlaybackSamples {
 
 interface PageState {
   samples: [number, number, number, number][];
+  /** Each `waiting` after playback started: when (Date.now()), and what was buffered ahead then (s). */
+  stallLog: [number, number][];
   /** `start`: the part's start on hls.js's media timeline, s (what `currentTime` and a frame's `mediaTime` are on). */
   parts: { dateEnd: number; loadedAt: number; durationMs: number; start: number }[];
   bad: number;
@@ -98,8 +102,13 @@ function installDecoder(g: Geometry): void {
   canvas.height = height;
   const context = canvas.getContext('2d', { willReadFrequently: true })!;
   const w = window as unknown as { __g2g: PageState; __g2gHls?: HlsLike; __g2gParts?: PageState['parts'] };
-  const state: PageState = { samples: [], parts: w.__g2gParts ?? [], bad: 0, frames: 0 };
+  const state: PageState = { samples: [], stallLog: [], parts: w.__g2gParts ?? [], bad: 0, frames: 0 };
   w.__g2g = state;
+  video.addEventListener('waiting', () => {
+    if (video.currentTime <= 0 || state.stallLog.length >= 100) return;
+    const ahead = video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : 0;
+    state.stallLog.push([Date.now(), ahead]);
+  });
   const y = Math.round(((g.top + g.height / 2) * height) / g.stripHeight);
   const xs = Array.from({ length: g.bits }, (_, k) => Math.round(((g.left + k * g.pitch + g.width / 2) * width) / g.sourceWidth));
   const onFrame = (_now: number, frame: { mediaTime: number }): void => {
@@ -178,6 +187,7 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
     const video = document.querySelector('video')!;
     return {
       samples: state.samples,
+      stallLog: state.stallLog,
       parts: state.parts,
       bad: state.bad,
       time: video.currentTime,
@@ -193,6 +203,7 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
     parts: end.parts.filter((p) => p.loadedAt >= start.now),
     bad: end.bad - start.bad,
     stalls: endStalls - startStalls,
+    stallsAt: end.stallLog.filter(([at]) => at >= start.now).map(([at, ahead]) => ({ afterSec: (at - start.now) / 1000, aheadSec: ahead })),
     played: end.time - start.time,
     height: end.height,
   };
