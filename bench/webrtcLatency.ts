@@ -37,8 +37,8 @@ const VIDEO_KBPS = 2500;
 const LADDER = '360';
 /** A publisher or transcoder slower than this did not hold real time. */
 const REAL_TIME = 0.97;
-/** The goal on loopback, for the WebRTC median. */
-const GOAL_MS = 300;
+/** The goal on loopback, for the WebRTC median (issue #4 asked ≤ 300 ms, issue #18 ≤ 250 ms). */
+const GOAL_MS = 250;
 
 export const benchmark: Benchmark = {
   name: 'webrtc-latency',
