@@ -148,6 +148,8 @@ describe('an edge relays LL-HLS from the origin that holds the stream (ONAIR_ROL
     const edgeUrl = `${edgeNode.httpUrl}/live/${streamId}`;
     const originUrl = `${remoteA.httpUrl}/live/${streamId}`;
     await waitFor('the edge to serve the stream', async () => (await get(`${edgeUrl}/240p/index.m3u8`)).status === 200, 15_000, 250);
+    // A complete segment listed (not only the first parts): the byte checks below cover inits, parts and segments.
+    await waitFor('a complete segment at the edge', async () => /-s\d+\.m4s/.test((await get(`${edgeUrl}/240p/index.m3u8`)).text), 15_000, 250);
     await waitFor('identical multivariant playlists', async () => {
       const [e, o] = await Promise.all([get(`${edgeUrl}/index.m3u8`), get(`${originUrl}/index.m3u8`)]);
       return e.status === 200 && e.text === o.text && e.headers.get('content-type') === o.headers.get('content-type');
