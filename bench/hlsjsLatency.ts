@@ -197,7 +197,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   for (const { parts, side } of sides) report(`setup     ${name(parts)}: ${side.note}`);
   for (const { parts, side } of sides) {
     if (side.samples.stallsAt.length > 0) {
-      report(`stalls    ${name(parts)}: ${side.samples.stallsAt.map((s) => `${s.afterSec.toFixed(1)} s into the window (${s.aheadSec.toFixed(2)} s buffered)`).join(', ')}`);
+      report(`stalls    ${name(parts)}: ${side.samples.stallsAt.map((s) => `${s.afterSec.toFixed(1)} s into the window at ${new Date(s.at).toISOString()} (${s.aheadSec.toFixed(2)} s buffered, longest wait between parts before it ${s.partGapMs.toFixed(0)} ms${s.events.length ? `; hls.js: ${s.events.join(', ')}` : ''})`).join('; ')}`);
     }
   }
   if (nginx) report(`setup     nginx: ${nginx.note}`);

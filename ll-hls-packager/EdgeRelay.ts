@@ -5,6 +5,9 @@ import type { Logger } from '../lib/log.js';
 import { TypedEmitter } from '../lib/emitter.js';
 import { signPlaybackToken } from '../lib/signing.js';
 
+/** Sent on the edge's requests to its origin: an edge relaying a stream is not one of its viewers (`routes.ts`). */
+export const RELAY_HEADER = 'x-onair-relay';
+
 /** What the edge keeps of one origin response: exactly what the origin sent, and the upstream token inside it. */
 export interface RelayedResponse {
   status: number;
@@ -382,6 +385,7 @@ export class EdgeRelay extends TypedEmitter<EdgeRelayEvents> {
       const secure = target.protocol === 'https:';
       const request = (secure ? https : http).request(target, {
         agent: secure ? this.#agents.https : this.#agents.http,
+        headers: { [RELAY_HEADER]: '1' },
         signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), stream.abort.signal]),
       }, (response) => {
         const chunks: Buffer[] = [];

@@ -40,6 +40,8 @@ export interface EdgeLiveRoutesOptions {
   limits?: Partial<LlhlsLimits>;
   /** Where onair_edge_upstream_requests_total, onair_edge_streams and onair_llhls_blocking_requests go. */
   registry?: Registry;
+  /** A viewer asked for a media playlist (a valid request): the audience counts it (see `routes.ts`). */
+  onPlaylist?: (streamId: string, request: FastifyRequest) => void;
 }
 
 /**
@@ -161,6 +163,7 @@ export function registerEdgeLiveRoutes(app: FastifyInstance, options: EdgeLiveRo
     if (!RENDITION.test(rendition)) return fail(reply, 'ONAIR_ERR_VALIDATION', 'unknown rendition name');
     const directives = parseDirectives(request.query as Record<string, unknown>);
     if (typeof directives === 'string') return fail(reply, 'ONAIR_ERR_HLS_DIRECTIVE', directives);
+    options.onPlaylist?.(found.stream.id, request);
     // The origin answers a blocking request within three target durations; a little more for the hop.
     const response = await wait(request, reply, relay.playlist(found.stream, rendition, directives), relay.blockMs(found.stream.id, rendition) + 1_000);
     return response ? send(request, reply, response, found.query, true) : reply;

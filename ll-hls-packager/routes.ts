@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
 import { BlockingRequests } from './BlockingRequests.js';
+import { RELAY_HEADER } from './EdgeRelay.js';
 import { LLHLS_LIMIT_DEFAULTS, type LlhlsLimits } from './limits.js';
 import type { MediaPlaylist } from './MediaPlaylist.js';
 import { playbackRefusal } from '../lib/signing.js';
@@ -17,6 +18,11 @@ export interface LiveRoutesOptions {
   limits?: Partial<LlhlsLimits>;
   /** Where the `onair_llhls_blocking_requests` gauge goes; absent: no gauge. */
   registry?: Registry;
+  /**
+   * A viewer asked for a media playlist (a valid request, after the token check): the audience counts it. Not called
+   * for an OnAir edge relaying the stream (RELAY_HEADER): its viewers are counted where they ask, on the edge.
+   */
+  onPlaylist?: (streamId: string, request: FastifyRequest) => void;
 }
 
 export const RENDITION = /^(?:source|\d{3,4}p)$/;
@@ -239,6 +245,7 @@ export function registerLiveRoutes(app: FastifyInstance, options: LiveRoutesOpti
     const directives = parseDirectives(request.query as Record<string, unknown>);
     if (typeof directives === 'string') return fail(reply, 'ONAIR_ERR_HLS_DIRECTIVE', directives);
     requests?.inc({ kind: directives.msn === undefined ? 'playlist' : 'blocking' });
+    if (request.headers[RELAY_HEADER] === undefined) options.onPlaylist?.((request.params as { id: string }).id, request);
 
     const blockMs = 3 * playlist.targetDuration * 1000;
     const retryAfterSec = playlist.targetDuration;

@@ -23,7 +23,7 @@ const ENDING_RETRY_MAX_MS = 10_000;
 
 export type LiveEventsEvents = {
   /** A live event began: its transcoder is ready to listen to. */
-  live: [{ streamId: string; eventId: string; transcoder: LiveTranscoder }];
+  live: [{ streamId: string; eventId: string; transcoder: LiveTranscoder; /** The event went on from another origin. */ continued: boolean }];
   /** A live event ended (grace ran out, stream deleted, node closing). */
   ended: [{ streamId: string; eventId: string }];
   /** The event went on at another origin (`origin`): this node let it go without ending it (issue #17). */
@@ -191,7 +191,7 @@ export class LiveEvents extends TypedEmitter<LiveEventsEvents> {
       this.#live.set(streamId, live);
       // Marked live only now: a client that sees `live` also sees the event's stats.
       await streams.setStatus(streamId, 'live');
-      this.safeEmit('live', { streamId, eventId, transcoder: event.transcoder });
+      this.safeEmit('live', { streamId, eventId, transcoder: event.transcoder, continued: continued !== undefined });
     }
     live.attach(session);
   }

@@ -178,6 +178,7 @@ const schema = {
   ONAIR_TLS_KEY: optionalString,
   ONAIR_LADDER: heights,
   ONAIR_PASSTHROUGH: boolean(false),
+  ONAIR_AUDIENCE: boolean(true),
   ONAIR_WEBRTC_LAYERS: webrtcLayers,
   ONAIR_WEBRTC_PORT: port(40000),
   ONAIR_WEBRTC_LISTEN_IP: optionalString,
@@ -285,6 +286,8 @@ export interface Config {
   tls: { certFile: string; keyFile: string } | undefined;
   ladderHeights: number[];
   passthrough: boolean;
+  /** Count viewers (server/Audience.ts); false: no counting, no `stats.audience`, no video views (issue #19). */
+  audience: boolean;
   /** WebRTC simulcast layer heights, low → high; empty when `ONAIR_WEBRTC_LAYERS=off`. */
   webrtcLayers: number[];
   /** WebRTC (mediasoup): first UDP/TCP port (worker i uses port + i), listen and announced addresses, workers (0: one per core). */
@@ -392,6 +395,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tls: r.ONAIR_TLS_CERT !== undefined && r.ONAIR_TLS_KEY !== undefined ? { certFile: r.ONAIR_TLS_CERT, keyFile: r.ONAIR_TLS_KEY } : undefined,
     ladderHeights: r.ONAIR_LADDER,
     passthrough: r.ONAIR_PASSTHROUGH,
+    audience: r.ONAIR_AUDIENCE,
     webrtcLayers: r.ONAIR_WEBRTC_LAYERS,
     webrtc: {
       port: r.ONAIR_WEBRTC_PORT,

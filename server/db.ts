@@ -37,6 +37,9 @@ export interface StreamEventsTable {
   stream_id: string;
   started_at: number;
   ended_at: number | null;
+  /** The most viewers at once and the distinct viewers of the event, written at its end (migration 0006; issue #19). */
+  audience_peak: number | null;
+  audience_total: number | null;
 }
 
 /** The kysely schema. Both dialects return integers as JavaScript numbers (see `int8AsNumber`). */
@@ -94,6 +97,12 @@ const MIGRATIONS: Record<string, Migration> = {
         .addColumn('ended_at', 'bigint')
         .execute();
       await db.schema.createIndex('stream_events_stream_id_idx').on('stream_events').column('stream_id').execute();
+    },
+  },
+  '0006_event_audience': {
+    async up(db: Kysely<any>): Promise<void> {
+      await db.schema.alterTable('stream_events').addColumn('audience_peak', 'integer').execute();
+      await db.schema.alterTable('stream_events').addColumn('audience_total', 'integer').execute();
     },
   },
 };

@@ -25,6 +25,10 @@ export const HTTP_LIMITS = {
     env: 'ONAIR_RATE_CHAT_HISTORY_PER_MIN', default: 600, min: 0, max: 1_000_000, unit: 'requests/min',
     doc: 'Replay chat reads (`GET /api/videos/:id/chat`) per address per minute.',
   },
+  qoeReportsPerMinute: {
+    env: 'ONAIR_RATE_QOE_PER_MIN', default: 600, min: 0, max: 1_000_000, unit: 'requests/min',
+    doc: 'Playback-quality reports (`POST /api/qoe`) per address per minute: a watch page sends one every 10 s, so 100 viewers behind one address.',
+  },
 } satisfies LimitTable;
 
 export type HttpLimits = { [K in keyof typeof HTTP_LIMITS]: number };
@@ -35,4 +39,5 @@ export const ROUTE_LIMITS: { limit: Exclude<keyof HttpLimits, 'adminFailuresPerM
   { limit: 'streamCreatesPerMinute', method: 'POST', url: '/api/streams' },
   { limit: 'uploadCreatesPerMinute', method: 'POST', url: '/api/uploads' },
   { limit: 'chatHistoryReadsPerMinute', method: 'GET', url: '/api/videos/:id/chat' },
+  { limit: 'qoeReportsPerMinute', method: 'POST', url: '/api/qoe' },
 ];

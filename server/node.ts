@@ -1,7 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import { RtmpIngest, RTMP_APP } from '../ingest/index.js';
@@ -23,7 +23,9 @@ import { redisOptionsFromUrl, startEmbeddedRedis, type EmbeddedRedis } from './r
 import { StreamStore } from './streams.js';
 import { LiveCues } from '../cues/index.js';
 import { LiveEvents, type LiveEventsEvents } from './LiveEvents.js';
+import { Audience } from './Audience.js';
 import { CloseSteps } from './closeSteps.js';
+import { QualityReports, registerQoeRoutes } from './Qoe.js';
 import { checkReady } from './ready.js';
 import { startChat, startEdge, startVodArchive, type EdgeWiring } from './rooms.js';
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
@@ -41,7 +43,7 @@ const CLOSE_REDIS_RESERVE_MS = 2_000;
 /** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
 /** How long requests in flight get to finish at close before their connections are cut (within the `http` step). */
 const HTTP_DRAIN_MS = 1_000;
-const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
+const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, audience: 1_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
 
 /** A hand-over record outlives its last write by this plus the reconnect grace (the discovery lease, and a margin). */
 const HANDOVER_LEASE_MS = 15_000;
@@ -71,6 +73,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
   readonly #chat: ChatServer;
+  readonly #audience: Audience;
   readonly #vod: VodArchive;
   readonly #events: LiveEvents;
   readonly #cues: LiveCues;
@@ -150,6 +153,23 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     });
     this.#events.on('live', (live) => this.safeEmit('live', live));
     this.#events.on('ended', (ended) => this.safeEmit('ended', ended));
+    // Who watches (#19): every protocol, counted on every node and summed in Redis; kept with the event at its end.
+    this.#audience = new Audience({
+      redis: this.#redis,
+      nodeId: this.#chat.nodeId,
+      log: log.child({ component: 'audience' }),
+      webrtcViewers: (id) => edge?.viewers(id) ?? 0,
+      addViews: (views) => this.#vod.catalog.addViews(views),
+    });
+    const audience = this.#audience;
+    this.#events.on('live', ({ streamId, continued }) => {
+      if (continued) audience.own(streamId);
+      else void audience.begin(streamId).catch((error: unknown) => log.warn({ err: error, streamId }, 'audience: the new event\'s counts could not be reset (Redis)'));
+    });
+    this.#events.on('takenBack', ({ streamId }) => audience.own(streamId));
+    this.#events.on('handedOver', ({ streamId }) => void audience.end(streamId));
+    this.#events.on('ended', ({ streamId, eventId }) => void this.#keepAudience(streamId, eventId));
+    if (config.audience) edge?.on('viewer', (streamId, sessionId) => audience.webrtcJoined(streamId, sessionId));
     // Scale-out (#17): an origin registers the streams it holds; an edge relays them from there.
     this.discovery = new StreamDirectory({ redis: this.#redis, log: log.child({ component: 'discovery' }) });
     if (config.role !== 'edge') {
@@ -175,6 +195,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#metrics.gauge('onair_recordings_disk_full', 'Live recordings waiting for disk space (their segments are left out until a write succeeds).', () => this.#events.recordingsDiskFull());
     this.#metrics.gauge('onair_capacity_spare_streams', 'More full-ladder streams this node can take, measured (NaN until a full ladder has run here 5 s; 0 while a stream is behind or degraded).', () => this.#governor.capacity().spareStreams ?? NaN);
     this.#metrics.gauge('onair_capacity_stream_cores', 'CPU cores one full-ladder stream takes on this node, measured from the running streams (NaN until known).', () => this.#governor.capacity().streamCores ?? NaN);
+    this.#metrics.gauge('onair_llhls_sessions', 'LL-HLS playback sessions watching through this node (asked for a media playlist within 15 s).', () => audience.localLlhlsSessions);
     this.#metrics.gauge('onair_event_endings_waiting', 'Ended live events whose end (database update, replay, archive job) waits for a dependency to come back.', () => this.#events.endingsWaiting);
     if (edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
@@ -210,6 +231,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       latestVideo: (id) => this.#vod.catalog.latestOfStream(id),
       edge,
       chatViewers: (id) => this.#chat.viewers(id),
+      ...(config.audience ? { audience: (id: string) => audience.counts(id) } : {}),
+      lastEndedEvent: (id) => this.streams.lastEndedEvent(id),
       // A stream live on another node: its stats come from that origin (shared Redis only: discovery).
       ...(config.redisUrl === undefined ? {} : {
         remoteStats: (id: string) => remoteStats.get(id),
@@ -226,14 +249,23 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       plugins: [
         registerWebRoutes,
         (app) => (relay
-          ? registerEdgeLiveRoutes(app, { relay, playbackSigningKey: config.playbackSigningKey, limits: config.limits.llhls, registry: this.#metrics.registry })
+          ? registerEdgeLiveRoutes(app, {
+            relay, playbackSigningKey: config.playbackSigningKey, limits: config.limits.llhls, registry: this.#metrics.registry,
+            ...(config.audience ? { onPlaylist: (id: string, request: FastifyRequest) => { if (!app.isAdmin(request)) audience.llhls(id, request.headers, request.ip); } } : {}),
+          })
           : registerLiveRoutes(app, {
             packager: (id) => this.#events.packager(id),
             playbackSigningKey: config.playbackSigningKey,
             limits: config.limits.llhls,
             registry: this.#metrics.registry,
+            // The studio's preview (the admin token) is the broadcaster, not a viewer.
+            ...(config.audience ? { onPlaylist: (id: string, request: FastifyRequest) => { if (!app.isAdmin(request)) audience.llhls(id, request.headers, request.ip); } } : {}),
           })),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#cues.addCue(id, input) }),
+        (app) => registerQoeRoutes(app, {
+          reports: new QualityReports({ redis: this.#redis, registry: this.#metrics.registry, log: log.child({ component: 'qoe' }) }),
+          exists: async (id) => (id.length === 12 ? (await this.streams.get(id)) !== undefined : (await this.#vod.catalog.get(id)) !== undefined),
+        }),
         (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey, clusterSecret: config.clusterSecret }),
         (app) => registerChatRoutes(app, {
           chat: this.#chat,
@@ -247,6 +279,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           },
         }),
         (app) => registerVodRoutes(app, {
+          ...(config.audience ? { viewed: (id: string, request: FastifyRequest) => audience.video(id, request.headers, request.ip) } : {}),
           catalog: this.#vod.catalog,
           storage: this.#vod.storage,
           deleteVideo: (id) => this.#vod.deleteVideo(id),
@@ -283,6 +316,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       }),
     });
     this.#chat.attach(this.#http.server);
+    this.#audience.start();
   }
 
   /**
@@ -419,6 +453,27 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   }
 
   /**
+   * The ended event's audience (peak, total) into the database, beside the event. Tried a few times over a minute if
+   * the database is away; then given up with a warning (the counts are figures, not a viewer's media).
+   */
+  async #keepAudience(streamId: string, eventId: string): Promise<void> {
+    const counts = await this.#audience.end(streamId);
+    if (!counts) return;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await this.streams.setEventAudience(eventId, { peak: counts.peak, total: counts.total });
+        return;
+      } catch (error) {
+        if (attempt >= 6 || this.#closed) {
+          this.log.warn({ err: error, streamId, eventId, peak: counts.peak, total: counts.total }, 'audience: the event\'s figures could not be kept (database)');
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10_000).unref());
+      }
+    }
+  }
+
+  /**
    * Stops listening and lets requests in flight finish for HTTP_DRAIN_MS; then cuts the connections of those still open
    * (a blocking LL-HLS reload parked for three target durations, a client that never reads), naming them in the log.
    */
@@ -449,6 +504,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     // Chat first: its WebSocket connections would otherwise hold the HTTP server open.
     await step('chat', () => this.#chat.close());
     await step('http', () => this.#closeHttp());
+    await step('audience', () => this.#audience.close());
     await step('ingest', () => this.#ingest.close());
     // An event cut off here keeps its recording on disk: the next start archives it (archiveLeftRecordings).
     await step('endings', () => this.#events.settled());

@@ -20,6 +20,8 @@ export interface StreamEvent {
   streamId: string;
   startedAt: number;
   endedAt: number | null;
+  /** Written at the event's end: the most viewers at once and the distinct viewers (null before, or if never known). */
+  audience: { peak: number; total: number } | null;
 }
 
 export interface CreateStreamInput {
@@ -69,6 +71,8 @@ function toEvent(row: StreamEventsTable): StreamEvent {
     streamId: row.stream_id,
     startedAt: Number(row.started_at),
     endedAt: row.ended_at === null ? null : Number(row.ended_at),
+    audience: row.audience_peak === null || row.audience_total === null ? null
+      : { peak: Number(row.audience_peak), total: Number(row.audience_total) },
   };
 }
 
@@ -202,6 +206,33 @@ export class StreamStore {
       .where('ended_at', 'is', null)
       .executeTakeFirst();
     return Number(result.numUpdatedRows) > 0;
+  }
+
+  /** Keeps an event's audience (its end; a later call, from another origin that continued it, raises the figures). */
+  async setEventAudience(eventId: string, audience: { peak: number; total: number }): Promise<void> {
+    const row = await this.#db.selectFrom('stream_events').select(['audience_peak', 'audience_total']).where('id', '=', eventId).executeTakeFirst();
+    if (!row) return;
+    await this.#db
+      .updateTable('stream_events')
+      .set({
+        audience_peak: Math.max(audience.peak, Number(row.audience_peak ?? 0)),
+        audience_total: Math.max(audience.total, Number(row.audience_total ?? 0)),
+      })
+      .where('id', '=', eventId)
+      .execute();
+  }
+
+  /** The stream's newest ended event, or undefined. */
+  async lastEndedEvent(streamId: string): Promise<StreamEvent | undefined> {
+    const row = await this.#db
+      .selectFrom('stream_events')
+      .selectAll()
+      .where('stream_id', '=', streamId)
+      .where('ended_at', 'is not', null)
+      .orderBy('ended_at', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return row === undefined ? undefined : toEvent(row);
   }
 
   /** The stream's open live event (the newest one, should several be open), or undefined. */

@@ -6,7 +6,8 @@ import type { ViewerStats } from '../webrtc-edge/index.js';
 import { adBreakView } from '../cues/index.js';
 import type { HttpDeps } from './http.js';
 import type { LiveStreamSample } from './metrics.js';
-import type { StreamRecord, StreamStore } from './streams.js';
+import type { AudienceCounts } from './Audience.js';
+import type { StreamEvent, StreamRecord, StreamStore } from './streams.js';
 
 /** The stream view the API returns (never the key, except right after creation or rotation). */
 export interface StreamView extends StreamRecord {
@@ -16,6 +17,8 @@ export interface StreamView extends StreamRecord {
   stats?: StreamStats;
   /** After the event: its replay (catalog video), played by the same watch page. */
   replay?: { videoId: string; hls: string };
+  /** After the event: when it ran and who watched it (its audience is written at its end; null if never known). */
+  lastEvent?: { id: string; startedAt: string; endedAt: string; audience: { peak: number; total: number } | null };
 }
 
 /** A live event's figures in the stream view. Fields that are undefined are left out of the JSON. */
@@ -36,8 +39,10 @@ export interface StreamStats {
   /** Steps taken because the node is short of CPU (undefined: the full ladder); see live-transcoder/degrade.ts. */
   degraded: { step: DegradeStep | undefined; steps: DegradeStep[]; reason: string; since: string } | undefined;
   renditions: RenditionStats[];
-  /** WebRTC viewers (0 with WebRTC off). */
+  /** WebRTC viewers on this node (0 with WebRTC off); every protocol on every node: `audience`. */
   viewers: number;
+  /** Who watches, every protocol on every node (server/Audience.ts): now, the most at once, distinct sessions. */
+  audience: AudienceCounts | undefined;
   /** Chat connections in the stream's room on every process. */
   chatViewers: number;
   /** undefined with WebRTC off; `sessions` for the admin only. */
@@ -73,6 +78,10 @@ export interface ViewSources {
   latestVideo: (streamId: string) => Promise<{ id: string; version: unknown } | undefined>;
   edge: { viewers(streamId: string): number; sessionStats(streamId: string): ViewerStats[] } | undefined;
   chatViewers: (streamId: string) => number;
+  /** The event's audience as of the last exchange (about a second old); absent with ONAIR_AUDIENCE=false. */
+  audience?: (streamId: string) => AudienceCounts;
+  /** The stream's newest ended event. */
+  lastEndedEvent: (streamId: string) => Promise<StreamEvent | undefined>;
   /** The stats of a stream live on another node (its origin), or undefined; only with a shared Redis. */
   remoteStats?: (streamId: string) => Promise<StreamStats | undefined>;
 }
@@ -111,14 +120,17 @@ export async function streamView(sources: ViewSources, stream: StreamRecord, adm
   }
   else if (stream.status === 'ended') {
     // The same /watch/:id plays the replay once the event is over.
-    const video = await sources.latestVideo(stream.id);
+    const [video, event] = await Promise.all([sources.latestVideo(stream.id), sources.lastEndedEvent(stream.id)]);
     if (video?.version) view.replay = { videoId: video.id, hls: `${base}/vod/${video.id}/index.m3u8${signed(video.id)}` };
+    if (event?.endedAt != null) {
+      view.lastEvent = { id: event.id, startedAt: new Date(event.startedAt).toISOString(), endedAt: new Date(event.endedAt).toISOString(), audience: event.audience };
+    }
   }
   return view;
 }
 
 /** `admin`: the WebRTC sessions are listed (their ids are the capability to end them: never public). */
-export function streamStats(sources: Pick<ViewSources, 'edge' | 'chatViewers'>, live: LiveEventView, admin: boolean): StreamStats {
+export function streamStats(sources: Pick<ViewSources, 'edge' | 'chatViewers' | 'audience'>, live: LiveEventView, admin: boolean): StreamStats {
   const edge = sources.edge;
   const source = live.publisher?.source;
   const input = live.publisher?.stats;
@@ -151,6 +163,7 @@ export function streamStats(sources: Pick<ViewSources, 'edge' | 'chatViewers'>, 
     // Chat connections in the stream's room on every process: a separate figure, since a WebRTC viewer with the
     // chat open would otherwise count twice.
     chatViewers: sources.chatViewers(live.streamId),
+    audience: sources.audience?.(live.streamId),
     webrtc: edge
       ? { viewers: edge.viewers(live.streamId), ...(admin ? { sessions: edge.sessionStats(live.streamId) } : {}) }
       : undefined,

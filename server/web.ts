@@ -26,26 +26,53 @@ const PAGES = { home: 'index.html', studio: 'studio.html', watch: 'watch.html' }
 /** What `/watch/:id` shows: a stream's page (live, offline, or its replay after the event) or a catalog video's. */
 export type WatchKind = 'stream' | 'video';
 
+/** What `/watch/:id` is, and the public API's answer for it (what the page's script would ask first). */
+interface WatchTarget {
+  kind: WatchKind;
+  item: { status?: unknown; replay?: { hls?: unknown } };
+}
+
+/** A playback token as lib/signing.ts makes them (expiry, dot, HMAC in base64url): anything else is not passed on. */
+const TOKEN = /^\d{1,12}\.[A-Za-z0-9_-]{43}$/;
+
 /**
- * The watch page for each kind: `<body data-kind="…">`, which the page's script reads to ask the right resource; with
- * no kind (no such stream or video) the page says there is no such stream.
+ * The watch page for one id, marked so that playback starts without a round trip:
+ * - `<body data-kind="…">` says which the id is; with no kind (no such stream or video) the page says there is none;
+ * - `<script type="application/json" id="onair-item">`: the API's public answer for it, as the page would fetch it
+ *   (data, never run: the CSP allows no inline script); `<` is escaped so no title can close the element;
+ * - `<link rel="preload">` of the playlist the player will load first (not for real-time mode), fetched while the
+ *   scripts load.
  */
-function watchPages(shell: Buffer): Record<WatchKind | 'none', Buffer> {
-  const html = shell.toString('utf8');
-  if (!html.includes('<body>')) throw new Error('web/watch.html has no <body> to mark');
-  const marked = (kind: WatchKind): Buffer => Buffer.from(html.replace('<body>', `<body data-kind="${kind}">`));
-  return { stream: marked('stream'), video: marked('video'), none: shell };
+function watchPage(shell: string, target: WatchTarget | undefined, id: string, token: string | undefined, webrtc: boolean): Buffer {
+  if (!target) return Buffer.from(shell);
+  const query = token === undefined ? '' : `?token=${encodeURIComponent(token)}`;
+  const { kind, item } = target;
+  const replay = typeof item.replay?.hls === 'string' ? item.replay.hls.replace(/^https?:\/\/[^/]+/, '') : undefined;
+  const playlist = kind === 'video' ? `/vod/${id}/index.m3u8${query}`
+    : item.status === 'live' ? (webrtc ? undefined : `/live/${id}/index.m3u8${query}`)
+      : replay?.startsWith('/vod/') ? replay : undefined;
+  const attribute = (value: string): string => value.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+  const json = JSON.stringify(item).replace(/</g, '\\u003c');
+  let html = shell.replace('<body>', `<body data-kind="${kind}">\n  <script type="application/json" id="onair-item">${json}</script>`);
+  if (playlist) html = html.replace('</head>', `  <link rel="preload" href="${attribute(playlist)}" as="fetch" crossorigin="anonymous">\n</head>`);
+  return Buffer.from(html);
 }
 
 /**
  * Which the id is, as the node's own public API answers it (`GET /api/streams/:id`, then `GET /api/videos/:id`, no
- * credentials): the same routes and rules the page then uses, so what the public may see stays decided in one place
- * (a failed upload is no video to a viewer). The id has been checked against the id patterns before it goes into a URL.
+ * credentials but the viewer's playback token): the same routes and rules the page then uses, so what the public may
+ * see stays decided in one place (a failed upload is no video to a viewer). The id has been checked against the id
+ * patterns, and the token against TOKEN, before either goes into a URL.
  */
-async function watchKind(app: FastifyInstance, id: string): Promise<WatchKind | undefined> {
+async function watchTarget(app: FastifyInstance, id: string, token: string | undefined): Promise<WatchTarget | undefined> {
+  const query = token === undefined ? '' : `?token=${encodeURIComponent(token)}`;
   for (const kind of ['stream', 'video'] as const) {
-    const response = await app.inject({ method: 'GET', url: `/api/${kind}s/${id}` }).catch(() => undefined);
-    if (response?.statusCode === 200) return kind;
+    const response = await app.inject({ method: 'GET', url: `/api/${kind}s/${id}${query}` }).catch(() => undefined);
+    if (response?.statusCode !== 200) continue;
+    try {
+      const item = response.json() as WatchTarget['item'];
+      if (item !== null && typeof item === 'object') return { kind, item };
+    } catch { /* not JSON: treated as absent */ }
   }
   return undefined;
 }
@@ -61,7 +88,8 @@ const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 export function registerWebRoutes(app: FastifyInstance): void {
   const assets = new Map(Object.entries(ASSETS).map(([name, { file, type }]) => [name, { body: readFileSync(file), type }]));
   const pages = Object.fromEntries(Object.entries(PAGES).map(([name, file]) => [name, readFileSync(path.join(root, 'web', file))])) as Record<keyof typeof PAGES, Buffer>;
-  const watch = watchPages(pages.watch);
+  const watchShell = pages.watch.toString('utf8');
+  if (!watchShell.includes('<body>') || !watchShell.includes('</head>')) throw new Error('web/watch.html has no <body> or </head> to mark');
   const page = (reply: FastifyReply, name: keyof typeof PAGES, body: Buffer = pages[name]): FastifyReply => reply.type('text/html; charset=utf-8')
     .header('cache-control', 'no-cache')
     .header('content-security-policy', CSP)
@@ -74,7 +102,9 @@ export function registerWebRoutes(app: FastifyInstance): void {
   app.get('/watch/:id', async (request, reply) => {
     const { id } = request.params as { id: string };
     if (!/^([a-z0-9]{12}|[a-z0-9]{16})$/.test(id)) return reply.callNotFound();
-    return page(reply, 'watch', watch[(await watchKind(app, id)) ?? 'none']);
+    const { token, mode } = request.query as { token?: unknown; mode?: unknown };
+    const signed = typeof token === 'string' && TOKEN.test(token) ? token : undefined;
+    return page(reply, 'watch', watchPage(watchShell, await watchTarget(app, id, signed), id, signed, mode === 'webrtc'));
   });
 
   app.get('/favicon.ico', async (_request, reply) => reply.code(204).header('cache-control', 'public, max-age=86400').send());

@@ -45,6 +45,8 @@ function sources(overrides: Partial<ViewSources> = {}): ViewSources {
     latestVideo: async () => undefined,
     edge: undefined,
     chatViewers: () => 3,
+    audience: () => ({ current: 7, peak: 9, total: 12, byProtocol: { llhls: 5, webrtc: 2 } }),
+    lastEndedEvent: async () => undefined,
     ...overrides,
   };
 }
@@ -65,7 +67,7 @@ describe('stream views', () => {
         input: { kbps: 2500, fps: 30, width: 1280, height: 720, videoCodec: 'h264', audioCodec: 'aac' },
         encoder: { kind: 'libx264', speed: 1.01, fps: 30, restarts: 0, backlogMs: 13 },
         renditions: [{ name: '720p', width: 1280, height: 720, kbps: 2800, fps: 30, fragments: 4 }],
-        viewers: 0, chatViewers: 3, ads: [], adBreak: null,
+        viewers: 0, chatViewers: 3, audience: { current: 7, peak: 9, total: 12, byProtocol: { llhls: 5, webrtc: 2 } }, ads: [], adBreak: null,
       },
     }));
   });

@@ -35,6 +35,8 @@ export interface VideosTable {
   source_bytes: number | null;
   /** 1: the operator marked it as an ad (it replaces live content during ad breaks); 0 otherwise. Migration 0004. */
   ad: number;
+  /** Views (sessions that loaded it; server/Audience.ts). Migration 0007. */
+  views: number;
   created_at: number;
   updated_at: number;
 }
@@ -70,6 +72,8 @@ export interface Video {
   sourceBytes: number | undefined;
   /** An ad: ad breaks of live streams play it; public catalog lists leave it out. */
   ad: boolean;
+  /** Sessions that played it (one per session per 30 minutes). */
+  views: number;
   createdAt: number;
   updatedAt: number;
 }
@@ -103,6 +107,7 @@ function toVideo(row: VideosTable): Video {
     sourceSha256: row.source_sha256 ?? undefined,
     sourceBytes: row.source_bytes === null ? undefined : Number(row.source_bytes),
     ad: Number(row.ad) === 1,
+    views: Number(row.views ?? 0),
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at),
   };
@@ -164,11 +169,20 @@ export class VideoCatalog {
       source_sha256: null,
       source_bytes: null,
       ad: 0,
+      views: 0,
       created_at: now,
       updated_at: now,
     };
     await this.#db.insertInto('videos').values(row).execute();
     return toVideo(row);
+  }
+
+  /** Adds views (video id → how many more); a video deleted meanwhile takes none. */
+  async addViews(views: ReadonlyMap<string, number>): Promise<void> {
+    for (const [id, count] of views) {
+      if (!VIDEO_ID_RE.test(id) || !(count > 0)) continue;
+      await this.#db.updateTable('videos').set({ views: sql<number>`views + ${Math.floor(count)}` }).where('id', '=', id).execute();
+    }
   }
 
   async get(id: string): Promise<Video | undefined> {
@@ -316,6 +330,7 @@ export function videoMigrations(dialect: 'sqlite' | 'postgres'): Record<string, 
   return {
     '0003_videos': { up: (db: Kysely<any>) => createVideosSchema(db, dialect) },
     '0004_video_ads': { up: (db: Kysely<any>) => addAdColumn(db) },
+    '0007_video_views': { up: (db: Kysely<any>) => db.schema.alterTable('videos').addColumn('views', 'bigint', (c) => c.notNull().defaultTo(0)).execute() },
   };
 }
 

@@ -27,6 +27,8 @@ export interface VideoView {
   /** `replay`: the live ladder's segments (instant); `archive`: the VOD pipeline's output. */
   kind: Video['kind'] | null;
   ad: boolean;
+  /** Sessions that played it (a session counts once per 30 minutes; issue #19). */
+  views: number;
   createdAt: string;
   playback: { hls: string | null; dash: string | null; watchPage: string };
   /** Admin view only: the stored source's SHA-256 and size (uploads). */
@@ -35,6 +37,11 @@ export interface VideoView {
 }
 
 export interface VodRoutesOptions {
+  /**
+   * A session loaded a video's media playlist (HLS: any playlist but the multivariant one, which the watch page
+   * preloads without its session; DASH: the manifest): a view, counted by server/Audience.ts.
+   */
+  viewed?: (videoId: string, request: FastifyRequest) => void;
   catalog: {
     get(id: string): Promise<Video | undefined>;
     list(options: { q?: string; limit: number; cursor?: string; all: boolean }): Promise<{ videos: Video[]; nextCursor: string | undefined }>;
@@ -158,6 +165,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
       source: video.source,
       kind: video.kind ?? null,
       ad: video.ad,
+      views: video.views,
       createdAt: new Date(video.createdAt).toISOString(),
       playback: {
         hls: playable ? `${base}/vod/${video.id}/index.m3u8${query}` : null,
@@ -250,6 +258,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     if (range === 'invalid') return sendError(reply, new OnAirError('ONAIR_ERR_RANGE_NOT_SATISFIABLE'));
     const object = await options.storage.get(storageKey, range);
     if (!object) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
+    if ((ext === '.m3u8' && rest !== 'index.m3u8') || ext === '.mpd') options.viewed?.(id, request);
     reply.header('access-control-allow-origin', '*');
     // The current version's entry points change when the archive replaces the replay; a version's files never do.
     reply.header('cache-control', pointed ? 'public, max-age=5' : 'public, max-age=31536000, immutable');

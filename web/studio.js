@@ -115,6 +115,7 @@ function refresh() {
     /** @type {HTMLButtonElement} */ ($('end')).disabled = stream.status !== 'live';
     obsSettings(stream);
     health(stream.stats);
+    O.api('GET', '/api/qoe/' + id).then(function (qoeResult) { if (id === studio.streamId && qoeResult.status === 200) quality(qoeResult.body); });
     if (stream.status === 'live' && !preview) startPreview(stream);
     if (stream.status !== 'live' && preview) stopPreview();
     if (wasLive !== (stream.status === 'live')) loadStreams();
@@ -164,6 +165,12 @@ function health(stats) {
   table.textContent = '';
   if (!stats) {
     box.appendChild(el('div', {}, el('dt', {}, 'Status'), el('dd', {}, current && current.status === 'ended' ? 'ended' : 'waiting for OBS')));
+    // After the event: who watched it (kept in the database at its end).
+    var last = current && current.lastEvent;
+    if (last && last.audience) {
+      box.appendChild(el('div', { 'data-metric': 'Last event' }, el('dt', {}, 'Last event'),
+        el('dd', {}, 'peak ' + last.audience.peak + ' · ' + last.audience.total + ' viewers')));
+    }
     $('ads-ready').textContent = '';
     return;
   }
@@ -177,7 +184,10 @@ function health(stats) {
     ['Encoder speed', encoder.speed ? encoder.speed.toFixed(2) + '×' : '–'],
     // The governor's steps when the node is short of CPU: what was given up, and why.
     ['Ladder', stats.degraded ? 'degraded: ' + stats.degraded.steps.join(', ') + ' (' + stats.degraded.reason + ')' : 'full'],
-    ['Viewers', String((stats.viewers || 0) + (stats.chatViewers || 0))],
+    // Who watches, every protocol on every node (a viewer with the chat open counts once), and the chat apart.
+    ['Viewers', audienceText(stats.audience)],
+    ['Peak · total', stats.audience ? stats.audience.peak + ' · ' + stats.audience.total : '–'],
+    ['In chat', String(stats.chatViewers || 0)],
     ['Latency', studio.latency ? studio.latency.toFixed(1) + ' s' : '–'],
     ['Publishing', stats.publishing ? 'yes' : 'reconnecting…'],
   ];
@@ -191,11 +201,39 @@ function health(stats) {
   Array.prototype.forEach.call(document.querySelectorAll('.ad-button'), function (b) { b.disabled = Boolean(stats.adBreak); });
 }
 
+/** The players' quality reports for this stream (POST /api/qoe from the watch pages, every process's). */
+function quality(summary) {
+  var box = $('qoe');
+  box.textContent = '';
+  var ms = function (v) { return v === null ? '–' : v >= 1000 ? (v / 1000).toFixed(2) + ' s' : Math.round(v) + ' ms'; };
+  var pct = function (v) { return v === null ? '–' : (v * 100).toFixed(1) + ' %'; };
+  [
+    ['Reports', String(summary.reports)],
+    ['Startup p50 · p95', ms(summary.startupP50Ms) + ' · ' + ms(summary.startupP95Ms)],
+    ['Rebuffering', pct(summary.rebufferRatio) + (summary.stalls ? ' (' + summary.stalls + ' stalls)' : '')],
+    ['Error rate', pct(summary.errorRate)],
+    ['Latency p50', ms(summary.latencyP50Ms)],
+  ].forEach(function (cell) { box.appendChild(el('div', { 'data-metric': cell[0] }, el('dt', {}, cell[0]), el('dd', {}, cell[1]))); });
+}
+
+/** `12 (LL-HLS 9 · WebRTC 3)` */
+function audienceText(audience) {
+  if (!audience) return '–';
+  return audience.current + ' (LL-HLS ' + audience.byProtocol.llhls + ' · WebRTC ' + audience.byProtocol.webrtc + ')';
+}
+
 // The preview is a real LL-HLS player: its latency is what viewers get.
 function startPreview(stream) {
   var video = /** @type {HTMLVideoElement} */ ($('preview'));
   if (!window.Hls || !window.Hls.isSupported()) return;
-  var hls = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1, backBufferLength: 10 });
+  var hls = new window.Hls({
+    lowLatencyMode: true, maxLiveSyncPlaybackRate: 1, backBufferLength: 10,
+    // The broadcaster's own preview is no viewer: its playlist requests carry the admin token, which the count skips.
+    xhrSetup: function (xhr, url) {
+      xhr.open('GET', url, true);
+      if (/\.m3u8(\?|$)/.test(url)) xhr.setRequestHeader('Authorization', 'Bearer ' + O.token());
+    },
+  });
   preview = hls;
   catchUpTimer = O.liveCatchUp(hls, video);
   hls.loadSource(stream.playback.hls.replace(/^https?:\/\/[^/]+/, ''));

@@ -35,6 +35,15 @@ var onair = { mode: 'live', hls: null, pc: null, whepLocation: null };
 var timers = [];
 /** What hls.js (or the browser) plays: set before any player starts. */
 var src = '';
+/**
+ * This page's playback session, sent as `X-Playback-Session-Id` (the header Apple's players send) with its media
+ * playlist requests: the server counts a viewer per session (server/Audience.ts). Random, this page load only.
+ */
+var playbackSession = (function () {
+  var bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, function (b) { return (b < 16 ? '0' : '') + b.toString(16); }).join('');
+})();
 setMode(isVideo ? 'vod' : 'live');
 
 /** @param {'live' | 'offline' | 'ended' | 'replay' | 'vod'} mode */
@@ -53,14 +62,85 @@ realtime.addEventListener('change', function () {
   location.search = params.toString();
 });
 
+// ---- Quality reports ------------------------------------------------------------------------------------------
+/**
+ * What this viewer's player sees, reported every 10 s and when the page goes (`POST /api/qoe`, issue #19): time to
+ * first frame (once), stalls and their length (a stall still going on is reported as far as it went), time played,
+ * rendition switches, fatal errors and the live latency. Nothing about the viewer: the stream or video, the protocol,
+ * the figures.
+ * @type {{ target: string | null, startupMs: number | undefined, started: boolean, stalls: number, stallMs: number,
+ *   stalledAt: number, playedMs: number, lastTick: number, switches: number, level: number | undefined, errors: number }}
+ */
+var qoe = {
+  target: null, startupMs: undefined, started: false, stalls: 0, stallMs: 0, stalledAt: 0, playedMs: 0, lastTick: 0,
+  switches: 0, level: undefined, errors: 0,
+};
+video.addEventListener('playing', function () {
+  var now = performance.now();
+  if (!qoe.started) { qoe.started = true; qoe.startupMs = now; }
+  if (qoe.stalledAt) { qoe.stallMs += now - qoe.stalledAt; qoe.stalledAt = 0; }
+});
+video.addEventListener('waiting', function () {
+  if (!qoe.started || qoe.stalledAt || video.currentTime <= 0) return;
+  qoe.stalls += 1;
+  qoe.stalledAt = performance.now();
+});
+timers.push(setInterval(function () {
+  var now = performance.now();
+  if (qoe.started && !qoe.stalledAt && !video.paused && qoe.lastTick) qoe.playedMs += now - qoe.lastTick;
+  qoe.lastTick = now;
+}, 500));
+timers.push(setInterval(sendQoe, 10000));
+window.addEventListener('pagehide', sendQoe);
+
+function sendQoe() {
+  if (!qoe.target || !qoe.started) return;
+  var now = performance.now();
+  if (qoe.stalledAt) { qoe.stallMs += now - qoe.stalledAt; qoe.stalledAt = now; }
+  /** @type {Record<string, unknown>} */
+  var report = { id: qoe.target, protocol: onair.pc ? 'webrtc' : onair.mode === 'live' ? 'llhls' : 'hls' };
+  if (qoe.startupMs !== undefined) report.startupMs = Math.min(120000, Math.round(qoe.startupMs));
+  if (qoe.stalls) report.stalls = Math.min(1000, qoe.stalls);
+  if (qoe.stallMs) report.stallMs = Math.min(600000, Math.round(qoe.stallMs));
+  if (qoe.playedMs) report.playedMs = Math.min(600000, Math.round(qoe.playedMs));
+  if (qoe.switches) report.switches = Math.min(1000, qoe.switches);
+  if (qoe.errors) report.errors = Math.min(100, qoe.errors);
+  if (onair.hls && onair.mode === 'live' && onair.hls.latency > 0) report.latencyMs = Math.min(120000, Math.round(onair.hls.latency * 1000));
+  if (Object.keys(report).length === 2) return;
+  qoe.startupMs = undefined;
+  qoe.stalls = 0;
+  qoe.stallMs = 0;
+  qoe.playedMs = 0;
+  qoe.switches = 0;
+  qoe.errors = 0;
+  fetch('/api/qoe', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(report), keepalive: true })
+    .catch(function () {});
+}
+
 // ---- What to play --------------------------------------------------------------------------------------------
+/**
+ * The server puts its API's answer for this id into the page (`#onair-item`, data only): the first look needs no
+ * round trip, so the player starts as soon as the scripts run. Later looks (is it live yet? over?) ask the API.
+ */
+var embedded = (function () {
+  var element = document.getElementById('onair-item');
+  try { return element ? JSON.parse(element.textContent || 'null') : null; } catch (_) { return null; }
+})();
+
 function load() {
+  if (embedded) {
+    var item = embedded;
+    embedded = null;
+    return Promise.resolve(item);
+  }
   var url = (isVideo ? '/api/videos/' : '/api/streams/') + id + query;
   return fetch(url).then(function (r) { return r.ok ? r.json() : null; }).catch(function () { return null; });
 }
 
 function show(item) {
   if (!item) return;
+  // A video's poster shows at once, before its first frame (same origin: the CSP allows no other).
+  if (isVideo && typeof item.thumbnail === 'string' && !video.poster) video.poster = item.thumbnail.replace(/^https?:\/\/[^/]+/, '');
   byId('title').textContent = item.title;
   byId('description').textContent = item.description || '';
   document.title = item.title + ' — OnAir';
@@ -75,12 +155,15 @@ function begin() {
   load().then(function (item) {
     show(item);
     if (isVideo) {
+      qoe.target = id;
       setBadge(item && item.source !== 'upload' ? 'Replay' : 'Video', false);
       src = '/vod/' + id + '/index.m3u8' + query;
       playHls();
       resumable(id);
       replayChat(id);
     } else if (item && item.status === 'live') {
+      qoe.target = id;
+      showAudience(item);
       setMode('live');
       setBadge('Live', true);
       src = '/live/' + id + '/index.m3u8' + query;
@@ -102,6 +185,8 @@ function begin() {
 }
 
 function startReplay(replay) {
+  sendQoe();
+  qoe.target = replay.videoId;
   setMode('replay');
   setBadge('Replay', false);
   src = replay.hls.replace(/^https?:\/\/[^/]+/, '');
@@ -127,7 +212,10 @@ function watchForEnd() {
   var timer = setInterval(function () {
     if (onair.mode !== 'live') { clearInterval(timer); return; }
     if (!ending) {
-      load().then(function (item) { if (item && item.status !== 'live') ending = true; });
+      load().then(function (item) {
+        if (item && item.status !== 'live') ending = true;
+        showAudience(item);
+      });
       return;
     }
     var t = video.currentTime;
@@ -141,6 +229,7 @@ function watchForEnd() {
 function awaitReplay() {
   if (onair.mode !== 'live') return;
   setMode('ended');
+  showAudience(null);
   state.textContent = 'the event is over — the replay starts in a moment';
   setBadge('Ended', false);
   var tries = 0;
@@ -183,6 +272,7 @@ function playWhep() {
     video.play().catch(function () {});
   };
   pc.onconnectionstatechange = function () {
+    if (pc.connectionState === 'failed') qoe.errors += 1;
     state.textContent = pc.connectionState === 'connected' ? 'live (real-time)' : pc.connectionState;
   };
   level.textContent = 'WebRTC';
@@ -221,7 +311,21 @@ function playHls() {
   const Hls = window.Hls;
   if (Hls && Hls.isSupported()) {
     // hls.js joins behind its target (PART-HOLD-BACK) and would stay there: liveCatchUp (common.js) owns the rate.
-    var hls = new Hls({ lowLatencyMode: onair.mode === 'live', maxLiveSyncPlaybackRate: 1, backBufferLength: 30 });
+    // startFragPrefetch (on demand): the first segment loads while the browser opens the MediaSource (~80 ms sooner).
+    // Not live: there hls.js would prefetch a whole segment and start ~0.5 s further behind.
+    var hls = new Hls({
+      lowLatencyMode: onair.mode === 'live', maxLiveSyncPlaybackRate: 1, backBufferLength: 30, startFragPrefetch: onair.mode !== 'live',
+      xhrSetup: function (xhr, url) {
+        xhr.open('GET', url, true);
+        // Media playlists only: the multivariant one is the page's preload (no header, or it would not be reused).
+        if (/\.m3u8(\?|$)/.test(url) && new URL(url, location.href).pathname !== new URL(src, location.href).pathname) {
+          xhr.setRequestHeader('X-Playback-Session-Id', playbackSession);
+          // On demand a version's playlists are immutable: from the browser's cache, a viewer coming back would be
+          // no view. Asked again (1 kB) each time the page plays it.
+          if (onair.mode !== 'live') xhr.setRequestHeader('Cache-Control', 'no-cache');
+        }
+      },
+    });
     onair.hls = hls;
     if (onair.mode === 'live') timers.push(liveCatchUp(hls, video));
     hls.on(Hls.Events.MANIFEST_PARSED, function () {
@@ -232,11 +336,14 @@ function playHls() {
       });
     });
     hls.on(Hls.Events.LEVEL_SWITCHED, function (_e, data) {
+      if (qoe.level !== undefined && qoe.level !== data.level) qoe.switches += 1;
+      qoe.level = data.level;
       var l = hls.levels[data.level];
       if (l) level.textContent = l.height + 'p';
     });
     hls.on(Hls.Events.ERROR, function (_e, data) {
       if (!data.fatal) return;
+      qoe.errors += 1;
       // For whoever opens the console: what stopped playback (the page shows "reconnecting…" and retries).
       console.warn('OnAir player: fatal playback error', data.type, data.details);
       var status = data.response && data.response.code;
@@ -347,6 +454,15 @@ function resumable(videoId) {
  * The latency readout: two decimals for the viewer, the unrounded seconds in `data-seconds`; `–` when not live.
  * @param {number | undefined} seconds
  */
+/** The live count: every protocol, every node (`stats.audience.current`); hidden when not live. */
+function showAudience(item) {
+  var audience = item && item.status === 'live' && item.stats && item.stats.audience;
+  var box = byId('watching');
+  if (!audience) { box.classList.add('hidden'); return; }
+  byId('watching-count').textContent = String(audience.current);
+  box.classList.remove('hidden');
+}
+
 function showLatency(seconds) {
   if (seconds === undefined) {
     latency.textContent = '–';

@@ -70,6 +70,8 @@ export type OriginLookup = (streamId: string) => Promise<{ internalUrl: string }
 export type WebRtcEdgeEvents = {
   /** A replacement worker runs in place of a dead one (for viewer workers: with its WebRtcServer). */
   restart: [worker: EdgeWorkerRole];
+  /** A WHEP viewer's session began on this node (the audience counts it). */
+  viewer: [streamId: string, sessionId: string];
 };
 
 const VIDEO_PAYLOAD_TYPE = 101;
@@ -972,6 +974,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
 
   #track(stream: EdgeStream, session: Session): void {
     stream.sessions.set(session.id, session);
+    this.safeEmit('viewer', stream.streamId, session.id);
     const { transport } = session;
     session.timer = setTimeout(() => {
       if (transport.iceState !== 'connected' && transport.iceState !== 'completed') this.#drop(stream, session, 'never connected');

@@ -1,5 +1,4 @@
 import type { Page } from 'playwright-core';
-import { countStalls } from '../../test/support/browser.js';
 import { BenchError } from './benchmark.js';
 import { sleep } from './clock.js';
 import { BARCODE } from './publisher.js';
@@ -16,10 +15,17 @@ export interface PlaybackSamples {
   hlsLatencies: number[];
   /** Frames whose barcode decoded to nonsense (> 60 s) in the window. */
   bad: number;
-  /** `waiting` events after playback had started, in the window. */
+  /**
+   * `waiting` events after playback had started, in the window: those the page logged between the window's start and
+   * its end as the page's clock had them (not the page's `waiting` count read afterwards: reading thousands of samples
+   * out of the page blocks its main thread, and with half a second buffered that alone can stall the player).
+   */
   stalls: number;
-  /** Each of them: seconds into the window, and what was buffered ahead of the playhead then. */
-  stallsAt: { afterSec: number; aheadSec: number }[];
+  /**
+   * Each of them: seconds into the window, what was buffered ahead of the playhead then, the longest wait between two
+   * part loads in the 5 s before it (ms), and hls.js's errors, switches and flushes from 5 s before to 1 s after.
+   */
+  stallsAt: { at: number; afterSec: number; aheadSec: number; partGapMs: number; events: string[] }[];
   /** Media seconds played in the window. */
   played: number;
   /** Height of the rendition on screen at the end. */
@@ -46,7 +52,11 @@ interface PageState {
 
 interface HlsLike {
   on(event: string, listener: (event: string, data: { frag: { programDateTime: number | null }; part?: PartLike }) => void): void;
+  on(event: string, listener: (event: string, data: Record<string, unknown>) => void): void;
 }
+
+/** hls.js events worth seeing next to a stall (bounded log: when, what). */
+const STALL_CONTEXT_EVENTS = ['hlsError', 'hlsLevelSwitched', 'hlsBufferFlushing', 'hlsLiveBackBufferReached', 'hlsBackBufferReached'];
 
 interface PartLike {
   start: number;
@@ -59,9 +69,10 @@ interface PartLike {
  * Runs before the page's scripts: keeps the hls.js instance the page makes (window.__g2gHls) and the load time of
  * every part, without a test hook in the watch page.
  */
-function captureHls(): void {
-  const w = window as unknown as { Hls?: unknown; __g2gHls?: HlsLike; __g2gParts: PageState['parts'] };
+function captureHls(events: string[]): void {
+  const w = window as unknown as { Hls?: unknown; __g2gHls?: HlsLike; __g2gParts: PageState['parts']; __g2gEvents: [number, string][] };
   w.__g2gParts = [];
+  w.__g2gEvents = [];
   let wrapped: unknown;
   Object.defineProperty(window, 'Hls', {
     configurable: true,
@@ -83,6 +94,16 @@ function captureHls(): void {
               start: part.start,
             });
           });
+          for (const name of events) {
+            this.on(name, (_event, data: Record<string, unknown>) => {
+              if (w.__g2gEvents.length >= 2000) return;
+              const detail = name === 'hlsError' ? `${String(data['details'])}${data['fatal'] ? ' (fatal)' : ''}`
+                : name === 'hlsLevelSwitched' ? `level ${String(data['level'])}`
+                : name === 'hlsBufferFlushing' ? `${String(data['type'])} ${Number(data['startOffset']).toFixed(1)}–${Number(data['endOffset']).toFixed(1)}`
+                : '';
+              w.__g2gEvents.push([Date.now(), `${name.slice(3)} ${detail}`.trim()]);
+            });
+          }
         }
       };
     },
@@ -160,7 +181,7 @@ function installDecoder(g: Geometry): void {
 export async function measurePlayback(page: Page, url: string, warmupSec: number, measureSec: number, signal: AbortSignal,
   window?: { start?: () => Promise<void>; end?: () => Promise<void> }): Promise<PlaybackSamples> {
   // The budget's hooks (hls.js's part loads and dates) only where they are asked for: OnAir's page.
-  if (window) await page.addInitScript(captureHls);
+  if (window) await page.addInitScript(captureHls, STALL_CONTEXT_EVENTS);
   await page.goto(url, { timeout: 30_000 });
   try {
     await page.waitForFunction(() => {
@@ -171,14 +192,12 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
     throw new BenchError(`${url}: playback did not start within 60 s`);
   }
   await page.evaluate(installDecoder, { ...BARCODE, modulo: 2 ** BARCODE.bits, maxMs: 60_000 });
-  await page.evaluate(countStalls);
   await sleep(warmupSec * 1000, signal);
   const start = await page.evaluate(() => ({
     now: Date.now(),
     time: document.querySelector('video')!.currentTime,
     bad: (window as unknown as { __g2g: PageState }).__g2g.bad,
   }));
-  const startStalls = await page.evaluate(countStalls);
   await window?.start?.();
   await sleep(measureSec * 1000, signal);
   await window?.end?.();
@@ -186,25 +205,41 @@ export async function measurePlayback(page: Page, url: string, warmupSec: number
     const state = (window as unknown as { __g2g: PageState }).__g2g;
     const video = document.querySelector('video')!;
     return {
+      now: Date.now(),
       samples: state.samples,
       stallLog: state.stallLog,
       parts: state.parts,
+      events: (window as unknown as { __g2gEvents?: [number, string][] }).__g2gEvents ?? [],
       bad: state.bad,
       time: video.currentTime,
       height: video.videoHeight,
     };
   });
-  const endStalls = await page.evaluate(countStalls);
   const kept = end.samples.filter(([at]) => at >= start.now);
+  const inWindow = end.stallLog.filter(([at]) => at >= start.now && at <= end.now);
   return {
     latencies: kept.map(([, latency]) => latency),
     hlsLatencies: kept.map(([, , hls]) => hls).filter((v) => Number.isFinite(v)),
     sinceIngest: kept.map(([, , , since]) => since),
     parts: end.parts.filter((p) => p.loadedAt >= start.now),
     bad: end.bad - start.bad,
-    stalls: endStalls - startStalls,
-    stallsAt: end.stallLog.filter(([at]) => at >= start.now).map(([at, ahead]) => ({ afterSec: (at - start.now) / 1000, aheadSec: ahead })),
+    stalls: inWindow.length,
+    stallsAt: inWindow.map(([at, ahead]) => ({
+      at,
+      afterSec: (at - start.now) / 1000,
+      aheadSec: ahead,
+      partGapMs: longestGap(end.parts.map((p) => p.loadedAt).filter((t) => t >= at - 5000 && t <= at)),
+      events: end.events.filter(([t]) => t >= at - 5000 && t <= at + 1000).map(([t, what]) => `${((t - at) / 1000).toFixed(2)} s ${what}`),
+    })),
     played: end.time - start.time,
     height: end.height,
   };
+}
+
+/** The longest interval between consecutive times (ms), 0 for fewer than two. */
+function longestGap(times: number[]): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let gap = 0;
+  for (let i = 1; i < sorted.length; i++) gap = Math.max(gap, sorted[i]! - sorted[i - 1]!);
+  return gap;
 }

@@ -41,12 +41,16 @@ export class HttpConnection {
   /** Connections opened so far (1 when keep-alive held throughout). */
   connects = 0;
 
-  /** `acceptGzip`: ask for gzip as browsers do (an LL-HLS server then gzips its playlists). */
-  constructor(host: string, port: number, timeoutMs = 10_000, options: { acceptGzip?: boolean } = {}) {
+  /**
+   * `acceptGzip`: ask for gzip as browsers do (an LL-HLS server then gzips its playlists). `sessionId`: sent as
+   * `X-Playback-Session-Id` on every request, as Apple's players and the watch page do (the server counts viewers by it).
+   */
+  constructor(host: string, port: number, timeoutMs = 10_000, options: { acceptGzip?: boolean; sessionId?: string } = {}) {
     this.#host = host;
     this.#port = port;
     this.#timeoutMs = timeoutMs;
-    this.#extraHeaders = options.acceptGzip ? 'Accept-Encoding: gzip\r\n' : '';
+    this.#extraHeaders = (options.acceptGzip ? 'Accept-Encoding: gzip\r\n' : '')
+      + (options.sessionId === undefined ? '' : `X-Playback-Session-Id: ${options.sessionId}\r\n`);
   }
 
   /** GET `path`; resolves with any status (the caller judges it), rejects on transport errors and on close(). */

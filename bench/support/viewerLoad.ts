@@ -39,6 +39,8 @@ export interface LoadOptions {
   stopOnError: boolean;
   /** Ask for gzip as browsers do (playlists then come gzipped; the generator inflates them). Default: no. */
   acceptGzip?: boolean;
+  /** Each viewer sends a playback session id of its own (`X-Playback-Session-Id`), as players do. Default: no. */
+  sessions?: boolean;
 }
 
 export interface LoadResult {
@@ -122,7 +124,10 @@ async function viewer(load: Load, index: number): Promise<void> {
   const { options } = load;
   const { rendition, path } = options.playlists[index % options.playlists.length]!;
   const base = path.slice(0, path.lastIndexOf('/') + 1);
-  const connection = new HttpConnection(options.host, options.port, options.requestTimeoutMs, { acceptGzip: options.acceptGzip === true });
+  const connection = new HttpConnection(options.host, options.port, options.requestTimeoutMs, {
+    acceptGzip: options.acceptGzip === true,
+    ...(options.sessions ? { sessionId: `bench-viewer-${index}-${process.pid}` } : {}),
+  });
   load.onStop(() => {
     load.connections += connection.connects;
     connection.close();

@@ -217,6 +217,25 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     await home.close();
   });
 
+  test('a title cannot break out of the answer the page carries', async () => {
+    const title = '</script><script>window.pwned=1</script><!-- "&';
+    const created = await fetch(`${node.httpUrl}/api/streams`, {
+      method: 'POST', headers: { authorization: `Bearer ${node.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ title }),
+    });
+    assert.equal(created.status, 201);
+    const { id } = await created.json() as { id: string };
+    const html = await (await fetch(`${node.httpUrl}/watch/${id}`)).text();
+    assert.equal(html.match(/<\/script>/g)?.length, 4, 'the embedded answer closes once; then the page\'s own three scripts');
+    const page = await chromium.browser.newPage();
+    try {
+      await page.goto(`${node.httpUrl}/watch/${id}`);
+      await page.waitForFunction((t) => document.getElementById('title')!.textContent === t, title, { timeout: 10_000 });
+      assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined);
+    } finally {
+      await page.close();
+    }
+  });
+
   test('an upload from the studio: its progress bar fills, and the video is listed with its job', async () => {
     const file = path.join(ARTIFACTS, '..', 'upload.mp4');
     execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=320x180:rate=25:duration=3', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', file]);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { OnAirNode } from '../../server/node.js';
-import { launchChromium } from '../support/browser.js';
+import { launchChromium, plays } from '../support/browser.js';
 import { api, startTestNode, waitFor } from '../support/harness.js';
 import { makeVideo, tusCreate, tusPatch } from '../support/tus.js';
 
@@ -14,7 +14,7 @@ const stored = (page: Page): Promise<Record<string, { t: number; d: number; at: 
   page.evaluate(() => JSON.parse(localStorage.getItem('onair.resume') ?? '{}'));
 const currentTime = (page: Page): Promise<number> => page.evaluate(() => document.querySelector('video')!.currentTime);
 
-describe('a viewer who comes back to a video is offered to resume where they stopped (issue #19)', { timeout: 240_000 }, () => {
+describe('the watch page of a video: it starts without a round trip (#18), and a viewer who comes back is offered to resume (#19)', { timeout: 240_000 }, () => {
   let node: OnAirNode;
   let close: () => Promise<void>;
   let chromium: Awaited<ReturnType<typeof launchChromium>>;
@@ -41,6 +41,26 @@ describe('a viewer who comes back to a video is offered to resume where they sto
     await chromium?.close();
     await close?.();
     if (media) await rm(media, { recursive: true, force: true });
+  });
+
+  test('the video starts without asking the API first: the page carries its answer, preloads the playlist and shows the poster', async () => {
+    const fresh = await chromium.browser.newPage();
+    const requested: string[] = [];
+    fresh.on('request', (request) => requested.push(new URL(request.url()).pathname));
+    try {
+      await fresh.goto(`${node.httpUrl}/watch/${videoId}`);
+      await plays(fresh, 'the video');
+      assert.equal(await fresh.textContent('#title'), 'A long talk');
+      const playlist = requested.indexOf(`/vod/${videoId}/index.m3u8`);
+      assert.ok(playlist >= 0, `the playlist was loaded: ${requested.join(', ')}`);
+      assert.ok(!requested.includes(`/api/videos/${videoId}`), `no round trip to the API before playing: ${requested.join(', ')}`);
+      const initiator = await fresh.evaluate((id) => (performance.getEntriesByType('resource') as PerformanceResourceTiming[])
+        .find((e) => new URL(e.name).pathname === `/vod/${id}/index.m3u8`)?.initiatorType, videoId);
+      assert.equal(initiator, 'link', 'the playlist came from the page\'s preload, while the scripts loaded');
+      assert.match(await fresh.$eval('video', (v) => (v as HTMLVideoElement).poster), new RegExp(`/vod/${videoId}/poster\\.jpg$`));
+    } finally {
+      await fresh.close();
+    }
   });
 
   test('first visit: no offer; the place it stops at is kept on the device', async () => {
