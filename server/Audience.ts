@@ -103,20 +103,25 @@ return { llhls, webrtc, peak, total }`;
 type Exchange = (nodes: string, total: string, peak: string, ...args: (string | number)[]) => Promise<[number, number, number, number]>;
 
 interface StreamSessions {
-  /** Hashed session key → when it last asked (ms). */
+  /** Session (`sessionBasis`, in this process's memory only) → when it last asked (ms). */
   seen: Map<string, number>;
-  /** Keys first seen since they were last sent to the total. */
+  /** Sessions first seen since they were last sent to the total (hashed when sent). */
   fresh: Set<string>;
 }
 
-/** The request's session, hashed: its `X-Playback-Session-Id` when well formed, else its address and user agent. */
-export function sessionKey(headers: Record<string, string | string[] | undefined>, address: string): string {
+/** What identifies the request's session: its `X-Playback-Session-Id` when well formed, else its address and agent. */
+function sessionBasis(headers: Record<string, string | string[] | undefined>, address: string): string {
   const header = headers[SESSION_HEADER];
+  if (typeof header === 'string' && SESSION_ID.test(header)) return `s\n${header}`;
   const agent = headers['user-agent'];
-  const basis = typeof header === 'string' && SESSION_ID.test(header)
-    ? `s\n${header}`
-    : `a\n${address}\n${typeof agent === 'string' ? agent.slice(0, 256) : ''}`;
-  return createHash('sha256').update(basis).digest('base64url').slice(0, 22);
+  return `a\n${address}\n${typeof agent === 'string' ? agent.slice(0, 256) : ''}`;
+}
+
+const hashed = (basis: string): string => createHash('sha256').update(basis).digest('base64url').slice(0, 22);
+
+/** The request's session as it leaves the process (Redis): hashed. */
+export function sessionKey(headers: Record<string, string | string[] | undefined>, address: string): string {
+  return hashed(sessionBasis(headers, address));
 }
 
 const keys = (streamId: string): [string, string, string] =>
@@ -169,7 +174,8 @@ export class Audience {
       stream = { seen: new Map(), fresh: new Set() };
       this.#streams.set(streamId, stream);
     }
-    const key = sessionKey(headers, address);
+    // Hashed only when first seen (sent to the total): a known session costs a map lookup per request.
+    const key = sessionBasis(headers, address);
     if (!stream.seen.has(key)) {
       if (stream.seen.size >= this.#maxSessions) return;
       if (stream.fresh.size < this.#maxSessions) stream.fresh.add(key);
@@ -183,7 +189,7 @@ export class Audience {
     const stream = this.#streams.get(streamId) ?? (this.#streams.size < this.#maxStreams ? { seen: new Map(), fresh: new Set() } : undefined);
     if (!stream) return;
     this.#streams.set(streamId, stream);
-    if (stream.fresh.size < this.#maxSessions) stream.fresh.add(createHash('sha256').update(`w\n${sessionId}`).digest('base64url').slice(0, 22));
+    if (stream.fresh.size < this.#maxSessions) stream.fresh.add(`w\n${sessionId}`);
   }
 
   /** A video's media playlist loaded by a session (a view, unless the same session viewed it recently). */
@@ -269,7 +275,8 @@ export class Audience {
     const webrtc = this.#webrtc.has(streamId) ? this.#options.webrtcViewers(streamId) : 0;
     if (webrtc === 0) this.#webrtc.delete(streamId);
     const fresh = stream ? [...stream.fresh].slice(0, FRESH_PER_TICK) : [];
-    const [llhlsAll, webrtcAll, peak, total] = await this.#exchange(...keys(streamId), this.#options.nodeId, llhls, webrtc, ENTRY_TTL_MS, KEEP_MS, ...fresh);
+    const [llhlsAll, webrtcAll, peak, total] = await this.#exchange(...keys(streamId), this.#options.nodeId, llhls, webrtc, ENTRY_TTL_MS, KEEP_MS,
+      ...fresh.map(hashed));
     if (stream) {
       for (const key of fresh) stream.fresh.delete(key);
       if (stream.seen.size === 0 && stream.fresh.size === 0) this.#streams.delete(streamId);
