@@ -9,7 +9,7 @@ import { OnAirError, ERRORS, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { tokenMatches } from './adminToken.js';
 import { ROUTE_LIMITS, type HttpLimits } from './httpLimits.js';
-import type { Metrics } from './metrics.js';
+import { protocolOf, type Metrics } from './metrics.js';
 import type { StreamView } from './views.js';
 
 /** What the HTTP layer needs from the node: plain functions, so routes stay thin. */
@@ -166,7 +166,10 @@ export function buildHttpServer(deps: HttpDeps): FastifyInstance {
     const method = KNOWN_METHODS.has(request.method) ? request.method : 'OTHER';
     const route = request.routeOptions.url ?? 'unmatched';
     deps.metrics.httpRequests.inc({ method, route, status: String(reply.statusCode) });
-    deps.metrics.httpDuration.observe({ method, route }, reply.elapsedTime / 1000);
+    deps.metrics.httpDuration.observe({ method, route, status: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000);
+    // The body's bytes as sent (compressed playlists compressed); a body streamed without a length is not counted.
+    const length = Number(reply.getHeader('content-length'));
+    if (length > 0) deps.metrics.sentBytes.inc({ protocol: protocolOf(route) }, length);
   });
 
   app.register(async (edge) => {

@@ -14,6 +14,15 @@ export interface LiveStreamSample {
   ladderLevel: number;
 }
 
+/** Which protocol an HTTP route serves, for `onair_sent_bytes_total`. */
+export function protocolOf(route: string): 'llhls' | 'vod' | 'web' | 'api' | 'other' {
+  if (route.startsWith('/live/')) return route.endsWith('/whep') || route.includes('/whep/') ? 'api' : 'llhls';
+  if (route.startsWith('/vod/')) return 'vod';
+  if (route.startsWith('/api/')) return 'api';
+  if (route === '/' || route === '/studio' || route.startsWith('/watch/') || route.startsWith('/assets/') || route === '/favicon.ico') return 'web';
+  return 'other';
+}
+
 /** Prometheus metrics: process metrics plus per-stream input, encoder and rendition figures. */
 export class Metrics {
   readonly registry = new Registry();
@@ -25,7 +34,9 @@ export class Metrics {
   readonly ladderChanges: Counter<'direction'>;
   /** Every HTTP response, by method, route template (`/live/:id/:rendition/index.m3u8`, not the URL) and status. */
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
-  readonly httpDuration: Histogram<'method' | 'route'>;
+  readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+  /** Bytes sent, by protocol (llhls, vod, web, api, other: HTTP bodies; webrtc: media to WHEP viewers). */
+  readonly sentBytes: Counter<'protocol'>;
   /** Ingest → part out, per LL-HLS part of every rendition: where the server's share of the latency goes. */
   readonly partDelay: Histogram;
 
@@ -34,7 +45,11 @@ export class Metrics {
     new Gauge({ name, help, registers: [this.registry], collect() { this.set(read()); } });
   }
 
-  constructor(sample: () => LiveStreamSample[]) {
+  /**
+   * `webrtcBytes`: bytes sent to WebRTC viewers so far (never decreasing; read at each scrape), when this node serves
+   * WebRTC.
+   */
+  constructor(sample: () => LiveStreamSample[], webrtcBytes?: () => Promise<number>) {
     collectDefaultMetrics({ register: this.registry, prefix: 'onair_' });
     const registers = [this.registry];
 
@@ -78,12 +93,29 @@ export class Metrics {
     });
     this.httpDuration = new Histogram({
       name: 'onair_http_request_duration_seconds',
-      help: 'HTTP request duration, seconds, by method and route template (a blocking playlist request includes its wait).',
-      labelNames: ['method', 'route'],
+      help: 'HTTP request duration, seconds, by method, route template and status class (2xx…5xx; a blocking playlist request includes its wait).',
+      labelNames: ['method', 'route', 'status'],
       // Parts and playlists answer in ms; blocking requests wait up to a part or a segment; uploads take longer.
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
+
+    let webrtcSent = 0;
+    this.sentBytes = new Counter({
+      name: 'onair_sent_bytes_total',
+      help: 'Bytes sent, by protocol: llhls (live playlists and media), vod (on-demand playlists and media), web (pages and assets), ' +
+        'api, other (HTTP response bodies); webrtc (media to WHEP viewers, read from the transports at each scrape).',
+      labelNames: ['protocol'],
+      registers,
+      async collect() {
+        const total = await webrtcBytes?.().catch(() => undefined);
+        if (total !== undefined && total > webrtcSent) {
+          this.inc({ protocol: 'webrtc' }, total - webrtcSent);
+          webrtcSent = total;
+        }
+      },
+    });
+    for (const protocol of ['llhls', 'vod', 'web', 'api', 'webrtc']) this.sentBytes.inc({ protocol }, 0);
 
     this.partDelay = new Histogram({
       name: 'onair_llhls_part_delay_seconds',
@@ -116,8 +148,8 @@ export class Metrics {
       for (const s of sample()) g.set({ stream: s.streamId }, s.ladderLevel);
     });
     gauge('onair_streams_live', 'Streams with a live event.', [], (g) => g.set(sample().length));
-    gauge('onair_stream_input_bitrate_kbps', 'Publisher input bitrate, kbit/s.', ['stream'], (g) => {
-      for (const s of sample()) g.set({ stream: s.streamId }, s.inputKbps);
+    gauge('onair_stream_input_bits_per_second', 'Publisher input bitrate, bits per second.', ['stream'], (g) => {
+      for (const s of sample()) g.set({ stream: s.streamId }, s.inputKbps * 1000);
     });
     gauge('onair_stream_input_fps', 'Publisher video frames per second.', ['stream'], (g) => {
       for (const s of sample()) g.set({ stream: s.streamId }, s.inputFps);
@@ -128,8 +160,8 @@ export class Metrics {
     gauge('onair_encoder_fps', 'ffmpeg output frames per second.', ['stream'], (g) => {
       for (const s of sample()) if (s.encoderFps !== undefined) g.set({ stream: s.streamId }, s.encoderFps);
     });
-    gauge('onair_rendition_bitrate_kbps', 'Measured output bitrate per rendition, kbit/s.', ['stream', 'rendition'], (g) => {
-      for (const s of sample()) for (const r of s.renditions) g.set({ stream: s.streamId, rendition: r.name }, r.kbps);
+    gauge('onair_rendition_bits_per_second', 'Measured output bitrate per rendition, bits per second.', ['stream', 'rendition'], (g) => {
+      for (const s of sample()) for (const r of s.renditions) g.set({ stream: s.streamId, rendition: r.name }, r.kbps * 1000);
     });
     gauge('onair_rendition_fps', 'Measured output frame rate per rendition.', ['stream', 'rendition'], (g) => {
       for (const s of sample()) for (const r of s.renditions) g.set({ stream: s.streamId, rendition: r.name }, r.fps);

@@ -117,7 +117,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       streamExists: async (id) => (await this.streams.get(id)) !== undefined,
       sendCue: (id, cue) => this.#chat.sendCue(id, cue),
     });
-    this.#metrics = new Metrics(() => liveSamples(this.#events.values()));
+    this.#metrics = new Metrics(() => liveSamples(this.#events.values()), edge ? () => edge.sentBytes() : undefined);
     this.#governor = new LoadGovernor({
       policy: config.ladderPolicy,
       recoverAfterMs: config.ladderRecoverMs,
@@ -200,6 +200,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     if (edge) {
       this.#metrics.childRestarts.inc({ child: 'mediasoup' }, 0); // the series exists from the start, for alerts on its rate
       edge.on('restart', () => this.#metrics.childRestarts.inc({ child: 'mediasoup' }));
+      this.#metrics.gauge('onair_webrtc_sessions', 'WHEP viewer sessions on this node, every stream (sum over nodes for all WebRTC viewers).', () => edge.sessionCount);
       this.#metrics.gauge('onair_webrtc_pipes', 'Pipes this node feeds to WebRTC edges (one per stream per edge; issue #17).', () => edge.pipeCount);
       this.#metrics.gauge('onair_webrtc_pulled_streams', 'Streams this WebRTC edge pulls from their origins over a pipe.', () => edge.pulledCount);
     }

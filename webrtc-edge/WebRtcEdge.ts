@@ -134,6 +134,8 @@ interface Session {
   transport: ms.WebRtcTransport;
   consumers: ms.Consumer[];
   timer: NodeJS.Timeout | undefined;
+  /** Bytes its transport had sent at the last `sentBytes()` read. */
+  sentBytes?: number;
 }
 
 /**
@@ -218,6 +220,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   readonly #servers: ms.WebRtcServer[];
   #ingest: ms.Worker;
   readonly #load: number[];
+  /** Bytes the transports of closed sessions had sent when last read (see `sentBytes`). */
+  #closedSentBytes = 0;
   readonly #limits: WhepLimits;
   /** Sessions per client address key, on this node. */
   readonly #perAddress = new Map<string, number>();
@@ -330,6 +334,29 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
 
   viewers(streamId: string): number {
     return this.#streams.get(streamId)?.sessions.size ?? 0;
+  }
+
+  /** WHEP sessions on this node, every stream (`onair_webrtc_sessions`). */
+  get sessionCount(): number {
+    let count = 0;
+    for (const stream of this.#streams.values()) count += stream.sessions.size;
+    return count;
+  }
+
+  /**
+   * Bytes sent to WHEP viewers since the start, never decreasing (`onair_sent_bytes_total{protocol="webrtc"}`): each
+   * open transport's own count (its stats, read now), plus what the closed ones had sent when last read.
+   */
+  async sentBytes(): Promise<number> {
+    const sessions = [...this.#streams.values()].flatMap((stream) => [...stream.sessions.values()]);
+    await Promise.all(sessions.map(async (session) => {
+      const stats = await session.transport.getStats().catch(() => []);
+      const bytes = stats[0]?.bytesSent;
+      if (typeof bytes === 'number' && bytes > (session.sentBytes ?? 0)) session.sentBytes = bytes;
+    }));
+    let total = this.#closedSentBytes;
+    for (const stream of this.#streams.values()) for (const session of stream.sessions.values()) total += session.sentBytes ?? 0;
+    return total;
   }
 
   hasStream(streamId: string): boolean {
@@ -1001,6 +1028,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
 
   #drop(stream: EdgeStream, session: Session, reason: string): void {
     if (!stream.sessions.delete(session.id)) return;
+    this.#closedSentBytes += session.sentBytes ?? 0;
     clearTimeout(session.timer);
     session.transport.close();
     this.#release(stream, session.worker, session.routerKey, session.client);
