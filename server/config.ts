@@ -179,6 +179,8 @@ const schema = {
   ONAIR_LADDER: heights,
   ONAIR_PASSTHROUGH: boolean(false),
   ONAIR_AUDIENCE: boolean(true),
+  ONAIR_WEBHOOK_ATTEMPTS: integer(10, 1, 100),
+  ONAIR_WEBHOOK_BACKOFF_MS: integer(2000, 10, 3_600_000),
   ONAIR_WEBRTC_LAYERS: webrtcLayers,
   ONAIR_WEBRTC_PORT: port(40000),
   ONAIR_WEBRTC_LISTEN_IP: optionalString,
@@ -288,6 +290,8 @@ export interface Config {
   passthrough: boolean;
   /** Count viewers (server/Audience.ts); false: no counting, no `stats.audience`, no video views (issue #19). */
   audience: boolean;
+  /** Webhook deliveries: tries each, and the first retry delay (doubling). */
+  webhooks: { attempts: number; backoffMs: number };
   /** WebRTC simulcast layer heights, low → high; empty when `ONAIR_WEBRTC_LAYERS=off`. */
   webrtcLayers: number[];
   /** WebRTC (mediasoup): first UDP/TCP port (worker i uses port + i), listen and announced addresses, workers (0: one per core). */
@@ -396,6 +400,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ladderHeights: r.ONAIR_LADDER,
     passthrough: r.ONAIR_PASSTHROUGH,
     audience: r.ONAIR_AUDIENCE,
+    webhooks: { attempts: r.ONAIR_WEBHOOK_ATTEMPTS, backoffMs: r.ONAIR_WEBHOOK_BACKOFF_MS },
     webrtcLayers: r.ONAIR_WEBRTC_LAYERS,
     webrtc: {
       port: r.ONAIR_WEBRTC_PORT,

@@ -13,6 +13,7 @@ import {
 } from 'kysely';
 import { CHAT_MIGRATIONS, type ChatCommentsTable } from '../chat/index.js';
 import { videoMigrations, type VideosTable } from '../vod-archive/index.js';
+import { webhookMigrations, type WebhooksTable } from './Webhooks.js';
 
 export type StreamStatus = 'idle' | 'live' | 'ended';
 
@@ -50,6 +51,8 @@ export interface Tables {
   chat_comments: ChatCommentsTable;
   /** The VOD catalog (vod-archive/catalog.ts). */
   videos: VideosTable;
+  /** Webhooks (server/Webhooks.ts). */
+  webhooks: WebhooksTable;
 }
 
 export interface Database {
@@ -113,6 +116,7 @@ function migrationsFor(dialect: Database['dialect']): Record<string, Migration> 
     ...MIGRATIONS,
     ...CHAT_MIGRATIONS,
     ...videoMigrations(dialect),
+    ...webhookMigrations,
   };
 }
 

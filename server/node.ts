@@ -26,8 +26,9 @@ import { LiveEvents, type LiveEventsEvents } from './LiveEvents.js';
 import { Audience } from './Audience.js';
 import { CloseSteps } from './closeSteps.js';
 import { QualityReports, registerQoeRoutes } from './Qoe.js';
+import { registerWebhookRoutes, type Webhooks } from './Webhooks.js';
 import { checkReady } from './ready.js';
-import { startChat, startEdge, startVodArchive, type EdgeWiring } from './rooms.js';
+import { startChat, startEdge, startVodArchive, startWebhooks, videoFinished, type EdgeWiring } from './rooms.js';
 import { liveSamples, streamsApi, type ViewSources } from './views.js';
 import { StreamDirectory } from './discovery.js';
 import { RemoteStats } from './remoteStats.js';
@@ -43,7 +44,7 @@ const CLOSE_REDIS_RESERVE_MS = 2_000;
 /** The longest any one step of close() may take (within what is left of CLOSE_TIMEOUT_MS). */
 /** How long requests in flight get to finish at close before their connections are cut (within the `http` step). */
 const HTTP_DRAIN_MS = 1_000;
-const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, audience: 1_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
+const CLOSE_STEP_MS = { chat: 2_000, http: 2_000, audience: 1_000, webhooks: 2_000, ingest: 1_000, endings: 8_000, transcoders: 3_000, vod: 2_000, discovery: 1_000, edge: 2_000, database: 2_000 } as const;
 
 /** A hand-over record outlives its last write by this plus the reconnect grace (the discovery lease, and a margin). */
 const HANDOVER_LEASE_MS = 15_000;
@@ -74,6 +75,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #metrics: Metrics;
   readonly #chat: ChatServer;
   readonly #audience: Audience;
+  readonly #webhooks: Webhooks;
   readonly #vod: VodArchive;
   readonly #events: LiveEvents;
   readonly #cues: LiveCues;
@@ -91,7 +93,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   private constructor(parts: {
     config: Config; log: Logger; adminToken: string; encoder: EncoderChoice; database: Database;
     redis: Redis; embeddedRedis: EmbeddedRedis | undefined; tls: { cert: Buffer; key: Buffer } | undefined;
-    edge: WebRtcEdge | undefined; chat: ChatServer; vod: VodArchive;
+    edge: WebRtcEdge | undefined; chat: ChatServer; vod: VodArchive; webhooks: Webhooks;
   }) {
     super();
     const { config, log } = parts;
@@ -106,6 +108,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     this.#edge = parts.edge;
     this.#chat = parts.chat;
     this.#vod = parts.vod;
+    this.#webhooks = parts.webhooks;
     const edge = this.#edge;
     this.#cues = new LiveCues({
       config,
@@ -162,7 +165,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       addViews: (views) => this.#vod.catalog.addViews(views),
     });
     const audience = this.#audience;
-    this.#events.on('live', ({ streamId, continued }) => {
+    this.#events.on('live', ({ streamId, eventId, continued }) => {
+      // A new event (not one continued from another origin): the outside world is told.
+      if (!continued) void this.#webhooks.emit('stream.live', { streamId, eventId, startedAt: new Date().toISOString(), watchPage: `${this.publicUrl}/watch/${streamId}` });
       if (continued) audience.own(streamId);
       else void audience.begin(streamId).catch((error: unknown) => log.warn({ err: error, streamId }, 'audience: the new event\'s counts could not be reset (Redis)'));
     });
@@ -263,6 +268,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
             ...(config.audience ? { onPlaylist: (id: string, request: FastifyRequest) => { if (!app.isAdmin(request)) audience.llhls(id, request.headers, request.ip); } } : {}),
           })),
         (app) => registerCueRoutes(app, { addCue: (id, input) => this.#cues.addCue(id, input) }),
+        (app) => registerWebhookRoutes(app, this.#webhooks),
         (app) => registerQoeRoutes(app, {
           reports: new QualityReports({ redis: this.#redis, registry: this.#metrics.registry, log: log.child({ component: 'qoe' }) }),
           exists: async (id) => (id.length === 12 ? (await this.streams.get(id)) !== undefined : (await this.#vod.catalog.get(id)) !== undefined),
@@ -337,6 +343,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     let edge: WebRtcEdge | undefined;
     let chat: ChatServer | undefined;
     let vod: VodArchive | undefined;
+    let webhooks: Webhooks | undefined;
     // The chat asks about the live events; they exist only once the node (and everything it needs) has started.
     const nodeRef: { current?: OnAirNode } = {};
     try {
@@ -354,13 +361,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       const tls = config.tls
         ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) }
         : undefined;
-      vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0);
+      webhooks = startWebhooks(config, log, database, redis, redisOptionsFromUrl(redisUrl), config.role !== 'edge');
+      const hooks = webhooks;
+      vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), config.role === 'all' ? config.vod.concurrency : 0,
+        (videoId, outcome, reason) => void videoFinished(hooks, vod!, videoId, outcome, reason, nodeRef.current?.publicUrl));
       // An edge's WebRTC viewers are fed from the stream's origin (found through discovery) over one PipeTransport per
       // stream (ONAIR_CLUSTER_SECRET on both); origins and all-in-one nodes feed their own streams.
       edge = await startEdge(config, log, config.role === 'edge' && !wiring.webrtcOrigin
         ? { ...wiring, webrtcOrigin: async (id) => nodeRef.current?.discovery.lookup(id) }
         : wiring);
-      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod });
+      const node = new OnAirNode({ config, log, adminToken, encoder, database, redis, embeddedRedis, tls, edge, chat, vod, webhooks });
       nodeRef.current = node;
       // An edge holds no live events and no recordings: the streams marked live in the shared database are the origins'.
       if (config.role !== 'edge') {
@@ -373,6 +383,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     } catch (error) {
       await chat?.close();
       await vod?.close();
+      await webhooks?.close();
       await edge?.close();
       redis.disconnect();
       await database?.close();
@@ -459,6 +470,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
    */
   async #keepAudience(streamId: string, eventId: string): Promise<void> {
     const counts = await this.#audience.end(streamId);
+    void this.#webhooks.emit('stream.ended', {
+      streamId, eventId, endedAt: new Date().toISOString(), ...(counts ? { audience: { peak: counts.peak, total: counts.total } } : {}),
+    });
     if (!counts) return;
     for (let attempt = 1; ; attempt += 1) {
       try {
@@ -512,6 +526,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await step('transcoders', () => this.#events.closeTranscoders());
     this.#events.clearRetention();
     await step('vod', () => this.#vod.close());
+    await step('webhooks', () => this.#webhooks.close());
     await step('discovery', () => this.discovery.close());
     await step('edge', async () => this.#edge?.close());
     this.#governor.close();

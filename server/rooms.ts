@@ -1,9 +1,10 @@
 import os from 'node:os';
 import type { Kysely } from 'kysely';
-import type { RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from '../lib/log.js';
 import { ChatServer, type ChatTables } from '../chat/index.js';
-import { createStorage, VodArchive, type CatalogTables } from '../vod-archive/index.js';
+import { Webhooks, type WebhooksTable } from './Webhooks.js';
+import { createStorage, VodArchive, type CatalogTables, type VodArchiveOptions } from '../vod-archive/index.js';
 import { WebRtcEdge, type OriginLookup } from '../webrtc-edge/index.js';
 import { tokenMatches } from './adminToken.js';
 import type { Config } from './config.js';
@@ -16,8 +17,10 @@ import type { StreamStore } from './streams.js';
  */
 
 /** The VOD room: storage (disk or S3), catalog, queue and, unless ONAIR_VOD_CONCURRENCY=0, a worker in this process. */
-export function startVodArchive(config: Config, log: Logger, database: Database, redis: RedisOptions, concurrency = config.vod.concurrency): VodArchive {
+export function startVodArchive(config: Config, log: Logger, database: Database, redis: RedisOptions, concurrency = config.vod.concurrency,
+  onVideoFinished?: VodArchiveOptions['onVideoFinished']): VodArchive {
   return new VodArchive({
+    ...(onVideoFinished ? { onVideoFinished } : {}),
     db: database.db as unknown as Kysely<CatalogTables>,
     dialect: database.dialect,
     storage: createStorage({ dataDir: config.dataDir, s3: config.s3 }),
@@ -34,6 +37,31 @@ export function startVodArchive(config: Config, log: Logger, database: Database,
     replacedRetentionMs: config.vod.replacedRetentionMs,
     timeLimits: config.vod.timeLimits,
     log: log.child({ component: 'vod' }),
+  });
+}
+
+/** The webhooks: a queue in every process that has events to tell, deliveries where `deliver` (not on edges). */
+export function startWebhooks(config: Config, log: Logger, database: Database, redis: Redis, redisOptions: RedisOptions, deliver: boolean): Webhooks {
+  return new Webhooks({
+    db: database.db as unknown as Kysely<{ webhooks: WebhooksTable }>,
+    redis,
+    redisOptions,
+    log: log.child({ component: 'webhooks' }),
+    attempts: config.webhooks.attempts,
+    backoffMs: config.webhooks.backoffMs,
+    deliver,
+  });
+}
+
+/** A video this process processed is ready or failed for good: `video.ready` / `video.failed`, with what it is. */
+export async function videoFinished(webhooks: Webhooks, vod: VodArchive, videoId: string, outcome: 'ready' | 'failed', reason: string | undefined,
+  publicUrl: string | undefined): Promise<void> {
+  const video = await vod.catalog.get(videoId).catch(() => undefined);
+  await webhooks.emit(outcome === 'ready' ? 'video.ready' : 'video.failed', {
+    videoId,
+    ...(video ? { title: video.title, source: video.source, durationSec: video.durationSec ?? null } : {}),
+    ...(reason !== undefined ? { reason } : {}),
+    ...(publicUrl !== undefined && outcome === 'ready' ? { watchPage: `${publicUrl}/watch/${videoId}` } : {}),
   });
 }
 

@@ -3,7 +3,9 @@ import path from 'node:path';
 import type { Logger } from '../lib/log.js';
 import type { Config } from './config.js';
 import { openDatabase } from './db.js';
-import { startVodArchive } from './rooms.js';
+import { Redis } from 'ioredis';
+import type { VodArchive } from '../vod-archive/index.js';
+import { startVodArchive, startWebhooks, videoFinished } from './rooms.js';
 import { redisOptionsFromUrl } from './redis.js';
 
 /**
@@ -21,11 +23,18 @@ export async function startWorker(config: Config, log: Logger): Promise<{ close(
     redisUrl = `unix://${socket}`;
   }
   const database = await openDatabase({ dataDir: config.dataDir, ...(config.databaseUrl === undefined ? {} : { databaseUrl: config.databaseUrl }) });
-  const vod = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), Math.max(1, config.vod.concurrency));
+  // Videos this worker finishes are told to the webhooks (queued in the shared Redis; delivered here too).
+  const redis = new Redis({ ...redisOptionsFromUrl(redisUrl), maxRetriesPerRequest: 1 });
+  redis.on('error', (error) => log.debug({ err: error.message }, 'redis connection error'));
+  const webhooks = startWebhooks(config, log, database, redis, redisOptionsFromUrl(redisUrl), true);
+  const vod: VodArchive = startVodArchive(config, log, database, redisOptionsFromUrl(redisUrl), Math.max(1, config.vod.concurrency),
+    (videoId, outcome, reason) => void videoFinished(webhooks, vod, videoId, outcome, reason, config.publicUrl));
   await vod.worker!.worker.waitUntilReady();
   return {
     async close() {
       await vod.close();
+      await webhooks.close();
+      redis.disconnect();
       await database.close();
     },
   };

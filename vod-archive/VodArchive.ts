@@ -17,6 +17,8 @@ import type { VodLadderOptions } from './vodCommand.js';
 import type { Cue } from '../lib/media/cues.js';
 
 export interface VodArchiveOptions {
+  /** A video this process processed is ready, or failed for good (the webhooks tell the outside world). */
+  onVideoFinished?: (videoId: string, outcome: 'ready' | 'failed', reason?: string) => void;
   db: Kysely<CatalogTables>;
   dialect: 'sqlite' | 'postgres';
   storage: Storage;
@@ -77,6 +79,7 @@ export class VodArchive {
         waitMaxMs: options.waitMaxMs,
         queue: this.queue,
         log: options.log,
+        ...(options.onVideoFinished ? { onFinished: options.onVideoFinished } : {}),
         pipeline: {
           storage: options.storage,
           catalog: this.catalog,

@@ -85,6 +85,8 @@ export interface VodWorkerOptions {
   backoffMs: number;
   waitMaxMs: number;
   log: Logger;
+  /** A video is done: ready (published), or failed for good (webhooks: `video.ready`, `video.failed`). */
+  onFinished?: (videoId: string, outcome: 'ready' | 'failed', reason?: string) => void;
 }
 
 /**
@@ -131,6 +133,7 @@ export class VodWorker {
           },
         });
         if (!result) return;
+        options.onFinished?.(videoId, 'ready');
         if (result.replaced) await queue.scheduleCleanup(videoPrefix(videoId, result.replaced));
         // Versions left by attempts that died between store and publish: nothing points at them.
         for (const version of await versionsOf(pipeline, videoId)) {
@@ -142,6 +145,7 @@ export class VodWorker {
           if (error instanceof UnusableSourceError) {
             log.warn({ videoId, reason: error.reason }, 'vod source refused');
             await failForGood(pipeline, videoId, error.reason);
+            options.onFinished?.(videoId, 'failed', error.reason);
             throw new UnrecoverableError(error.reason);
           }
           const dependency = dependencyOf(error);
@@ -149,7 +153,9 @@ export class VodWorker {
           const attempts = job.opts.attempts ?? 1;
           log.error({ videoId, attempt: job.attemptsMade + 1, attempts, err: (error as Error).message }, 'vod job attempt failed');
           if (job.attemptsMade + 1 >= attempts) {
-            await failForGood(pipeline, videoId, `Processing failed after ${attempts} attempts: ${(error as Error).message.slice(0, 200)}`);
+            const reason = `Processing failed after ${attempts} attempts: ${(error as Error).message.slice(0, 200)}`;
+            await failForGood(pipeline, videoId, reason);
+            options.onFinished?.(videoId, 'failed', reason);
           }
           throw error;
         } catch (thrown) {

@@ -31,6 +31,8 @@ function signedIn() {
   loadStreams();
   loadVideos();
   setInterval(loadVideos, 2000);
+  loadHooks();
+  setInterval(loadHooks, 5000);
   var wanted = new URLSearchParams(location.search).get('stream');
   if (wanted) select(wanted);
 }
@@ -339,6 +341,39 @@ function loadVideos() {
     });
   });
 }
+
+// ---- Webhooks: each with its last deliveries (event, try, the receiver's answer) -------------------------------
+function loadHooks() {
+  O.api('GET', '/api/webhooks').then(function (result) {
+    if (result.status !== 200) return;
+    var list = $('hooks');
+    Promise.all(result.body.webhooks.map(function (hook) {
+      return O.api('GET', '/api/webhooks/' + hook.id + '/deliveries').then(function (log) { return { hook: hook, deliveries: log.status === 200 ? log.body.deliveries : [] }; });
+    })).then(function (hooks) {
+      list.textContent = '';
+      hooks.forEach(function (item) {
+        var remove = el('button', { type: 'button' }, 'Delete');
+        remove.addEventListener('click', function () { O.api('DELETE', '/api/webhooks/' + item.hook.id).then(loadHooks); });
+        var lines = el('ol', { class: 'muted' });
+        item.deliveries.slice(0, 10).forEach(function (d) {
+          lines.appendChild(el('li', { 'data-ok': String(d.ok) }, new Date(d.at).toLocaleTimeString() + ' ' + d.event + ' · try ' + d.attempt + ' · ' +
+            (d.ok ? String(d.status) : (d.status ? String(d.status) : 'unreachable') + (d.error ? ' (' + d.error + ')' : ''))));
+        });
+        list.appendChild(el('li', { 'data-id': item.hook.id }, el('div', { class: 'row spaced' }, el('span', { class: 'grow' }, item.hook.url + ' — ' + item.hook.events.join(', ')), remove), lines));
+      });
+    });
+  });
+}
+
+$('hook-form').addEventListener('submit', function (event) {
+  event.preventDefault();
+  O.api('POST', '/api/webhooks', { url: O.field('hook-url').value.trim() }).then(function (result) {
+    $('hook-secret').textContent = result.status === 201
+      ? 'Added. Its signing secret, shown only now: ' + result.body.secret + ' (check X-OnAir-Signature with it; see the README).'
+      : O.errorText(result);
+    loadHooks();
+  });
+});
 
 O.bindUploadForm(function () { return { title: O.field('upload-title').value.trim() }; }, { message: 'Uploaded: processing below.', then: loadVideos });
 
