@@ -411,6 +411,7 @@ export class VodArchive {
     await this.catalog.delete(id);
     await this.storage.deletePrefix(`videos/${id}`);
     await this.storage.deletePrefix(sourcePrefix(id));
+    await this.storage.deletePrefix(`subtitles/${id}`);
     await this.queue.queue.remove(`vod-${id}`).catch(() => 0);
     return true;
   }

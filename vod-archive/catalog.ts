@@ -37,6 +37,8 @@ export interface VideosTable {
   ad: number;
   /** Views (sessions that loaded it; server/Audience.ts). Migration 0007. */
   views: number;
+  /** JSON array of `{ lang, label }`: its WebVTT subtitle tracks (`subtitles/<id>/<lang>.vtt` in storage). Migration 0009. */
+  subtitles: string;
   created_at: number;
   updated_at: number;
 }
@@ -74,8 +76,16 @@ export interface Video {
   ad: boolean;
   /** Sessions that played it (one per session per 30 minutes). */
   views: number;
+  /** WebVTT subtitle tracks, in the order they were added. */
+  subtitles: SubtitleTrack[];
   createdAt: number;
   updatedAt: number;
+}
+
+export interface SubtitleTrack {
+  /** BCP 47 language tag (`en`, `fr`, `pt-BR`). */
+  lang: string;
+  label: string;
 }
 
 export interface ListOptions {
@@ -108,6 +118,7 @@ function toVideo(row: VideosTable): Video {
     sourceBytes: row.source_bytes === null ? undefined : Number(row.source_bytes),
     ad: Number(row.ad) === 1,
     views: Number(row.views ?? 0),
+    subtitles: JSON.parse(row.subtitles ?? '[]') as SubtitleTrack[],
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at),
   };
@@ -170,11 +181,16 @@ export class VideoCatalog {
       source_bytes: null,
       ad: 0,
       views: 0,
+      subtitles: '[]',
       created_at: now,
       updated_at: now,
     };
     await this.#db.insertInto('videos').values(row).execute();
     return toVideo(row);
+  }
+
+  async setSubtitles(id: string, tracks: SubtitleTrack[]): Promise<void> {
+    await this.#db.updateTable('videos').set({ subtitles: JSON.stringify(tracks), updated_at: Date.now() }).where('id', '=', id).execute();
   }
 
   /** Adds views (video id → how many more); a video deleted meanwhile takes none. */
@@ -330,6 +346,7 @@ export function videoMigrations(dialect: 'sqlite' | 'postgres'): Record<string, 
   return {
     '0003_videos': { up: (db: Kysely<any>) => createVideosSchema(db, dialect) },
     '0004_video_ads': { up: (db: Kysely<any>) => addAdColumn(db) },
+    '0009_video_subtitles': { up: (db: Kysely<any>) => db.schema.alterTable('videos').addColumn('subtitles', 'text', (c) => c.notNull().defaultTo('[]')).execute() },
     '0007_video_views': { up: (db: Kysely<any>) => db.schema.alterTable('videos').addColumn('views', 'bigint', (c) => c.notNull().defaultTo(0)).execute() },
   };
 }

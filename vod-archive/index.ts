@@ -1,7 +1,7 @@
 export { VodArchive } from './VodArchive.js';
 export type { VodArchiveOptions } from './VodArchive.js';
 export { VideoCatalog, VIDEO_ID_RE, videoMigrations } from './catalog.js';
-export type { Video, VideoStatus, VideosTable, CatalogTables } from './catalog.js';
+export type { Video, VideoStatus, VideosTable, CatalogTables, SubtitleTrack } from './catalog.js';
 export { EventRecorder, renderReplayPlaylist, timelineOf } from './recorder.js';
 export type { RecordingResult, TimelineSpan } from './recorder.js';
 export { createStorage, DiskStorage, S3Storage, checkKey } from './storage.js';

@@ -29,6 +29,8 @@ export interface VideoView {
   ad: boolean;
   /** Sessions that played it (a session counts once per 30 minutes; issue #19). */
   views: number;
+  /** WebVTT subtitle tracks (also in the HLS multivariant playlist as a SUBTITLES group, and in the DASH manifest). */
+  subtitles: { lang: string; label: string; url: string }[];
   createdAt: string;
   playback: { hls: string | null; dash: string | null; watchPage: string };
   /** Admin view only: the stored source's SHA-256 and size (uploads). */
@@ -46,6 +48,7 @@ export interface VodRoutesOptions {
     get(id: string): Promise<Video | undefined>;
     list(options: { q?: string; limit: number; cursor?: string; all: boolean }): Promise<{ videos: Video[]; nextCursor: string | undefined }>;
     update(id: string, fields: { title?: string; description?: string; tags?: string[]; ad?: boolean }): Promise<Video | undefined>;
+    setSubtitles(id: string, tracks: Video['subtitles']): Promise<void>;
   };
   /** The set of ads changed: `videoId` was marked as an ad (`ad`), or unmarked or deleted (`!ad`). */
   adsChanged?: (videoId: string, ad: boolean) => void;
@@ -116,6 +119,47 @@ function rewritePlaylist(text: string, prefix: string, query: string): string {
   }).join('\n');
 }
 
+/** A subtitle track's language: a BCP 47 tag of the usual shape (`en`, `fr`, `pt-BR`, `zh-Hant`). */
+const LANG_RE = /^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$/;
+/** A track's label: what players show; no quotes or control characters (it goes into playlist attributes). */
+const LABEL_RE = /^[^"\u0000-\u001f\u007f]{1,64}$/;
+const MAX_SUBTITLE_BYTES = 1024 * 1024;
+const MAX_SUBTITLE_TRACKS = 20;
+const CUE_TIMING_RE = /^(?:\d{2,}:)?\d{2}:\d{2}\.\d{3}[ \t]+-->[ \t]+(?:\d{2,}:)?\d{2}:\d{2}\.\d{3}/m;
+
+/** Why a body is no WebVTT file a player can use (undefined: it is one). */
+function webvttProblem(body: Buffer): string | undefined {
+  const text = body.toString('utf8');
+  if (Buffer.from(text, 'utf8').length !== body.length || text.includes('\u0000')) return 'the file is not UTF-8 text';
+  if (!/^(\ufeff)?WEBVTT([ \t][^\n]*)?\r?\n/.test(text)) return 'a WebVTT file starts with "WEBVTT" on its first line';
+  if (!CUE_TIMING_RE.test(text)) return 'the file has no cue (a line like 00:00:01.000 --> 00:00:03.000)';
+  return undefined;
+}
+
+const xmlEscape = (text: string): string => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+/** The multivariant playlist with the video's subtitle tracks: a SUBTITLES group, which every variant names. */
+function withSubtitles(text: string, tracks: Video['subtitles'], query: string): string {
+  if (tracks.length === 0) return text;
+  const media = tracks.map((t, i) => `#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",LANGUAGE="${t.lang}",NAME="${t.label}",` +
+    `DEFAULT=${i === 0 ? 'YES' : 'NO'},AUTOSELECT=YES,URI="subtitles/${t.lang}.m3u8${query}"`);
+  const lines = text.split('\n').map((line) => (line.startsWith('#EXT-X-STREAM-INF:') && !line.includes('SUBTITLES=') ? `${line},SUBTITLES="subs"` : line));
+  const first = lines.findIndex((line) => line.startsWith('#EXT-X-STREAM-INF:') || line.startsWith('#EXT-X-MEDIA:'));
+  lines.splice(first < 0 ? lines.length : first, 0, ...media);
+  return lines.join('\n');
+}
+
+/** The DASH manifest with the video's subtitle tracks: a text adaptation set each, the file as its BaseURL. */
+function mpdWithSubtitles(text: string, id: string, tracks: Video['subtitles'], query: string): string {
+  if (tracks.length === 0) return text;
+  const sets = tracks.map((t, i) => `\t\t<AdaptationSet id="${1000 + i}" contentType="text" mimeType="text/vtt" lang="${t.lang}">\n` +
+    `\t\t\t<Role schemeIdUri="urn:mpeg:dash:role:2011" value="subtitle"/>\n\t\t\t<Label>${xmlEscape(t.label)}</Label>\n` +
+    `\t\t\t<Representation id="subtitles-${t.lang}" bandwidth="256">\n` +
+    `\t\t\t\t<BaseURL>/vod/${id}/subtitles/${t.lang}.vtt${xmlEscape(query)}</BaseURL>\n\t\t\t</Representation>\n\t\t</AdaptationSet>\n`).join('');
+  const end = text.lastIndexOf('</Period>');
+  return end < 0 ? text : `${text.slice(0, end)}${sets}\t${text.slice(end)}`;
+}
+
 /** Points a DASH manifest at a version folder (a BaseURL) and carries the token into its segment templates. */
 function rewriteMpd(text: string, prefix: string, query: string): string {
   let out = text;
@@ -166,6 +210,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
       kind: video.kind ?? null,
       ad: video.ad,
       views: video.views,
+      subtitles: video.subtitles.map((t) => ({ ...t, url: `${base}/vod/${video.id}/subtitles/${t.lang}.vtt${query}` })),
       createdAt: new Date(video.createdAt).toISOString(),
       playback: {
         hls: playable ? `${base}/vod/${video.id}/index.m3u8${query}` : null,
@@ -227,6 +272,65 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     return reply.code(202).send(view(video!, true));
   });
 
+  // ---- Subtitles (issue #19): WebVTT tracks an admin adds to a video, kept beside its versions --------------------
+  const subtitleParams = {
+    type: 'object', required: ['id', 'lang'],
+    properties: { id: videoIdParams.properties.id, lang: { type: 'string', pattern: LANG_RE.source } },
+  } as const;
+  app.register(async (scope) => {
+    scope.addContentTypeParser('text/vtt', { parseAs: 'buffer', bodyLimit: MAX_SUBTITLE_BYTES }, (_request, body, done) => done(null, body));
+    scope.put('/api/videos/:id/subtitles/:lang', {
+      onRequest: app.requireAdmin,
+      bodyLimit: MAX_SUBTITLE_BYTES,
+      schema: { params: subtitleParams, querystring: { type: 'object', additionalProperties: false, properties: { label: { type: 'string', pattern: LABEL_RE.source } } } },
+    }, async (request, reply) => {
+      const { id, lang } = request.params as { id: string; lang: string };
+      const video = await options.catalog.get(id);
+      if (!video) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+      if (!Buffer.isBuffer(request.body)) return sendError(reply, new OnAirError('ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE', 'Send the track as Content-Type: text/vtt'));
+      const problem = webvttProblem(request.body);
+      if (problem) return sendError(reply, new OnAirError('ONAIR_ERR_VALIDATION', `body: ${problem}`));
+      const others = video.subtitles.filter((t) => t.lang !== lang);
+      if (others.length >= MAX_SUBTITLE_TRACKS) return sendError(reply, new OnAirError('ONAIR_ERR_VALIDATION', `At most ${MAX_SUBTITLE_TRACKS} subtitle tracks`));
+      const label = (request.query as { label?: string }).label ?? lang;
+      await options.storage.putBuffer(checkKey(`subtitles/${id}/${lang}.vtt`), request.body, 'text/vtt; charset=utf-8');
+      const tracks = video.subtitles.some((t) => t.lang === lang) ? video.subtitles.map((t) => (t.lang === lang ? { lang, label } : t)) : [...others, { lang, label }];
+      await options.catalog.setSubtitles(id, tracks);
+      return view((await options.catalog.get(id))!, true);
+    });
+  });
+  app.delete('/api/videos/:id/subtitles/:lang', { onRequest: app.requireAdmin, schema: { params: subtitleParams } }, async (request, reply) => {
+    const { id, lang } = request.params as { id: string; lang: string };
+    const video = await options.catalog.get(id);
+    if (!video) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
+    if (!video.subtitles.some((t) => t.lang === lang)) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND', 'No subtitle track in this language'));
+    await options.catalog.setSubtitles(id, video.subtitles.filter((t) => t.lang !== lang));
+    await options.storage.deletePrefix(checkKey(`subtitles/${id}/${lang}.vtt`));
+    return reply.code(204).send();
+  });
+  // A track's one-segment media playlist (HLS) and its file (HLS and DASH).
+  app.get('/vod/:id/subtitles/:file', async (request, reply) => {
+    const { id, file } = request.params as { id: string; file: string };
+    const match = /^([a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?)\.(m3u8|vtt)$/.exec(file);
+    if (!VIDEO_ID_RE.test(id) || !match) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
+    const token = (request.query as Record<string, unknown>)['token'];
+    const key = options.playbackSigningKey;
+    if (key !== undefined && !verifyPlaybackToken(key, id, token)) return sendError(reply, new OnAirError('ONAIR_ERR_PLAYBACK_FORBIDDEN'));
+    const query = key !== undefined ? `?token=${encodeURIComponent(String(token))}` : '';
+    const lang = match[1]!;
+    const video = await options.catalog.get(id);
+    if (!video || !video.subtitles.some((t) => t.lang === lang)) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
+    reply.header('access-control-allow-origin', '*').header('cache-control', 'public, max-age=5');
+    if (match[2] === 'm3u8') {
+      const duration = Math.max(1, video.durationSec ?? 1);
+      return reply.type(contentTypeFor('x.m3u8')).send(['#EXTM3U', '#EXT-X-VERSION:3', `#EXT-X-TARGETDURATION:${Math.ceil(duration)}`,
+        '#EXT-X-MEDIA-SEQUENCE:0', '#EXT-X-PLAYLIST-TYPE:VOD', `#EXTINF:${duration.toFixed(3)},`, `${lang}.vtt${query}`, '#EXT-X-ENDLIST', ''].join('\n'));
+    }
+    const object = await options.storage.get(checkKey(`subtitles/${id}/${lang}.vtt`));
+    if (!object) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
+    return reply.type('text/vtt; charset=utf-8').send(object.body);
+  });
+
   app.get('/vod/:id/*', async (request, reply) => {
     const { id, '*': rest } = request.params as { id: string; '*': string };
     if (!VIDEO_ID_RE.test(id)) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
@@ -240,6 +344,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     let version: string;
     let file: string;
     let pointed = false;
+    let subtitles: Video['subtitles'] = [];
     if (slash > 0 && VERSION_RE.test(head)) {
       version = head;
       file = rest.slice(slash + 1);
@@ -249,6 +354,7 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
       version = video.version;
       file = rest;
       pointed = true;
+      subtitles = video.subtitles;
     }
     if (!FILE_RE.test(file)) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
     const storageKey = checkKey(`${videoPrefix(id, version)}/${file}`);
@@ -270,6 +376,8 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
       const prefix = pointed && !file.includes('/') ? `${version}/` : '';
       if (ext === '.m3u8') body = rewritePlaylist(body, prefix, query);
       else if (ext === '.mpd') body = rewriteMpd(body, prefix, query);
+      if (pointed && file === 'index.m3u8') body = withSubtitles(body, subtitles, query);
+      if (pointed && ext === '.mpd') body = mpdWithSubtitles(body, id, subtitles, query);
       else body = body.replace(/^(?!WEBVTT)([A-Za-z0-9][A-Za-z0-9._-]*\.jpg)(#xywh=)/gm, `${prefix}$1${query}$2`);
       return reply.send(body);
     }
