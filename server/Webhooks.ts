@@ -222,8 +222,11 @@ export class Webhooks {
     throw new Error(error);
   }
 
+  /** Stops delivering (a delivery cut off is retried by whichever process takes the job back) and closes the queue. */
   async close(): Promise<void> {
-    await this.#worker?.close();
+    await this.#chain;
+    // Forced: a worker waiting on Redis (away, or a receiver that does not answer) must not hold the process open.
+    await this.#worker?.close(true);
     await this.#queue.close();
   }
 }
