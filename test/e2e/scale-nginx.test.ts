@@ -185,7 +185,7 @@ describe('scale: Debian nginx with deploy/nginx/onair.conf in front of OnAir', {
     // Durations per route template; URLs that match no route share one label value, however many there are.
     for (let i = 0; i < 3; i++) assert.equal((await request(`${a.httpUrl}/no-such-${i}`)).status, 404);
     const metrics = (await api(a, 'GET', '/metrics')).body as string;
-    assert.match(metrics, /onair_http_request_duration_seconds_bucket\{le="[^"]+",method="GET",route="\/live\/:id\/:rendition\/index\.m3u8"\}/);
+    assert.match(metrics, /onair_http_request_duration_seconds_bucket\{le="[^"]+",method="GET",route="\/live\/:id\/:rendition\/index\.m3u8",status="2xx"\}/);
     assert.ok(!metrics.includes('no-such-'), 'no URL in a label');
     assert.ok((await requestCount(a, 'GET', 'unmatched', 404)) >= 3);
   });
