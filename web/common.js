@@ -285,11 +285,23 @@ export function bindUploadForm(metadata, done) {
 }
 
 /**
+ * The hls.js settings of a low-latency live player (the watch page, the studio's preview), with `liveCatchUp`:
+ * - `startOnSegmentBoundary`: start where the first loaded part begins. A start position PART-HOLD-BACK behind the
+ *   edge often lies in parts that cannot be decoded alone (only a segment's first part is INDEPENDENT); hls.js then
+ *   loads from the segment's start and, by default, jumps ahead to its start position before the parts up to it have
+ *   loaded: the first frames froze (a stall at the join), and hls.js held back a second more for good.
+ *   `e2e/llhls-player` joins just after a segment boundary and counts stalls from the join.
+ * - `maxLiveSyncPlaybackRate: 1`: the rate is `liveCatchUp`'s.
+ */
+export var LIVE_HLS = { lowLatencyMode: true, startOnSegmentBoundary: true, maxLiveSyncPlaybackRate: 1 };
+
+/**
  * Keeps a low-latency hls.js player at its target latency (PART-HOLD-BACK, plus what hls.js adds after a stall). hls.js
  * (1.7) speeds up only while more than a second is buffered ahead, so a stream held back 0.6–1 s stayed ~0.5 s behind
- * its target for good (measured: hls.latency 1.15 s with a 0.6 s target). Here: up to 1.15x (pitch kept) while the
- * player is more than 50 ms behind and more than two parts are buffered ahead, 1x otherwise. Give hls.js
- * `maxLiveSyncPlaybackRate: 1` so that it leaves the rate alone. Returns the interval (to clear).
+ * its target for good (measured: hls.latency 1.15 s with a 0.6 s target). Here: 1 + behind / 2, up to 1.25x (pitch
+ * kept), while the player is more than 50 ms behind and more than two parts are buffered ahead, 1x otherwise; a join up
+ * to a segment behind (`LIVE_HLS`) is made up in ~10 s. Give hls.js `maxLiveSyncPlaybackRate: 1` so that it leaves
+ * the rate alone. Returns the interval (to clear).
  * @param {{ latency: number, targetLatency: number | null, latestLevelDetails?: { live: boolean, partTarget: number } | null }} hls
  * @param {HTMLVideoElement} video
  */
@@ -300,7 +312,7 @@ export function liveCatchUp(hls, video) {
     if (!details || !details.live || !target || !(hls.latency > 0) || video.paused) return;
     var ahead = video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : 0;
     var behind = hls.latency - target;
-    var rate = behind > 0.05 && ahead > 2 * (details.partTarget || 1) ? Math.min(1.15, 1 + behind / 2) : 1;
+    var rate = behind > 0.05 && ahead > 2 * (details.partTarget || 1) ? Math.min(1.25, 1 + behind / 2) : 1;
     // Whole hundredths: no stream of tiny rate changes.
     rate = Math.round(rate * 100) / 100;
     if (video.playbackRate !== rate) video.playbackRate = rate;

@@ -228,14 +228,14 @@ function audienceText(audience) {
 function startPreview(stream) {
   var video = /** @type {HTMLVideoElement} */ ($('preview'));
   if (!window.Hls || !window.Hls.isSupported()) return;
-  var hls = new window.Hls({
-    lowLatencyMode: true, maxLiveSyncPlaybackRate: 1, backBufferLength: 10,
+  var hls = new window.Hls(Object.assign({}, O.LIVE_HLS, {
+    backBufferLength: 10,
     // The broadcaster's own preview is no viewer: its playlist requests carry the admin token, which the count skips.
     xhrSetup: function (xhr, url) {
       xhr.open('GET', url, true);
       if (/\.m3u8(\?|$)/.test(url)) xhr.setRequestHeader('Authorization', 'Bearer ' + O.token());
     },
-  });
+  }));
   preview = hls;
   catchUpTimer = O.liveCatchUp(hls, video);
   hls.loadSource(stream.playback.hls.replace(/^https?:\/\/[^/]+/, ''));

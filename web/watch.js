@@ -8,7 +8,7 @@
 // included; there is no test hook): the <video>'s `data-mode` (live, offline, ended, replay, vod), the latency
 // readout's `data-seconds` (hls.js's estimate, unrounded), the chat's `data-joined-as` (the name the server
 // accepted), the replayed chat's `data-total` (comments kept for the replay). Fatal playback errors go to the console.
-import { byId, clock, duration, el, liveCatchUp } from './common.js';
+import { LIVE_HLS, byId, clock, duration, el, liveCatchUp } from './common.js';
 
 var parts = location.pathname.split('/');
 var id = parts[parts.length - 1];
@@ -310,11 +310,12 @@ function playHls() {
   quality.disabled = false;
   const Hls = window.Hls;
   if (Hls && Hls.isSupported()) {
-    // hls.js joins behind its target (PART-HOLD-BACK) and would stay there: liveCatchUp (common.js) owns the rate.
+    // Live: LIVE_HLS and liveCatchUp (common.js): hls.js joins behind its target (PART-HOLD-BACK), where a part can be
+    // decoded from, and the page owns the rate that catches up.
     // startFragPrefetch (on demand): the first segment loads while the browser opens the MediaSource (~80 ms sooner).
     // Not live: there hls.js would prefetch a whole segment and start ~0.5 s further behind.
-    var hls = new Hls({
-      lowLatencyMode: onair.mode === 'live', maxLiveSyncPlaybackRate: 1, backBufferLength: 30, startFragPrefetch: onair.mode !== 'live',
+    var hls = new Hls(Object.assign(onair.mode === 'live' ? Object.assign({}, LIVE_HLS) : {}, {
+      backBufferLength: 30, startFragPrefetch: onair.mode !== 'live',
       xhrSetup: function (xhr, url) {
         xhr.open('GET', url, true);
         // Media playlists only: the multivariant one is the page's preload (no header, or it would not be reused).
@@ -325,7 +326,7 @@ function playHls() {
           if (onair.mode !== 'live') xhr.setRequestHeader('Cache-Control', 'no-cache');
         }
       },
-    });
+    }));
     onair.hls = hls;
     if (onair.mode === 'live') timers.push(liveCatchUp(hls, video));
     hls.on(Hls.Events.MANIFEST_PARSED, function () {

@@ -33,40 +33,51 @@ describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { t
     await close();
   });
 
-  test('frames decode, latency stays under 3 s and nothing stalls over 20 s of play', async (t) => {
+  test('frames decode from the first one without a stall, the player reaches its target and holds it for 20 s', async (t) => {
+    const playlist = await (await fetch(`${node.httpUrl}/live/${streamId}/360p/index.m3u8`)).text();
+    const holdBack = Number(/PART-HOLD-BACK=([\d.]+)/.exec(playlist)?.[1]);
+    assert.ok(holdBack > 0, 'the playlist has a PART-HOLD-BACK');
+    // Join just after a segment boundary: the player's start position (PART-HOLD-BACK behind the edge) then lies in
+    // the previous segment's last parts, which cannot be decoded alone (only a segment's first part is INDEPENDENT).
+    // It loads that segment from its start, and it used to jump ahead to its start position before the parts up to it
+    // had loaded: its first frames froze and hls.js held back a second more for good (3 of 15 CI runs joined there by
+    // chance).
+    await waitFor('the live edge just past a segment boundary', async () => {
+      const text = await (await fetch(`${node.httpUrl}/live/${streamId}/360p/index.m3u8`)).text();
+      const open = text.slice(text.lastIndexOf('#EXTINF'));
+      return (open.match(/#EXT-X-PART:/g) ?? []).length <= 1;
+    }, 10_000, 20);
     await page.goto(`${node.httpUrl}/watch/${streamId}`);
+    // Stalls count from here: the join too.
+    const first = await sample(page);
     await waitFor('playback to start', async () => (await sample(page)).currentTime > 1, 30_000);
-    // hls.js may start a few parts behind and catch up within its first second or two (one CI run in about ten read
-    // 4.4 s on the first sample, then 2.1 s); what a viewer keeps is the latency after that, so the bound below holds
-    // from the moment it first settles, and settling itself must happen quickly.
-    await waitFor('hls.js to settle under 3 s', async () => {
+    // The player joins up to a segment behind (it starts where a part can be decoded from) and catches up at up to
+    // 1.25x (web/common.js liveCatchUp): it must reach its target within 20 s.
+    await waitFor(`hls.js to reach its target (${holdBack} s + 0.25 s)`, async () => {
       const { latency } = await sample(page);
-      return latency > 0 && latency < 3;
-    }, 10_000, 250);
+      return latency > 0 && latency <= holdBack + 0.25;
+    }, 20_000, 250);
     const start = await sample(page);
     const latencies: number[] = [];
+    const stallsAt: number[] = [];
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline) {
       const s = await sample(page);
       latencies.push(s.latency);
+      stallsAt.push(s.stalls - first.stalls);
       assert.ok(s.brightness > 20, `the picture is not black (mean ${s.brightness.toFixed(1)})`);
       await page.waitForTimeout(1000);
     }
     const end = await sample(page);
     assert.ok(end.currentTime - start.currentTime > 18, `played ${(end.currentTime - start.currentTime).toFixed(1)} s in 20 s`);
-    assert.equal(end.stalls - start.stalls, 0, 'no stalls');
+    t.diagnostic(`hls.latency each second: ${latencies.map((l) => l.toFixed(2)).join(', ')}; stalls so far: ${stallsAt.join(', ')}`);
+    const stalled = end.stallLog.slice(first.stallLog.length);
+    assert.equal(end.stalls - first.stalls, 0, `no stalls from the join on (${stalled.join('; ')})`);
     const worst = Math.max(...latencies);
-    t.diagnostic(`hls.latency each second: ${latencies.map((l) => l.toFixed(2)).join(', ')}`);
-    // hls.js settles one part early or late at start: 2.4 s or 2.6–2.7 s on this 2-core machine, the code of
-    // 2026-11 included (measured 2026-12-02), so 2.5 s failed one run in two. Issue #18 is about getting it lower; this
-    // bound is about LL-HLS staying low latency at all (plain HLS with 2 s segments sits at 6 s and more).
     assert.ok(worst < 3, `hls.latency peaked at ${worst.toFixed(2)} s (${latencies.map((l) => l.toFixed(2)).join(', ')})`);
     // The player keeps to its target, PART-HOLD-BACK (0.6 s: 3 parts of 200 ms), after joining behind it. hls.js's own
     // catch-up only runs with more than a second buffered, so it sat ~0.5 s behind for good (1.15–1.3 s measured with
     // hold-backs of 0.6 and 1 s, 2026-12-03); the watch page's liveCatchUp (web/common.js) closes the gap.
-    const playlist = await (await fetch(`${node.httpUrl}/live/${streamId}/360p/index.m3u8`)).text();
-    const holdBack = Number(/PART-HOLD-BACK=([\d.]+)/.exec(playlist)?.[1]);
-    assert.ok(holdBack > 0, 'the playlist has a PART-HOLD-BACK');
     const median = [...latencies].sort((a, b) => a - b)[Math.floor(latencies.length / 2)]!;
     assert.ok(median <= holdBack + 0.25, `hls.latency median ${median.toFixed(2)} s: the player keeps within 0.25 s of its target (${holdBack} s)`);
     assert.match(end.latencyText, /^\d+\.\d\d s$/, 'the page shows the latency');

@@ -33,11 +33,21 @@ export type { Browser };
  * `onairStalls`; a second call leaves the count running. The pages keep no count of their own.
  */
 export function countStalls(): number {
-  const video = document.querySelector('video') as (HTMLVideoElement & { onairStalls?: number }) | null;
+  const video = document.querySelector('video') as (HTMLVideoElement & { onairStalls?: number; onairStallLog?: string[] }) | null;
   if (!video) throw new Error('no <video> on the page');
   if (video.onairStalls === undefined) {
     video.onairStalls = 0;
-    video.addEventListener('waiting', () => { if (video.currentTime > 0) video.onairStalls! += 1; });
+    video.onairStallLog = [];
+    video.addEventListener('waiting', () => {
+      if (video.currentTime <= 0) return;
+      video.onairStalls! += 1;
+      const b = video.buffered;
+      const ahead = b.length ? b.end(b.length - 1) - video.currentTime : 0;
+      const ranges = Array.from({ length: b.length }, (_, i) => `${b.start(i).toFixed(2)}-${b.end(i).toFixed(2)}`).join(' ');
+      if (video.onairStallLog!.length < 20) {
+        video.onairStallLog!.push(`at ${(performance.now() / 1000).toFixed(2)} s: t ${video.currentTime.toFixed(2)}, ahead ${ahead.toFixed(2)} s, buffered ${ranges}, rate ${video.playbackRate}, readyState ${video.readyState}, height ${video.videoHeight}`);
+      }
+    });
   }
   return video.onairStalls;
 }
@@ -83,6 +93,8 @@ export interface VideoSample {
   mode: string;
   /** Stalls since the first sample of this page (`countStalls`). */
   stalls: number;
+  /** What the page saw at each of those stalls (the first 20): playhead, buffer ahead, ranges, rate. */
+  stallLog: string[];
   /** The latency readout's unrounded seconds (hls.js's estimate; NaN while it shows none). */
   latency: number;
   /** The latency readout's text. */
@@ -91,6 +103,7 @@ export interface VideoSample {
 
 export async function sampleVideo(page: import('playwright-core').Page): Promise<VideoSample> {
   const stalls = await page.evaluate(countStalls);
+  const stallLog = await page.evaluate(() => [...((document.querySelector('video') as { onairStallLog?: string[] } | null)?.onairStallLog ?? [])]);
   const sample = await page.evaluate(async () => {
     const video = document.querySelector('video')!;
     // Sample a frame that has been presented, not whatever the element holds between frames.
@@ -119,7 +132,7 @@ export async function sampleVideo(page: import('playwright-core').Page): Promise
       latencyText: readout?.textContent ?? '',
     };
   });
-  return { ...sample, stalls };
+  return { ...sample, stalls, stallLog };
 }
 
 /** The watch page's mode (its `<video>`'s `data-mode`): live, offline, ended, replay or vod. */
