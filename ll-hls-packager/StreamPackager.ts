@@ -1,5 +1,6 @@
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
-import type { InitSegment } from '../lib/media/fmp4.js';
+import type { Fragment, InitSegment } from '../lib/media/fmp4.js';
+import { hasCaptions } from '../lib/media/captions.js';
 import { MediaPlaylist, serverControlFor, type Continuation, type Segment, type ServerControl } from './MediaPlaylist.js';
 import { AdFeed, type AdMedia } from '../lib/media/ads.js';
 import type { Cue } from '../lib/media/cues.js';
@@ -51,6 +52,8 @@ export class StreamPackager {
   readonly #runInputs = new Map<number, () => number>();
   #ended = false;
   #endedAt: number | undefined;
+  /** CEA-608/708 captions seen in a fragment of this event: declared in the multivariant playlist from then on. */
+  #captions = false;
   readonly #cues: Cue[] = [];
   #cueWaiters: { cue: Cue; resolve: () => void }[] = [];
   #ads: readonly AdMedia[] = [];
@@ -289,9 +292,26 @@ export class StreamPackager {
     return reports;
   }
 
-  /** The multivariant playlist (§4.4.6), highest rendition first. */
+  /** A fragment of run `generation` for rendition `name`: into its playlist, and looked at for captions. */
+  addFragment(generation: number, name: string, fragment: Fragment): void {
+    this.#renditions.get(name)?.playlist.addFragment(generation, fragment);
+    if (!this.#captions && hasCaptions(fragment.data)) this.#captions = true;
+  }
+
+  /** Whether the publisher's video carries CEA-608/708 captions (seen in any fragment of the event so far). */
+  get captions(): boolean {
+    return this.#captions;
+  }
+
+  /**
+   * The multivariant playlist (§4.4.6), highest rendition first. Captions in the video (the publisher's, carried
+   * through every rung) are declared as one CLOSED-CAPTIONS rendition, CC1, that every variant refers to (§4.4.6.1,
+   * §4.4.6.2): Safari lists them, hls.js names its text track after them. Until captions are seen nothing is said
+   * (`CLOSED-CAPTIONS=NONE` would tell players to ignore any that come later).
+   */
   renderMultivariant(query = ''): string {
     const lines = ['#EXTM3U', '#EXT-X-VERSION:9', '#EXT-X-INDEPENDENT-SEGMENTS'];
+    if (this.#captions) lines.push('#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="Captions",AUTOSELECT=YES,INSTREAM-ID="CC1"');
     for (const [name, { rendition, playlist }] of this.#renditions) {
       const init = playlist.init;
       if (!init) continue;
@@ -301,7 +321,7 @@ export class StreamPackager {
       const { width, height } = rendition;
       lines.push(
         `#EXT-X-STREAM-INF:BANDWIDTH=${peak},AVERAGE-BANDWIDTH=${average},CODECS="${codecs}",` +
-          `RESOLUTION=${width}x${height},FRAME-RATE=${rendition.fps.toFixed(3)}`,
+          `RESOLUTION=${width}x${height},FRAME-RATE=${rendition.fps.toFixed(3)}${this.#captions ? ',CLOSED-CAPTIONS="cc"' : ''}`,
         `${name}/index.m3u8${query}`,
       );
     }

@@ -146,7 +146,7 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
       }
     });
     transcoder.on('init', ({ generation, rendition, init }) => packager.playlist(rendition.name)?.addInit(generation, init));
-    transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.playlist(rendition.name)?.addFragment(generation, fragment));
+    transcoder.on('fragment', ({ generation, rendition, fragment }) => packager.addFragment(generation, rendition.name, fragment));
   }
 
   /** The publisher now; undefined during the reconnect grace. */

@@ -79,9 +79,10 @@ async function watchTarget(app: FastifyInstance, id: string, token: string | und
 
 /**
  * Every page allows only its own origin: scripts, styles, media, API calls and the chat's WebSocket. No inline script,
- * no external request (a page cannot be made to load anything from elsewhere).
+ * no external request (a page cannot be made to load anything from elsewhere). `media-src data:`: hls.js makes the
+ * text track of in-band captions a `<track src="data:,WEBVTT">`; blocked, the captions never showed (e2e/captions).
  */
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; " +
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: data:; " +
   "connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /** `/`, `/studio`, `/watch/:id` and `/assets/*`, read once at start and served from memory. */

@@ -285,6 +285,40 @@ export function bindUploadForm(metadata, done) {
 }
 
 /**
+ * hls.js's caption timeline (`timelineController`), mended for OnAir's streams. hls.js 1.7.4 dropped every in-band
+ * CEA-608 caption of a live stream, for two reasons (e2e/captions):
+ * - It resets its CEA-608 parsers whenever a loaded fragment is not the one after the last (`sn !== lastSn + 1 ||
+ *   ...`), and every part after a segment's first has the number of the one before: with low-latency parts, every
+ *   caption that spanned two parts was thrown away (upstream video-dev/hls.js#4297 was about the same check). A part
+ *   that follows the previous one of the same segment now counts as contiguous; a seek, a switch or a discontinuity
+ *   still resets.
+ * - It holds the cues back until video is appended to the buffer (`type === 'video'`), and a live rendition is one
+ *   muxed track (`audiovideo`): the cues were never let out. An append of muxed media now counts as video.
+ * @param {any} Hls
+ * @returns {any} the class, or undefined where hls.js has none to extend
+ */
+export function captionsTimeline(Hls) {
+  var Base = Hls && Hls.DefaultConfig && Hls.DefaultConfig.timelineController;
+  if (!Base) return undefined;
+  return class extends Base {
+    /** @param {string} event @param {any} data */
+    onFragLoading(event, data) {
+      var frag = data && data.frag;
+      if (frag && data.part && frag.sn === this.lastSn && frag.cc === this.lastCc && data.part.index === this.lastPartIndex + 1) {
+        this.lastSn = frag.sn - 1;
+      }
+      super.onFragLoading(event, data);
+    }
+
+    /** @param {string} event @param {any} data */
+    onBufferAppended(event, data) {
+      var muxed = data && data.type === 'audiovideo' && data.timeRanges && data.timeRanges.audiovideo;
+      super.onBufferAppended(event, muxed ? { type: 'video', timeRanges: { video: muxed } } : data);
+    }
+  };
+}
+
+/**
  * The hls.js settings of a low-latency live player (the watch page, the studio's preview), with `liveCatchUp`:
  * - `startOnSegmentBoundary`: start where the first loaded part begins. A start position PART-HOLD-BACK behind the
  *   edge often lies in parts that cannot be decoded alone (only a segment's first part is INDEPENDENT); hls.js then
@@ -292,15 +326,23 @@ export function bindUploadForm(metadata, done) {
  *   loaded: the first frames froze (a stall at the join), and hls.js held back a second more for good.
  *   `e2e/llhls-player` joins just after a segment boundary and counts stalls from the join.
  * - `maxLiveSyncPlaybackRate: 1`: the rate is `liveCatchUp`'s.
+ * - `timelineController`: in-band captions that show (`captionsTimeline`).
+ * @param {any} Hls
  */
-export var LIVE_HLS = { lowLatencyMode: true, startOnSegmentBoundary: true, maxLiveSyncPlaybackRate: 1 };
+export function liveHlsConfig(Hls) {
+  /** @type {Record<string, unknown>} */
+  var config = { lowLatencyMode: true, startOnSegmentBoundary: true, maxLiveSyncPlaybackRate: 1 };
+  var timeline = captionsTimeline(Hls);
+  if (timeline) config.timelineController = timeline;
+  return config;
+}
 
 /**
  * Keeps a low-latency hls.js player at its target latency (PART-HOLD-BACK, plus what hls.js adds after a stall). hls.js
  * (1.7) speeds up only while more than a second is buffered ahead, so a stream held back 0.6–1 s stayed ~0.5 s behind
  * its target for good (measured: hls.latency 1.15 s with a 0.6 s target). Here: 1 + behind / 2, up to 1.25x (pitch
  * kept), while the player is more than 50 ms behind and more than two parts are buffered ahead, 1x otherwise; a join up
- * to a segment behind (`LIVE_HLS`) is made up in ~10 s. Give hls.js `maxLiveSyncPlaybackRate: 1` so that it leaves
+ * to a segment behind (`liveHlsConfig`) is made up in ~10 s. Give hls.js `maxLiveSyncPlaybackRate: 1` so that it leaves
  * the rate alone. Returns the interval (to clear).
  * @param {{ latency: number, targetLatency: number | null, latestLevelDetails?: { live: boolean, partTarget: number } | null }} hls
  * @param {HTMLVideoElement} video

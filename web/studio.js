@@ -228,7 +228,7 @@ function audienceText(audience) {
 function startPreview(stream) {
   var video = /** @type {HTMLVideoElement} */ ($('preview'));
   if (!window.Hls || !window.Hls.isSupported()) return;
-  var hls = new window.Hls(Object.assign({}, O.LIVE_HLS, {
+  var hls = new window.Hls(Object.assign(O.liveHlsConfig(window.Hls), {
     backBufferLength: 10,
     // The broadcaster's own preview is no viewer: its playlist requests carry the admin token, which the count skips.
     xhrSetup: function (xhr, url) {

@@ -8,7 +8,7 @@
 // included; there is no test hook): the <video>'s `data-mode` (live, offline, ended, replay, vod), the latency
 // readout's `data-seconds` (hls.js's estimate, unrounded), the chat's `data-joined-as` (the name the server
 // accepted), the replayed chat's `data-total` (comments kept for the replay). Fatal playback errors go to the console.
-import { LIVE_HLS, byId, clock, duration, el, liveCatchUp } from './common.js';
+import { byId, clock, duration, el, liveCatchUp, liveHlsConfig } from './common.js';
 
 var parts = location.pathname.split('/');
 var id = parts[parts.length - 1];
@@ -310,11 +310,11 @@ function playHls() {
   quality.disabled = false;
   const Hls = window.Hls;
   if (Hls && Hls.isSupported()) {
-    // Live: LIVE_HLS and liveCatchUp (common.js): hls.js joins behind its target (PART-HOLD-BACK), where a part can be
+    // Live: liveHlsConfig and liveCatchUp (common.js): hls.js joins behind its target (PART-HOLD-BACK), where a part can be
     // decoded from, and the page owns the rate that catches up.
     // startFragPrefetch (on demand): the first segment loads while the browser opens the MediaSource (~80 ms sooner).
     // Not live: there hls.js would prefetch a whole segment and start ~0.5 s further behind.
-    var hls = new Hls(Object.assign(onair.mode === 'live' ? Object.assign({}, LIVE_HLS) : {}, {
+    var hls = new Hls(Object.assign(onair.mode === 'live' ? liveHlsConfig(Hls) : {}, {
       backBufferLength: 30, startFragPrefetch: onair.mode !== 'live',
       xhrSetup: function (xhr, url) {
         xhr.open('GET', url, true);
