@@ -1,5 +1,7 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { addressKey } from '../lib/address.js';
 import { TypedEmitter } from '../lib/emitter.js';
 import { ERRORS, type ErrorCode } from '../lib/errors.js';
@@ -30,6 +32,11 @@ export interface RtmpIngestOptions {
    * the events on this ingest, those waiting for their publisher included.
    */
   admit?: (request: { streamId: string; live: number }) => string | undefined;
+  /**
+   * RTMPS: RTMP over TLS on a second port, with these PEM files (ONAIR_RTMPS_PORT, ONAIR_TLS_CERT, ONAIR_TLS_KEY). The
+   * same guard counts the TCP connection before its TLS handshake, and the handshake deadline covers the handshake.
+   */
+  tls?: { port: number; certFile: string; keyFile: string };
 }
 
 export interface Refusal {
@@ -117,6 +124,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
   readonly #log: Logger;
   readonly #addresses = new Map<string, AddressCount>();
   readonly #server: net.Server;
+  #tlsServer: net.Server | undefined;
   readonly #sockets = new Set<net.Socket>();
   readonly #broadcasts = new Map<string, Broadcast>();
   #closed = false;
@@ -129,14 +137,14 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     this.#server = net.createServer((socket) => this.#accept(socket));
   }
 
-  listen(): Promise<{ port: number }> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.#options.port, this.#options.host, () => {
-        this.#server.off('error', reject);
-        resolve({ port: (this.#server.address() as net.AddressInfo).port });
-      });
-    });
+  /** Listens for RTMP, and for RTMPS when configured: the ports bound (0 in the options picks a free one). */
+  async listen(): Promise<{ port: number; tlsPort?: number }> {
+    const port = await listenOn(this.#server, this.#options.port, this.#options.host);
+    const options = this.#options.tls;
+    if (!options) return { port };
+    const secureContext = tls.createSecureContext({ cert: await readFile(options.certFile), key: await readFile(options.keyFile) });
+    this.#tlsServer = net.createServer((socket) => this.#accept(socket, secureContext));
+    return { port, tlsPort: await listenOn(this.#tlsServer, options.port, this.#options.host) };
   }
 
   /** The publisher of a stream, if one is connected now. */
@@ -166,7 +174,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     this.#closed = true;
     for (const streamId of [...this.#broadcasts.keys()]) this.end(streamId);
     for (const socket of this.#sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await Promise.all([this.#server, this.#tlsServer].map((server) => server && new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 
   /** Open connections and, among them, those without an accepted publish, for one address. */
@@ -181,13 +189,13 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
    * The room's one boundary: every byte from a socket goes through here. Whatever the parser or a callback throws
    * closes that connection with one log line; caps, deadlines and the minimum rate are enforced here too.
    */
-  #accept(socket: net.Socket): void {
+  #accept(tcp: net.Socket, secureContext?: tls.SecureContext): void {
     if (this.#closed) {
-      socket.destroy();
+      tcp.destroy();
       return;
     }
     const limits = this.#limits;
-    const remoteAddress = socket.remoteAddress ?? 'unknown';
+    const remoteAddress = tcp.remoteAddress ?? 'unknown';
     const key = addressKey(remoteAddress);
     const count = this.#addresses.get(key) ?? { open: 0, unauthenticated: 0 };
     const tooMany = this.#sockets.size >= limits.maxConnections ? `${limits.maxConnections} connections in all`
@@ -195,14 +203,23 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
         : count.unauthenticated >= limits.maxUnauthenticatedPerAddress ? `${limits.maxUnauthenticatedPerAddress} connections without a publish from this address`
           : undefined;
     if (tooMany !== undefined) {
-      socket.on('error', () => undefined);
-      socket.destroy();
+      tcp.on('error', () => undefined);
+      tcp.destroy();
       this.#dropped({ reason: 'too-many', remoteAddress }, `over ${tooMany}`);
       return;
     }
     count.open += 1;
     count.unauthenticated += 1;
     this.#addresses.set(key, count);
+    // RTMPS: TLS over the counted connection; from here every byte in and out is the TLS socket's.
+    const socket: net.Socket = secureContext ? new tls.TLSSocket(tcp, { isServer: true, secureContext }) : tcp;
+    let secured = !secureContext;
+    if (secureContext) {
+      socket.once('secure', () => {
+        secured = true;
+      });
+      tcp.on('error', () => undefined);
+    }
     let authenticated = false;
     const authenticate = (): void => {
       if (authenticated) return;
@@ -353,7 +370,16 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
         if (error !== null && error !== undefined) throw new RtmpViolation('protocol', String(error));
       });
     });
-    socket.on('error', (error) => this.#log.debug({ remoteAddress, err: error.message }, 'RTMP socket error'));
+    socket.on('error', (error) => {
+      // A TLS handshake that fails (plain RTMP on the RTMPS port, a client refusing the certificate) is a protocol error.
+      if (!secured && !dropped) {
+        dropped = true;
+        socket.destroy();
+        this.#dropped({ reason: 'protocol', remoteAddress }, `TLS handshake failed: ${(error as NodeJS.ErrnoException).code ?? error.message.split('\n')[0]}`);
+        return;
+      }
+      this.#log.debug({ remoteAddress, err: error.message }, 'RTMP socket error');
+    });
     socket.on('close', () => {
       clearTimeout(handshakeTimer);
       clearInterval(rateTimer);
@@ -404,4 +430,14 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
       if (this.#broadcasts.get(session.streamId) === broadcast && !broadcast.publisher) this.end(session.streamId);
     }, this.#options.reconnectGraceMs);
   }
+}
+
+function listenOn(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as net.AddressInfo).port);
+    });
+  });
 }

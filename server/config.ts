@@ -33,6 +33,8 @@ const decimal = (fallback: number, min: number, max: number): Parser<number> => 
 };
 
 const port = (fallback: number): Parser<number> => integer(fallback, 0, 65535);
+/** A port that may be left unset (the listener is off); 0 picks a free one. */
+const optionalPort: Parser<number | undefined> = (raw, name) => (raw === undefined || raw === '' ? undefined : integer(0, 0, 65535)(raw, name));
 
 const oneOf = <T extends string>(fallback: T, values: readonly T[]): Parser<T> => (raw, name) => {
   if (raw === undefined || raw === '') return fallback;
@@ -142,6 +144,7 @@ const schema = {
   ONAIR_HOST: string('0.0.0.0'),
   ONAIR_HTTP_PORT: port(8080),
   ONAIR_RTMP_PORT: port(1935),
+  ONAIR_RTMPS_PORT: optionalPort,
   ONAIR_DATA_DIR: string('./data'),
   ONAIR_ADMIN_TOKEN: (raw: string | undefined, name: string) => {
     if (raw === undefined || raw === '') return undefined;
@@ -249,6 +252,8 @@ export interface Config {
   host: string;
   httpPort: number;
   rtmpPort: number;
+  /** RTMPS (RTMP over TLS with `tls`'s certificate); undefined: off. */
+  rtmpsPort: number | undefined;
   /** Absolute path of the data directory. */
   dataDir: string;
   /** Unset: generated once and kept in the data dir (see `adminToken.ts`). */
@@ -357,6 +362,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if ((r.ONAIR_TLS_CERT === undefined) !== (r.ONAIR_TLS_KEY === undefined)) {
     throw new ConfigError(r.ONAIR_TLS_CERT === undefined ? 'ONAIR_TLS_CERT' : 'ONAIR_TLS_KEY', 'ONAIR_TLS_CERT and ONAIR_TLS_KEY go together');
   }
+  if (r.ONAIR_RTMPS_PORT !== undefined && r.ONAIR_TLS_CERT === undefined) {
+    throw new ConfigError('ONAIR_RTMPS_PORT', 'RTMPS needs a certificate: set ONAIR_TLS_CERT and ONAIR_TLS_KEY');
+  }
   const limits = Object.fromEntries(Object.entries(LIMIT_TABLES).map(([room, table]) => [room, readLimits(table, env)])) as Limits;
   let s3: Config['s3'];
   if (r.ONAIR_S3_ENDPOINT !== undefined || r.ONAIR_S3_BUCKET !== undefined) {
@@ -375,6 +383,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: r.ONAIR_HOST,
     httpPort: r.ONAIR_HTTP_PORT,
     rtmpPort: r.ONAIR_RTMP_PORT,
+    rtmpsPort: r.ONAIR_RTMPS_PORT,
     dataDir: path.resolve(r.ONAIR_DATA_DIR),
     adminToken: r.ONAIR_ADMIN_TOKEN,
     redisUrl: r.ONAIR_REDIS_URL,

@@ -68,6 +68,7 @@ async function main(): Promise<void> {
     config.role === 'edge'
       ? `  RTMP server: none (ONAIR_ROLE=edge: playback only; publish to an origin)`
       : `  RTMP server: ${node.rtmpUrl}   (OBS: Settings → Stream → Service "Custom…")`,
+    ...(node.rtmpsUrl ? [`  RTMPS:       ${node.rtmpsUrl}`] : []),
     `  Admin token: ${adminTokenLine(config, node.adminToken, tokenGenerated)}`,
     `  Create a stream: curl -X POST -H "Authorization: Bearer <admin token>" -H "Content-Type: application/json" \\`,
     `                   -d '{"title":"My show"}' ${node.publicUrl}/api/streams`,
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
   ].join('\n');
   // The banner is for the operator's terminal, not for the log stream (it may carry the admin token).
   process.stdout.write(`${banner}\n`);
-  log.info({ http: node.httpUrl, rtmp: node.rtmpUrl, encoder: node.encoder.kind }, 'listening');
+  log.info({ http: node.httpUrl, rtmp: node.rtmpUrl, ...(node.rtmpsUrl ? { rtmps: node.rtmpsUrl } : {}), encoder: node.encoder.kind }, 'listening');
 }
 
 /**

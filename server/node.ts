@@ -87,6 +87,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #relay: EdgeRelay | undefined;
   #httpPort = 0;
   #rtmpPort = 0;
+  #rtmpsPort = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -214,6 +215,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       port: config.rtmpPort,
       reconnectGraceMs: config.reconnectGraceMs,
       limits: config.limits.rtmp,
+      ...(config.rtmpsPort !== undefined && config.tls ? { tls: { port: config.rtmpsPort, ...config.tls } } : {}),
       log: log.child({ component: 'ingest' }),
       authorize: async (streamKey) => {
         const stream = await this.streams.verifyKey(streamKey);
@@ -230,6 +232,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     const views: ViewSources = {
       publicUrl: () => this.publicUrl,
       rtmpUrl: () => this.rtmpUrl,
+      rtmpsUrl: () => this.rtmpsUrl,
       playbackSigningKey: config.playbackSigningKey,
       playbackTokenTtlSec: config.playbackTokenTtlSec,
       live: (id) => this.#events.get(id),
@@ -416,8 +419,16 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
 
   /** What OBS calls "Server": the RTMP URL without the key. */
   get rtmpUrl(): string {
-    const host = this.config.publicUrl ? new URL(this.config.publicUrl).hostname : connectHost(this.config.host);
-    return `rtmp://${host}:${this.#rtmpPort}/${RTMP_APP}`;
+    return `rtmp://${this.#ingestHost()}:${this.#rtmpPort}/${RTMP_APP}`;
+  }
+
+  /** The same over TLS, when RTMPS is on (`ONAIR_RTMPS_PORT`). */
+  get rtmpsUrl(): string | undefined {
+    return this.#rtmpsPort > 0 ? `rtmps://${this.#ingestHost()}:${this.#rtmpsPort}/${RTMP_APP}` : undefined;
+  }
+
+  #ingestHost(): string {
+    return this.config.publicUrl ? new URL(this.config.publicUrl).hostname : connectHost(this.config.host);
   }
 
   /** RTMP connections open now, and those without an accepted publish (for tests and tools). */
@@ -545,7 +556,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
 
   async #listen(): Promise<void> {
     // An edge is playback only: no RTMP listener (publishers go to an origin).
-    if (this.config.role !== 'edge') this.#rtmpPort = (await this.#ingest.listen()).port;
+    if (this.config.role !== 'edge') {
+      const ports = await this.#ingest.listen();
+      this.#rtmpPort = ports.port;
+      this.#rtmpsPort = ports.tlsPort ?? 0;
+    }
     await this.#http.listen({ host: this.config.host, port: this.config.httpPort });
     this.#httpPort = (this.#http.server.address() as AddressInfo).port;
   }

@@ -11,7 +11,7 @@ import type { StreamEvent, StreamRecord, StreamStore } from './streams.js';
 
 /** The stream view the API returns (never the key, except right after creation or rotation). */
 export interface StreamView extends StreamRecord {
-  ingest: { rtmpUrl: string };
+  ingest: { rtmpUrl: string; rtmpsUrl?: string };
   playback: { hls: string; whep: string; watchPage: string };
   /** While a live event runs on this node. */
   stats?: StreamStats;
@@ -68,6 +68,8 @@ export interface ViewSources {
   /** The public origin and the RTMP URL (known once the node listens). */
   publicUrl: () => string;
   rtmpUrl: () => string;
+  /** Undefined while RTMPS is off. */
+  rtmpsUrl?: () => string | undefined;
   playbackSigningKey: string | undefined;
   playbackTokenTtlSec: number;
   /** The stream's live event on this node. */
@@ -102,7 +104,7 @@ export async function streamView(sources: ViewSources, stream: StreamRecord, adm
   const query = signed(stream.id);
   const view: StreamView = {
     ...stream,
-    ingest: { rtmpUrl: sources.rtmpUrl() },
+    ingest: ingestOf(sources),
     playback: {
       hls: `${base}/live/${stream.id}/index.m3u8${query}`,
       whep: `${base}/live/${stream.id}/whep${query}`,
@@ -227,4 +229,10 @@ export function streamsApi(sources: ViewSources, store: Pick<StreamStore, 'creat
       return deleted;
     },
   };
+}
+
+/** The ways in for the broadcaster: RTMP always, RTMPS when it is on. */
+function ingestOf(sources: ViewSources): StreamView['ingest'] {
+  const rtmpsUrl = sources.rtmpsUrl?.();
+  return rtmpsUrl ? { rtmpUrl: sources.rtmpUrl(), rtmpsUrl } : { rtmpUrl: sources.rtmpUrl() };
 }

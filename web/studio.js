@@ -111,6 +111,9 @@ function refresh() {
     // The API's admin view: with signed playback on, the link carries a playback token (it is the link to share).
     /** @type {HTMLAnchorElement} */ ($('watch-link')).href = stream.playback.watchPage;
     $('rtmp-url').textContent = stream.ingest.rtmpUrl;
+    // RTMPS, when the node has it on (ONAIR_RTMPS_PORT): the same key, over TLS.
+    $('rtmps-url').textContent = stream.ingest.rtmpsUrl || '';
+    $('rtmps-row').hidden = !stream.ingest.rtmpsUrl;
     var key = sessionStorage.getItem('onair.key.' + stream.id);
     $('stream-key').textContent = key || 'hidden — "New key" makes a new one (OBS then needs it)';
     /** @type {HTMLButtonElement} */ ($('copy-key')).disabled = !key;
@@ -125,6 +128,7 @@ function refresh() {
 }
 
 $('copy-url').addEventListener('click', function (event) { O.copy($('rtmp-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
+$('copy-rtmps-url').addEventListener('click', function (event) { O.copy($('rtmps-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
 $('copy-key').addEventListener('click', function (event) { O.copy(sessionStorage.getItem('onair.key.' + studio.streamId) || '', /** @type {HTMLElement} */ (event.target)); });
 $('rotate').addEventListener('click', function () {
   if (!confirm('Make a new stream key? OBS must then use the new one.')) return;

@@ -6,7 +6,7 @@ import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { waitFor } from './harness.js';
 
 /** Debian's Chromium, headless, with the flags this machine needs (closed network, no GPU, autoplay allowed). */
-export async function launchChromium(): Promise<{ browser: BrowserContext; close(): Promise<void> }> {
+export async function launchChromium(options: { ignoreHTTPSErrors?: boolean } = {}): Promise<{ browser: BrowserContext; close(): Promise<void> }> {
   const profile = await mkdtemp(path.join(os.tmpdir(), 'onair-chromium-'));
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
@@ -16,6 +16,8 @@ export async function launchChromium(): Promise<{ browser: BrowserContext; close
       '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
     ],
     timeout: 30_000,
+    // A node on a self-signed certificate made by the test.
+    ...(options.ignoreHTTPSErrors ? { ignoreHTTPSErrors: true } : {}),
   });
   return {
     browser,
