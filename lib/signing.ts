@@ -9,9 +9,12 @@ export function signPlaybackToken(key: string, streamId: string, expiresAtSec: n
   return `${expiresAtSec}.${createHmac('sha256', key).update(`${streamId}.${expiresAtSec}`).digest('base64url')}`;
 }
 
+/** The shape of a playback token (expiry, then the base64url HMAC): what may go into a URL before it is verified. */
+export const PLAYBACK_TOKEN = /^(\d{1,12})\.([A-Za-z0-9_-]{43})$/;
+
 export function verifyPlaybackToken(key: string, streamId: string, token: unknown, nowSec = Math.floor(Date.now() / 1000)): boolean {
   if (typeof token !== 'string') return false;
-  const match = /^(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(token);
+  const match = PLAYBACK_TOKEN.exec(token);
   if (!match) return false;
   const expiresAtSec = Number(match[1]);
   const expected = Buffer.from(signPlaybackToken(key, streamId, expiresAtSec));

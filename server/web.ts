@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import { PLAYBACK_TOKEN } from '../lib/signing.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const require = createRequire(import.meta.url);
@@ -32,9 +33,6 @@ interface WatchTarget {
   item: { status?: unknown; replay?: { hls?: unknown } };
 }
 
-/** A playback token as lib/signing.ts makes them (expiry, dot, HMAC in base64url): anything else is not passed on. */
-const TOKEN = /^\d{1,12}\.[A-Za-z0-9_-]{43}$/;
-
 /**
  * The watch page for one id, marked so that playback starts without a round trip:
  * - `<body data-kind="…">` says which the id is; with no kind (no such stream or video) the page says there is none;
@@ -62,7 +60,7 @@ function watchPage(shell: string, target: WatchTarget | undefined, id: string, t
  * Which the id is, as the node's own public API answers it (`GET /api/streams/:id`, then `GET /api/videos/:id`, no
  * credentials but the viewer's playback token): the same routes and rules the page then uses, so what the public may
  * see stays decided in one place (a failed upload is no video to a viewer). The id has been checked against the id
- * patterns, and the token against TOKEN, before either goes into a URL.
+ * patterns, and the token against PLAYBACK_TOKEN (a token's shape, lib/signing.ts), before either goes into a URL.
  */
 async function watchTarget(app: FastifyInstance, id: string, token: string | undefined): Promise<WatchTarget | undefined> {
   const query = token === undefined ? '' : `?token=${encodeURIComponent(token)}`;
@@ -104,7 +102,7 @@ export function registerWebRoutes(app: FastifyInstance): void {
     const { id } = request.params as { id: string };
     if (!/^([a-z0-9]{12}|[a-z0-9]{16})$/.test(id)) return reply.callNotFound();
     const { token, mode } = request.query as { token?: unknown; mode?: unknown };
-    const signed = typeof token === 'string' && TOKEN.test(token) ? token : undefined;
+    const signed = typeof token === 'string' && PLAYBACK_TOKEN.test(token) ? token : undefined;
     return page(reply, 'watch', watchPage(watchShell, await watchTarget(app, id, signed), id, signed, mode === 'webrtc'));
   });
 

@@ -308,15 +308,24 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     await options.storage.deletePrefix(checkKey(`subtitles/${id}/${lang}.vtt`));
     return reply.code(204).send();
   });
+  /**
+   * The token check of every `/vod/:id` route: undefined when signing is on and the request's token is not valid for
+   * `id`, else the query that carries the token on into the URIs the answer lists ('' while playback is public).
+   */
+  const tokenQuery = (request: FastifyRequest, id: string): string | undefined => {
+    const token = (request.query as Record<string, unknown>)['token'];
+    const key = options.playbackSigningKey;
+    if (key === undefined) return '';
+    return verifyPlaybackToken(key, id, token) ? `?token=${encodeURIComponent(String(token))}` : undefined;
+  };
+
   // A track's one-segment media playlist (HLS) and its file (HLS and DASH).
   app.get('/vod/:id/subtitles/:file', async (request, reply) => {
     const { id, file } = request.params as { id: string; file: string };
     const match = /^([a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?)\.(m3u8|vtt)$/.exec(file);
     if (!VIDEO_ID_RE.test(id) || !match) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
-    const token = (request.query as Record<string, unknown>)['token'];
-    const key = options.playbackSigningKey;
-    if (key !== undefined && !verifyPlaybackToken(key, id, token)) return sendError(reply, new OnAirError('ONAIR_ERR_PLAYBACK_FORBIDDEN'));
-    const query = key !== undefined ? `?token=${encodeURIComponent(String(token))}` : '';
+    const query = tokenQuery(request, id);
+    if (query === undefined) return sendError(reply, new OnAirError('ONAIR_ERR_PLAYBACK_FORBIDDEN'));
     const lang = match[1]!;
     const video = await options.catalog.get(id);
     if (!video || !video.subtitles.some((t) => t.lang === lang)) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
@@ -334,10 +343,8 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
   app.get('/vod/:id/*', async (request, reply) => {
     const { id, '*': rest } = request.params as { id: string; '*': string };
     if (!VIDEO_ID_RE.test(id)) return sendError(reply, new OnAirError('ONAIR_ERR_VIDEO_NOT_FOUND'));
-    const token = (request.query as Record<string, unknown>)['token'];
-    const key = options.playbackSigningKey;
-    if (key !== undefined && !verifyPlaybackToken(key, id, token)) return sendError(reply, new OnAirError('ONAIR_ERR_PLAYBACK_FORBIDDEN'));
-    const query = key !== undefined ? `?token=${encodeURIComponent(String(token))}` : '';
+    const query = tokenQuery(request, id);
+    if (query === undefined) return sendError(reply, new OnAirError('ONAIR_ERR_PLAYBACK_FORBIDDEN'));
 
     const slash = rest.indexOf('/');
     const head = slash < 0 ? rest : rest.slice(0, slash);
