@@ -10,15 +10,9 @@ import type { OnAirNode } from '../../server/node.js';
 import { ConfigError } from '../../lib/errors.js';
 import { loadConfig } from '../../server/config.js';
 import { launchChromium } from '../support/browser.js';
-import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
 
 const run = promisify(execFile);
-
-async function metric(node: OnAirNode, series: string): Promise<number> {
-  const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
 
 /**
  * RTMPS (issue #20): RTMP over TLS on ONAIR_RTMPS_PORT with the node's certificate, into the same ingest, ladder and

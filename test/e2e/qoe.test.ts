@@ -3,15 +3,9 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import type { OnAirNode } from '../../server/node.js';
 import { countStalls, launchChromium, plays } from '../support/browser.js';
-import { api, publish, startTestNode, waitFor } from '../support/harness.js';
+import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
 
 /** A series' value in /metrics (0 when absent). */
-async function metric(node: OnAirNode, series: string): Promise<number> {
-  const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
-
 describe('playback-quality reports from the players (POST /api/qoe, issue #19)', { timeout: 180_000 }, () => {
   let node: OnAirNode;
   let close: () => Promise<void>;

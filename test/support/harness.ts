@@ -273,3 +273,10 @@ export async function within<T>(what: string, promise: Promise<T>, timeoutMs: nu
     clearTimeout(timer);
   }
 }
+
+/** One series of a node's `/metrics` (`name{labels}` as printed), 0 while it is absent. */
+export async function metric(node: OnAirNode, series: string): Promise<number> {
+  const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
