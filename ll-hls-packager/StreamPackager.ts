@@ -1,6 +1,6 @@
 import type { LadderPlan, Rendition } from '../live-transcoder/index.js';
 import type { Fragment, InitSegment } from '../lib/media/fmp4.js';
-import { hasCaptions } from '../lib/media/captions.js';
+import { CLOSED_CAPTIONS_ATTRIBUTE, CLOSED_CAPTIONS_MEDIA, hasCaptions } from '../lib/media/captions.js';
 import { MediaPlaylist, serverControlFor, type Continuation, type Segment, type ServerControl } from './MediaPlaylist.js';
 import { AdFeed, type AdMedia } from '../lib/media/ads.js';
 import type { Cue } from '../lib/media/cues.js';
@@ -311,7 +311,7 @@ export class StreamPackager {
    */
   renderMultivariant(query = ''): string {
     const lines = ['#EXTM3U', '#EXT-X-VERSION:9', '#EXT-X-INDEPENDENT-SEGMENTS'];
-    if (this.#captions) lines.push('#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="Captions",AUTOSELECT=YES,INSTREAM-ID="CC1"');
+    if (this.#captions) lines.push(CLOSED_CAPTIONS_MEDIA);
     for (const [name, { rendition, playlist }] of this.#renditions) {
       const init = playlist.init;
       if (!init) continue;
@@ -321,7 +321,7 @@ export class StreamPackager {
       const { width, height } = rendition;
       lines.push(
         `#EXT-X-STREAM-INF:BANDWIDTH=${peak},AVERAGE-BANDWIDTH=${average},CODECS="${codecs}",` +
-          `RESOLUTION=${width}x${height},FRAME-RATE=${rendition.fps.toFixed(3)}${this.#captions ? ',CLOSED-CAPTIONS="cc"' : ''}`,
+          `RESOLUTION=${width}x${height},FRAME-RATE=${rendition.fps.toFixed(3)}${this.#captions ? CLOSED_CAPTIONS_ATTRIBUTE : ''}`,
         `${name}/index.m3u8${query}`,
       );
     }

@@ -5,6 +5,7 @@ import type { InitSegment } from '../lib/media/fmp4.js';
 import type { Rendition } from '../live-transcoder/index.js';
 import type { Segment } from '../ll-hls-packager/index.js';
 import { cueTagsBefore, type Cue } from '../lib/media/cues.js';
+import { CLOSED_CAPTIONS_ATTRIBUTE, CLOSED_CAPTIONS_MEDIA, hasCaptions } from '../lib/media/captions.js';
 import type { Logger } from '../lib/log.js';
 
 interface RecordedSegment {
@@ -16,6 +17,8 @@ interface RecordedSegment {
   map: string;
   programDateTime: number;
   bytes: number;
+  /** It carries the publisher's CEA-608/708 captions (kept in the journal: a recovered replay declares them too). */
+  captions?: true;
 }
 
 interface RecordedRendition {
@@ -267,6 +270,7 @@ export class EventRecorder {
       map,
       programDateTime: segment.programDateTime,
       bytes: segment.data.length,
+      ...(!segment.ad && hasCaptions(segment.data) ? { captions: true as const } : {}),
     };
     const data = segment.data;
     const entry: JournalEntry = { segment: { ...recordedSegment, rendition: rendition.name } };
@@ -325,6 +329,8 @@ export class EventRecorder {
     let startDate: number | undefined;
     let timeline: TimelineSpan[] = [];
     const ordered = [...this.#renditions.values()].sort((a, b) => b.rendition.height - a.rendition.height);
+    // The live playlists declared the publisher's captions once they came; so does the replay (docs/api.md).
+    const captions = ordered.some((recorded) => recorded.segments.some((s) => s.captions));
     for (const recorded of ordered) {
       // Only segments whose init is on disk, in order; a gap (segments the disk had no room for) is a discontinuity.
       recorded.segments = recorded.segments.filter((s) => recorded.written.has(s.map)).sort((a, b) => a.sequence - b.sequence)
@@ -346,13 +352,13 @@ export class EventRecorder {
       replayFiles.push(`${name}/index.m3u8`);
       variants.push(
         `#EXT-X-STREAM-INF:BANDWIDTH=${peak},AVERAGE-BANDWIDTH=${average},CODECS="${recorded.codecs}",` +
-          `RESOLUTION=${rendition.width}x${rendition.height},FRAME-RATE=${rendition.fps.toFixed(3)}`,
+          `RESOLUTION=${rendition.width}x${rendition.height},FRAME-RATE=${rendition.fps.toFixed(3)}${captions ? CLOSED_CAPTIONS_ATTRIBUTE : ''}`,
         `${name}/index.m3u8`,
       );
       renditions.push({ name, width: rendition.width, height: rendition.height, kbps: Math.round(average / 1000) });
     }
     if (variants.length > 0) {
-      await writeFile(path.join(this.dir, 'ladder', 'index.m3u8'), `${['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-INDEPENDENT-SEGMENTS', ...variants].join('\n')}\n`);
+      await writeFile(path.join(this.dir, 'ladder', 'index.m3u8'), `${['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-INDEPENDENT-SEGMENTS', ...(captions ? [CLOSED_CAPTIONS_MEDIA] : []), ...variants].join('\n')}\n`);
       replayFiles.push('index.m3u8');
     }
     return { dir: this.dir, replayFiles, sourceFiles: [...this.#sources], durationMs, renditions, startDate, timeline };

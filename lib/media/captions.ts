@@ -4,6 +4,14 @@
  * user identifier `GA94`. The ladder's encoders copy them from each decoded frame into every rendition (libx264 and
  * NVENC `a53cc`, on by default); what the packager needs to know is whether a stream carries any, to declare them.
  */
+/**
+ * How a multivariant playlist declares them (rfc8216bis §4.4.6.1, §4.4.6.2): one CLOSED-CAPTIONS rendition, CC1, that
+ * every variant names with `CLOSED_CAPTIONS_ATTRIBUTE`. Safari lists it; hls.js names its captions track after it.
+ * Not DEFAULT: captions stay off until the viewer (or their accessibility settings, AUTOSELECT) turns them on.
+ */
+export const CLOSED_CAPTIONS_MEDIA = '#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="Captions",AUTOSELECT=YES,INSTREAM-ID="CC1"';
+export const CLOSED_CAPTIONS_ATTRIBUTE = ',CLOSED-CAPTIONS="cc"';
+
 const GA94 = Buffer.from([0xb5, 0x00, 0x31, 0x47, 0x41, 0x39, 0x34]);
 
 /**

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { OnAirNode } from '../../server/node.js';
+import { CLOSED_CAPTIONS_MEDIA } from '../../lib/media/captions.js';
 import { launchChromium } from '../support/browser.js';
 import { publishCaptioned } from '../support/captions.js';
 import { api, publish, startTestNode, waitFor } from '../support/harness.js';
@@ -23,7 +24,7 @@ describe('live CEA-608 captions, from the publisher through the ladder to the pl
   let dir: string;
 
   before(async () => {
-    ({ node, close } = await startTestNode({ ONAIR_LADDER: '360,240' }));
+    ({ node, close } = await startTestNode({ ONAIR_LADDER: '360,240', ONAIR_RECONNECT_GRACE_SEC: '2' }));
     dir = await mkdtemp(path.join(tmpdir(), 'onair-captions-'));
   });
 
@@ -140,6 +141,19 @@ describe('live CEA-608 captions, from the publisher through the ladder to the pl
       } finally {
         await chromium.close();
       }
+    });
+
+    test('the replay declares them too, the same way', { timeout: 60_000 }, async () => {
+      const archived = node.next('archived', 45_000);
+      publisher.stop();
+      await publisher.exited;
+      const [{ videoId }] = await archived;
+      const video = (await api(node, 'GET', `/api/videos/${videoId}`, { token: null })).body;
+      const text = await (await fetch(new URL(video.playback.hls, node.httpUrl))).text();
+      assert.equal(text.split('\n').filter((line) => line === CLOSED_CAPTIONS_MEDIA).length, 1, text);
+      const variants = text.split('\n').filter((line) => line.startsWith('#EXT-X-STREAM-INF:'));
+      assert.ok(variants.length >= 1, text);
+      for (const variant of variants) assert.match(variant, /,CLOSED-CAPTIONS="cc"(,|$)/, variant);
     });
   });
 });
