@@ -139,10 +139,11 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
 
   /** Listens for RTMP, and for RTMPS when configured: the ports bound (0 in the options picks a free one). */
   async listen(): Promise<{ port: number; tlsPort?: number }> {
-    const port = await listenOn(this.#server, this.#options.port, this.#options.host);
+    // The certificate first: a file that cannot be read fails the start before anything listens.
     const options = this.#options.tls;
-    if (!options) return { port };
-    const secureContext = tls.createSecureContext({ cert: await readFile(options.certFile), key: await readFile(options.keyFile) });
+    const secureContext = options && tls.createSecureContext({ cert: await readFile(options.certFile), key: await readFile(options.keyFile) });
+    const port = await listenOn(this.#server, this.#options.port, this.#options.host);
+    if (!options || !secureContext) return { port };
     this.#tlsServer = net.createServer((socket) => this.#accept(socket, secureContext));
     return { port, tlsPort: await listenOn(this.#tlsServer, options.port, this.#options.host) };
   }

@@ -8,7 +8,7 @@
 // included; there is no test hook): the <video>'s `data-mode` (live, offline, ended, replay, vod), the latency
 // readout's `data-seconds` (hls.js's estimate, unrounded), the chat's `data-joined-as` (the name the server
 // accepted), the replayed chat's `data-total` (comments kept for the replay). Fatal playback errors go to the console.
-import { byId, clock, duration, el, liveCatchUp, liveHlsConfig } from './common.js';
+import { byId, captionsTimeline, clock, duration, el, liveCatchUp, liveHlsConfig } from './common.js';
 
 var parts = location.pathname.split('/');
 var id = parts[parts.length - 1];
@@ -314,7 +314,9 @@ function playHls() {
     // decoded from, and the page owns the rate that catches up.
     // startFragPrefetch (on demand): the first segment loads while the browser opens the MediaSource (~80 ms sooner).
     // Not live: there hls.js would prefetch a whole segment and start ~0.5 s further behind.
-    var hls = new Hls(Object.assign(onair.mode === 'live' ? liveHlsConfig(Hls) : {}, {
+    // On demand too: a replay is the live event's muxed segments, and its captions need the mended timeline.
+    var timeline = captionsTimeline(Hls);
+    var hls = new Hls(Object.assign(onair.mode === 'live' ? liveHlsConfig(Hls) : timeline ? { timelineController: timeline } : {}, {
       backBufferLength: 30, startFragPrefetch: onair.mode !== 'live',
       xhrSetup: function (xhr, url) {
         xhr.open('GET', url, true);

@@ -143,7 +143,7 @@ describe('live CEA-608 captions, from the publisher through the ladder to the pl
       }
     });
 
-    test('the replay declares them too, the same way', { timeout: 60_000 }, async () => {
+    test('the replay declares them too, the same way, and the watch page shows them', { timeout: 60_000 }, async () => {
       const archived = node.next('archived', 45_000);
       publisher.stop();
       await publisher.exited;
@@ -154,6 +154,24 @@ describe('live CEA-608 captions, from the publisher through the ladder to the pl
       const variants = text.split('\n').filter((line) => line.startsWith('#EXT-X-STREAM-INF:'));
       assert.ok(variants.length >= 1, text);
       for (const variant of variants) assert.match(variant, /,CLOSED-CAPTIONS="cc"(,|$)/, variant);
+      // And the watch page shows them on the replay (its segments are the live event's, audio and video muxed).
+      const chromium = await launchChromium();
+      try {
+        const page = await chromium.browser.newPage();
+        await page.goto(`${node.httpUrl}/watch/${videoId}`);
+        const texts = await waitFor('caption cues on the replay', () => page.evaluate(() => {
+          const video = document.querySelector('video')!;
+          const track = Array.from(video.textTracks).find((t) => t.kind === 'captions');
+          if (!track) return undefined;
+          track.mode = 'showing';
+          const cues = Array.from(track.cues ?? []).map((cue) => (cue as VTTCue).text);
+          return cues.length >= 2 && video.currentTime > 3 ? { label: track.label, cues } : undefined;
+        }), 30_000, 250);
+        assert.equal(texts.label, 'Captions');
+        assert.ok(texts.cues.some((text) => LINES.some((line) => text.includes(line))), texts.cues.join('\n'));
+      } finally {
+        await chromium.close();
+      }
     });
   });
 });
