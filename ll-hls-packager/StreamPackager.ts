@@ -298,6 +298,11 @@ export class StreamPackager {
     if (!this.#captions && hasCaptions(fragment.data)) this.#captions = true;
   }
 
+  /** The publisher's video carries CEA-608/708 captions (seen in a fragment of the event; declared from then on). */
+  get captions(): boolean {
+    return this.#captions;
+  }
+
   /**
    * The multivariant playlist (§4.4.6), highest rendition first. Captions in the video (the publisher's, carried
    * through every rung) are declared as one CLOSED-CAPTIONS rendition, CC1, that every variant refers to (§4.4.6.1,

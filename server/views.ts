@@ -45,6 +45,8 @@ export interface StreamStats {
   audience: AudienceCounts | undefined;
   /** Chat connections in the stream's room on every process. */
   chatViewers: number;
+  /** The publisher's video carries CEA-608/708 captions: every rung carries them and the playlists declare them. */
+  captions: boolean;
   /** undefined with WebRTC off; `sessions` for the admin only. */
   webrtc: { viewers: number; sessions?: ViewerStats[] } | undefined;
   /** What an ad break would play now (packaged in this stream's ladder). */
@@ -60,7 +62,7 @@ export interface LiveEventView {
   readonly startedAt: number;
   readonly publisher: { readonly source: PublishSource | undefined; readonly stats: PublishStats } | undefined;
   readonly transcoder: { readonly stats: TranscoderStats };
-  readonly packager: Pick<StreamPackager, 'ads' | 'runningBreak'>;
+  readonly packager: Pick<StreamPackager, 'ads' | 'runningBreak' | 'captions'>;
 }
 
 /** Where views read from: closures over the node's parts, read at each call. */
@@ -166,6 +168,7 @@ export function streamStats(sources: Pick<ViewSources, 'edge' | 'chatViewers' | 
     // chat open would otherwise count twice.
     chatViewers: sources.chatViewers(live.streamId),
     audience: sources.audience?.(live.streamId),
+    captions: live.packager.captions,
     webrtc: edge
       ? { viewers: edge.viewers(live.streamId), ...(admin ? { sessions: edge.sessionStats(live.streamId) } : {}) }
       : undefined,

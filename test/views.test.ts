@@ -29,7 +29,7 @@ function liveEvent(overrides: Partial<LiveEventView> = {}): LiveEventView {
         renditions: [{ name: '720p', width: 1280, height: 720, kbps: 2800, fps: 30, fragments: 4 }],
       },
     },
-    packager: { ads: [], runningBreak: undefined },
+    packager: { ads: [], runningBreak: undefined, captions: false },
     ...overrides,
   };
 }
@@ -67,7 +67,7 @@ describe('stream views', () => {
         input: { kbps: 2500, fps: 30, width: 1280, height: 720, videoCodec: 'h264', audioCodec: 'aac' },
         encoder: { kind: 'libx264', speed: 1.01, fps: 30, restarts: 0, backlogMs: 13 },
         renditions: [{ name: '720p', width: 1280, height: 720, kbps: 2800, fps: 30, fragments: 4 }],
-        viewers: 0, chatViewers: 3, audience: { current: 7, peak: 9, total: 12, byProtocol: { llhls: 5, webrtc: 2 } }, ads: [], adBreak: null,
+        viewers: 0, chatViewers: 3, audience: { current: 7, peak: 9, total: 12, byProtocol: { llhls: 5, webrtc: 2 } }, captions: false, ads: [], adBreak: null,
       },
     }));
   });
@@ -79,6 +79,7 @@ describe('stream views', () => {
       packager: {
         ads: [{ id: 'adadadadadad', durationMs: 15_000, renditions: new Map() }],
         runningBreak: { id: 'ad-1', kind: 'ad', eventId: 1, requestedAt: 0, plannedDurationMs: 30_000, startDate: 0, startPts: 0n, endDate: undefined, endPts: undefined },
+        captions: true,
       },
     });
     const { stats } = await streamView(sources({ live: () => event }), record('live'), false);
@@ -88,6 +89,7 @@ describe('stream views', () => {
     assert.deepEqual(stats?.degraded, { step: 'lower-fps', steps: ['drop-top', 'lower-fps'], reason: 'cpu', since: '1970-01-01T00:00:00.000Z' });
     assert.deepEqual(stats?.ads, [{ videoId: 'adadadadadad', durationSec: 15 }]);
     assert.deepEqual(stats?.adBreak, { id: 'ad-1', startDate: '1970-01-01T00:00:00.000Z', plannedDurationSec: 30 });
+    assert.equal(stats?.captions, true, 'the publisher\'s captions are shown while they come');
   });
 
   test('the WebRTC sessions (the capability to end them) are listed for the admin only', async () => {

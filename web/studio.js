@@ -194,6 +194,8 @@ function health(stats) {
     ['Viewers', audienceText(stats.audience)],
     ['Peak · total', stats.audience ? stats.audience.peak + ' · ' + stats.audience.total : '–'],
     ['In chat', String(stats.chatViewers || 0)],
+    // OBS's captions (CEA-608 in the video), as the viewers get them.
+    ['Captions', stats.captions ? 'CC1, in every rendition' : 'none'],
     ['Latency', studio.latency ? studio.latency.toFixed(1) + ' s' : '–'],
     ['Publishing', stats.publishing ? 'yes' : 'reconnecting…'],
   ];

@@ -48,6 +48,7 @@ describe('live CEA-608 captions, from the publisher through the ladder to the pl
       const text = await multivariant(id);
       assert.match(text, /#EXT-X-STREAM-INF/);
       assert.doesNotMatch(text, /CLOSED-CAPTIONS/);
+      assert.equal((await api(node, 'GET', `/api/streams/${id}`)).body.stats.captions, false);
     } finally {
       publisher.stop();
       await publisher.exited;
@@ -82,6 +83,8 @@ describe('live CEA-608 captions, from the publisher through the ladder to the pl
       const variants = text.split('\n').filter((line) => line.startsWith('#EXT-X-STREAM-INF:'));
       assert.equal(variants.length, 2);
       for (const variant of variants) assert.match(variant, /,CLOSED-CAPTIONS="cc"(,|$)/, variant);
+      // The broadcaster sees that their captions arrive (the studio's Captions line).
+      assert.equal((await api(node, 'GET', `/api/streams/${id}`)).body.stats.captions, true);
     });
 
     test('every rendition carries them: ffprobe sees closed captions, and they decode to the publisher\'s lines', { timeout: 60_000 }, async () => {
