@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { randomUUID } from 'node:crypto';
+import { constants as cryptoConstants, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { addressKey } from '../lib/address.js';
 import { TypedEmitter } from '../lib/emitter.js';
@@ -141,11 +141,22 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
   async listen(): Promise<{ port: number; tlsPort?: number }> {
     // The certificate first: a file that cannot be read fails the start before anything listens.
     const options = this.#options.tls;
-    const secureContext = options && tls.createSecureContext({ cert: await readFile(options.certFile), key: await readFile(options.keyFile) });
+    // No renegotiation: Node limits a client's renegotiations only on sockets a tls.Server made, and each one costs
+    // the server a private-key operation (a TLS 1.2 client could ask without end, before any key check).
+    const secureContext = options && tls.createSecureContext({
+      cert: await readFile(options.certFile), key: await readFile(options.keyFile), secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+    });
     const port = await listenOn(this.#server, this.#options.port, this.#options.host);
     if (!options || !secureContext) return { port };
     this.#tlsServer = net.createServer((socket) => this.#accept(socket, secureContext));
-    return { port, tlsPort: await listenOn(this.#tlsServer, options.port, this.#options.host) };
+    try {
+      return { port, tlsPort: await listenOn(this.#tlsServer, options.port, this.#options.host) };
+    } catch (error) {
+      // RTMPS could not bind (its port taken): nothing of this ingest stays listening.
+      await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      this.#tlsServer = undefined;
+      throw error;
+    }
   }
 
   /** The publisher of a stream, if one is connected now. */
@@ -372,11 +383,13 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
       });
     });
     socket.on('error', (error) => {
-      // A TLS handshake that fails (plain RTMP on the RTMPS port, a client refusing the certificate) is a protocol error.
-      if (!secured && !dropped) {
+      // A TLS error (plain RTMP on the RTMPS port, a client refusing the certificate, a renegotiation, a bad record)
+      // is a protocol error of this connection; a TCP error is the connection going away.
+      if (secureContext && !dropped) {
         dropped = true;
         socket.destroy();
-        this.#dropped({ reason: 'protocol', remoteAddress }, `TLS handshake failed: ${(error as NodeJS.ErrnoException).code ?? error.message.split('\n')[0]}`);
+        const what = secured ? 'TLS error' : 'TLS handshake failed';
+        this.#dropped({ reason: 'protocol', remoteAddress, ...(session ? { streamId: session.streamId } : {}) }, `${what}: ${(error as NodeJS.ErrnoException).code ?? error.message.split('\n')[0]}`);
         return;
       }
       this.#log.debug({ remoteAddress, err: error.message }, 'RTMP socket error');

@@ -342,7 +342,7 @@ export function liveHlsConfig(Hls) {
  * (1.7) speeds up only while more than a second is buffered ahead, so a stream held back 0.6–1 s stayed ~0.5 s behind
  * its target for good (measured: hls.latency 1.15 s with a 0.6 s target). Here: 1 + behind / 2, up to 1.25x (pitch
  * kept), while the player is more than 50 ms behind and more than two parts are buffered ahead, 1x otherwise; a join up
- * to a segment behind (`liveHlsConfig`) is made up in ~10 s. Give hls.js `maxLiveSyncPlaybackRate: 1` so that it leaves
+ * to a segment behind (`liveHlsConfig`) is made up in ~11 s. Give hls.js `maxLiveSyncPlaybackRate: 1` so that it leaves
  * the rate alone. Returns the interval (to clear).
  * @param {{ latency: number, targetLatency: number | null, latestLevelDetails?: { live: boolean, partTarget: number } | null }} hls
  * @param {HTMLVideoElement} video

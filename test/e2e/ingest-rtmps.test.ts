@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -10,7 +11,7 @@ import type { OnAirNode } from '../../server/node.js';
 import { ConfigError } from '../../lib/errors.js';
 import { loadConfig } from '../../server/config.js';
 import { launchChromium } from '../support/browser.js';
-import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
+import { api, metric, publish, startTestNode, waitFor, within } from '../support/harness.js';
 
 const run = promisify(execFile);
 
@@ -79,7 +80,7 @@ describe('RTMPS ingest', { timeout: 150_000 }, () => {
     assert.equal(await metric(node, 'onair_publish_refused_total{reason="bad-key"}'), before + 1);
   });
 
-  test('plain RTMP on the RTMPS port is a protocol error for that connection only', { timeout: 30_000 }, async () => {
+  test('plain RTMP on the RTMPS port is a protocol error: counted, and the connection closed', { timeout: 30_000 }, async () => {
     const before = await metric(node, 'onair_rtmp_dropped_total{reason="protocol"}');
     const plain = rtmpsUrl.replace(/^rtmps:/, 'rtmp:');
     const publisher = publish(`${plain}/whatever`, { width: 426, height: 240 });
@@ -106,11 +107,35 @@ describe('RTMPS ingest', { timeout: 150_000 }, () => {
       // The 4th is over ONAIR_RTMP_MAX_UNAUTHENTICATED_PER_ADDRESS (3), before any TLS byte.
       await waitFor('the 4th connection to be refused', async () => (await metric(node, 'onair_rtmp_dropped_total{reason="too-many"}')) === tooManyBefore + 1, 5_000);
       // The 3 silent ones are closed at the handshake deadline (3 s).
-      await Promise.all(closed);
+      await within('the silent connections to be closed', Promise.all(closed), 8_000);
       assert.equal(await metric(node, 'onair_rtmp_dropped_total{reason="timeout"}'), timeoutBefore + 3);
       assert.deepEqual(node.rtmpConnections(), { open: 0, unauthenticated: 0 });
     } finally {
       for (const socket of sockets) socket.destroy();
+    }
+  });
+
+  test('a client cannot make the server renegotiate TLS (each renegotiation would cost a private-key operation)', { timeout: 20_000 }, async () => {
+    const port = Number(new URL(rtmpsUrl.replace(/^rtmps:/, 'http:')).port);
+    await waitFor('no connection left from the tests before', () => node.rtmpConnections().open === 0, 5_000);
+    // TLS 1.3 has no renegotiation; 1.2 does, and Node's server-side limit never sees a socket made outside a tls.Server.
+    const socket = tls.connect({ host: '127.0.0.1', port, maxVersion: 'TLSv1.2', rejectUnauthorized: false });
+    socket.on('error', () => undefined);
+    try {
+      await within('the TLS handshake', new Promise((resolve) => socket.once('secureConnect', resolve)), 5_000);
+      // Refused (an alert) or ignored (no new handshake): either way not done. A server that renegotiates answers in
+      // milliseconds (measured before the fix), so 3 s without a completed renegotiation is a refusal.
+      const outcome = await new Promise<string>((resolve) => {
+        const timer = setTimeout(() => resolve('not renegotiated within 3 s'), 3_000);
+        const asked = socket.renegotiate({ rejectUnauthorized: false }, (error) => {
+          clearTimeout(timer);
+          resolve(error ? `refused: ${error.message}` : 'renegotiated');
+        });
+        if (!asked) resolve('refused by the client library');
+      });
+      assert.notEqual(outcome, 'renegotiated');
+    } finally {
+      socket.destroy();
     }
   });
 
