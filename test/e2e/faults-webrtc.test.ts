@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { randomInt } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { childProcesses, mediasoupWorkers } from '../../bench/support/procfs.js';
 import type { OnAirNode } from '../../server/node.js';
 import { restartWithBackoff } from '../../webrtc-edge/restartWithBackoff.js';
-import { api, isAlive, publish, startTestNode, waitFor } from '../support/harness.js';
+import { api, fixedFreePorts, isAlive, publish, startTestNode, waitFor } from '../support/harness.js';
 import { connectWhep, type WhepClient } from '../support/whepClient.js';
 
 /** What a player that lost its session does: POST again until a 201 (a 503 during the restart says when to retry). */
@@ -82,7 +81,7 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
   let whepUrl: string;
   const open = new Set<WhepClient>();
   // A fixed port, as an operator configures one: the replacement must listen where the dead worker did.
-  const basePort = 20_000 + 2 * randomInt(0, 10_000);
+  let basePort: number;
 
   const connect = async (): Promise<WhepClient> => {
     const client = await connectWhep(whepUrl, { congestionControl: false });
@@ -92,6 +91,7 @@ describe('Faults: a dead mediasoup worker is replaced, its viewers re-POST and a
   };
 
   before(async () => {
+    basePort = await fixedFreePorts(2);
     ({ node, close } = await startTestNode({
       ONAIR_LADDER: '360', ONAIR_WEBRTC_LAYERS: '180', ONAIR_WEBRTC_WORKERS: '2', ONAIR_WEBRTC_PORT: String(basePort),
       // Every viewer comes from 127.0.0.1, and players re-POST in bursts.

@@ -1,6 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import dgram from 'node:dgram';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -16,6 +19,35 @@ export interface TestNodeOptions {
   logLevel?: string;
   /** What the node gets as code rather than configuration (e.g. a WebRTC edge's origin lookup). */
   wiring?: NodeWiring;
+}
+
+/**
+ * `count` consecutive ports, free for both TCP and UDP on 127.0.0.1, below the kernel's ephemeral range (32768 up), so
+ * that no connection another test opens is given one of them between this check and the server's bind: for a server
+ * that must listen on a fixed port, as a mediasoup WebRtcServer restarted on its worker's port does.
+ */
+export async function fixedFreePorts(count: number): Promise<number> {
+  const bindable = async (port: number): Promise<boolean> => {
+    const tcp = net.createServer();
+    const udp = dgram.createSocket('udp4');
+    try {
+      await new Promise<void>((resolve, reject) => { tcp.once('error', reject); tcp.listen(port, '127.0.0.1', resolve); });
+      await new Promise<void>((resolve, reject) => { udp.once('error', reject); udp.bind(port, '127.0.0.1', resolve); });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      tcp.close();
+      try { udp.close(); } catch { /* never bound */ }
+    }
+  };
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const base = randomInt(20_000, 32_000 - count);
+    let free = true;
+    for (let i = 0; i < count && free; i += 1) free = await bindable(base + i);
+    if (free) return base;
+  }
+  throw new Error(`no ${count} consecutive free ports between 20000 and 32000`);
 }
 
 /** A node on loopback with ephemeral ports and a fresh data dir; `env` overrides the environment. */
