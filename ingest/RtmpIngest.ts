@@ -169,6 +169,34 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     return this.#broadcasts.has(streamId);
   }
 
+  /**
+   * A publish that came another way than RTMP (WHIP: `WhipIngest`), its key already checked: the same rules as an
+   * RTMP publish (one publisher per stream, admission, the reconnect grace) and the same `publish` event. The caller
+   * feeds the session FLV packets and calls `leave(session)` when its publisher is gone.
+   */
+  publishFrom(streamId: string, remoteAddress: string): PublishSession | Refusal {
+    const broadcast = this.#broadcasts.get(streamId);
+    let refusal: Refusal | undefined;
+    if (this.#closed) {
+      refusal = { reason: 'no-capacity', remoteAddress, streamId, detail: 'the node is closing' };
+    } else if (broadcast?.publisher) {
+      refusal = { reason: 'busy', remoteAddress, streamId };
+    } else {
+      const full = broadcast ? undefined : this.#options.admit?.({ streamId, live: this.#broadcasts.size });
+      if (full !== undefined) refusal = { reason: 'no-capacity', remoteAddress, streamId, detail: full };
+    }
+    if (refusal) {
+      this.#refused(refusal);
+      return refusal;
+    }
+    return this.#startSession(streamId, remoteAddress, broadcast);
+  }
+
+  /** The publisher of a `publishFrom` session is gone: the reconnect grace starts, as when an RTMP socket closes. */
+  leave(session: PublishSession): void {
+    this.#publisherGone(session);
+  }
+
   /** Disconnects the publisher and ends the event now (stream deleted or ended by the operator). */
   end(streamId: string): void {
     const broadcast = this.#broadcasts.get(streamId);
@@ -277,8 +305,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
       }
       socket.end();
       setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
-      this.#log.warn({ code, remoteAddress, reason: refusal.reason, streamId: refusal.streamId, detail: refusal.detail }, 'publish refused');
-      this.safeEmit('refused', refusal);
+      this.#refused(refusal);
     };
 
     rtmp.onOutputCallback = (buffer) => {
@@ -419,6 +446,12 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     const code = DROP_CODES[drop.reason];
     this.#log.warn({ code, remoteAddress: drop.remoteAddress, streamId: drop.streamId, detail }, 'RTMP connection closed');
     this.safeEmit('dropped', { ...drop, code });
+  }
+
+  #refused(refusal: Refusal): void {
+    const { remoteAddress, reason, streamId, detail } = refusal;
+    this.#log.warn({ code: REFUSAL_CODES[reason], remoteAddress, reason, streamId, detail }, 'publish refused');
+    this.safeEmit('refused', refusal);
   }
 
   #startSession(streamId: string, remoteAddress: string, existing: Broadcast | undefined): PublishSession {

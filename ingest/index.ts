@@ -4,3 +4,6 @@ export { PublishSession } from './PublishSession.js';
 export type { PublishSource, PublishStats, PublishSessionEvents } from './PublishSession.js';
 export { RTMP_LIMITS } from './limits.js';
 export type { RtmpLimits } from './limits.js';
+export { WhipIngest, WhipRefusal } from './WhipIngest.js';
+export type { WhipIngestOptions, WhipPlace } from './WhipIngest.js';
+export { registerWhipRoutes } from './whipRoutes.js';

@@ -52,8 +52,15 @@ export interface RtmpProtocol {
 }
 
 interface FlvStatic {
+  new (): FlvParser;
   createHeader(hasAudio: boolean, hasVideo: boolean): Buffer;
   createMessage(packet: AvPacket): Buffer;
+}
+
+interface FlvParser {
+  onPacketCallback: (packet: AvPacket) => void;
+  /** Returns an error message, or null. */
+  parserData(buffer: Buffer): string | null;
 }
 
 /** The parts of NMS's `Rtmp` internals that the guard reads (node-media-server is pinned to one exact version). */
@@ -188,6 +195,20 @@ export function flvHeader(hasAudio: boolean, hasVideo: boolean): Buffer {
 /** One FLV tag (11-byte header, payload, PreviousTagSize) for a packet; copies the payload. */
 export function flvTag(packet: AvPacket): Buffer {
   return Flv.createMessage(packet);
+}
+
+/**
+ * Reads an FLV byte stream (an ffmpeg of ours writing `-f flv pipe:1`) into the packets an RTMP publish gives, so that
+ * a `PublishSession` takes either alike. A packet's `data` is the parser's buffer, valid during the callback only.
+ * The returned function throws on bytes that are not FLV.
+ */
+export function createFlvReader(onPacket: (packet: AvPacket) => void): (chunk: Buffer) => void {
+  const parser = new Flv();
+  parser.onPacketCallback = onPacket;
+  return (chunk) => {
+    const error = parser.parserData(chunk);
+    if (error !== null) throw new Error(error);
+  };
 }
 
 export function decodeMetadata(data: Buffer): Record<string, unknown> | undefined {

@@ -18,6 +18,8 @@ export const ERRORS = {
   ONAIR_ERR_WHEP_SDP: { status: 400, message: 'The SDP offer cannot be used' },
   ONAIR_ERR_WHEP_NO_MEDIA: { status: 422, message: 'The offer cannot receive this stream\'s media' },
   ONAIR_ERR_WHEP_SESSION_NOT_FOUND: { status: 404, message: 'No such WHEP session' },
+  ONAIR_ERR_WHIP_SDP: { status: 400, message: 'The WHIP offer cannot be used' },
+  ONAIR_ERR_WHIP_SESSION_NOT_FOUND: { status: 404, message: 'No such WHIP publish' },
   ONAIR_ERR_WEBRTC_DISABLED: { status: 503, message: 'WebRTC playback is not available on this node' },
   ONAIR_ERR_PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   ONAIR_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported Content-Type' },
@@ -129,6 +131,14 @@ export const ERROR_HELP: { readonly [C in ErrorCode]: { when: string; fix: strin
   ONAIR_ERR_WHEP_SESSION_NOT_FOUND: {
     when: 'No such WHEP session (already ended, or its mediasoup worker was replaced).',
     fix: 'POST a new offer to `/live/:id/whep`.',
+  },
+  ONAIR_ERR_WHIP_SDP: {
+    when: 'The WHIP offer is not usable SDP, or has no sendonly H.264 (packetization-mode 1) video; the message says why.',
+    fix: 'In OBS 30+, choose the WHIP service with an H.264 encoder (x264, NVENC, QSV…) and Opus audio; a browser offers sendonly H.264 with setCodecPreferences.',
+  },
+  ONAIR_ERR_WHIP_SESSION_NOT_FOUND: {
+    when: 'A `DELETE` for a WHIP publish that is over (or never was on this node).',
+    fix: 'Nothing to end; POST a new offer to `/live/:id/whip` to publish again.',
   },
   ONAIR_ERR_WEBRTC_DISABLED: {
     when: 'WebRTC is off (`ONAIR_WEBRTC_LAYERS=off`) or mediasoup is unavailable on this node.',

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
-import { RtmpIngest, RTMP_APP } from '../ingest/index.js';
+import { registerWhipRoutes, RtmpIngest, RTMP_APP, WhipIngest } from '../ingest/index.js';
 import { chooseEncoder, LoadGovernor, type EncoderChoice, type LiveTranscoder } from '../live-transcoder/index.js';
 import { EdgeRelay, registerEdgeLiveRoutes, registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
 import { signPlaybackToken } from '../lib/signing.js';
@@ -70,6 +70,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #redis: Redis;
   readonly #embeddedRedis: EmbeddedRedis | undefined;
   readonly #ingest: RtmpIngest;
+  /** WHIP publishers (issue #20), into the same ingest; needs the WebRTC edge. */
+  readonly #whip: WhipIngest;
   readonly #governor: LoadGovernor;
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
@@ -228,6 +230,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       },
     });
     this.#wireIngest();
+    this.#whip = new WhipIngest({
+      ingest: this.#ingest,
+      place: () => this.#edge,
+      ffmpegPath: config.ffmpegPath,
+      log: log.child({ component: 'whip' }),
+    });
     const remoteStats = new RemoteStats({ locate: (id) => this.discovery.lookup(id), self: () => this.#ownInternalUrl(), log: log.child({ component: 'remote-stats' }) });
     const views: ViewSources = {
       publicUrl: () => this.publicUrl,
@@ -276,6 +284,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
           reports: new QualityReports({ redis: this.#redis, registry: this.#metrics.registry, log: log.child({ component: 'qoe' }) }),
           exists: async (id) => (id.length === 12 ? (await this.streams.get(id)) !== undefined : (await this.#vod.catalog.get(id)) !== undefined),
         }),
+        // WHIP publishes into this node's ingest: an edge takes no publishers.
+        ...(config.role === 'edge' ? [] : [(app: FastifyInstance) => registerWhipRoutes(app, { whip: this.#whip, verifyKey: (key) => this.streams.verifyKey(key) })]),
         (app) => registerWhepRoutes(app, { edge: () => this.#edge, playbackSigningKey: config.playbackSigningKey, clusterSecret: config.clusterSecret }),
         (app) => registerChatRoutes(app, {
           chat: this.#chat,
@@ -531,6 +541,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await step('chat', () => this.#chat.close());
     await step('http', () => this.#closeHttp());
     await step('audience', () => this.#audience.close());
+    this.#whip.close();
     await step('ingest', () => this.#ingest.close());
     // An event cut off here keeps its recording on disk: the next start archives it (archiveLeftRecordings).
     await step('endings', () => this.#events.settled());

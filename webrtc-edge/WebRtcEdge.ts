@@ -546,6 +546,19 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     }
   }
 
+  /**
+   * A router for one WHIP publisher (issue #20), on the least-loaded viewer worker, reached through that worker's
+   * WebRtcServer (the port viewers use: nothing more to open in a firewall). It closes with its worker: the publisher's
+   * transport goes, and the publish ends as a dropped connection does.
+   */
+  async publishRouter(mediaCodecs: ms.RtpCodecCapability[]): Promise<{ router: ms.Router; webRtcServer: ms.WebRtcServer }> {
+    if (this.#closed) throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'the WebRTC edge is closing', RESTARTING_RETRY_AFTER_SEC);
+    const worker = this.#leastLoaded();
+    if (worker === undefined) throw new EdgeError('ONAIR_ERR_WHEP_BUSY', 'every WebRTC worker of this node is restarting', RESTARTING_RETRY_AFTER_SEC);
+    const router = await this.#workers[worker]!.createRouter({ mediaCodecs });
+    return { router, webRtcServer: this.#servers[worker]! };
+  }
+
   /** Viewer routers open for a stream (for tests and metrics). */
   routerCount(streamId: string): number {
     return this.#streams.get(streamId)?.routers.size ?? 0;

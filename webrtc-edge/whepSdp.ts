@@ -98,12 +98,12 @@ export interface WhepAnswerInput {
   sessionId?: string;
 }
 
-const RTP_PROTOCOLS = new Set(['UDP/TLS/RTP/SAVPF', 'TCP/DTLS/RTP/SAVPF', 'UDP/TLS/RTP/SAVP', 'TCP/DTLS/RTP/SAVP']);
-const FINGERPRINT_ALGORITHMS = new Set(['sha-1', 'sha-224', 'sha-256', 'sha-384', 'sha-512']);
+export const RTP_PROTOCOLS = new Set(['UDP/TLS/RTP/SAVPF', 'TCP/DTLS/RTP/SAVPF', 'UDP/TLS/RTP/SAVP', 'TCP/DTLS/RTP/SAVP']);
+export const FINGERPRINT_ALGORITHMS = new Set(['sha-1', 'sha-224', 'sha-256', 'sha-384', 'sha-512']);
 /** RFC 8839 §5.4: ice-char = ALPHA / DIGIT / "+" / "/"; ufrag 4–256, pwd 22–256 characters. */
-const ICE_UFRAG = /^[A-Za-z0-9+/]{4,256}$/;
-const ICE_PWD = /^[A-Za-z0-9+/]{22,256}$/;
-const FINGERPRINT_VALUE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$/;
+export const ICE_UFRAG = /^[A-Za-z0-9+/]{4,256}$/;
+export const ICE_PWD = /^[A-Za-z0-9+/]{22,256}$/;
+export const FINGERPRINT_VALUE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$/;
 
 /**
  * Header extensions a mediasoup 3.12 router can send to a consumer, per kind: its supportedRtpCapabilities entries
@@ -131,7 +131,7 @@ const SENDABLE_HEADER_EXTENSIONS: Record<ms.MediaKind, ReadonlySet<string>> = {
 
 // sdp-transform turns every all-digit token into a number (a=mid:0 → 0, a=ice-ufrag:1234 → 1234); read them back
 // as the strings they were.
-function text(value: unknown): string | undefined {
+export function text(value: unknown): string | undefined {
   return value === undefined || value === null ? undefined : String(value);
 }
 
@@ -140,7 +140,7 @@ function describe(section: { index: number; type: string; mid: string | undefine
 }
 
 /** RTP codecs of one m-section, by payload type, as mediasoup codec capabilities. */
-function sectionCodecs(kind: ms.MediaKind, media: MediaDescription): Map<number, ms.RtpCodecCapability> {
+export function sectionCodecs(kind: ms.MediaKind, media: MediaDescription): Map<number, ms.RtpCodecCapability> {
   const codecs = new Map<number, ms.RtpCodecCapability>();
   for (const rtp of media.rtp) {
     const codec: ms.RtpCodecCapability = {
@@ -172,7 +172,7 @@ function sectionCodecs(kind: ms.MediaKind, media: MediaDescription): Map<number,
   return codecs;
 }
 
-function isRtx(codec: { mimeType: string }): boolean {
+export function isRtx(codec: { mimeType: string }): boolean {
   return codec.mimeType.toLowerCase().endsWith('/rtx');
 }
 
@@ -211,11 +211,20 @@ function sectionHeaderExtensions(kind: ms.MediaKind, media: MediaDescription, ta
   return extensions;
 }
 
+/** What every offer must have, WHEP or WHIP: one BUNDLE transport with its ICE credentials and DTLS fingerprint. */
+export interface OfferTransport {
+  session: SessionDescription;
+  bundleMids: string[];
+  iceParameters: { usernameFragment: string; password: string };
+  dtlsParameters: ms.DtlsParameters;
+}
+
 /**
- * Reads a WHEP offer. Throws {@link WhepSdpError} when the offer cannot be answered at all; an m-section that cannot
- * be served (not audio/video, not receiving, no codec of ours, outside the BUNDLE group…) is marked rejected instead.
+ * Parses an offer and reads its transport (RFC 8843 BUNDLE, RFC 8839 ICE, RFC 8842 DTLS role); throws
+ * {@link WhepSdpError} with a reason when it has none we can use. `addMedia` says what the offerer should add when
+ * the offer has no m-section at all.
  */
-export function parseWhepOffer(sdp: string): WhepOffer {
+export function readOfferTransport(sdp: string, addMedia: string): OfferTransport {
   if (typeof sdp !== 'string' || !/^v=0\s*$/.test(sdp.trimStart().split(/\r\n|\r|\n/, 1)[0] ?? '')) {
     throw new WhepSdpError('the body is not an SDP offer (it must start with "v=0")');
   }
@@ -226,10 +235,10 @@ export function parseWhepOffer(sdp: string): WhepOffer {
     throw new WhepSdpError('the SDP offer could not be parsed');
   }
   if (!Array.isArray(session.media) || session.media.length === 0) {
-    throw new WhepSdpError('the SDP offer has no m-sections: add a recvonly video (and audio) transceiver');
+    throw new WhepSdpError(`the SDP offer has no m-sections: ${addMedia}`);
   }
 
-  // RFC 8843: everything we serve rides one transport, the BUNDLE group's; its first mid is the tag whose transport
+  // RFC 8843: everything rides one transport, the BUNDLE group's; its first mid is the tag whose transport
   // attributes count (§7.3.1).
   const bundle = (session.groups ?? []).find((g) => g.type === 'BUNDLE');
   const bundleMids = (text(bundle?.mids) ?? '').split(/\s+/).filter(Boolean);
@@ -256,14 +265,22 @@ export function parseWhepOffer(sdp: string): WhepOffer {
     throw new WhepSdpError(`a=fingerprint:${fingerprint.type} ${fingerprint.hash} is not a fingerprint we can check`);
   }
 
-  // RFC 8842 §5.3: an offerer says actpass (or active); we answer passive, so the viewer is the DTLS client. An
+  // RFC 8842 §5.3: an offerer says actpass (or active); we answer passive, so the offerer is the DTLS client. An
   // offerer that insists on passive gets an active answer and is the server.
   const setup = String(tag.setup ?? session.setup ?? 'actpass').toLowerCase();
   let role: ms.DtlsRole;
   if (setup === 'actpass' || setup === 'active') role = 'client';
   else if (setup === 'passive') role = 'server';
   else throw new WhepSdpError(`a=setup:${setup} leaves no DTLS role for us: use actpass`);
+  return { session, bundleMids, iceParameters: { usernameFragment, password }, dtlsParameters: { role, fingerprints: [{ algorithm, value }] } };
+}
 
+/**
+ * Reads a WHEP offer. Throws {@link WhepSdpError} when the offer cannot be answered at all; an m-section that cannot
+ * be served (not audio/video, not receiving, no codec of ours, outside the BUNDLE group…) is marked rejected instead.
+ */
+export function parseWhepOffer(sdp: string): WhepOffer {
+  const { session, bundleMids, iceParameters, dtlsParameters } = readOfferTransport(sdp, 'add a recvonly video (and audio) transceiver');
   const sections: WhepOfferSection[] = [];
   const media: WhepMedia[] = [];
   const codecs: ms.RtpCodecCapability[] = [];
@@ -318,8 +335,8 @@ export function parseWhepOffer(sdp: string): WhepOffer {
   }
 
   return {
-    iceParameters: { usernameFragment, password },
-    dtlsParameters: { role, fingerprints: [{ algorithm, value }] },
+    iceParameters,
+    dtlsParameters,
     media,
     sections,
     rtpCapabilities: { codecs, headerExtensions },
@@ -406,7 +423,26 @@ export function useOfferHeaderExtensionIds(routerCapabilities: ms.RtpCapabilitie
   routerCapabilities.headerExtensions = kept;
 }
 
-function rtpmap(codec: ms.RtpCodecParameters): string {
+/**
+ * An answer's m-section for one it does not take: RFC 8829 §5.3.1 / RFC 8843 §7.3.3, the offer's proto and a format
+ * of the offer, port 0, out of the BUNDLE group.
+ */
+export function rejectedSectionLines(section: WhepOfferSection): string[] {
+  const formats = section.formats.split(/\s+/).filter(Boolean)[0] ?? '0';
+  return [`m=${section.type} 0 ${section.protocol} ${formats}`, 'c=IN IP4 0.0.0.0', ...(section.mid === undefined ? [] : [`a=mid:${section.mid}`]), 'a=inactive'];
+}
+
+/** The transport's host candidates (all of them: no trickle from an ICE-lite server), then end-of-candidates. */
+export function candidateLines(candidates: WhepAnswerInput['iceCandidates']): string[] {
+  const lines = candidates.map((candidate) => {
+    const address = 'address' in candidate ? candidate.address : candidate.ip;
+    const tcp = candidate.protocol === 'tcp' ? ' tcptype passive' : '';
+    return `a=candidate:${candidate.foundation} 1 ${candidate.protocol} ${candidate.priority} ${address} ${candidate.port} typ host${tcp}`;
+  });
+  return [...lines, 'a=end-of-candidates'];
+}
+
+export function rtpmap(codec: ms.RtpCodecParameters): string {
   const [, name = codec.mimeType] = codec.mimeType.split('/');
   const channels = codec.mimeType.toLowerCase().startsWith('audio/') && (codec.channels ?? 1) > 1 ? `/${codec.channels}` : '';
   return `a=rtpmap:${codec.payloadType} ${name}/${codec.clockRate}${channels}`;
@@ -430,7 +466,7 @@ function sameCodec(offered: ms.RtpCodecCapability, sent: ms.RtpCodecParameters):
 }
 
 // FNV-1a: a stable o= session id for the same transport without reaching for randomness in a pure function.
-function stableSessionId(seed: string): string {
+export function stableSessionId(seed: string): string {
   let hash = 0x811c9dc5;
   for (let i = 0; i < seed.length; i++) hash = Math.imul(hash ^ seed.charCodeAt(i), 0x01000193) >>> 0;
   return String(hash * 1000 + 1);
@@ -482,12 +518,7 @@ export function buildWhepAnswer(input: WhepAnswerInput): string {
 
   for (const { section, consumer } of answered) {
     if (!consumer) {
-      // RFC 8829 §5.3.1 / RFC 8843 §7.3.3: a rejected section keeps its proto and a format of the offer, port 0,
-      // and stays out of the BUNDLE group.
-      const formats = section.formats.split(/\s+/).filter(Boolean)[0] ?? '0';
-      lines.push(`m=${section.type} 0 ${section.protocol} ${formats}`, 'c=IN IP4 0.0.0.0');
-      if (section.mid !== undefined) lines.push(`a=mid:${section.mid}`);
-      lines.push('a=inactive');
+      lines.push(...rejectedSectionLines(section));
       continue;
     }
     lines.push(...answerSection(input, section, consumer, { setup, fingerprints, streamId }));
@@ -559,11 +590,6 @@ function answerSection(
   for (const ssrc of rtxSsrc === undefined ? [encoding.ssrc] : [encoding.ssrc, rtxSsrc]) {
     lines.push(`a=ssrc:${ssrc} cname:${cname}`, `a=ssrc:${ssrc} msid:${shared.streamId} ${trackId}`);
   }
-  for (const candidate of input.iceCandidates) {
-    const address = 'address' in candidate ? candidate.address : candidate.ip;
-    const tcp = candidate.protocol === 'tcp' ? ' tcptype passive' : '';
-    lines.push(`a=candidate:${candidate.foundation} 1 ${candidate.protocol} ${candidate.priority} ${address} ${candidate.port} typ host${tcp}`);
-  }
-  lines.push('a=end-of-candidates');
+  lines.push(...candidateLines(input.iceCandidates));
   return lines;
 }

@@ -6,7 +6,7 @@ import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { waitFor } from './harness.js';
 
 /** Debian's Chromium, headless, with the flags this machine needs (closed network, no GPU, autoplay allowed). */
-export async function launchChromium(options: { ignoreHTTPSErrors?: boolean } = {}): Promise<{ browser: BrowserContext; close(): Promise<void> }> {
+export async function launchChromium(options: { ignoreHTTPSErrors?: boolean; fakeCamera?: boolean } = {}): Promise<{ browser: BrowserContext; close(): Promise<void> }> {
   const profile = await mkdtemp(path.join(os.tmpdir(), 'onair-chromium-'));
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
@@ -14,6 +14,8 @@ export async function launchChromium(options: { ignoreHTTPSErrors?: boolean } = 
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
+      // A publisher (WHIP): Chromium's moving test pattern and beep as camera and microphone, with no prompt.
+      ...(options.fakeCamera ? ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'] : []),
     ],
     timeout: 30_000,
     // A node on a self-signed certificate made by the test.

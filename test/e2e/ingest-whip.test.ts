@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { after, before, describe, test } from 'node:test';
+import type { Page } from 'playwright-core';
+import type { OnAirNode } from '../../server/node.js';
+import { launchChromium } from '../support/browser.js';
+import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
+import { whipDrop, whipPublish, whipState } from '../support/whip.js';
+import { connectWhep } from '../support/whepClient.js';
+
+const run = promisify(execFile);
+
+type StreamView = { status: string; stats?: { eventId: string; publishing: boolean; input: { width?: number; height?: number } } };
+const view = async (node: OnAirNode, id: string): Promise<StreamView> => (await api(node, 'GET', `/api/streams/${id}`)).body;
+
+/**
+ * WHIP ingest (issue #20, RFC 9725): a Chromium publisher with a fake camera and microphone, H.264 + opus, into the
+ * same ingest as RTMP: the ladder, LL-HLS, WebRTC viewers, the reconnect grace, the replay; RTMP's refusals.
+ */
+describe('WHIP ingest', { timeout: 240_000 }, () => {
+  let node: OnAirNode;
+  let close: () => Promise<void>;
+  let chromium: Awaited<ReturnType<typeof launchChromium>>;
+  let page: Page;
+  let streamId: string;
+  let streamKey: string;
+  let whipUrl: string;
+  /** The Location of the publish going on, as its publisher got it. */
+  let location: string;
+
+  before(async () => {
+    ({ node, close } = await startTestNode({ ONAIR_LADDER: '360', ONAIR_WEBRTC_LAYERS: '180', ONAIR_RECONNECT_GRACE_SEC: '6' }));
+    const created = await api(node, 'POST', '/api/streams', { body: { title: 'From a browser' } });
+    ({ id: streamId, streamKey } = created.body);
+    whipUrl = `${node.httpUrl}/live/${streamId}/whip`;
+    chromium = await launchChromium({ fakeCamera: true });
+    page = await chromium.browser.newPage();
+    // A secure context on the node's origin (getUserMedia needs one; the POST is same-origin).
+    await page.goto(`${node.httpUrl}/`);
+  });
+
+  after(async () => {
+    await chromium?.close();
+    await close?.();
+  });
+
+  test('refusals: no key or another stream\'s key is 401, a VP8-only offer 400 with what OnAir takes, not SDP 415', async () => {
+    const other = (await api(node, 'POST', '/api/streams', { body: { title: 'Another' } })).body;
+    const noKey = await whipPublish(page, whipUrl, { key: undefined });
+    assert.equal(noKey.status, 401);
+    assert.equal(JSON.parse(noKey.body).error.code, 'ONAIR_ERR_PUBLISH_BAD_KEY');
+    const wrongKey = await whipPublish(page, whipUrl, { key: other.streamKey });
+    assert.equal(wrongKey.status, 401, 'a key is good for its own stream only');
+    const vp8 = await whipPublish(page, whipUrl, { key: streamKey, videoCodec: 'vp8' });
+    assert.equal(vp8.status, 400);
+    const { error } = JSON.parse(vp8.body);
+    assert.equal(error.code, 'ONAIR_ERR_WHIP_SDP');
+    assert.match(error.message, /H\.264/);
+    const text = await fetch(whipUrl, { method: 'POST', headers: { authorization: `Bearer ${streamKey}`, 'content-type': 'text/plain' }, body: 'v=0' });
+    assert.equal(text.status, 415);
+    assert.equal(node.packager(streamId), undefined, 'no refused offer started an event');
+  });
+
+  test('Chromium publishes H.264 + opus: the stream goes live, its LL-HLS has the ladder\'s video and AAC, a WHEP viewer gets video', { timeout: 90_000 }, async () => {
+    const result = await whipPublish(page, whipUrl, { key: streamKey });
+    assert.equal(result.status, 201, result.body);
+    assert.match(result.location ?? '', new RegExp(`^/live/${streamId}/whip/[0-9a-f-]{36}$`));
+    assert.match(result.body, /a=recvonly/);
+    await waitFor('the WHIP connection', async () => (await whipState(page)).state === 'connected', 15_000);
+    await waitFor('the stream to have segments', () => node.packager(streamId)?.ready, 45_000);
+    location = result.location!;
+    const live = await view(node, streamId);
+    assert.equal(live.status, 'live');
+    assert.deepEqual([live.stats?.input.width, live.stats?.input.height], [640, 360], 'the camera\'s picture, read from its SPS');
+    await waitFor('a complete segment', () => node.packager(streamId)?.playlist('360p')?.segments.some((s) => s.complete), 15_000, 100);
+    const probe = await run('ffprobe', ['-hide_banner', '-v', 'error', '-show_entries', 'stream=codec_type,codec_name,height', '-of', 'csv=p=0',
+      `${node.httpUrl}/live/${streamId}/index.m3u8`], { timeout: 20_000 });
+    assert.match(probe.stdout, /h264,video,360/);
+    assert.match(probe.stdout, /aac,audio/, 'opus became AAC');
+    const viewer = await connectWhep(`${node.httpUrl}/live/${streamId}/whep`, { congestionControl: false });
+    try {
+      assert.equal(viewer.status, 201, viewer.answer);
+      await viewer.waitFor('a keyframe over WebRTC', (s) => s.keyframes > 0 && s.audioPackets > 0, 15_000);
+    } finally {
+      await viewer.close();
+    }
+  });
+
+  test('while it publishes, a second WHIP publisher and an RTMP publisher on the key are refused as busy (409)', { timeout: 30_000 }, async () => {
+    const second = await chromium.browser.newPage();
+    try {
+      await second.goto(`${node.httpUrl}/`);
+      const busy = await whipPublish(second, whipUrl, { key: streamKey });
+      assert.equal(busy.status, 409);
+      assert.equal(JSON.parse(busy.body).error.code, 'ONAIR_ERR_PUBLISH_BUSY');
+    } finally {
+      await second.close();
+    }
+    const before = await metric(node, 'onair_publish_refused_total{reason="busy"}');
+    const rtmp = publish(`${node.rtmpUrl}/${streamKey}`, { width: 320, height: 240, durationSec: 5 });
+    await rtmp.exited;
+    assert.match(rtmp.stderr(), /ONAIR_ERR_PUBLISH_BUSY/);
+    assert.equal(await metric(node, 'onair_publish_refused_total{reason="busy"}'), before + 1);
+  });
+
+  test('a publisher whose network goes comes back within the grace: the same event goes on', { timeout: 60_000 }, async () => {
+    const event = (await view(node, streamId)).stats?.eventId;
+    assert.ok(event);
+    await whipDrop(page);
+    // No DELETE: the media server sees ICE go quiet (consent, RFC 7675) and lets the publisher go.
+    await waitFor('the publisher seen gone', async () => (await view(node, streamId)).stats?.publishing === false, 20_000);
+    const again = await whipPublish(page, whipUrl, { key: streamKey });
+    assert.equal(again.status, 201, again.body);
+    location = again.location!;
+    await waitFor('media again', async () => (await view(node, streamId)).stats?.input.width === 640, 20_000);
+    assert.equal((await view(node, streamId)).stats?.eventId, event, 'the same event');
+  });
+
+  test('DELETE ends the publish; after the grace the event ends and its replay is published', { timeout: 60_000 }, async () => {
+    const ended = node.next('ended', 40_000);
+    const archived = node.next('archived', 50_000);
+    const publishUrl = `${node.httpUrl}${location}`;
+    const wrong = await fetch(publishUrl, { method: 'DELETE' });
+    assert.equal(wrong.status, 401, 'DELETE needs the key too');
+    const deleted = await fetch(publishUrl, { method: 'DELETE', headers: { authorization: `Bearer ${streamKey}` } });
+    assert.equal(deleted.status, 200);
+    const again = await fetch(publishUrl, { method: 'DELETE', headers: { authorization: `Bearer ${streamKey}` } });
+    assert.equal(again.status, 404);
+    await ended;
+    const [{ videoId }] = await archived;
+    const replay = (await api(node, 'GET', `/api/videos/${videoId}`, { token: null })).body;
+    assert.ok(replay.durationSec > 3, `the replay lasts ${replay.durationSec} s`);
+  });
+});
