@@ -40,12 +40,26 @@ export class WhipRefusal extends Error {
 interface Publish {
   id: string;
   streamId: string;
+  remoteAddress: string;
+  /** The ingest's session: a new one after each bridge restart (as after a publisher's reconnect). */
   session: PublishSession;
   router: ms.Router;
-  ffmpeg: TiedProcess | undefined;
-  timers: NodeJS.Timeout[];
-  videoConsumer: ms.Consumer | undefined;
+  producers: { track: WhipTrack; producer: ms.Producer }[];
+  bridge: Bridge | undefined;
+  /** When the bridge's ffmpeg was restarted lately (bounded: see MAX_BRIDGE_RESTARTS). */
+  restarts: number[];
+  /** Set while ICE is disconnected: the publish ends when it fires. */
+  disconnected: NodeJS.Timeout | undefined;
   ended: boolean;
+}
+
+/** The plain-RTP legs and the ffmpeg of one session. */
+interface Bridge {
+  session: PublishSession;
+  ffmpeg: TiedProcess | undefined;
+  transports: ms.PlainTransport[];
+  timers: NodeJS.Timeout[];
+  closed: boolean;
 }
 
 const START_TIMEOUT_MS = 15_000;
@@ -59,6 +73,9 @@ const KEYFRAME_INTERVAL_MS = 2_000;
 const START_KEYFRAME_INTERVAL_MS = 500;
 /** WHIP offers being set up at once, every stream together (each holds a router until it is answered). */
 const MAX_PENDING = 16;
+/** The bridge's ffmpeg is restarted (the publisher sees nothing) at most this often in BRIDGE_RESTART_WINDOW_MS. */
+const MAX_BRIDGE_RESTARTS = 3;
+const BRIDGE_RESTART_WINDOW_MS = 60_000;
 
 /**
  * WHIP ingest (RFC 9725, issue #20). The publisher's H.264 and opus arrive on a mediasoup WebRtcTransport; plain-RTP
@@ -109,11 +126,11 @@ export class WhipIngest {
       const taken = this.#options.ingest.publishFrom(streamId, remoteAddress);
       if (!('id' in taken)) throw new WhipRefusal(REFUSAL_CODES[(taken as Refusal).reason], (taken as Refusal).detail);
       const publish: Publish = {
-        id: randomUUID(), streamId, session: taken, router, ffmpeg: undefined, timers: [], videoConsumer: undefined, ended: false,
+        id: randomUUID(), streamId, remoteAddress, session: taken, router, producers, bridge: undefined, restarts: [], disconnected: undefined, ended: false,
       };
       this.#publishes.set(publish.id, publish);
       this.#watch(publish, transport);
-      void this.#bridge(publish, producers).catch((error: unknown) => this.#end(publish, `the bridge to ffmpeg failed: ${(error as Error).message}`));
+      this.#attach(publish, taken);
       return { id: publish.id, answer };
     } catch (error) {
       router?.close();
@@ -136,23 +153,13 @@ export class WhipIngest {
     for (const publish of [...this.#publishes.values()]) this.#end(publish, 'the node is closing');
   }
 
+  /** The publisher's transport: its end is the publish's. */
   #watch(publish: Publish, transport: ms.WebRtcTransport): void {
-    const { session } = publish;
-    // The operator ended the stream (or deleted it): the publisher is cut off, as an RTMP socket is.
-    session.once('close', () => this.#end(publish, 'the publish session closed'));
-    session.on('unsupported', (message) => this.#end(publish, `unsupported: ${message}`));
-    session.once('source', () => this.#log.info({ streamId: publish.streamId, source: session.source }, 'WHIP publisher\'s media arrives'));
-    const start = setTimeout(() => {
-      if (!session.source) this.#end(publish, `no usable media within ${this.#options.startTimeoutMs ?? START_TIMEOUT_MS} ms`);
-    }, this.#options.startTimeoutMs ?? START_TIMEOUT_MS);
-    publish.timers.push(start);
-    let disconnected: NodeJS.Timeout | undefined;
     transport.on('icestatechange', (state) => {
-      clearTimeout(disconnected);
+      clearTimeout(publish.disconnected);
       if (state === 'disconnected') {
         const ms = this.#options.disconnectedMs ?? DISCONNECTED_MS;
-        disconnected = setTimeout(() => this.#end(publish, `ICE disconnected for ${ms} ms`), ms);
-        publish.timers.push(disconnected);
+        publish.disconnected = setTimeout(() => this.#end(publish, `ICE disconnected for ${ms} ms`), ms);
       }
     });
     transport.on('dtlsstatechange', (state) => {
@@ -162,32 +169,59 @@ export class WhipIngest {
     transport.observer.once('close', () => this.#end(publish, 'the media transport closed'));
   }
 
-  /** Plain-RTP consumers to a new ffmpeg, whose FLV feeds the session. */
-  async #bridge(publish: Publish, producers: { track: WhipTrack; producer: ms.Producer }[]): Promise<void> {
-    const { router, session } = publish;
+  /**
+   * A session for the publish: its events, and a bridge to feed it. The operator ending the stream closes the session,
+   * and so the publish; a bridge that dies is replaced with a new session (a reconnect within the grace, unseen by the
+   * publisher), a few times a minute at most.
+   */
+  #attach(publish: Publish, session: PublishSession): void {
+    publish.session = session;
+    const bridge: Bridge = { session, ffmpeg: undefined, transports: [], timers: [], closed: false };
+    // A replaced bridge's session closes too (it is left for the new one): that is no end of the publish.
+    const current = (): boolean => !publish.ended && !bridge.closed;
+    session.once('close', () => current() && this.#end(publish, 'the publish session closed'));
+    session.on('unsupported', (message) => current() && this.#end(publish, `unsupported: ${message}`));
+    session.once('source', () => this.#log.info({ streamId: publish.streamId, source: session.source }, 'WHIP publisher\'s media arrives'));
+    const startTimeoutMs = this.#options.startTimeoutMs ?? START_TIMEOUT_MS;
+    bridge.timers.push(setTimeout(() => {
+      if (current() && !session.source) this.#end(publish, `no usable media within ${startTimeoutMs} ms`);
+    }, startTimeoutMs));
+    publish.bridge = bridge;
+    this.#bridge(publish, bridge).catch((error: unknown) => {
+      if (current()) this.#end(publish, `the bridge to ffmpeg failed: ${(error as Error).message}`);
+    });
+  }
+
+  /** Plain-RTP consumers to a new ffmpeg, whose FLV feeds the bridge's session. */
+  async #bridge(publish: Publish, bridge: Bridge): Promise<void> {
+    const { router } = publish;
+    const { session } = bridge;
     const legs: { kind: ms.MediaKind; port: number; consumer: ms.Consumer }[] = [];
     const capabilities = router.rtpCapabilities;
     // ffmpeg reads plain RTP: no RTX, no header extensions it would not use.
     const plainCapabilities: ms.RtpCapabilities = { codecs: (capabilities.codecs ?? []).filter((c) => !c.mimeType.toLowerCase().endsWith('/rtx')), headerExtensions: [] };
-    for (const { track, producer } of producers) {
+    for (const { track, producer } of publish.producers) {
       const plain = await router.createPlainTransport({ listenIp: '127.0.0.1', rtcpMux: false, comedia: false });
+      bridge.transports.push(plain);
+      if (bridge.closed) return closeBridge(bridge);
       const port = await freeRtpPort();
       await plain.connect({ ip: '127.0.0.1', port, rtcpPort: port + 1 });
       const consumer = await plain.consume({ producerId: producer.id, rtpCapabilities: plainCapabilities, paused: true });
       legs.push({ kind: track.kind, port, consumer });
     }
-    if (publish.ended) return;
+    if (bridge.closed) return closeBridge(bridge);
     const sdp = ffmpegSdp(legs.map(({ kind, port, consumer }) => ({ kind, port, codec: consumer.rtpParameters.codecs[0]! })));
     const hasAudio = legs.some((leg) => leg.kind === 'audio');
     const ffmpeg = spawnTied(this.#options.ffmpegPath, whipFfmpegArgs(sdp, hasAudio));
-    publish.ffmpeg = ffmpeg;
+    bridge.ffmpeg = ffmpeg;
     const read = createFlvReader((packet) => session.handlePacket(packet));
     ffmpeg.stdout.on('data', (chunk: Buffer) => {
       try {
         session.received(chunk.length);
         read(chunk);
       } catch (error) {
-        this.#end(publish, `ffmpeg's FLV could not be read: ${(error as Error).message}`);
+        // Ours, not the publisher's: a bridge that cannot be read is replaced.
+        this.#bridgeDied(publish, bridge, `ffmpeg's FLV could not be read: ${(error as Error).message}`);
       }
     });
     session.on('flow', (flowing) => (flowing ? ffmpeg.stdout.resume() : ffmpeg.stdout.pause()));
@@ -196,33 +230,60 @@ export class WhipIngest {
       stderr = (stderr + chunk.toString()).slice(-2000);
     });
     ffmpeg.on('exit', (code, signal) => {
-      if (!publish.ended) this.#end(publish, `ffmpeg exited (${code ?? signal}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+      this.#bridgeDied(publish, bridge, `ffmpeg exited (${code ?? signal}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
     });
     for (const { consumer } of legs) await consumer.resume();
     const video = legs.find((leg) => leg.kind === 'video')?.consumer;
-    publish.videoConsumer = video;
-    if (!video) return;
+    if (!video || bridge.closed) return;
     // Asked at once and then on an interval; quickly until ffmpeg has what it needs to start.
     const ask = (): void => void video.requestKeyFrame().catch(() => undefined);
     ask();
     const starting = setInterval(() => (session.source ? clearInterval(starting) : ask()), START_KEYFRAME_INTERVAL_MS);
     const steady = setInterval(ask, KEYFRAME_INTERVAL_MS);
-    publish.timers.push(starting, steady);
+    bridge.timers.push(starting, steady);
+  }
+
+  /** The bridge's ffmpeg is gone while the publisher is not: a new session and bridge, as after a reconnect. */
+  #bridgeDied(publish: Publish, bridge: Bridge, reason: string): void {
+    if (bridge.closed || publish.ended || publish.bridge !== bridge) return;
+    closeBridge(bridge);
+    const now = Date.now();
+    publish.restarts = publish.restarts.filter((at) => now - at < BRIDGE_RESTART_WINDOW_MS);
+    if (publish.restarts.length >= MAX_BRIDGE_RESTARTS) {
+      this.#end(publish, `${reason}; ${MAX_BRIDGE_RESTARTS} restarts within ${BRIDGE_RESTART_WINDOW_MS / 1000} s, no more`);
+      return;
+    }
+    publish.restarts.push(now);
+    this.#log.warn({ streamId: publish.streamId, reason, code: 'ONAIR_ERR_WHIP_BRIDGE' }, 'WHIP bridge died: restarted');
+    this.#options.ingest.leave(bridge.session);
+    const taken = this.#options.ingest.publishFrom(publish.streamId, publish.remoteAddress);
+    if (!('id' in taken)) {
+      this.#end(publish, `the stream took another publisher while the bridge restarted (${(taken as Refusal).reason})`);
+      return;
+    }
+    this.#attach(publish, taken);
   }
 
   #end(publish: Publish, reason: string): void {
     if (publish.ended) return;
     publish.ended = true;
     this.#publishes.delete(publish.id);
-    for (const timer of publish.timers) {
-      clearTimeout(timer);
-      clearInterval(timer);
-    }
-    publish.ffmpeg?.stdin.end();
+    clearTimeout(publish.disconnected);
+    if (publish.bridge) closeBridge(publish.bridge);
     publish.router.close();
     this.#log.info({ streamId: publish.streamId, reason }, 'WHIP publisher gone');
     this.#options.ingest.leave(publish.session);
   }
+}
+
+function closeBridge(bridge: Bridge): void {
+  bridge.closed = true;
+  for (const timer of bridge.timers) {
+    clearTimeout(timer);
+    clearInterval(timer);
+  }
+  bridge.ffmpeg?.stdin.end();
+  for (const transport of bridge.transports) transport.close();
 }
 
 /** ffmpeg's SDP for the plain-RTP legs (RTCP on port + 1). */

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
+import { descendantProcesses } from '../../bench/support/procfs.js';
 import type { OnAirNode } from '../../server/node.js';
 import { launchChromium } from '../support/browser.js';
 import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
@@ -12,6 +14,12 @@ import { connectWhep } from '../support/whepClient.js';
 const run = promisify(execFile);
 
 type StreamView = { status: string; stats?: { eventId: string; publishing: boolean; input: { width?: number; height?: number } } };
+/** The WHIP bridges' ffmpegs under this process (their input is an SDP data URL). */
+function bridgeFfmpegs(): number[] {
+  return descendantProcesses(process.pid).filter((p) => p.comm === 'ffmpeg')
+    .filter((p) => readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').includes('data:application/sdp')).map((p) => p.pid);
+}
+
 const view = async (node: OnAirNode, id: string): Promise<StreamView> => (await api(node, 'GET', `/api/streams/${id}`)).body;
 
 /**
@@ -102,6 +110,20 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     await rtmp.exited;
     assert.match(rtmp.stderr(), /ONAIR_ERR_PUBLISH_BUSY/);
     assert.equal(await metric(node, 'onair_publish_refused_total{reason="busy"}'), before + 1);
+  });
+
+  test('the bridge\'s ffmpeg SIGKILLed: another takes over, the publisher sees nothing, the same event goes on', { timeout: 60_000 }, async () => {
+    const event = (await view(node, streamId)).stats?.eventId;
+    const [bridge] = bridgeFfmpegs();
+    assert.ok(bridge, 'the bridge ffmpeg runs');
+    const segments = node.packager(streamId)!.playlist('360p')!.segments.length;
+    process.kill(bridge, 'SIGKILL');
+    await waitFor('another bridge ffmpeg', () => bridgeFfmpegs().some((pid) => pid !== bridge), 10_000);
+    await waitFor('new segments after the kill', () => node.packager(streamId)!.playlist('360p')!.segments.length >= segments + 2, 30_000);
+    const after = await view(node, streamId);
+    assert.equal(after.stats?.eventId, event, 'the same event');
+    assert.equal(after.stats?.publishing, true);
+    assert.equal((await whipState(page)).state, 'connected', 'the publisher\'s connection never went');
   });
 
   test('a publisher whose network goes comes back within the grace: the same event goes on', { timeout: 60_000 }, async () => {
