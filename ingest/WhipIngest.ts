@@ -3,7 +3,7 @@ import dgram from 'node:dgram';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../lib/log.js';
 import { spawnTied, type TiedProcess } from '../lib/tiedProcess.js';
-import { buildWhipAnswer, whipRouterCodecs, type WhipOffer, type WhipTrack } from '../webrtc-edge/whipSdp.js';
+import { buildWhipAnswer, WhepSdpError, whipRouterCodecs, type WhipOffer, type WhipTrack } from '../webrtc-edge/index.js';
 import { createFlvReader } from './nms.js';
 import type { PublishSession } from './PublishSession.js';
 import { REFUSAL_CODES, type Refusal, type RtmpIngest } from './RtmpIngest.js';
@@ -101,7 +101,8 @@ export class WhipIngest {
 
   /**
    * Takes a parsed offer for a stream whose key was checked; answers with the SDP answer and the id of the publish
-   * (for its `DELETE`). Throws `WhipRefusal` when the stream takes no publisher now.
+   * (for its `DELETE`). Throws `WhipRefusal` when the stream takes no publisher now, `WhepSdpError` when mediasoup
+   * refuses what the offer describes.
    */
   async publish(streamId: string, offer: WhipOffer, remoteAddress: string): Promise<{ id: string; answer: string }> {
     const place = this.#options.place();
@@ -118,7 +119,13 @@ export class WhipIngest {
       await transport.connect({ dtlsParameters: offer.dtlsParameters });
       const producers: { track: WhipTrack; producer: ms.Producer }[] = [];
       for (const track of [offer.video, offer.audio]) {
-        if (track) producers.push({ track, producer: await transport.produce({ kind: track.kind, rtpParameters: track.rtpParameters }) });
+        if (!track) continue;
+        try {
+          producers.push({ track, producer: await transport.produce({ kind: track.kind, rtpParameters: track.rtpParameters }) });
+        } catch (error) {
+          // mediasoup checks what the parser let through (a payload type, an SSRC used twice…): the offer's fault.
+          throw new WhepSdpError(`the media server cannot take the ${track.kind} of this offer: ${(error as Error).message}`);
+        }
       }
       const answer = buildWhipAnswer({
         offer, iceParameters: transport.iceParameters, iceCandidates: transport.iceCandidates, dtlsParameters: transport.dtlsParameters,

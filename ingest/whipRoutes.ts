@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
-import { parseWhipOffer } from '../webrtc-edge/whipSdp.js';
-import { WhepSdpError } from '../webrtc-edge/whepSdp.js';
+import { parseWhipOffer, WhepSdpError } from '../webrtc-edge/index.js';
 import { WhipRefusal, type WhipIngest } from './WhipIngest.js';
 
 export interface WhipRoutesOptions {
@@ -67,6 +66,7 @@ export function registerWhipRoutes(app: FastifyInstance, options: WhipRoutesOpti
           .send(answer);
       } catch (error) {
         if (error instanceof WhipRefusal) return fail(reply, error.code, error.detail);
+        if (error instanceof WhepSdpError) return fail(reply, 'ONAIR_ERR_WHIP_SDP', error.reason);
         throw error;
       }
     });

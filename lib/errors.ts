@@ -241,11 +241,11 @@ export const ERROR_HELP: { readonly [C in ErrorCode]: { when: string; fix: strin
     fix: 'Try again; `/readyz` shows whether Redis or the database is degraded.',
   },
   ONAIR_ERR_PUBLISH_BAD_KEY: {
-    when: 'RTMP publish refused: the stream key is not valid (sent as the `onStatus` error\'s description).',
+    when: 'Publish refused: the stream key is not valid (RTMP: the `onStatus` error\'s description; WHIP: a missing or wrong `Authorization: Bearer`, or another stream\'s key).',
     fix: 'Copy the current key from the studio or `POST /api/streams/:id/key`; a rotated key is refused.',
   },
   ONAIR_ERR_PUBLISH_BUSY: {
-    when: 'RTMP publish refused: another publisher is live with this key.',
+    when: 'Publish refused: another publisher (RTMP, RTMPS or WHIP) is live with this key.',
     fix: 'Stop the other encoder, or wait for its event to end.',
   },
   ONAIR_ERR_PUBLISH_BAD_APP: {
@@ -257,7 +257,7 @@ export const ERROR_HELP: { readonly [C in ErrorCode]: { when: string; fix: strin
     fix: 'Set the encoder to H.264 (x264 or hardware) with AAC audio.',
   },
   ONAIR_ERR_PUBLISH_NO_CAPACITY: {
-    when: 'RTMP publish refused: the node holds `ONAIR_MAX_STREAMS` live streams, or is short of CPU (a live stream behind or degraded).',
+    when: 'Publish refused (RTMP or WHIP): the node holds `ONAIR_MAX_STREAMS` live streams, or is short of CPU (a live stream behind or degraded).',
     fix: 'Try again later or publish to another node; see *Overload* in docs/operations.md.',
   },
   ONAIR_ERR_PLAY_NOT_SUPPORTED: {

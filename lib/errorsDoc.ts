@@ -5,7 +5,7 @@ type Section = 'http' | 'chat' | 'publish' | 'rtmp';
 /** Where a code is documented: by what carries it to the client. */
 function sectionOf(code: ErrorCode): Section {
   if (code.startsWith('ONAIR_ERR_CHAT_')) return 'chat';
-  if (code.startsWith('ONAIR_ERR_PUBLISH_') || code === 'ONAIR_ERR_PLAY_NOT_SUPPORTED') return 'publish';
+  if (code.startsWith('ONAIR_ERR_PUBLISH_') || code.startsWith('ONAIR_ERR_WHIP_') || code === 'ONAIR_ERR_PLAY_NOT_SUPPORTED') return 'publish';
   if (code.startsWith('ONAIR_ERR_RTMP_')) return 'rtmp';
   return 'http';
 }
@@ -22,10 +22,11 @@ const SECTIONS: Record<Section, { title: string; intro: string }> = {
       + 'what the chat\'s HTTP routes send.',
   },
   publish: {
-    title: 'RTMP publishing',
-    intro: 'A refused publish gets an `onStatus` error whose description is `<code>: <message>` (ffmpeg prints it, OBS logs '
-      + 'it), then the connection closes; `onair_publish_refused_total{reason}` counts them. RTMP has no status: the '
-      + 'column says what the HTTP equivalent would be.',
+    title: 'Publishing (RTMP, RTMPS, WHIP)',
+    intro: 'A refused RTMP or RTMPS publish gets an `onStatus` error whose description is `<code>: <message>` (ffmpeg prints '
+      + 'it, OBS logs it), then the connection closes; RTMP has no status: the column says what the HTTP equivalent would '
+      + 'be. A refused WHIP offer (`POST /live/:id/whip`) gets that status with `{ "error": { "code", "message" } }`. '
+      + '`onair_publish_refused_total{reason}` counts the refusals of both.',
   },
   rtmp: {
     title: 'RTMP connections',

@@ -6,3 +6,6 @@ export { loadMediasoup, cachedWorkerBin, MEDIASOUP_VERSION } from './loadMediaso
 export { WHEP_LIMITS } from './limits.js';
 export type { WhepLimits } from './limits.js';
 export type { RelaySource } from './RtpRelay.js';
+export { WhepSdpError } from './whepSdp.js';
+export { buildWhipAnswer, parseWhipOffer, whipRouterCodecs, WHIP_TAKES } from './whipSdp.js';
+export type { WhipOffer, WhipTrack } from './whipSdp.js';

@@ -143,6 +143,8 @@ function describe(section: { index: number; type: string; mid: string | undefine
 export function sectionCodecs(kind: ms.MediaKind, media: MediaDescription): Map<number, ms.RtpCodecCapability> {
   const codecs = new Map<number, ms.RtpCodecCapability>();
   for (const rtp of media.rtp) {
+    // RTP's payload type is 7 bits (RFC 3550 §5.1): anything else names no codec a packet can carry.
+    if (!Number.isInteger(rtp.payload) || rtp.payload < 0 || rtp.payload > 127) continue;
     const codec: ms.RtpCodecCapability = {
       kind,
       mimeType: `${kind}/${rtp.codec}`,

@@ -74,16 +74,24 @@ function chooseCodec(kind: ms.MediaKind, media: MediaDescription): { codec: ms.R
   return rtx ? { codec, rtx } : { codec };
 }
 
-/** The section's SSRCs (a=ssrc, and the RTX one of a=ssrc-group:FID) and CNAME, when it names them. */
-function sectionSsrcs(media: MediaDescription): { ssrc?: number; rtxSsrc?: number; cname?: string } {
+const isSsrc = (value: number): boolean => Number.isInteger(value) && value > 0 && value <= 0xffffffff;
+
+/**
+ * The section's SSRCs (a=ssrc, and the RTX one of a=ssrc-group:FID) and CNAME, when it names them; a reason when one
+ * is not a 32-bit SSRC (0 is taken by mediasoup for "none").
+ */
+function sectionSsrcs(media: MediaDescription): { ssrc?: number; rtxSsrc?: number; cname?: string } | string {
   const fid = (media.ssrcGroups ?? []).find((g) => g.semantics === 'FID');
-  const [primary, repair] = fid ? String(fid.ssrcs).split(/\s+/).map(Number) : [];
-  const first = media.ssrcs?.[0]?.id;
-  const ssrc = primary ?? (first === undefined ? undefined : Number(first));
+  const grouped = fid ? String(fid.ssrcs).split(/\s+/).map(Number) : [];
+  const listed = (media.ssrcs ?? []).map((line) => Number(line.id));
+  const bad = [...grouped, ...listed].find((value) => !isSsrc(value));
+  if (bad !== undefined) return `${bad} is not an SSRC (1 to 2^32 - 1)`;
+  const [primary, repair] = grouped;
+  const ssrc = primary ?? listed[0];
   const cname = (media.ssrcs ?? []).find((line) => Number(line.id) === ssrc && line.attribute === 'cname')?.value;
   return {
-    ...(ssrc !== undefined && Number.isInteger(ssrc) && ssrc > 0 && ssrc <= 0xffffffff ? { ssrc } : {}),
-    ...(repair !== undefined && Number.isInteger(repair) && repair > 0 && repair <= 0xffffffff ? { rtxSsrc: repair } : {}),
+    ...(ssrc === undefined ? {} : { ssrc }),
+    ...(repair === undefined ? {} : { rtxSsrc: repair }),
     ...(cname === undefined ? {} : { cname: String(cname) }),
   };
 }
@@ -120,6 +128,7 @@ export function parseWhipOffer(sdp: string): WhipOffer {
     let reason: string | undefined;
     if (m.port === 0 && !bundleOnly) reason = 'the offer disabled it (port 0)';
     else if (mid === undefined) throw new WhepSdpError(`m-section ${index} (${type}) has no a=mid, which BUNDLE requires (RFC 8843 §7.2)`);
+    else if (sections.some((other) => other !== section && other.mid === mid)) throw new WhepSdpError(`a=mid:${mid} names two m-sections`);
     else if (!kind) reason = `${type} is not taken: WHIP here takes audio and video only`;
     else if (!bundleMids.includes(mid)) reason = 'it is not in the BUNDLE group';
     else if (!RTP_PROTOCOLS.has(section.protocol)) reason = `${section.protocol} is not DTLS-SRTP (UDP/TLS/RTP/SAVPF)`;
@@ -129,10 +138,13 @@ export function parseWhipOffer(sdp: string): WhipOffer {
     else if (tracks[kind]) reason = `only one ${kind} m-section is taken`;
     if (reason === undefined && kind && mid !== undefined) {
       const chosen = chooseCodec(kind, m);
+      const ssrcs = sectionSsrcs(m);
       if (typeof chosen === 'string') {
         reason = chosen;
+      } else if (typeof ssrcs === 'string') {
+        reason = ssrcs;
       } else {
-        const { ssrc, rtxSsrc, cname } = sectionSsrcs(m);
+        const { ssrc, rtxSsrc, cname } = ssrcs;
         const headerExtensions: ms.RtpHeaderExtensionParameters[] = [];
         for (const ext of m.ext ?? []) {
           if (ext['encrypt-uri'] || !RECEIVABLE_HEADER_EXTENSIONS[kind].has(ext.uri)) continue;

@@ -17,8 +17,25 @@ type StreamView = { status: string; stats?: { eventId: string; publishing: boole
 /** The WHIP bridges' ffmpegs under this process (their input is an SDP data URL). */
 function bridgeFfmpegs(): number[] {
   return descendantProcesses(process.pid).filter((p) => p.comm === 'ffmpeg')
-    .filter((p) => readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').includes('data:application/sdp')).map((p) => p.pid);
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').includes('data:application/sdp');
+      } catch {
+        return false; // gone since the listing
+      }
+    }).map((p) => p.pid);
 }
+
+/** OBS's WHIP offer shape (libdatachannel): session-level ICE and DTLS, audio first, one codec per section. */
+const OBS_SHAPED = [
+  'v=0', 'o=rtc 3126455418 0 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0 1', 'a=setup:actpass', 'a=ice-ufrag:Wq7b',
+  'a=ice-pwd:0nOpcdS1zLTqUHx3cPNr8Ouz',
+  'a=fingerprint:sha-256 0B:6D:55:D2:8F:0C:D3:1C:5E:08:AB:61:F7:E7:A0:8D:9E:CC:2B:1E:10:50:4E:DB:0E:EB:34:50:7F:A1:11:20',
+  'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'c=IN IP4 0.0.0.0', 'a=mid:0', 'a=sendonly', 'a=ssrc:3487139150 cname:obs', 'a=rtcp-mux',
+  'a=rtpmap:111 opus/48000/2',
+  'm=video 9 UDP/TLS/RTP/SAVPF 96 97', 'c=IN IP4 0.0.0.0', 'a=mid:1', 'a=sendonly', 'a=ssrc:2861352003 cname:obs', 'a=rtcp-mux',
+  'a=rtpmap:96 H264/90000', 'a=fmtp:96 profile-level-id=42e01f;packetization-mode=1', 'a=rtpmap:97 rtx/90000', 'a=fmtp:97 apt=96', '',
+].join('\r\n');
 
 const view = async (node: OnAirNode, id: string): Promise<StreamView> => (await api(node, 'GET', `/api/streams/${id}`)).body;
 
@@ -68,6 +85,31 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     const text = await fetch(whipUrl, { method: 'POST', headers: { authorization: `Bearer ${streamKey}`, 'content-type': 'text/plain' }, body: 'v=0' });
     assert.equal(text.status, 415);
     assert.equal(node.packager(streamId), undefined, 'no refused offer started an event');
+  });
+
+  test('hostile offers cost only their sender: each is a coded 4xx, none a 500, and none starts an event', async () => {
+    const target = (await api(node, 'POST', '/api/streams', { body: { title: 'Hostile' } })).body;
+    const post = (body: string): Promise<Response> => fetch(`${node.httpUrl}/live/${target.id}/whip`, {
+      method: 'POST', headers: { authorization: `Bearer ${target.streamKey}`, 'content-type': 'application/sdp' }, body,
+    });
+    const huge = await post(`v=0\r\n${'a=x\r\n'.repeat(20_000)}`);
+    assert.equal(huge.status, 413, 'an offer is a few KB');
+    const cases: [string, string][] = [
+      ['garbage', 'v=0\r\n\u0000\u0001 not sdp'],
+      ['an RTX stream on the media stream\'s own SSRC', OBS_SHAPED.replace('a=ssrc:2861352003 cname:obs', 'a=ssrc-group:FID 2861352003 2861352003\r\na=ssrc:2861352003 cname:obs')],
+      ['a payload type outside 0–127', OBS_SHAPED.replaceAll(' 96', ' 300').replaceAll(':96 ', ':300 ')],
+      ['an SSRC of 0 and one over 32 bits', OBS_SHAPED.replace('a=ssrc:2861352003', 'a=ssrc:0').replace('a=ssrc:3487139150', 'a=ssrc:99999999999')],
+      ['the same mid twice', OBS_SHAPED.replace('a=mid:1', 'a=mid:0').replace('a=group:BUNDLE 0 1', 'a=group:BUNDLE 0')],
+    ];
+    for (const [what, sdp] of cases) {
+      const response = await post(sdp);
+      const body = await response.text();
+      assert.equal(response.status, 400, `${what}: ${body}`);
+      assert.equal(JSON.parse(body).error.code, 'ONAIR_ERR_WHIP_SDP', what);
+    }
+    const metrics = await (await fetch(`${node.httpUrl}/metrics`)).text();
+    assert.doesNotMatch(metrics, /onair_http_requests_total\{[^}]*status="5\d\d"/, 'no 5xx answered');
+    assert.equal(node.packager(target.id), undefined, 'no event started');
   });
 
   test('Chromium publishes H.264 + opus: the stream goes live, its LL-HLS has the ladder\'s video and AAC, a WHEP viewer gets video', { timeout: 90_000 }, async () => {
