@@ -241,6 +241,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       publicUrl: () => this.publicUrl,
       rtmpUrl: () => this.rtmpUrl,
       rtmpsUrl: () => this.rtmpsUrl,
+      whip: () => this.#edge !== undefined && config.role !== 'edge',
       playbackSigningKey: config.playbackSigningKey,
       playbackTokenTtlSec: config.playbackTokenTtlSec,
       live: (id) => this.#events.get(id),

@@ -11,7 +11,7 @@ import type { StreamEvent, StreamRecord, StreamStore } from './streams.js';
 
 /** The stream view the API returns (never the key, except right after creation or rotation). */
 export interface StreamView extends StreamRecord {
-  ingest: { rtmpUrl: string; rtmpsUrl?: string };
+  ingest: { rtmpUrl: string; rtmpsUrl?: string; whipUrl?: string };
   playback: { hls: string; whep: string; watchPage: string };
   /** While a live event runs on this node. */
   stats?: StreamStats;
@@ -72,6 +72,8 @@ export interface ViewSources {
   rtmpUrl: () => string;
   /** Undefined while RTMPS is off. */
   rtmpsUrl?: () => string | undefined;
+  /** Whether this node takes WHIP publishers (WebRTC on, not an edge). */
+  whip?: () => boolean;
   playbackSigningKey: string | undefined;
   playbackTokenTtlSec: number;
   /** The stream's live event on this node. */
@@ -106,7 +108,7 @@ export async function streamView(sources: ViewSources, stream: StreamRecord, adm
   const query = signed(stream.id);
   const view: StreamView = {
     ...stream,
-    ingest: ingestOf(sources),
+    ingest: ingestOf(sources, stream.id),
     playback: {
       hls: `${base}/live/${stream.id}/index.m3u8${query}`,
       whep: `${base}/live/${stream.id}/whep${query}`,
@@ -234,8 +236,12 @@ export function streamsApi(sources: ViewSources, store: Pick<StreamStore, 'creat
   };
 }
 
-/** The ways in for the broadcaster: RTMP always, RTMPS when it is on. */
-function ingestOf(sources: ViewSources): StreamView['ingest'] {
+/** The ways in for the broadcaster: RTMP always, RTMPS and WHIP when they are on (the key is the same for all). */
+function ingestOf(sources: ViewSources, id: string): StreamView['ingest'] {
   const rtmpsUrl = sources.rtmpsUrl?.();
-  return rtmpsUrl ? { rtmpUrl: sources.rtmpUrl(), rtmpsUrl } : { rtmpUrl: sources.rtmpUrl() };
+  return {
+    rtmpUrl: sources.rtmpUrl(),
+    ...(rtmpsUrl ? { rtmpsUrl } : {}),
+    ...(sources.whip?.() ? { whipUrl: `${sources.publicUrl()}/live/${id}/whip` } : {}),
+  };
 }

@@ -103,6 +103,15 @@ describe('stream views', () => {
     assert.equal(open.stats?.viewers, 1);
   });
 
+  test('the ways in: RTMP always; RTMPS and WHIP (under the public origin, per stream) only while on', async () => {
+    const on = await streamView(sources({ rtmpsUrl: () => 'rtmps://tv.example:1936/live', whip: () => true }), record('idle'), true);
+    assert.deepEqual(on.ingest, {
+      rtmpUrl: 'rtmp://tv.example:1935/live', rtmpsUrl: 'rtmps://tv.example:1936/live', whipUrl: `https://tv.example/live/${STREAM_ID}/whip`,
+    });
+    const off = await streamView(sources({ rtmpsUrl: () => undefined, whip: () => false }), record('idle'), true);
+    assert.deepEqual(off.ingest, { rtmpUrl: 'rtmp://tv.example:1935/live' });
+  });
+
   test('an event over on this node whose end waits for the database reads ended, in the status field\'s place', async () => {
     const view = await streamView(sources({ endWaiting: () => true }), record('live'), false);
     assert.deepEqual(Object.keys(view), ['id', 'title', 'description', 'status', 'createdAt', 'updatedAt', 'ingest', 'playback']);

@@ -114,6 +114,9 @@ function refresh() {
     // RTMPS, when the node has it on (ONAIR_RTMPS_PORT): the same key, over TLS.
     $('rtmps-url').textContent = stream.ingest.rtmpsUrl || '';
     $('rtmps-row').hidden = !stream.ingest.rtmpsUrl;
+    // WHIP, when the node has WebRTC: OBS 30+'s "WHIP" service, the stream key as its Bearer Token.
+    $('whip-url').textContent = stream.ingest.whipUrl || '';
+    $('whip-row').hidden = !stream.ingest.whipUrl;
     var key = sessionStorage.getItem('onair.key.' + stream.id);
     $('stream-key').textContent = key || 'hidden — "New key" makes a new one (OBS then needs it)';
     /** @type {HTMLButtonElement} */ ($('copy-key')).disabled = !key;
@@ -129,6 +132,7 @@ function refresh() {
 
 $('copy-url').addEventListener('click', function (event) { O.copy($('rtmp-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
 $('copy-rtmps-url').addEventListener('click', function (event) { O.copy($('rtmps-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
+$('copy-whip-url').addEventListener('click', function (event) { O.copy($('whip-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
 $('copy-key').addEventListener('click', function (event) { O.copy(sessionStorage.getItem('onair.key.' + studio.streamId) || '', /** @type {HTMLElement} */ (event.target)); });
 $('rotate').addEventListener('click', function () {
   if (!confirm('Make a new stream key? OBS must then use the new one.')) return;
@@ -150,7 +154,8 @@ function obsSettings(stream) {
   var top = stream.stats && stream.stats.renditions && stream.stats.renditions[0];
   var hint = top ? top.height >= 1080 ? '6000' : top.height >= 720 ? '4500' : '2500' : '4500 (720p) to 6000 (1080p)';
   var items = [
-    'Settings → Stream: Service "Custom…", Server and Stream Key as above.',
+    'Settings → Stream: Service "Custom…", Server and Stream Key as above.'
+      + (stream.ingest.whipUrl ? ' Or, OBS 30+: Service "WHIP", Server = the WHIP URL, Bearer Token = the stream key (encoder H.264, audio Opus: sub-second from OBS to WebRTC viewers).' : ''),
     'Settings → Output → Advanced → Streaming: Encoder x264 (or NVENC/QuickSync), Rate control CBR, Bitrate ' + hint + ' kbit/s.',
     'Keyframe interval 2 s (OnAir cuts 2-second segments on keyframes; 0/auto makes latency and segments irregular).',
     'CPU preset veryfast, Profile high, Tune zerolatency; x264 options: bframes=0 for the lowest WebRTC latency.',

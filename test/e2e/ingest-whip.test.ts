@@ -70,6 +70,23 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     await close?.();
   });
 
+  test('the API and the studio give the WHIP URL beside the RTMP server, with a copy button', { timeout: 40_000 }, async () => {
+    const stream = (await api(node, 'GET', `/api/streams/${streamId}`)).body;
+    assert.equal(stream.ingest.whipUrl, whipUrl);
+    const studio = await chromium.browser.newPage();
+    try {
+      await studio.goto(`${node.httpUrl}/studio?stream=${streamId}`);
+      await studio.fill('#token', node.adminToken);
+      await studio.click('#login-form button[type=submit]');
+      await studio.waitForSelector('#whip-row:not([hidden])', { timeout: 10_000 });
+      assert.equal(await studio.textContent('#whip-url'), whipUrl);
+      assert.ok(await studio.isVisible('#copy-whip-url'));
+      assert.match((await studio.textContent('#obs-settings'))!, /Service "WHIP"[^]*Bearer Token = the stream key/);
+    } finally {
+      await studio.close();
+    }
+  });
+
   test('refusals: no key or another stream\'s key is 401, a VP8-only offer 400 with what OnAir takes, not SDP 415', async () => {
     const other = (await api(node, 'POST', '/api/streams', { body: { title: 'Another' } })).body;
     const noKey = await whipPublish(page, whipUrl, { key: undefined });
@@ -195,5 +212,22 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     const [{ videoId }] = await archived;
     const replay = (await api(node, 'GET', `/api/videos/${videoId}`, { token: null })).body;
     assert.ok(replay.durationSec > 3, `the replay lasts ${replay.durationSec} s`);
+  });
+});
+
+describe('WHIP on a node without WebRTC', { timeout: 60_000 }, () => {
+  test('the API gives no WHIP URL, and an offer is answered 503 ONAIR_ERR_WEBRTC_DISABLED', async () => {
+    const { node, close } = await startTestNode({ ONAIR_LADDER: '240', ONAIR_WEBRTC_LAYERS: 'off' });
+    try {
+      const created = (await api(node, 'POST', '/api/streams', { body: { title: 'No WebRTC' } })).body;
+      assert.equal(created.ingest.whipUrl, undefined);
+      const response = await fetch(`${node.httpUrl}/live/${created.id}/whip`, {
+        method: 'POST', headers: { authorization: `Bearer ${created.streamKey}`, 'content-type': 'application/sdp' }, body: OBS_SHAPED,
+      });
+      assert.equal(response.status, 503);
+      assert.equal((await response.json()).error.code, 'ONAIR_ERR_WEBRTC_DISABLED');
+    } finally {
+      await close();
+    }
   });
 });
