@@ -22,6 +22,8 @@ export interface WhipIngestOptions {
   startTimeoutMs?: number;
   /** ICE disconnected this long (no consent from the publisher) ends the publish. */
   disconnectedMs?: number;
+  /** Called when a bridge ffmpeg that died is replaced (for `onair_child_restarts_total`). */
+  onBridgeRestart?: () => void;
 }
 
 /** Why a WHIP publish was refused: the RTMP refusal's catalogued code, so both paths say the same. */
@@ -261,6 +263,7 @@ export class WhipIngest {
       return;
     }
     publish.restarts.push(now);
+    this.#options.onBridgeRestart?.();
     this.#log.warn({ streamId: publish.streamId, reason, code: 'ONAIR_ERR_WHIP_BRIDGE' }, 'WHIP bridge died: restarted');
     this.#options.ingest.leave(bridge.session);
     const taken = this.#options.ingest.publishFrom(publish.streamId, publish.remoteAddress);

@@ -79,7 +79,7 @@ export class Metrics {
     });
     this.childRestarts = new Counter({
       name: 'onair_child_restarts_total',
-      help: 'Child processes OnAir replaced after they died, by child (redis: the embedded redis-server; mediasoup: a worker, ingest or viewer).',
+      help: 'Child processes OnAir replaced after they died, by child (redis: the embedded redis-server; mediasoup: a worker, ingest or viewer; whip-bridge: the ffmpeg of a WHIP publish).',
       labelNames: ['child'],
       registers,
     });

@@ -235,7 +235,9 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       place: () => this.#edge,
       ffmpegPath: config.ffmpegPath,
       log: log.child({ component: 'whip' }),
+      onBridgeRestart: () => this.#metrics.childRestarts.inc({ child: 'whip-bridge' }),
     });
+    this.#metrics.gauge('onair_whip_publishers', 'WHIP publishers connected to this node (issue #20); RTMP ones are not counted here.', () => this.#whip.count);
     const remoteStats = new RemoteStats({ locate: (id) => this.discovery.lookup(id), self: () => this.#ownInternalUrl(), log: log.child({ component: 'remote-stats' }) });
     const views: ViewSources = {
       publicUrl: () => this.publicUrl,
