@@ -183,6 +183,8 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     assert.equal(after.stats?.eventId, event, 'the same event');
     assert.equal(after.stats?.publishing, true);
     assert.equal((await whipState(page)).state, 'connected', 'the publisher\'s connection never went');
+    assert.equal(await metric(node, 'onair_child_restarts_total{child="whip-bridge"}'), 1);
+    assert.equal(await metric(node, 'onair_whip_publishers'), 1);
   });
 
   test('a publisher whose network goes comes back within the grace: the same event goes on', { timeout: 60_000 }, async () => {

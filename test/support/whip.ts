@@ -16,6 +16,15 @@ export interface WhipPublishOptions {
   videoCodec?: 'h264' | 'vp8';
   /** Offer a microphone too; default true. */
   audio?: boolean;
+  /**
+   * Instead of the fake camera, a canvas of this size showing the wall-clock barcode of bench/support/publisher.ts
+   * (`geometry`: its `BARCODE`, scaled to the canvas), drawn `fps` times a second: for glass-to-glass measurements.
+   */
+  barcode?: { width: number; height: number; fps: number; geometry: BarcodeGeometry };
+}
+
+export interface BarcodeGeometry {
+  bits: number; sourceWidth: number; sourceHeight: number; stripHeight: number; left: number; pitch: number; width: number; top: number; height: number;
 }
 
 /**
@@ -24,8 +33,37 @@ export interface WhipPublishOptions {
  * the answer applied). The peer connection stays on `window.onairWhip`, for `whipState` and `whipStop`.
  */
 export function whipPublish(page: Page, url: string, options: WhipPublishOptions): Promise<WhipResult> {
-  return page.evaluate(async ({ url, key, videoCodec, audio }) => {
-    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360, frameRate: 30 }, audio });
+  return page.evaluate(async ({ url, key, videoCodec, audio, barcode }) => {
+    let media: MediaStream;
+    if (barcode) {
+      // The capture time of each frame, burnt in as bench/support/publisher.ts does (boxes scaled to the canvas).
+      const canvas = document.createElement('canvas');
+      canvas.width = barcode.width;
+      canvas.height = barcode.height;
+      const context = canvas.getContext('2d')!;
+      const g = barcode.geometry;
+      const sx = barcode.width / g.sourceWidth;
+      const sy = barcode.height / g.sourceHeight;
+      let n = 0;
+      const draw = (): void => {
+        const now = Date.now() % 2 ** g.bits;
+        context.fillStyle = '#336699';
+        context.fillRect(0, 0, barcode.width, barcode.height);
+        context.fillStyle = '#dddddd';
+        context.fillRect((n++ * 4) % barcode.width, barcode.height / 2, 40 * sx, 40 * sy);
+        context.fillStyle = '#000000';
+        context.fillRect(0, 0, barcode.width, g.stripHeight * sy);
+        context.fillStyle = '#ffffff';
+        for (let k = 0; k < g.bits; k++) {
+          if (Math.floor(now / 2 ** k) % 2 === 1) context.fillRect((g.left + k * g.pitch) * sx, g.top * sy, g.width * sx, g.height * sy);
+        }
+      };
+      draw();
+      setInterval(draw, 1000 / barcode.fps);
+      media = canvas.captureStream(barcode.fps);
+    } else {
+      media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360, frameRate: 30 }, audio });
+    }
     const pc = new RTCPeerConnection();
     const video = pc.addTransceiver(media.getVideoTracks()[0]!, { direction: 'sendonly', streams: [media] });
     for (const track of media.getAudioTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
@@ -48,23 +86,30 @@ export function whipPublish(page: Page, url: string, options: WhipPublishOptions
       body: offer,
     });
     const body = await response.text();
-    if (response.status === 201) await pc.setRemoteDescription({ type: 'answer', sdp: body });
-    else pc.close();
+    if (response.status === 201) {
+      await pc.setRemoteDescription({ type: 'answer', sdp: body });
+      // A barcode must stay readable: the encoder may drop frames under load, never the resolution.
+      const parameters = video.sender.getParameters();
+      parameters.degradationPreference = 'maintain-resolution';
+      await video.sender.setParameters(parameters).catch(() => undefined);
+    } else {
+      pc.close();
+    }
     (window as unknown as { onairWhip?: RTCPeerConnection }).onairWhip = pc;
     return { status: response.status, location: response.headers.get('location'), body, offer };
-  }, { url, key: options.key, videoCodec: options.videoCodec ?? 'h264', audio: options.audio ?? true });
+  }, { url, key: options.key, videoCodec: options.videoCodec ?? 'h264', audio: options.audio ?? true, barcode: options.barcode });
 }
 
-/** The WHIP peer connection's state and the video bytes it has sent. */
-export function whipState(page: Page): Promise<{ state: string; videoBytesSent: number }> {
+/** The WHIP peer connection's state and what its video sender reports (bytes, frames, the encoder, what limits it). */
+export function whipState(page: Page): Promise<{ state: string; videoBytesSent: number; outbound: Record<string, unknown> }> {
   return page.evaluate(async () => {
     const pc = (window as unknown as { onairWhip?: RTCPeerConnection }).onairWhip;
-    if (!pc) return { state: 'none', videoBytesSent: 0 };
-    let videoBytesSent = 0;
-    (await pc.getStats()).forEach((report: { type: string; kind?: string; bytesSent?: number }) => {
-      if (report.type === 'outbound-rtp' && report.kind === 'video') videoBytesSent += report.bytesSent ?? 0;
+    if (!pc) return { state: 'none', videoBytesSent: 0, outbound: {} };
+    let outbound: Record<string, unknown> = {};
+    (await pc.getStats()).forEach((report: { type: string; kind?: string }) => {
+      if (report.type === 'outbound-rtp' && report.kind === 'video') outbound = { ...report };
     });
-    return { state: pc.connectionState, videoBytesSent };
+    return { state: pc.connectionState, videoBytesSent: Number(outbound['bytesSent'] ?? 0), outbound };
   });
 }
 
