@@ -4,7 +4,7 @@ import type { types as ms } from 'mediasoup';
 import type { Logger } from '../lib/log.js';
 import { spawnTied, type TiedProcess } from '../lib/tiedProcess.js';
 import { buildWhipAnswer, WhepSdpError, whipRouterCodecs, type WhipOffer, type WhipTrack } from '../webrtc-edge/index.js';
-import { createFlvReader } from './nms.js';
+import { feedSession } from './flvFeed.js';
 import type { PublishSession } from './PublishSession.js';
 import { REFUSAL_CODES, type Refusal, type RtmpIngest } from './RtmpIngest.js';
 
@@ -223,24 +223,8 @@ export class WhipIngest {
     const hasAudio = legs.some((leg) => leg.kind === 'audio');
     const ffmpeg = spawnTied(this.#options.ffmpegPath, whipFfmpegArgs(sdp, hasAudio));
     bridge.ffmpeg = ffmpeg;
-    const read = createFlvReader((packet) => session.handlePacket(packet));
-    ffmpeg.stdout.on('data', (chunk: Buffer) => {
-      try {
-        session.received(chunk.length);
-        read(chunk);
-      } catch (error) {
-        // Ours, not the publisher's: a bridge that cannot be read is replaced.
-        this.#bridgeDied(publish, bridge, `ffmpeg's FLV could not be read: ${(error as Error).message}`);
-      }
-    });
-    session.on('flow', (flowing) => (flowing ? ffmpeg.stdout.resume() : ffmpeg.stdout.pause()));
-    let stderr = '';
-    ffmpeg.stderr.on('data', (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-2000);
-    });
-    ffmpeg.on('exit', (code, signal) => {
-      this.#bridgeDied(publish, bridge, `ffmpeg exited (${code ?? signal}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
-    });
+    // A bridge that cannot be read, or whose ffmpeg exits, is ours to replace, not the publisher's doing.
+    feedSession(ffmpeg, session, (reason) => this.#bridgeDied(publish, bridge, reason));
     for (const { consumer } of legs) await consumer.resume();
     const video = legs.find((leg) => leg.kind === 'video')?.consumer;
     if (!video || bridge.closed) return;

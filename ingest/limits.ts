@@ -58,3 +58,13 @@ export const RTMP_LIMITS = {
 } satisfies LimitTable;
 
 export type RtmpLimits = { [K in keyof typeof RTMP_LIMITS]: number };
+
+/** What SRT callers may cost (ONAIR_SRT_PORT, issue #20): the listener's own bound; each publish is then RTMP's. */
+export const SRT_LIMITS = {
+  maxConnections: {
+    env: 'ONAIR_SRT_MAX_CONNECTIONS', default: 64, min: 1, max: 4096, unit: 'connections',
+    doc: 'SRT connections at once on this node (publishers, and callers being refused); a caller beyond is rejected in its handshake (SRT reject 1402).',
+  },
+} satisfies LimitTable;
+
+export type SrtLimits = { [K in keyof typeof SRT_LIMITS]: number };

@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BUILD_PACKAGES, ensureWorker, workerBinPath } from './mediasoup-worker.mjs';
+import { ensureSrtHelper, SRT_BUILD_PACKAGES, srtHelperPath } from './srt-helper.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const mode = process.argv.includes('--test') ? 'test' : process.argv.includes('--bench') ? 'bench' : 'run';
@@ -56,6 +57,8 @@ const debInstalled = (name) => spawnSync('dpkg-query', ['-W', '-f=${Status}', na
 const missing = packages.filter((p) => p.modes.includes(mode) && !p.present()).map((p) => p.name);
 // The mediasoup worker is built once per machine (see scripts/mediasoup-worker.mjs); its build needs these.
 if (!existsSync(workerBinPath())) missing.push(...BUILD_PACKAGES.filter((name) => !debInstalled(name)));
+// The SRT listener (ONAIR_SRT_PORT) is compiled once per machine too (scripts/srt-helper.mjs).
+if (!existsSync(srtHelperPath())) missing.push(...SRT_BUILD_PACKAGES.filter((name) => !debInstalled(name) && !missing.includes(name)));
 if (missing.length > 0) {
   const command = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(' ')}`;
   if (process.getuid?.() !== 0) {
@@ -80,6 +83,14 @@ if (stale) {
 // 4. The mediasoup worker, built from the npm package against Debian's libraries and cached outside the clone.
 try {
   ensureWorker(root, say);
+} catch (error) {
+  say(error.message);
+  process.exit(1);
+}
+
+// 4b. The SRT listener, compiled against Debian's libsrt and cached beside the worker.
+try {
+  ensureSrtHelper(say);
 } catch (error) {
   say(error.message);
   process.exit(1);

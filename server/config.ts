@@ -2,7 +2,7 @@ import path from 'node:path';
 import { rangeProblem } from '../lib/address.js';
 import { ConfigError } from '../lib/errors.js';
 import { readLimits, type LimitTable, type LimitValues } from '../lib/limits.js';
-import { RTMP_LIMITS } from '../ingest/index.js';
+import { RTMP_LIMITS, SRT_LIMITS } from '../ingest/index.js';
 import { WHEP_LIMITS } from '../webrtc-edge/index.js';
 import { LLHLS_LIMITS } from '../ll-hls-packager/index.js';
 import { HTTP_LIMITS } from './httpLimits.js';
@@ -145,6 +145,8 @@ const schema = {
   ONAIR_HTTP_PORT: port(8080),
   ONAIR_RTMP_PORT: port(1935),
   ONAIR_RTMPS_PORT: optionalPort,
+  ONAIR_SRT_PORT: optionalPort,
+  ONAIR_SRT_LATENCY_MS: integer(200, 20, 8000),
   ONAIR_DATA_DIR: string('./data'),
   ONAIR_ADMIN_TOKEN: (raw: string | undefined, name: string) => {
     if (raw === undefined || raw === '') return undefined;
@@ -231,6 +233,7 @@ const schema = {
  */
 export const LIMIT_TABLES = {
   rtmp: RTMP_LIMITS,
+  srt: SRT_LIMITS,
   http: HTTP_LIMITS,
   whep: WHEP_LIMITS,
   llhls: LLHLS_LIMITS,
@@ -254,6 +257,8 @@ export interface Config {
   rtmpPort: number;
   /** RTMPS (RTMP over TLS with `tls`'s certificate); undefined: off. */
   rtmpsPort: number | undefined;
+  /** SRT (UDP) listener port; undefined: off. `latencyMs`: the receiver's latency (SRTO_RCVLATENCY/PEERLATENCY). */
+  srt: { port: number; latencyMs: number } | undefined;
   /** Absolute path of the data directory. */
   dataDir: string;
   /** Unset: generated once and kept in the data dir (see `adminToken.ts`). */
@@ -384,6 +389,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     httpPort: r.ONAIR_HTTP_PORT,
     rtmpPort: r.ONAIR_RTMP_PORT,
     rtmpsPort: r.ONAIR_RTMPS_PORT,
+    srt: r.ONAIR_SRT_PORT === undefined ? undefined : { port: r.ONAIR_SRT_PORT, latencyMs: r.ONAIR_SRT_LATENCY_MS },
     dataDir: path.resolve(r.ONAIR_DATA_DIR),
     adminToken: r.ONAIR_ADMIN_TOKEN,
     redisUrl: r.ONAIR_REDIS_URL,

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
-import { registerWhipRoutes, RtmpIngest, RTMP_APP, WhipIngest } from '../ingest/index.js';
+import { registerWhipRoutes, RtmpIngest, RTMP_APP, SrtIngest, srtPassphrase, WhipIngest } from '../ingest/index.js';
 import { chooseEncoder, LoadGovernor, type EncoderChoice, type LiveTranscoder } from '../live-transcoder/index.js';
 import { EdgeRelay, registerEdgeLiveRoutes, registerLiveRoutes, type StreamPackager } from '../ll-hls-packager/index.js';
 import { signPlaybackToken } from '../lib/signing.js';
@@ -72,6 +72,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   readonly #ingest: RtmpIngest;
   /** WHIP publishers (issue #20), into the same ingest; needs the WebRTC edge. */
   readonly #whip: WhipIngest;
+  /** SRT publishers (issue #20, ONAIR_SRT_PORT), into the same ingest; undefined while off and on edges. */
+  readonly #srt: SrtIngest | undefined;
   readonly #governor: LoadGovernor;
   readonly #http: FastifyInstance;
   readonly #metrics: Metrics;
@@ -90,6 +92,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   #httpPort = 0;
   #rtmpPort = 0;
   #rtmpsPort = 0;
+  #srtPort = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -237,6 +240,25 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       log: log.child({ component: 'whip' }),
       onBridgeRestart: () => this.#metrics.childRestarts.inc({ child: 'whip-bridge' }),
     });
+    this.#srt = config.srt && config.role !== 'edge' ? new SrtIngest({
+      ingest: this.#ingest,
+      host: config.host,
+      port: config.srt.port,
+      latencyMs: config.srt.latencyMs,
+      maxConnections: config.limits.srt.maxConnections,
+      ffmpegPath: config.ffmpegPath,
+      credentials: () => this.streams.keyHashes(65_536),
+      secret: this.adminToken,
+      log: log.child({ component: 'srt' }),
+    }) : undefined;
+    for (const [name, key, help] of [
+      ['onair_srt_packets_received', 'received', 'SRT packets received'],
+      ['onair_srt_packets_lost', 'lost', 'SRT packets lost on the way (and asked for again)'],
+      ['onair_srt_packets_dropped', 'dropped', 'SRT packets that came too late to play (a glitch a viewer sees)'],
+    ] as const) {
+      this.#metrics.gauge(name, `${help}: counts since start, the open connections' as of the last second included (issue #20).`, () => this.#srt?.totals[key] ?? 0);
+    }
+    this.#metrics.gauge('onair_srt_connections', 'SRT publishers connected to this node (issue #20; 0 while ONAIR_SRT_PORT is unset).', () => this.#srt?.connections ?? 0);
     this.#metrics.gauge('onair_whip_publishers', 'WHIP publishers connected to this node (issue #20); RTMP ones are not counted here.', () => this.#whip.count);
     const remoteStats = new RemoteStats({ locate: (id) => this.discovery.lookup(id), self: () => this.#ownInternalUrl(), log: log.child({ component: 'remote-stats' }) });
     const views: ViewSources = {
@@ -244,6 +266,12 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       rtmpUrl: () => this.rtmpUrl,
       rtmpsUrl: () => this.rtmpsUrl,
       whip: () => this.#edge !== undefined && config.role !== 'edge',
+      srtUrl: (id: string) => this.srtUrl(id),
+      srtPassphrase: async (id: string) => {
+        if (!this.#srt) return undefined;
+        const [row] = await this.streams.keyHashes(1, id);
+        return row && srtPassphrase(this.adminToken, row.id, row.keyHash);
+      },
       playbackSigningKey: config.playbackSigningKey,
       playbackTokenTtlSec: config.playbackTokenTtlSec,
       live: (id) => this.#events.get(id),
@@ -336,6 +364,8 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       streams: streamsApi(views, this.streams, {
         end: (id) => this.#ingest.end(id),
         deleted: (id) => this.#chat.streamDeleted(id),
+        // A key made, rotated or gone: the SRT listener learns its passphrase now (other nodes within 10 s).
+        keysChanged: async () => this.#srt?.refresh().catch((error: unknown) => this.log.warn({ err: (error as Error).message }, 'SRT passphrases not refreshed')),
       }),
     });
     this.#chat.attach(this.#http.server);
@@ -438,6 +468,11 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
   /** The same over TLS, when RTMPS is on (`ONAIR_RTMPS_PORT`). */
   get rtmpsUrl(): string | undefined {
     return this.#rtmpsPort > 0 ? `rtmps://${this.#ingestHost()}:${this.#rtmpsPort}/${RTMP_APP}` : undefined;
+  }
+
+  /** What OBS takes as the SRT "Server" (with `&passphrase=` from the create or rotate answer), when SRT is on. */
+  srtUrl(streamId: string): string | undefined {
+    return this.#srtPort > 0 ? `srt://${this.#ingestHost()}:${this.#srtPort}?streamid=${streamId}` : undefined;
   }
 
   #ingestHost(): string {
@@ -545,6 +580,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
     await step('http', () => this.#closeHttp());
     await step('audience', () => this.#audience.close());
     this.#whip.close();
+    this.#srt?.close();
     await step('ingest', () => this.#ingest.close());
     // An event cut off here keeps its recording on disk: the next start archives it (archiveLeftRecordings).
     await step('endings', () => this.#events.settled());
@@ -574,6 +610,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       const ports = await this.#ingest.listen();
       this.#rtmpPort = ports.port;
       this.#rtmpsPort = ports.tlsPort ?? 0;
+      if (this.#srt) this.#srtPort = await this.#srt.listen();
     }
     await this.#http.listen({ host: this.config.host, port: this.config.httpPort });
     this.#httpPort = (this.#http.server.address() as AddressInfo).port;

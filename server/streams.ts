@@ -129,6 +129,16 @@ export class StreamStore {
     return rows.map(toRecord);
   }
 
+  /**
+   * What each stream's SRT passphrase is derived from (ingest/SrtIngest.ts `srtPassphrase`): its id and its key's hash,
+   * which changes with every rotation. At most `limit` streams, newest first.
+   */
+  async keyHashes(limit: number, id?: string): Promise<{ id: string; keyHash: string }[]> {
+    let query = this.#db.selectFrom('streams').select(['id', 'key_hash']).orderBy('created_at', 'desc').limit(limit);
+    if (id !== undefined) query = query.where('id', '=', id);
+    return (await query.execute()).map((row) => ({ id: row.id, keyHash: row.key_hash }));
+  }
+
   /** Deletes the stream and its events; false when there was no such stream. */
   async delete(id: string): Promise<boolean> {
     if (!STREAM_ID_RE.test(id)) return false;

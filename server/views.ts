@@ -11,7 +11,7 @@ import type { StreamEvent, StreamRecord, StreamStore } from './streams.js';
 
 /** The stream view the API returns (never the key, except right after creation or rotation). */
 export interface StreamView extends StreamRecord {
-  ingest: { rtmpUrl: string; rtmpsUrl?: string; whipUrl?: string };
+  ingest: { rtmpUrl: string; rtmpsUrl?: string; whipUrl?: string; srtUrl?: string; srtPassphrase?: string };
   playback: { hls: string; whep: string; watchPage: string };
   /** While a live event runs on this node. */
   stats?: StreamStats;
@@ -74,6 +74,10 @@ export interface ViewSources {
   rtmpsUrl?: () => string | undefined;
   /** Whether this node takes WHIP publishers (WebRTC on, not an edge). */
   whip?: () => boolean;
+  /** The stream's SRT URL without its passphrase; undefined while SRT is off. */
+  srtUrl?: (id: string) => string | undefined;
+  /** The stream's SRT passphrase (derived from its key): given with the key only (create, rotate). */
+  srtPassphrase?: (id: string) => Promise<string | undefined>;
   playbackSigningKey: string | undefined;
   playbackTokenTtlSec: number;
   /** The stream's live event on this node. */
@@ -205,11 +209,20 @@ export function liveSamples(lives: Iterable<LiveEventView>): LiveStreamSample[] 
 export function streamsApi(sources: ViewSources, store: Pick<StreamStore, 'create' | 'list' | 'get' | 'rotateKey' | 'delete'>, control: {
   end: (streamId: string) => void;
   deleted: (streamId: string) => Promise<void>;
+  /** A key was made, rotated or deleted (the SRT listener's passphrases follow). */
+  keysChanged?: () => Promise<void>;
 }): HttpDeps['streams'] {
+  /** The view given with a new key: the SRT URL then carries its passphrase, shown as rarely as the key. */
+  const withSecrets = async (view: StreamView): Promise<StreamView> => {
+    const passphrase = view.ingest.srtUrl === undefined ? undefined : await sources.srtPassphrase?.(view.id);
+    return passphrase === undefined ? view
+      : { ...view, ingest: { ...view.ingest, srtUrl: `${view.ingest.srtUrl}&passphrase=${passphrase}`, srtPassphrase: passphrase } };
+  };
   return {
     create: async (input) => {
       const { stream, streamKey } = await store.create(input);
-      return { stream: await streamView(sources, stream, true), streamKey };
+      await control.keysChanged?.();
+      return { stream: await withSecrets(await streamView(sources, stream, true)), streamKey };
     },
     list: async () => Promise.all((await store.list()).map((s) => streamView(sources, s, false))),
     get: async (id, admin, token) => {
@@ -219,7 +232,8 @@ export function streamsApi(sources: ViewSources, store: Pick<StreamStore, 'creat
     rotateKey: async (id) => {
       const streamKey = await store.rotateKey(id);
       const stream = streamKey === undefined ? undefined : await store.get(id);
-      return stream && streamKey ? { stream: await streamView(sources, stream, true), streamKey } : undefined;
+      if (streamKey !== undefined) await control.keysChanged?.();
+      return stream && streamKey ? { stream: await withSecrets(await streamView(sources, stream, true)), streamKey } : undefined;
     },
     end: async (id) => {
       if (!(await store.get(id))) return undefined;
@@ -230,18 +244,23 @@ export function streamsApi(sources: ViewSources, store: Pick<StreamStore, 'creat
     delete: async (id) => {
       control.end(id);
       const deleted = await store.delete(id);
-      if (deleted) await control.deleted(id);
+      if (deleted) {
+        await control.keysChanged?.();
+        await control.deleted(id);
+      }
       return deleted;
     },
   };
 }
 
-/** The ways in for the broadcaster: RTMP always, RTMPS and WHIP when they are on (the key is the same for all). */
+/** The ways in for the broadcaster: RTMP always, RTMPS, WHIP and SRT when they are on (the key, or its passphrase, for all). */
 function ingestOf(sources: ViewSources, id: string): StreamView['ingest'] {
   const rtmpsUrl = sources.rtmpsUrl?.();
+  const srtUrl = sources.srtUrl?.(id);
   return {
     rtmpUrl: sources.rtmpUrl(),
     ...(rtmpsUrl ? { rtmpsUrl } : {}),
     ...(sources.whip?.() ? { whipUrl: `${sources.publicUrl()}/live/${id}/whip` } : {}),
+    ...(srtUrl ? { srtUrl } : {}),
   };
 }

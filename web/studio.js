@@ -78,6 +78,7 @@ $('create-form').addEventListener('submit', function (event) {
     $('create-error').textContent = '';
     O.field('new-title').value = '';
     sessionStorage.setItem('onair.key.' + result.body.id, result.body.streamKey);
+    keepSrtUrl(result.body.id, result.body.ingest);
     loadStreams();
     select(result.body.id);
   });
@@ -96,6 +97,15 @@ function select(id) {
   refresh();
   healthTimer = setInterval(refresh, 1000);
   loadStreams();
+}
+
+/**
+ * The SRT URL with its passphrase, from an answer that gave the key: kept beside the key, in this tab only.
+ * @param {string} id
+ * @param {{ srtUrl?: string }} ingest
+ */
+function keepSrtUrl(id, ingest) {
+  if (ingest && ingest.srtUrl && ingest.srtUrl.indexOf('passphrase=') >= 0) sessionStorage.setItem('onair.srt.' + id, ingest.srtUrl);
 }
 
 function refresh() {
@@ -117,6 +127,11 @@ function refresh() {
     // WHIP, when the node has WebRTC: OBS 30+'s "WHIP" service, the stream key as its Bearer Token.
     $('whip-url').textContent = stream.ingest.whipUrl || '';
     $('whip-row').hidden = !stream.ingest.whipUrl;
+    // SRT, when the node has it on: the whole URL with its passphrase is known only where the key is (this tab).
+    var srt = sessionStorage.getItem('onair.srt.' + stream.id);
+    $('srt-url').textContent = srt || (stream.ingest.srtUrl ? stream.ingest.srtUrl + ' (its passphrase comes with a new key)' : '');
+    $('srt-row').hidden = !stream.ingest.srtUrl;
+    /** @type {HTMLButtonElement} */ ($('copy-srt-url')).disabled = !srt;
     var key = sessionStorage.getItem('onair.key.' + stream.id);
     $('stream-key').textContent = key || 'hidden — "New key" makes a new one (OBS then needs it)';
     /** @type {HTMLButtonElement} */ ($('copy-key')).disabled = !key;
@@ -132,12 +147,16 @@ function refresh() {
 
 $('copy-url').addEventListener('click', function (event) { O.copy($('rtmp-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
 $('copy-rtmps-url').addEventListener('click', function (event) { O.copy($('rtmps-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
+$('copy-srt-url').addEventListener('click', function (event) { O.copy(sessionStorage.getItem('onair.srt.' + studio.streamId) || '', /** @type {HTMLElement} */ (event.target)); });
 $('copy-whip-url').addEventListener('click', function (event) { O.copy($('whip-url').textContent || '', /** @type {HTMLElement} */ (event.target)); });
 $('copy-key').addEventListener('click', function (event) { O.copy(sessionStorage.getItem('onair.key.' + studio.streamId) || '', /** @type {HTMLElement} */ (event.target)); });
 $('rotate').addEventListener('click', function () {
   if (!confirm('Make a new stream key? OBS must then use the new one.')) return;
   O.api('POST', '/api/streams/' + studio.streamId + '/key').then(function (result) {
-    if (result.status === 200) sessionStorage.setItem('onair.key.' + studio.streamId, result.body.streamKey);
+    if (result.status === 200) {
+      sessionStorage.setItem('onair.key.' + studio.streamId, result.body.streamKey);
+      keepSrtUrl(studio.streamId || '', result.body.ingest);
+    }
     refresh();
   });
 });
@@ -155,7 +174,8 @@ function obsSettings(stream) {
   var hint = top ? top.height >= 1080 ? '6000' : top.height >= 720 ? '4500' : '2500' : '4500 (720p) to 6000 (1080p)';
   var items = [
     'Settings → Stream: Service "Custom…", Server and Stream Key as above.'
-      + (stream.ingest.whipUrl ? ' Or, OBS 30+: Service "WHIP", Server = the WHIP URL, Bearer Token = the stream key (encoder H.264, audio Opus: sub-second from OBS to WebRTC viewers).' : ''),
+      + (stream.ingest.whipUrl ? ' Or, OBS 30+: Service "WHIP", Server = the WHIP URL, Bearer Token = the stream key (encoder H.264, audio Opus: sub-second from OBS to WebRTC viewers).' : '')
+      + (stream.ingest.srtUrl ? ' Or, on a lossy link: Service "Custom…", Server = the whole SRT URL, Stream Key empty.' : ''),
     'Settings → Output → Advanced → Streaming: Encoder x264 (or NVENC/QuickSync), Rate control CBR, Bitrate ' + hint + ' kbit/s.',
     'Keyframe interval 2 s (OnAir cuts 2-second segments on keyframes; 0/auto makes latency and segments irregular).',
     'CPU preset veryfast, Profile high, Tune zerolatency; x264 options: bframes=0 for the lowest WebRTC latency.',

@@ -66,6 +66,7 @@ describe('the web pages: a broadcaster and two viewers, in Chromium', { timeout:
     assert.equal(rtmpUrl, node.rtmpUrl);
     assert.ok(await studio.isHidden('#rtmps-row'), 'no RTMPS row while RTMPS is off');
     assert.ok(await studio.isHidden('#whip-row'), 'no WHIP row while WebRTC is off');
+    assert.ok(await studio.isHidden('#srt-row'), 'no SRT row while SRT is off');
     assert.match(streamId, /^[a-z0-9]{12}$/);
     assert.match((await studio.textContent('#obs-settings'))!, /Keyframe interval 2 s/);
     assert.equal(await studio.textContent('#stream-status'), 'idle');

@@ -123,6 +123,8 @@ export interface PublishOptions {
   videoFilter?: string;
   /** lavfi audio source (a filtergraph) instead of a 440 Hz sine. */
   audioSource?: string;
+  /** The container: FLV (RTMP, RTMPS) or MPEG-TS (SRT, as OBS sends it there); default flv. */
+  format?: 'flv' | 'mpegts';
 }
 
 /**
@@ -140,7 +142,7 @@ export function publish(rtmpUrl: string, options: PublishOptions = {}): { child:
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', String(fps * 2), '-keyint_min', String(fps * 2),
     '-b:v', '1500k', '-pix_fmt', 'yuv420p',
     ...(audio ? ['-c:a', 'aac', '-b:a', '128k', '-ar', '48000'] : []),
-    '-f', 'flv', rtmpUrl,
+    '-f', options.format ?? 'flv', rtmpUrl,
   ];
   const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
