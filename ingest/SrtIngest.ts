@@ -42,6 +42,10 @@ const FRAME_CLOSE = 3;
 const FRAME_STATS = 4;
 /** Streams whose passphrases the listener holds at most (its table's bound). */
 const MAX_STREAMS = 65_536;
+/** A caller without usable media (H.264 in MPEG-TS) this long after it connected is let go. */
+const START_TIMEOUT_MS = 15_000;
+/** A caller that sends nothing for this long (its SRT keepalives hold the connection) is let go. */
+const IDLE_TIMEOUT_MS = 10_000;
 
 export interface SrtPacketTotals {
   received: number;
@@ -58,6 +62,9 @@ interface Connection {
   closed: boolean;
   /** SRT's counters for it so far (the listener reports them each second). */
   packets: SrtPacketTotals;
+  /** When its last data came (a caller that goes silent is let go: IDLE_TIMEOUT_MS). */
+  lastDataAt: number;
+  start: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -75,6 +82,9 @@ export class SrtIngest {
   /** The passphrase each stream has in the listener now. */
   readonly #passphrases = new Map<string, string>();
   #refreshTimer: NodeJS.Timeout | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  /** The refresh running now: refreshes run one at a time, so an older snapshot never lands after a newer one. */
+  #refreshing: Promise<void> = Promise.resolve();
   #closed = false;
   /** SRT's packet counts over the connections that ended (from the listener's close frames). */
   readonly #totals: SrtPacketTotals = { received: 0, lost: 0, retransmitted: 0, dropped: 0 };
@@ -136,30 +146,43 @@ export class SrtIngest {
       this.#log.warn({ err: (error as Error).message }, 'could not read the streams\' SRT passphrases (kept the last ones)');
     }), this.#options.refreshMs ?? 10_000);
     this.#refreshTimer.unref();
+    this.#idleTimer = setInterval(() => {
+      const now = Date.now();
+      for (const connection of [...this.#connections.values()]) {
+        if (now - connection.lastDataAt > IDLE_TIMEOUT_MS) this.#drop(connection, `nothing received for ${IDLE_TIMEOUT_MS} ms`);
+      }
+    }, 1000);
+    this.#idleTimer.unref();
     return port;
   }
 
   /** Reads every stream's passphrase again and tells the listener what changed (also after a create, rotate or delete here). */
   async refresh(): Promise<void> {
+    const run = this.#refreshing.then(() => this.#refresh());
+    this.#refreshing = run.catch(() => undefined);
+    return run;
+  }
+
+  async #refresh(): Promise<void> {
     const streams = (await this.#options.credentials()).slice(0, MAX_STREAMS);
-    const seen = new Set<string>();
-    for (const { id, keyHash } of streams) {
-      seen.add(id);
-      const passphrase = srtPassphrase(this.#options.secret, id, keyHash);
+    const wanted = new Map(streams.map(({ id, keyHash }) => [id, srtPassphrase(this.#options.secret, id, keyHash)]));
+    // Deletions first: the listener's table is bounded, and room for the new ones comes from the gone ones.
+    for (const id of [...this.#passphrases.keys()]) {
+      if (wanted.has(id)) continue;
+      this.#passphrases.delete(id);
+      this.#command(`del ${id}`);
+    }
+    for (const [id, passphrase] of wanted) {
       if (this.#passphrases.get(id) === passphrase) continue;
       this.#passphrases.set(id, passphrase);
       this.#command(`set ${id} ${passphrase}`);
-    }
-    for (const id of [...this.#passphrases.keys()]) {
-      if (seen.has(id)) continue;
-      this.#passphrases.delete(id);
-      this.#command(`del ${id}`);
     }
   }
 
   close(): void {
     this.#closed = true;
     clearInterval(this.#refreshTimer);
+    clearInterval(this.#idleTimer);
     for (const connection of [...this.#connections.values()]) this.#drop(connection, 'the node is closing');
     this.#helper?.stdin.end();
     this.#helper?.kill('SIGTERM');
@@ -203,7 +226,9 @@ export class SrtIngest {
         this.#drop(connection, `its remux is ${MAX_QUEUED_BYTES} bytes behind`);
         return;
       }
-      connection.ffmpeg.stdin.write(payload);
+      connection.lastDataAt = Date.now();
+      // A copy: the payload is a view of a 64 KiB read holding other connections' data too.
+      connection.ffmpeg.stdin.write(Buffer.from(payload));
     } else if (type === FRAME_STATS) {
       const connection = this.#connections.get(id);
       if (connection) connection.packets = packetCounts(payload.toString());
@@ -232,10 +257,18 @@ export class SrtIngest {
     }
     // Reading its stdin, the remux ends with us: the pipe closes however this process dies.
     const ffmpeg = spawn(this.#options.ffmpegPath, srtFfmpegArgs(), { stdio: ['pipe', 'pipe', 'pipe'] });
-    const connection: Connection = { id, streamId, session: taken, ffmpeg, closed: false, packets: { received: 0, lost: 0, retransmitted: 0, dropped: 0 } };
+    const connection: Connection = {
+      id, streamId, session: taken, ffmpeg, closed: false, packets: { received: 0, lost: 0, retransmitted: 0, dropped: 0 }, lastDataAt: Date.now(), start: undefined,
+    };
     this.#connections.set(id, connection);
     ffmpeg.stdin.on('error', () => undefined);
+    // A spawn that fails (EAGAIN, EMFILE) drops the caller: never an uncaught error.
+    ffmpeg.once('error', (error) => this.#drop(connection, `the remux could not start: ${error.message}`));
     feedSession(ffmpeg, taken, (reason) => this.#drop(connection, reason));
+    // A caller that holds the connection (SRT keepalives) but sends nothing usable is let go.
+    connection.start = setTimeout(() => {
+      if (!taken.source) this.#drop(connection, `no usable media within ${START_TIMEOUT_MS} ms`);
+    }, START_TIMEOUT_MS);
     // The operator ended the stream (or deleted it): the caller is cut off.
     taken.once('close', () => this.#drop(connection, 'the publish session closed'));
     taken.on('unsupported', (message) => this.#drop(connection, `unsupported: ${message}`));
@@ -247,7 +280,11 @@ export class SrtIngest {
     if (connection.closed) return;
     connection.closed = true;
     this.#connections.delete(connection.id);
-    connection.ffmpeg.stdin.end();
+    clearTimeout(connection.start);
+    // The session is left at once: what the remux still holds has nowhere to go, and a remux whose stdout downstream
+    // paused would never exit by itself.
+    connection.ffmpeg.stdout.destroy();
+    connection.ffmpeg.kill('SIGKILL');
     this.#log.info({ streamId: connection.streamId, reason, ...(packets ? { packets } : {}) }, 'SRT publisher gone');
     this.#options.ingest.leave(connection.session);
   }

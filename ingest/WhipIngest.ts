@@ -20,7 +20,7 @@ export interface WhipIngestOptions {
   log: Logger;
   /** A publisher whose media has not made a usable source this long after the answer is let go. */
   startTimeoutMs?: number;
-  /** ICE disconnected this long (no consent from the publisher) ends the publish. */
+  /** ICE disconnected, or no media received, this long ends the publish. */
   disconnectedMs?: number;
   /** Called when a bridge ffmpeg that died is replaced (for `onair_child_restarts_total`). */
   onBridgeRestart?: () => void;
@@ -52,6 +52,8 @@ interface Publish {
   restarts: number[];
   /** Set while ICE is disconnected: the publish ends when it fires. */
   disconnected: NodeJS.Timeout | undefined;
+  /** Reads the transport's received bytes: a publisher whose media stopped is gone. */
+  watchdog: NodeJS.Timeout | undefined;
   ended: boolean;
 }
 
@@ -65,6 +67,7 @@ interface Bridge {
 }
 
 const START_TIMEOUT_MS = 15_000;
+const WATCHDOG_INTERVAL_MS = 1_000;
 const DISCONNECTED_MS = 5_000;
 /**
  * A WebRTC encoder sends a keyframe when asked (PLI), not on a schedule: asking this often keeps the ingest's GOP
@@ -135,7 +138,7 @@ export class WhipIngest {
       const taken = this.#options.ingest.publishFrom(streamId, remoteAddress);
       if (!('id' in taken)) throw new WhipRefusal(REFUSAL_CODES[(taken as Refusal).reason], (taken as Refusal).detail);
       const publish: Publish = {
-        id: randomUUID(), streamId, remoteAddress, session: taken, router, producers, bridge: undefined, restarts: [], disconnected: undefined, ended: false,
+        id: randomUUID(), streamId, remoteAddress, session: taken, router, producers, bridge: undefined, restarts: [], disconnected: undefined, watchdog: undefined, ended: false,
       };
       this.#publishes.set(publish.id, publish);
       this.#watch(publish, transport);
@@ -171,6 +174,22 @@ export class WhipIngest {
         publish.disconnected = setTimeout(() => this.#end(publish, `ICE disconnected for ${ms} ms`), ms);
       }
     });
+    // mediasoup 3.12 has no ICE consent timeout for UDP: a publisher that vanishes (no DTLS close) is seen here, by
+    // its media stopping, before ffmpeg's own input timeout would make the bridge look dead.
+    const silentMs = this.#options.disconnectedMs ?? DISCONNECTED_MS;
+    let bytes = -1;
+    let lastGrowth = Date.now();
+    publish.watchdog = setInterval(() => {
+      transport.getStats().then(([stats]) => {
+        const received = stats?.bytesReceived ?? 0;
+        if (received !== bytes) {
+          bytes = received;
+          lastGrowth = Date.now();
+        } else if (bytes > 0 && Date.now() - lastGrowth >= silentMs) {
+          this.#end(publish, `no media from the publisher for ${silentMs} ms`);
+        }
+      }, () => undefined);
+    }, WATCHDOG_INTERVAL_MS);
     transport.on('dtlsstatechange', (state) => {
       if (state === 'failed' || state === 'closed') this.#end(publish, `DTLS ${state}`);
     });
@@ -223,6 +242,8 @@ export class WhipIngest {
     const hasAudio = legs.some((leg) => leg.kind === 'audio');
     const ffmpeg = spawnTied(this.#options.ffmpegPath, whipFfmpegArgs(sdp, hasAudio));
     bridge.ffmpeg = ffmpeg;
+    // A spawn that fails (EAGAIN, EMFILE) is a bridge that died: never an uncaught error.
+    ffmpeg.once('error', (error) => this.#bridgeDied(publish, bridge, `ffmpeg could not start: ${error.message}`));
     // A bridge that cannot be read, or whose ffmpeg exits, is ours to replace, not the publisher's doing.
     feedSession(ffmpeg, session, (reason) => this.#bridgeDied(publish, bridge, reason));
     for (const { consumer } of legs) await consumer.resume();
@@ -263,6 +284,7 @@ export class WhipIngest {
     publish.ended = true;
     this.#publishes.delete(publish.id);
     clearTimeout(publish.disconnected);
+    clearInterval(publish.watchdog);
     if (publish.bridge) closeBridge(publish.bridge);
     publish.router.close();
     this.#log.info({ streamId: publish.streamId, reason }, 'WHIP publisher gone');
@@ -302,6 +324,8 @@ export function whipFfmpegArgs(sdp: string, hasAudio: boolean): string[] {
   return [
     '-hide_banner', '-loglevel', 'warning', '-nostdin',
     '-protocol_whitelist', 'data,udp,rtp',
+    // Its RTP ports on loopback only: nobody on the network can feed a publish.
+    '-localaddr', '127.0.0.1',
     '-fflags', '+nobuffer+genpts',
     '-analyzeduration', '1000000',
     '-f', 'sdp', '-i', `data:application/sdp;base64,${Buffer.from(sdp).toString('base64')}`,

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { OnAirError, type ErrorCode } from '../lib/errors.js';
-import { parseWhipOffer, WhepSdpError } from '../webrtc-edge/index.js';
+import { EdgeError, parseWhipOffer, WhepSdpError } from '../webrtc-edge/index.js';
 import { WhipRefusal, type WhipIngest } from './WhipIngest.js';
 
 export interface WhipRoutesOptions {
@@ -67,6 +67,11 @@ export function registerWhipRoutes(app: FastifyInstance, options: WhipRoutesOpti
       } catch (error) {
         if (error instanceof WhipRefusal) return fail(reply, error.code, error.detail);
         if (error instanceof WhepSdpError) return fail(reply, 'ONAIR_ERR_WHIP_SDP', error.reason);
+        // The WebRTC edge is replacing a worker, or closing: try again shortly.
+        if (error instanceof EdgeError) {
+          if (error.retryAfterSec !== undefined) reply.header('retry-after', String(error.retryAfterSec));
+          return fail(reply, 'ONAIR_ERR_PUBLISH_NO_CAPACITY', error.message);
+        }
         throw error;
       }
     });

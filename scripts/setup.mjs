@@ -40,6 +40,8 @@ const packages = [
   { name: 'fonts-dejavu-core', present: () => existsSync('/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf'), modes: ['run', 'test', 'bench'] },
   { name: 'postgresql', present: () => existsSync('/usr/lib/postgresql/15/bin/initdb'), modes: ['test', 'bench'] },
   { name: 'chromium', present: () => existsSync('/usr/bin/chromium'), modes: ['test', 'bench'] },
+  // Debian's SRT tools: srt-live-transmit is the silent SRT caller of e2e/ingest-srt.
+  { name: 'srt-tools', present: () => existsSync('/usr/bin/srt-live-transmit'), modes: ['test'] },
   // Emoji glyphs for the reaction buttons in the page tests' screenshots (a viewer's own browser has its own).
   { name: 'fonts-noto-color-emoji', present: () => existsSync('/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf'), modes: ['test'] },
   // OpenStack Swift with its s3api middleware: the real S3-compatible server the S3 storage tests start

@@ -313,6 +313,8 @@ describe('the bridge\'s ffmpeg', () => {
     assert.ok(args.includes('aac'));
     assert.deepEqual(args.slice(-5), ['-f', 'flv', '-flvflags', 'no_duration_filesize', 'pipe:1']);
     assert.ok(args.includes('data,udp,rtp'), 'only the protocols the SDP needs');
+    assert.ok(args.indexOf('-localaddr') >= 0 && args.indexOf('-localaddr') < args.indexOf('-i'), 'its RTP ports bound to loopback');
+    assert.equal(args[args.indexOf('-localaddr') + 1], '127.0.0.1');
     assert.ok(!whipFfmpegArgs('v=0', false).includes('aac'));
   });
 });

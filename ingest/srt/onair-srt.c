@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +59,7 @@ static int table_count = 0;
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *conns;
 static int max_conns;
-static int open_conns = 0;
+static _Atomic int open_conns = 0; /* read by the listen callback, on an SRT thread */
 static uint32_t next_conn = 1;
 static int eid;
 
@@ -124,7 +125,7 @@ static int requested(const char *streamid, char out[ID_LEN + 1], int *bad_mode) 
     strcpy(out, streamid);
     return 1;
   }
-  char copy[512];
+  char copy[513];
   snprintf(copy, sizeof copy, "%s", streamid + 4);
   int found = 0;
   for (char *save = NULL, *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
@@ -188,6 +189,8 @@ static void close_conn(struct conn *c, const char *why) {
   char text[256];
   int len = snprintf(text, sizeof text, "%s|%lld %d %d %d", why, (long long)perf.pktRecvTotal, perf.pktRcvLossTotal, perf.pktRcvRetrans,
                      perf.pktRcvDropTotal);
+  if (len < 0) len = 0;
+  if (len >= (int)sizeof text) len = (int)sizeof text - 1;
   frame(FRAME_CLOSE, c->id, text, (uint32_t)len);
   c->id = 0;
   c->sock = SRT_INVALID_SOCK;
@@ -294,7 +297,7 @@ int main(int argc, char **argv) {
         conns[k].last = perf;
         char text[128];
         int len = snprintf(text, sizeof text, "%lld %d %d %d", (long long)perf.pktRecvTotal, perf.pktRcvLossTotal, perf.pktRcvRetrans, perf.pktRcvDropTotal);
-        frame(FRAME_STATS, conns[k].id, text, (uint32_t)len);
+        if (len > 0 && len < (int)sizeof text) frame(FRAME_STATS, conns[k].id, text, (uint32_t)len);
       }
     }
     SRTSOCKET ready[64];
@@ -335,7 +338,7 @@ int main(int argc, char **argv) {
           if (ns == SRT_INVALID_SOCK) break;
           struct conn *c = NULL;
           for (int k = 0; k < max_conns; k++) if (conns[k].id == 0) { c = &conns[k]; break; }
-          char streamid[512] = "";
+          char streamid[513] = ""; /* SRT's stream id is at most 512 bytes */
           int sid_len = sizeof streamid - 1;
           srt_getsockflag(ns, SRTO_STREAMID, streamid, &sid_len);
           streamid[sid_len > 0 ? sid_len : 0] = 0;
@@ -363,6 +366,8 @@ int main(int argc, char **argv) {
           }
           char open[128];
           int len = snprintf(open, sizeof open, "%s %s %d", id, host, peer_port);
+          if (len < 0) len = 0;
+          if (len >= (int)sizeof open) len = (int)sizeof open - 1;
           frame(FRAME_OPEN, c->id, open, (uint32_t)len);
           int events = SRT_EPOLL_IN | SRT_EPOLL_ERR;
           srt_epoll_add_usock(eid, ns, &events);

@@ -10,8 +10,9 @@ import { promisify } from 'node:util';
 import type { OnAirNode } from '../../server/node.js';
 import { ConfigError } from '../../lib/errors.js';
 import { loadConfig } from '../../server/config.js';
-import { launchChromium } from '../support/browser.js';
+import { launchChromium, signInStudio } from '../support/browser.js';
 import { api, metric, publish, startTestNode, waitFor, within } from '../support/harness.js';
+import { whepPlays } from '../support/whepClient.js';
 
 const run = promisify(execFile);
 
@@ -34,7 +35,8 @@ describe('RTMPS ingest', { timeout: 150_000 }, () => {
     process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = '0';
     ({ node, close } = await startTestNode({
       ONAIR_LADDER: '240', ONAIR_RTMPS_PORT: '0', ONAIR_TLS_CERT: cert, ONAIR_TLS_KEY: key,
-      ONAIR_RTMP_HANDSHAKE_TIMEOUT_MS: '3000', ONAIR_RTMP_MAX_UNAUTHENTICATED_PER_ADDRESS: '3',
+      ONAIR_RTMP_HANDSHAKE_TIMEOUT_MS: '3000', ONAIR_RTMP_MAX_UNAUTHENTICATED_PER_ADDRESS: '3', ONAIR_WEBRTC_LAYERS: '240',
+      ONAIR_RECONNECT_GRACE_SEC: '2',
     }));
     rtmpsUrl = node.rtmpsUrl!;
   });
@@ -49,7 +51,7 @@ describe('RTMPS ingest', { timeout: 150_000 }, () => {
     assert.throws(() => loadConfig({ ONAIR_RTMPS_PORT: '1936' }), (error: unknown) => error instanceof ConfigError && /ONAIR_RTMPS_PORT/.test(error.message));
   });
 
-  test('ffmpeg publishes over rtmps://: the stream goes live and its LL-HLS plays; the API gives the RTMPS URL', { timeout: 60_000 }, async () => {
+  test('ffmpeg publishes over rtmps://: the stream goes live, its LL-HLS and WHEP play, its replay follows; the API gives the RTMPS URL', { timeout: 90_000 }, async () => {
     assert.match(rtmpsUrl, /^rtmps:\/\/127\.0\.0\.1:\d+\/live$/);
     const created = await api(node, 'POST', '/api/streams', { body: { title: 'Over TLS' } });
     assert.equal(created.body.ingest.rtmpsUrl, rtmpsUrl);
@@ -65,10 +67,12 @@ describe('RTMPS ingest', { timeout: 150_000 }, () => {
       const probe = await run('ffprobe', ['-hide_banner', '-v', 'error', '-show_entries', 'stream=codec_type,height', '-of', 'csv=p=0',
         `${node.httpUrl}/live/${created.body.id}/index.m3u8`], { timeout: 20_000 });
       assert.match(probe.stdout, /video,240/);
+      await whepPlays(node.httpUrl, created.body.id);
     } finally {
       publisher.stop();
       await publisher.exited;
     }
+    await waitFor('the replay', async () => (await api(node, 'GET', `/api/streams/${created.body.id}`)).body.replay?.videoId, 30_000, 250);
   });
 
   test('a wrong key over RTMPS is refused with its code, before any media is accepted', { timeout: 30_000 }, async () => {
@@ -144,9 +148,7 @@ describe('RTMPS ingest', { timeout: 150_000 }, () => {
     const chromium = await launchChromium({ ignoreHTTPSErrors: true });
     try {
       const studio = await chromium.browser.newPage();
-      await studio.goto(`${node.httpUrl}/studio?stream=${created.body.id}`);
-      await studio.fill('#token', node.adminToken);
-      await studio.click('#login-form button[type=submit]');
+      await signInStudio(studio, node.httpUrl, node.adminToken, `?stream=${created.body.id}`);
       await studio.waitForSelector('#rtmps-row:not([hidden])', { timeout: 10_000 });
       assert.equal(await studio.textContent('#rtmps-url'), rtmpsUrl);
       assert.equal(await studio.textContent('#rtmp-url'), node.rtmpUrl);

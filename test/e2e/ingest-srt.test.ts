@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import type { OnAirNode } from '../../server/node.js';
-import { launchChromium } from '../support/browser.js';
+import { launchChromium, signInStudio } from '../support/browser.js';
 import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
+import { whepPlays } from '../support/whepClient.js';
 
 const run = promisify(execFile);
 const INSIDE = process.env['ONAIR_TEST_PRIVATE_NET'] === '1';
@@ -37,7 +38,7 @@ if (!INSIDE) {
     let stream: Created;
 
     before(async () => {
-      ({ node, close } = await startTestNode({ ONAIR_LADDER: '240', ONAIR_SRT_PORT: '0', ONAIR_WEBRTC_LAYERS: 'off', ONAIR_RECONNECT_GRACE_SEC: '2' }));
+      ({ node, close } = await startTestNode({ ONAIR_LADDER: '240', ONAIR_SRT_PORT: '0', ONAIR_WEBRTC_LAYERS: '240', ONAIR_RECONNECT_GRACE_SEC: '2' }));
       stream = (await api(node, 'POST', '/api/streams', { body: { title: 'Over SRT' } })).body;
     });
 
@@ -53,7 +54,7 @@ if (!INSIDE) {
       assert.doesNotMatch(JSON.stringify(view), /passphrase/);
     });
 
-    test('ffmpeg publishes over srt://: the stream goes live, its LL-HLS has the ladder\'s H.264 and AAC', { timeout: 60_000 }, async () => {
+    test('ffmpeg publishes over srt://: the stream goes live, its LL-HLS (the ladder\'s H.264 and AAC) and WHEP play, its replay follows', { timeout: 90_000 }, async () => {
       const publisher = publish(stream.ingest.srtUrl!, { width: 426, height: 240, format: 'mpegts' });
       try {
         await onAir(node, stream.id, publisher);
@@ -71,10 +72,12 @@ if (!INSIDE) {
         await waitFor('the second caller refused', async () => (await metric(node, 'onair_publish_refused_total{reason="busy"}')) === refusedBefore + 1, 15_000);
         second.stop();
         assert.equal((await api(node, 'GET', `/api/streams/${stream.id}`)).body.status, 'live', 'the first publisher is still on');
+        await whepPlays(node.httpUrl, stream.id);
       } finally {
         publisher.stop();
         await publisher.exited;
       }
+      await waitFor('the replay', async () => (await api(node, 'GET', `/api/streams/${stream.id}`)).body.replay?.videoId, 30_000, 250);
     });
 
     test('a wrong passphrase, none, or an unknown stream never connect, and start nothing', { timeout: 60_000 }, async () => {
@@ -94,14 +97,32 @@ if (!INSIDE) {
       assert.equal(node.packager(other.id), undefined, 'no event started');
     });
 
+    test('callers with the passphrase but no picture are let go: one sending sound only at once, a silent one after 10 s', { timeout: 60_000 }, async () => {
+      const silent = (await api(node, 'POST', '/api/streams', { body: { title: 'Silent' } })).body as Created;
+      const letGo = async (what: string, caller: ChildProcess, fromMs: number, toMs: number): Promise<void> => {
+        try {
+          const began = Date.now();
+          await waitFor(`${what}: connected`, async () => (await metric(node, 'onair_srt_connections')) === 1, 15_000, 100);
+          await waitFor(`${what}: let go`, async () => (await metric(node, 'onair_srt_connections')) === 0, 30_000, 250);
+          const after = Date.now() - began;
+          assert.ok(after >= fromMs && after < toMs, `${what}: let go after ${after} ms`);
+          await waitFor(`${what}: the stream not publishing`, async () => (await api(node, 'GET', `/api/streams/${silent.id}`)).body.stats?.publishing !== true, 10_000, 250);
+        } finally {
+          caller.kill('SIGKILL');
+        }
+      };
+      // Sound alone: the remux finds no video to copy.
+      await letGo('sound only', spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+        '-c:a', 'aac', '-f', 'mpegts', silent.ingest.srtUrl!], { stdio: 'ignore' }), 0, 8_000);
+      // Debian's srt-live-transmit with nothing on its input: SRT's keepalives would hold the connection for ever.
+      await letGo('silent', spawn('srt-live-transmit', ['-q', 'file://con', silent.ingest.srtUrl!], { stdio: ['pipe', 'ignore', 'ignore'] }), 9_000, 20_000);
+    });
+
     test('the studio shows the SRT URL with its passphrase when it made the key, with a copy button', { timeout: 40_000 }, async () => {
       const chromium = await launchChromium();
       try {
         const studio = await chromium.browser.newPage();
-        await studio.goto(`${node.httpUrl}/studio`);
-        await studio.fill('#token', node.adminToken);
-        await studio.click('#login-form button[type=submit]');
-        await studio.waitForSelector('#studio:not(.hidden)', { timeout: 10_000 });
+        await signInStudio(studio, node.httpUrl, node.adminToken);
         await studio.fill('#new-title', 'SRT from the studio');
         await studio.click('#create-form button[type=submit]');
         await studio.waitForSelector('#srt-row:not([hidden])', { timeout: 10_000 });

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { descendantProcesses } from '../../bench/support/procfs.js';
 import type { OnAirNode } from '../../server/node.js';
-import { launchChromium } from '../support/browser.js';
+import { launchChromium, signInStudio } from '../support/browser.js';
 import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
 import { whipDrop, whipPublish, whipState } from '../support/whip.js';
-import { connectWhep } from '../support/whepClient.js';
+import { whepPlays } from '../support/whepClient.js';
 
 const run = promisify(execFile);
 
@@ -36,6 +36,24 @@ const OBS_SHAPED = [
   'm=video 9 UDP/TLS/RTP/SAVPF 96 97', 'c=IN IP4 0.0.0.0', 'a=mid:1', 'a=sendonly', 'a=ssrc:2861352003 cname:obs', 'a=rtcp-mux',
   'a=rtpmap:96 H264/90000', 'a=fmtp:96 profile-level-id=42e01f;packetization-mode=1', 'a=rtpmap:97 rtx/90000', 'a=fmtp:97 apt=96', '',
 ].join('\r\n');
+
+/** The UDP sockets a process holds (its fds' inodes looked up in /proc/net/udp): local address and port. */
+function udpSocketsOf(pid: number): { address: string; port: number }[] {
+  const inodes = new Set(readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1];
+    } catch {
+      return undefined;
+    }
+  }).filter((inode): inode is string => inode !== undefined));
+  return readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1).map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields.length > 9 && inodes.has(fields[9]!))
+    .map((fields) => {
+      const [hex, port] = fields[1]!.split(':') as [string, string];
+      const address = [3, 2, 1, 0].map((i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16)).join('.');
+      return { address, port: parseInt(port, 16) };
+    });
+}
 
 const view = async (node: OnAirNode, id: string): Promise<StreamView> => (await api(node, 'GET', `/api/streams/${id}`)).body;
 
@@ -75,9 +93,7 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     assert.equal(stream.ingest.whipUrl, whipUrl);
     const studio = await chromium.browser.newPage();
     try {
-      await studio.goto(`${node.httpUrl}/studio?stream=${streamId}`);
-      await studio.fill('#token', node.adminToken);
-      await studio.click('#login-form button[type=submit]');
+      await signInStudio(studio, node.httpUrl, node.adminToken, `?stream=${streamId}`);
       await studio.waitForSelector('#whip-row:not([hidden])', { timeout: 10_000 });
       assert.equal(await studio.textContent('#whip-url'), whipUrl);
       assert.ok(await studio.isVisible('#copy-whip-url'));
@@ -145,13 +161,7 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
       `${node.httpUrl}/live/${streamId}/index.m3u8`], { timeout: 20_000 });
     assert.match(probe.stdout, /h264,video,360/);
     assert.match(probe.stdout, /aac,audio/, 'opus became AAC');
-    const viewer = await connectWhep(`${node.httpUrl}/live/${streamId}/whep`, { congestionControl: false });
-    try {
-      assert.equal(viewer.status, 201, viewer.answer);
-      await viewer.waitFor('a keyframe over WebRTC', (s) => s.keyframes > 0 && s.audioPackets > 0, 15_000);
-    } finally {
-      await viewer.close();
-    }
+    await whepPlays(node.httpUrl, streamId);
   });
 
   test('while it publishes, a second WHIP publisher and an RTMP publisher on the key are refused as busy (409)', { timeout: 30_000 }, async () => {
@@ -169,6 +179,14 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     await rtmp.exited;
     assert.match(rtmp.stderr(), /ONAIR_ERR_PUBLISH_BUSY/);
     assert.equal(await metric(node, 'onair_publish_refused_total{reason="busy"}'), before + 1);
+  });
+
+  test('the bridge\'s RTP ports are on loopback only: nobody on the network can feed a publish', () => {
+    const [bridge] = bridgeFfmpegs();
+    assert.ok(bridge, 'the bridge ffmpeg runs');
+    const sockets = udpSocketsOf(bridge);
+    assert.ok(sockets.length >= 2, `its UDP sockets: ${JSON.stringify(sockets)}`);
+    for (const socket of sockets) assert.equal(socket.address, '127.0.0.1', `port ${socket.port} is bound to ${socket.address}`);
   });
 
   test('the bridge\'s ffmpeg SIGKILLed: another takes over, the publisher sees nothing, the same event goes on', { timeout: 60_000 }, async () => {

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { OnAirNode } from '../../server/node.js';
-import { launchChromium } from '../support/browser.js';
+import { launchChromium, signInStudio } from '../support/browser.js';
 import { api, publish, startTestNode, waitFor } from '../support/harness.js';
 import { makeVideo, tusCreate, tusPatch } from '../support/tus.js';
 
@@ -150,9 +150,7 @@ describe('webhooks: stream.live, stream.ended, video.ready, signed, retried, in 
     const chromium = await launchChromium();
     try {
       const studio = await chromium.browser.newPage();
-      await studio.goto(`${node.httpUrl}/studio`);
-      await studio.fill('#token', node.adminToken);
-      await studio.click('#login-form button[type=submit]');
+      await signInStudio(studio, node.httpUrl, node.adminToken);
       await studio.waitForSelector(`#hooks li[data-id="${webhookId}"]`, { timeout: 10_000 });
       const lines = await studio.$$eval(`#hooks li[data-id="${webhookId}"] ol li`, (items) => items.map((li): [string, string] => [li.textContent ?? '', (li as HTMLElement).dataset['ok'] ?? '']));
       assert.ok(lines.some(([text, ok]) => /stream\.live · try 1 · 503/.test(text) && ok === 'false'), JSON.stringify(lines));

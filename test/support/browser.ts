@@ -32,6 +32,14 @@ export async function launchChromium(options: { ignoreHTTPSErrors?: boolean; fak
 
 export type { Browser };
 
+/** Opens the studio (`path`: its query, e.g. `?stream=<id>`) and signs in with the admin token, as a broadcaster does. */
+export async function signInStudio(page: import('playwright-core').Page, httpUrl: string, adminToken: string, path = ''): Promise<void> {
+  await page.goto(`${httpUrl}/studio${path}`);
+  await page.fill('#token', adminToken);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#studio:not(.hidden)', { timeout: 10_000 });
+}
+
 /**
  * Runs in the page: counts the `<video>`'s stalls (`waiting` once playback has begun) from now on, in the element's
  * `onairStalls`; a second call leaves the count running. The pages keep no count of their own.

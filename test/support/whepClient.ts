@@ -468,3 +468,17 @@ class TransportCcFeedback {
     this.#send(Buffer.concat([header, body]));
   }
 }
+
+/**
+ * What a WebRTC viewer of a live stream sees: a werift viewer POSTs to its WHEP URL and gets a keyframe (and audio,
+ * unless `audio` is false) within 15 s, then leaves. Throws with what it got otherwise.
+ */
+export async function whepPlays(httpUrl: string, streamId: string, options: { audio?: boolean } = {}): Promise<void> {
+  const viewer = await connectWhep(`${httpUrl}/live/${streamId}/whep`, { congestionControl: false });
+  try {
+    if (viewer.status !== 201) throw new Error(`WHEP POST answered ${viewer.status}: ${viewer.answer}`);
+    await viewer.waitFor('a keyframe over WebRTC', (s) => s.keyframes > 0 && (options.audio === false || s.audioPackets > 0), 15_000);
+  } finally {
+    await viewer.close();
+  }
+}
