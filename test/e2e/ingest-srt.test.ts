@@ -115,7 +115,7 @@ if (!INSIDE) {
       await letGo('sound only', spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
         '-c:a', 'aac', '-f', 'mpegts', silent.ingest.srtUrl!], { stdio: 'ignore' }), 0, 8_000);
       // Debian's srt-live-transmit with nothing on its input: SRT's keepalives would hold the connection for ever.
-      await letGo('silent', spawn('srt-live-transmit', ['-q', 'file://con', silent.ingest.srtUrl!], { stdio: ['pipe', 'ignore', 'ignore'] }), 9_000, 20_000);
+      await letGo('silent', spawn('srt-live-transmit', ['-q', 'file://con', silent.ingest.srtUrl!], { stdio: ['pipe', 'ignore', 'ignore'] }), 9_000, 14_000);
     });
 
     test('the studio shows the SRT URL with its passphrase when it made the key, with a copy button', { timeout: 40_000 }, async () => {
