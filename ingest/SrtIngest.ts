@@ -40,6 +40,9 @@ const FRAME_OPEN = 1;
 const FRAME_DATA = 2;
 const FRAME_CLOSE = 3;
 const FRAME_STATS = 4;
+const FRAME_SYNC = 5;
+/** How long a refresh waits for the listener to confirm its passphrases are in effect. */
+const SYNC_TIMEOUT_MS = 2_000;
 /** Streams whose passphrases the listener holds at most (its table's bound). */
 const MAX_STREAMS = 65_536;
 /** A caller without usable media (H.264 in MPEG-TS) this long after it connected is let go. */
@@ -83,6 +86,9 @@ export class SrtIngest {
   readonly #passphrases = new Map<string, string>();
   #refreshTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
+  /** Refreshes waiting for the listener's sync frame, by number. */
+  readonly #syncs = new Map<number, () => void>();
+  #nextSync = 1;
   /** The refresh running now: refreshes run one at a time, so an older snapshot never lands after a newer one. */
   #refreshing: Promise<void> = Promise.resolve();
   #closed = false;
@@ -172,11 +178,31 @@ export class SrtIngest {
       this.#passphrases.delete(id);
       this.#command(`del ${id}`);
     }
+    let changed = false;
     for (const [id, passphrase] of wanted) {
       if (this.#passphrases.get(id) === passphrase) continue;
       this.#passphrases.set(id, passphrase);
       this.#command(`set ${id} ${passphrase}`);
+      changed = true;
     }
+    // A key just made or rotated is usable over SRT when the API answers: wait until the listener has it.
+    if (changed) await this.#sync();
+  }
+
+  #sync(): Promise<void> {
+    const n = this.#nextSync++;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#syncs.delete(n);
+        resolve();
+      }, SYNC_TIMEOUT_MS);
+      this.#syncs.set(n, () => {
+        clearTimeout(timer);
+        this.#syncs.delete(n);
+        resolve();
+      });
+      this.#command(`sync ${n}`);
+    });
   }
 
   close(): void {
@@ -229,6 +255,8 @@ export class SrtIngest {
       connection.lastDataAt = Date.now();
       // A copy: the payload is a view of a 64 KiB read holding other connections' data too.
       connection.ffmpeg.stdin.write(Buffer.from(payload));
+    } else if (type === FRAME_SYNC) {
+      this.#syncs.get(id)?.();
     } else if (type === FRAME_STATS) {
       const connection = this.#connections.get(id);
       if (connection) connection.packets = packetCounts(payload.toString());

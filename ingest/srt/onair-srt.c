@@ -10,11 +10,13 @@
  *   set <stream id> <passphrase>    the stream may publish with this passphrase (10-79 characters)
  *   del <stream id>                 it may not any more
  *   drop <connection>               close that connection (a publish OnAir refused, or an ended stream)
+ *   sync <n>                        answered by a sync frame once every command before it is in effect
  * and reads frames on stdout, each a 9-byte header (type, connection as u32 BE, length as u32 BE) and its payload:
  *   1 open   "<stream id> <peer address>"
  *   2 data   what the caller sent (MPEG-TS, in the caller's packets)
  *   3 close  why, in words, then "|<packets received> <lost> <retransmitted received> <dropped (too late)>"
  *   4 stats  "<packets received> <lost> <retransmitted received> <dropped (too late)>", each second, so far
+ *   5 sync   the <n> of a sync command, in the connection field
  * It exits when stdin closes (its parent is gone).
  *
  * Usage: onair-srt <bind address> <port> <latency ms> <max connections>
@@ -39,7 +41,7 @@
 #define TABLE_SIZE 131072 /* streams with a passphrase: a bound, and a hash table with room to spare */
 #define PAYLOAD_MAX 1500
 
-enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CLOSE = 3, FRAME_STATS = 4 };
+enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CLOSE = 3, FRAME_STATS = 4, FRAME_SYNC = 5 };
 
 struct entry {
   char id[ID_LEN + 1];
@@ -56,6 +58,7 @@ struct conn {
 
 static struct entry table[TABLE_SIZE];
 static int table_count = 0;
+static int tombstones = 0; /* deleted slots: probes walk over them; the table is rebuilt when they are many */
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *conns;
 static int max_conns;
@@ -92,6 +95,22 @@ static int slot_of(const char *id, int insert) {
     if (strcmp(e->id, id) == 0) return (int)h;
   }
   return insert ? tomb : -1;
+}
+
+/* Rebuilds the table without its tombstones (under table_lock), so that a miss stops at the first free slot again. */
+static void rebuild(void) {
+  struct entry *live = malloc((size_t)(table_count > 0 ? table_count : 1) * sizeof *live);
+  if (!live) return;
+  int n = 0;
+  for (int i = 0; i < TABLE_SIZE; i++) if (table[i].used == 1 && n < table_count) live[n++] = table[i];
+  memset(table, 0, sizeof table);
+  for (int i = 0; i < n; i++) {
+    int s = slot_of(live[i].id, 1);
+    if (s >= 0) table[s] = live[i];
+  }
+  memset(live, 0, (size_t)n * sizeof *live);
+  free(live);
+  tombstones = 0;
 }
 
 static void write_all(const void *buf, size_t len) {
@@ -204,6 +223,7 @@ static void command(char *line) {
     pthread_mutex_lock(&table_lock);
     int s = slot_of(a, 1);
     if (s >= 0 && (table[s].used == 1 || table_count < TABLE_SIZE / 2)) {
+      if (table[s].used == 2) tombstones--;
       if (table[s].used != 1) table_count++;
       strcpy(table[s].id, a);
       strcpy(table[s].pass, b);
@@ -217,8 +237,11 @@ static void command(char *line) {
       table[s].used = 2;
       memset(table[s].pass, 0, sizeof table[s].pass);
       table_count--;
+      if (++tombstones > TABLE_SIZE / 4) rebuild();
     }
     pthread_mutex_unlock(&table_lock);
+  } else if (n >= 2 && strcmp(verb, "sync") == 0) {
+    frame(FRAME_SYNC, (uint32_t)strtoul(a, NULL, 10), NULL, 0);
   } else if (n >= 2 && strcmp(verb, "drop") == 0) {
     uint32_t id = (uint32_t)strtoul(a, NULL, 10);
     for (int i = 0; i < max_conns; i++) if (conns[i].id == id && id != 0) close_conn(&conns[i], "dropped by OnAir");
