@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { launchChromium } from '../test/support/browser.js';
 import { api, startTestNode, waitFor } from '../test/support/harness.js';
 import { tusCreate, tusPatch } from '../test/support/tus.js';
@@ -87,6 +87,18 @@ async function navigate(page: Page, url: string): Promise<Navigation> {
   return page.evaluate(navigationFigures);
 }
 
+async function measure(browser: BrowserContext, mode: Mode, count: number): Promise<void> {
+  for (let i = 0; i < count; i += 1) {
+    const page = await browser.newPage();
+    try {
+      await page.addInitScript(watchFirstFrame);
+      mode.runs.push(await navigate(page, mode.url));
+    } finally {
+      await page.close().catch(() => undefined);
+    }
+  }
+}
+
 async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   const count = envInteger('BENCH_TTFF_RUNS', 7, 1, 50);
   report(`method    ${count} cold navigations per mode (browser cache cleared); TTFF = performance.now() at the first ` +
@@ -117,6 +129,12 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
       return video.status === 'ready';
     }, 300_000, 500), 310_000, signal);
 
+    // The replay alone first: a replay viewer's browser does not share its CPU with the server's live encodes, here
+    // it would (one machine); measured again below with the live ladder encoding beside it.
+    const replay: Mode = { name: 'replay (VOD HLS)', url: `${node.httpUrl}/watch/${videoId}`, runs: [] };
+    modes.push(replay);
+    await measure(chromium.browser, replay, count);
+
     const stream = await api(node, 'POST', '/api/streams', { body: { title: 'bench: ttff' } });
     if (stream.status !== 201) throw new BenchError(`POST /api/streams answered ${stream.status}`);
     const streamId = String(stream.body.id);
@@ -128,19 +146,14 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
     // A full playlist and WebRTC layers flowing, as for a viewer who arrives mid-show.
     await sleep(8_000, signal);
 
-    modes.push({ name: 'live LL-HLS', url: `${node.httpUrl}/watch/${streamId}`, runs: [] });
-    modes.push({ name: 'live WebRTC', url: `${node.httpUrl}/watch/${streamId}?mode=webrtc`, runs: [] });
-    modes.push({ name: 'replay (VOD HLS)', url: `${node.httpUrl}/watch/${videoId}`, runs: [] });
-    for (const mode of modes) {
-      for (let i = 0; i < count; i += 1) {
-        const page = await chromium.browser.newPage();
-        try {
-          await page.addInitScript(watchFirstFrame);
-          mode.runs.push(await navigate(page, mode.url));
-        } finally {
-          await page.close().catch(() => undefined);
-        }
-      }
+    const beside: Mode[] = [
+      { name: 'live LL-HLS', url: `${node.httpUrl}/watch/${streamId}`, runs: [] },
+      { name: 'live WebRTC', url: `${node.httpUrl}/watch/${streamId}?mode=webrtc`, runs: [] },
+      { name: 'replay, live beside', url: replay.url, runs: [] },
+    ];
+    for (const mode of beside) {
+      modes.push(mode);
+      await measure(chromium.browser, mode, count);
     }
   } finally {
     publisher?.kill();
@@ -167,7 +180,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
       return {
         metric: `TTFF ${mode.name} median (vs page load)`,
         value: `${ms(ttff?.p50)} (${ttff && load ? (ttff.p50 / load.p50).toFixed(1) : 'n/a'}x of ${ms(load?.p50)})`,
-        ...(mode.name.startsWith('replay') ? { goal: '< 200 ms', met: (ttff?.p50 ?? Infinity) < 200 } : {}),
+        ...(mode === modes[0] ? { goal: '< 200 ms', met: (ttff?.p50 ?? Infinity) < 200 } : {}),
       };
     }),
   };

@@ -314,10 +314,12 @@ function playHls() {
     // decoded from, and the page owns the rate that catches up.
     // startFragPrefetch (on demand): the first segment loads while the browser opens the MediaSource (~80 ms sooner).
     // Not live: there hls.js would prefetch a whole segment and start ~0.5 s further behind.
+    // enableWorker (live only): on demand the segments are fMP4 (no transmuxing), and the worker would parse hls.js's
+    // 624 kB again before the first append (~60 ms of the time to first frame, BENCHMARKS.md).
     // On demand too: a replay is the live event's muxed segments, and its captions need the mended timeline.
     var timeline = captionsTimeline(Hls);
     var hls = new Hls(Object.assign(onair.mode === 'live' ? liveHlsConfig(Hls) : timeline ? { timelineController: timeline } : {}, {
-      backBufferLength: 30, startFragPrefetch: onair.mode !== 'live',
+      backBufferLength: 30, startFragPrefetch: onair.mode !== 'live', enableWorker: onair.mode === 'live',
       xhrSetup: function (xhr, url) {
         xhr.open('GET', url, true);
         // Media playlists only: the multivariant one is the page's preload (no header, or it would not be reused).
