@@ -17,9 +17,10 @@ import { ratioText, summarize, type Summary } from './support/stats.js';
  * - RTMP: the barcode ffmpeg of the other latency benchmarks (x264 ultrafast zerolatency, 2 s GOP, -re), 640x360 30 fps
  *   (the barcode drawn at 1280x720 geometry and scaled: a 2-core machine holds that in real time beside the ladder).
  * - WHIP: a Chromium page drawing the same barcode (Date.now() at each draw) on a 640x360 canvas 30 times a second,
- *   captureStream → RTCPeerConnection (H.264, Chromium's software encoder) → POST /live/:id/whip: the bridge copies
- *   the H.264 into the ladder's input.
- * - Viewer: the watch page in real-time mode (WHEP, the ladder's WebRTC layers) in the same Chromium, for each.
+ *   captureStream → RTCPeerConnection (H.264, Chromium's software encoder) → POST /live/:id/whip: WebRTC viewers get
+ *   the publisher's own H.264 (ONAIR_WHIP_PASSTHROUGH, the default), the bridge copies it into the ladder's input.
+ * - Viewer: the watch page in real-time mode (WHEP) in the same Chromium, for each: the ladder's WebRTC layers for
+ *   RTMP, the publisher's own layer for WHIP.
  */
 
 const FPS = 30;
@@ -47,7 +48,7 @@ async function run({ report, signal }: BenchContext): Promise<BenchResult> {
   report(`publishers ${WIDTH}x${HEIGHT} ${FPS} fps with the 20-bit wall-clock barcode: RTMP = ffmpeg x264 ultrafast zerolatency 1500k -re; ` +
     'WHIP = a headless Chromium canvas (captureStream) encoded by Chromium\'s H.264 (maintain-resolution)');
   report(`node       libx264 ${config.x264Preset}, HLS ladder ${LADDER}, WebRTC layers ${config.webrtcLayers.join(',')}, ` +
-    `${os.availableParallelism()} viewer workers; a WHIP publish goes through the bridge (H.264 copied, Opus→AAC) into the same ladder`);
+    `${os.availableParallelism()} viewer workers; WHEP viewers of a WHIP publish get its own H.264 (no re-encode; the bridge copies it into the same ladder)`);
   report(`viewer     the watch page ?mode=webrtc (WHEP) in the same Chromium; ${warmupSec} s warm-up after playback starts, then ${measureSec} s`);
 
   const harness = await within('starting an OnAir node', startTestNode({ ONAIR_X264_PRESET: config.x264Preset, ONAIR_LADDER: LADDER }), 60_000, signal,

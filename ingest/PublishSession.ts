@@ -22,6 +22,17 @@ export interface PublishStats {
   inFps: number;
 }
 
+/**
+ * A publisher whose own media WebRTC viewers can get as it is, with no re-encode (a WHIP publisher, issue #20): its
+ * video (one layer) and audio go as plain RTP to the stream's WebRTC input, in place of the ladder's layers.
+ */
+export interface RtpPassthrough {
+  /** Sends to these ports (RTCP on port + 1), or goes on when it sends there already; resolves with what it sends. */
+  send(target: { videoPort: number; audioPort: number | undefined }): Promise<{ audio: boolean }>;
+  /** A WebRTC viewer asked for a keyframe (it joined, or lost one). */
+  requestKeyFrame(): void;
+}
+
 export type PublishSessionEvents = {
   /** Flow control from downstream: false, stop reading the publisher's socket; true, read again. */
   flow: [flowing: boolean];
@@ -90,9 +101,13 @@ export class PublishSession extends TypedEmitter<PublishSessionEvents> {
   #windowBytes = 0;
   #windowFrames = 0;
 
-  constructor(options: { id: string; streamId: string; remoteAddress: string }) {
+  /** Set for a publisher whose own media WebRTC viewers get (`RtpPassthrough`). */
+  readonly passthrough: RtpPassthrough | undefined;
+
+  constructor(options: { id: string; streamId: string; remoteAddress: string; passthrough?: RtpPassthrough | undefined }) {
     super();
     this.id = options.id;
+    this.passthrough = options.passthrough;
     this.streamId = options.streamId;
     this.remoteAddress = options.remoteAddress;
   }

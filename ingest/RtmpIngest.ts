@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log.js';
 import { defaultLimits } from '../lib/limits.js';
 import { RTMP_LIMITS, type RtmpLimits } from './limits.js';
 import { createRtmpProtocol, RtmpViolation, type AvPacket, type ConnectRequest } from './nms.js';
-import { PublishSession } from './PublishSession.js';
+import { PublishSession, type RtpPassthrough } from './PublishSession.js';
 
 /** The RTMP application OBS publishes to: `rtmp://host/live` + stream key. */
 export const RTMP_APP = 'live';
@@ -172,9 +172,10 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
   /**
    * A publish that came another way than RTMP (WHIP: `WhipIngest`), its key already checked: the same rules as an
    * RTMP publish (one publisher per stream, admission, the reconnect grace) and the same `publish` event. The caller
-   * feeds the session FLV packets and calls `leave(session)` when its publisher is gone.
+   * feeds the session FLV packets and calls `leave(session)` when its publisher is gone. `passthrough`: the publisher's
+   * own media, for WebRTC viewers (a WHIP publisher, issue #20).
    */
-  publishFrom(streamId: string, remoteAddress: string): PublishSession | Refusal {
+  publishFrom(streamId: string, remoteAddress: string, options: { passthrough?: RtpPassthrough | undefined } = {}): PublishSession | Refusal {
     const broadcast = this.#broadcasts.get(streamId);
     let refusal: Refusal | undefined;
     if (this.#closed) {
@@ -189,7 +190,7 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
       this.#refused(refusal);
       return refusal;
     }
-    return this.#startSession(streamId, remoteAddress, broadcast);
+    return this.#startSession(streamId, remoteAddress, broadcast, options.passthrough);
   }
 
   /** The publisher of a `publishFrom` session is gone: the reconnect grace starts, as when an RTMP socket closes. */
@@ -454,8 +455,8 @@ export class RtmpIngest extends TypedEmitter<RtmpIngestEvents> {
     this.safeEmit('refused', refusal);
   }
 
-  #startSession(streamId: string, remoteAddress: string, existing: Broadcast | undefined): PublishSession {
-    const session = new PublishSession({ id: randomUUID(), streamId, remoteAddress });
+  #startSession(streamId: string, remoteAddress: string, existing: Broadcast | undefined, passthrough?: RtpPassthrough): PublishSession {
+    const session = new PublishSession({ id: randomUUID(), streamId, remoteAddress, passthrough });
     const resumed = existing !== undefined;
     const broadcast = existing ?? { streamId, publisher: undefined, graceTimer: undefined };
     clearTimeout(broadcast.graceTimer);

@@ -5,7 +5,7 @@ import type { Logger } from '../lib/log.js';
 import { spawnTied, type TiedProcess } from '../lib/tiedProcess.js';
 import { buildWhipAnswer, WhepSdpError, whipRouterCodecs, type WhipOffer, type WhipTrack } from '../webrtc-edge/index.js';
 import { feedSession } from './flvFeed.js';
-import type { PublishSession } from './PublishSession.js';
+import type { PublishSession, RtpPassthrough } from './PublishSession.js';
 import { REFUSAL_CODES, type Refusal, type RtmpIngest } from './RtmpIngest.js';
 
 /** Where a WHIP publisher's transport lives: a router on a worker with a WebRtcServer (`WebRtcEdge.publishRouter`). */
@@ -24,6 +24,11 @@ export interface WhipIngestOptions {
   disconnectedMs?: number;
   /** Called when a bridge ffmpeg that died is replaced (for `onair_child_restarts_total`). */
   onBridgeRestart?: () => void;
+  /**
+   * WebRTC viewers get the publisher's own H.264 and opus (one layer, no re-encode) instead of the ladder's simulcast
+   * layers (`ONAIR_WHIP_PASSTHROUGH`, default true).
+   */
+  passthrough?: boolean;
 }
 
 /** Why a WHIP publish was refused: the RTMP refusal's catalogued code, so both paths say the same. */
@@ -47,6 +52,10 @@ interface Publish {
   session: PublishSession;
   router: ms.Router;
   producers: { track: WhipTrack; producer: ms.Producer }[];
+  /** The publisher's own media for the WebRTC viewers; undefined when the ladder's layers serve them. */
+  passthrough: RtpPassthrough | undefined;
+  /** Asks the publisher for a keyframe through a consumer of its video, spaced (every asker goes through it). */
+  askKeyFrame: (through: ms.Consumer) => void;
   bridge: Bridge | undefined;
   /** When the bridge's ffmpeg was restarted lately (bounded: see MAX_BRIDGE_RESTARTS). */
   restarts: number[];
@@ -76,6 +85,11 @@ const DISCONNECTED_MS = 5_000;
 const KEYFRAME_INTERVAL_MS = 2_000;
 /** Until the source is known, keyframes are asked for this often (ffmpeg needs one to learn the picture size). */
 const START_KEYFRAME_INTERVAL_MS = 500;
+/**
+ * Keyframe requests reach the publisher at most this often: libwebrtc ignores a PLI that comes within 300 ms of the
+ * one before (its minimum keyframe interval), and mediasoup asks again only a second later.
+ */
+const KEYFRAME_REQUEST_GAP_MS = 350;
 /** WHIP offers being set up at once, every stream together (each holds a router until it is answered). */
 const MAX_PENDING = 16;
 /** The bridge's ffmpeg is restarted (the publisher sees nothing) at most this often in BRIDGE_RESTART_WINDOW_MS. */
@@ -86,7 +100,9 @@ const BRIDGE_RESTART_WINDOW_MS = 60_000;
  * WHIP ingest (RFC 9725, issue #20). The publisher's H.264 and opus arrive on a mediasoup WebRtcTransport; plain-RTP
  * consumers hand them to one ffmpeg per publish, which copies the video and transcodes opus to AAC into FLV on its
  * stdout; those FLV packets feed a `PublishSession` from `RtmpIngest.publishFrom`. From there a WHIP publish is an RTMP
- * publish: the same refusals, ladder, LL-HLS, WebRTC, recording, cues and reconnect grace.
+ * publish: the same refusals, ladder, LL-HLS, recording, cues and reconnect grace. Its WebRTC viewers get its own
+ * media (`rtpPassthrough`, unless `passthrough: false`): the session carries it, and the live event sends it to the
+ * stream's WebRTC input instead of the ladder's layers.
  */
 export class WhipIngest {
   readonly #options: WhipIngestOptions;
@@ -135,10 +151,13 @@ export class WhipIngest {
       const answer = buildWhipAnswer({
         offer, iceParameters: transport.iceParameters, iceCandidates: transport.iceCandidates, dtlsParameters: transport.dtlsParameters,
       });
-      const taken = this.#options.ingest.publishFrom(streamId, remoteAddress);
+      const askKeyFrame = keyFrameAsker();
+      const passthrough = this.#options.passthrough === false ? undefined : rtpPassthrough(router, producers, askKeyFrame);
+      const taken = this.#options.ingest.publishFrom(streamId, remoteAddress, { passthrough });
       if (!('id' in taken)) throw new WhipRefusal(REFUSAL_CODES[(taken as Refusal).reason], (taken as Refusal).detail);
       const publish: Publish = {
-        id: randomUUID(), streamId, remoteAddress, session: taken, router, producers, bridge: undefined, restarts: [], disconnected: undefined, watchdog: undefined, ended: false,
+        id: randomUUID(), streamId, remoteAddress, session: taken, router, producers, passthrough, askKeyFrame, bridge: undefined, restarts: [],
+        disconnected: undefined, watchdog: undefined, ended: false,
       };
       this.#publishes.set(publish.id, publish);
       this.#watch(publish, transport);
@@ -225,9 +244,7 @@ export class WhipIngest {
     const { router } = publish;
     const { session } = bridge;
     const legs: { kind: ms.MediaKind; port: number; consumer: ms.Consumer }[] = [];
-    const capabilities = router.rtpCapabilities;
-    // ffmpeg reads plain RTP: no RTX, no header extensions it would not use.
-    const plainCapabilities: ms.RtpCapabilities = { codecs: (capabilities.codecs ?? []).filter((c) => !c.mimeType.toLowerCase().endsWith('/rtx')), headerExtensions: [] };
+    const plainCapabilities = plainRtpCapabilities(router);
     for (const { track, producer } of publish.producers) {
       const plain = await router.createPlainTransport({ listenIp: '127.0.0.1', rtcpMux: false, comedia: false });
       bridge.transports.push(plain);
@@ -250,7 +267,7 @@ export class WhipIngest {
     const video = legs.find((leg) => leg.kind === 'video')?.consumer;
     if (!video || bridge.closed) return;
     // Asked at once and then on an interval; quickly until ffmpeg has what it needs to start.
-    const ask = (): void => void video.requestKeyFrame().catch(() => undefined);
+    const ask = (): void => publish.askKeyFrame(video);
     ask();
     const starting = setInterval(() => (session.source ? clearInterval(starting) : ask()), START_KEYFRAME_INTERVAL_MS);
     const steady = setInterval(ask, KEYFRAME_INTERVAL_MS);
@@ -271,7 +288,7 @@ export class WhipIngest {
     this.#options.onBridgeRestart?.();
     this.#log.warn({ streamId: publish.streamId, reason, code: 'ONAIR_ERR_WHIP_BRIDGE' }, 'WHIP bridge died: restarted');
     this.#options.ingest.leave(bridge.session);
-    const taken = this.#options.ingest.publishFrom(publish.streamId, publish.remoteAddress);
+    const taken = this.#options.ingest.publishFrom(publish.streamId, publish.remoteAddress, { passthrough: publish.passthrough });
     if (!('id' in taken)) {
       this.#end(publish, `the stream took another publisher while the bridge restarted (${(taken as Refusal).reason})`);
       return;
@@ -290,6 +307,83 @@ export class WhipIngest {
     this.#log.info({ streamId: publish.streamId, reason }, 'WHIP publisher gone');
     this.#options.ingest.leave(publish.session);
   }
+}
+
+/** What a plain-RTP receiver takes: the router's codecs but RTX, and no header extensions it would not use. */
+function plainRtpCapabilities(router: ms.Router): ms.RtpCapabilities {
+  return { codecs: (router.rtpCapabilities.codecs ?? []).filter((c) => !c.mimeType.toLowerCase().endsWith('/rtx')), headerExtensions: [] };
+}
+
+/**
+ * The publisher's own media for the stream's WebRTC viewers (issue #20): plain-RTP consumers on its router sending to
+ * the stream's WebRTC input (the edge's relay numbers them as its producers expect), and the viewers' keyframe requests
+ * passed on to the publisher. Another target (a new event for the same publish) replaces the legs; the router's end
+ * (the publish's) closes them.
+ */
+function rtpPassthrough(router: ms.Router, producers: readonly { track: WhipTrack; producer: ms.Producer }[], askKeyFrame: (through: ms.Consumer) => void): RtpPassthrough {
+  let legs: { key: string; sending: Promise<{ audio: boolean }>; transports: ms.PlainTransport[]; video: ms.Consumer | undefined } | undefined;
+  const open = async (current: NonNullable<typeof legs>, target: { videoPort: number; audioPort: number | undefined }): Promise<{ audio: boolean }> => {
+    let audio = false;
+    for (const { track, producer } of producers) {
+      const port = track.kind === 'video' ? target.videoPort : target.audioPort;
+      if (port === undefined || router.closed || legs !== current) continue;
+      const plain = await router.createPlainTransport({ listenIp: '127.0.0.1', rtcpMux: false, comedia: false });
+      current.transports.push(plain);
+      // Replaced meanwhile (another target): the new legs send.
+      if (legs !== current) {
+        plain.close();
+        break;
+      }
+      await plain.connect({ ip: '127.0.0.1', port, rtcpPort: port + 1 });
+      const consumer = await plain.consume({ producerId: producer.id, rtpCapabilities: plainRtpCapabilities(router) });
+      if (track.kind === 'video') current.video = consumer;
+      else audio = true;
+    }
+    return { audio };
+  };
+  return {
+    send(target) {
+      const key = `${target.videoPort}|${target.audioPort ?? ''}`;
+      if (legs?.key === key) return legs.sending;
+      for (const transport of legs?.transports ?? []) transport.close();
+      const current: NonNullable<typeof legs> = { key, sending: Promise.resolve({ audio: false }), transports: [], video: undefined };
+      legs = current;
+      current.sending = open(current, target);
+      return current.sending;
+    },
+    requestKeyFrame() {
+      if (legs?.video) askKeyFrame(legs.video);
+    },
+  };
+}
+
+/**
+ * Spaces the keyframe requests of one publisher (the bridge's schedule, the WebRTC viewers'): one per gap; one that
+ * comes within it is asked at the gap's end, not dropped (a PLI libwebrtc ignores leaves mediasoup's request pending
+ * for a second).
+ */
+function keyFrameAsker(): (through: ms.Consumer) => void {
+  let askedAt = 0;
+  let deferred: { timer: NodeJS.Timeout; through: ms.Consumer } | undefined;
+  const ask = (through: ms.Consumer): void => {
+    deferred = undefined;
+    askedAt = Date.now();
+    if (!through.closed) void through.requestKeyFrame().catch(() => undefined);
+  };
+  return (through) => {
+    if (deferred) {
+      deferred.through = through;
+      return;
+    }
+    const wait = askedAt + KEYFRAME_REQUEST_GAP_MS - Date.now();
+    if (wait <= 0) {
+      ask(through);
+      return;
+    }
+    const timer = setTimeout(() => ask(deferred!.through), wait);
+    timer.unref();
+    deferred = { timer, through };
+  };
 }
 
 function closeBridge(bridge: Bridge): void {

@@ -1,7 +1,7 @@
 export { RtmpIngest, RTMP_APP } from './RtmpIngest.js';
 export type { RtmpIngestOptions, RtmpIngestEvents, AuthorizeResult, Refusal, Dropped, PublishData } from './RtmpIngest.js';
 export { PublishSession } from './PublishSession.js';
-export type { PublishSource, PublishStats, PublishSessionEvents } from './PublishSession.js';
+export type { PublishSource, PublishStats, PublishSessionEvents, RtpPassthrough } from './PublishSession.js';
 export { RTMP_LIMITS, SRT_LIMITS } from './limits.js';
 export type { RtmpLimits, SrtLimits } from './limits.js';
 export { WhipIngest, WhipRefusal } from './WhipIngest.js';

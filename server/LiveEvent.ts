@@ -1,12 +1,15 @@
 import { TypedEmitter } from '../lib/emitter.js';
 import type { Logger } from '../lib/log.js';
 import type { PublishSession } from '../ingest/index.js';
-import { LiveTranscoder, type LadderPlan, type LoadGovernor, type VideoEncoderKind } from '../live-transcoder/index.js';
+import { LiveTranscoder, type LadderPlan, type LoadGovernor, type RtpFeed, type VideoEncoderKind } from '../live-transcoder/index.js';
 import { StreamPackager, type Continuation } from '../ll-hls-packager/index.js';
 import type { EventRecorder } from '../vod-archive/index.js';
 import type { EdgeRtpInputs, WebRtcEdge } from '../webrtc-edge/index.js';
 import type { Config } from './config.js';
 import { closeEventCues, openEventCues, WebRtcAds, type LiveEventCues } from '../cues/index.js';
+
+/** The one layer of a publisher's own media, as the producers declare it (its `maxBitrate`) and an ad is encoded at most. */
+const OWN_MEDIA_KBPS = 4000;
 
 export type LiveEventEvents = {
   /** The transcoder (re)started with this ladder plan; the packager has taken it already. */
@@ -61,6 +64,11 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
   readonly #webrtcAds: WebRtcAds | undefined;
   /** The publisher now; undefined during the reconnect grace. */
   #publisher: PublishSession | undefined;
+  /** The WebRTC input's ports and SSRCs (undefined without WebRTC). */
+  readonly #rtpInputs: EdgeRtpInputs | undefined;
+  readonly #log: Logger;
+  /** Set while the WebRTC viewers get the publisher's own media (a WHIP publisher, issue #20): whether it has audio. */
+  #ownMedia: { audio: boolean } | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(options: LiveEventOptions) {
@@ -71,13 +79,16 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
     this.startedAt = options.startedAt;
     this.recorder = options.recorder;
     this.#edge = options.edge;
+    this.#rtpInputs = rtpInputs;
+    this.#log = log;
     this.#governor = options.governor;
     this.cues = openEventCues(config.dataDir, streamId, log);
     const tickerFile = this.cues.tickerFile;
     const transcoder = new LiveTranscoder({
       streamId,
       ...(tickerFile ? { tickerFile } : {}),
-      ...(rtpInputs ? { rtp: () => rtpInputs } : {}),
+      // A publisher whose own media the WebRTC viewers get (WHIP): the ladder encodes no WebRTC layers.
+      ...(rtpInputs ? { rtp: () => (this.#publisher?.passthrough ? undefined : rtpInputs) } : {}),
       ffmpegPath: config.ffmpegPath,
       encoder: options.encoder,
       x264Preset: config.x264Preset,
@@ -120,7 +131,9 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
       ...(options.continueFrom ? { continueFrom: options.continueFrom } : {}),
       // WebRTC viewers switch to the break's ads and back on the playlists' boundaries.
       ...(webrtcAds ? {
-        onBreak: (cue, phase) => (phase === 'start' ? webrtcAds.start(cue, this.packager.adsOf(cue.id), transcoder.rtp) : webrtcAds.end(cue)),
+        onBreak: (cue, phase) => (phase === 'start'
+          ? webrtcAds.start(cue, this.packager.adsOf(cue.id), transcoder.rtp ?? this.#ownMediaFeed())
+          : webrtcAds.end(cue)),
       } : {}),
       ...(recorder || segmentDone ? {
         onSegment: (rendition, segment, init) => {
@@ -166,6 +179,8 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
   attach(session: PublishSession): void {
     if (session.closed) return;
     this.#publisher = session;
+    if (!session.passthrough) this.#ownMedia = undefined;
+    else if (this.#edge && this.#rtpInputs) void this.#sendOwnMedia(session, this.#rtpInputs);
     let record: ((tag: Buffer) => void) | undefined;
     const feed = (tag: Buffer): void => {
       if (!this.transcoder.write(tag)) session.pause();
@@ -189,6 +204,45 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
         this.transcoder.detach();
       }
     });
+  }
+
+  /**
+   * The WebRTC viewers get `session`'s own media (issue #20): it sends its video and audio to the WebRTC input's first
+   * layer and audio ports, and the producers take that one layer; viewers' keyframe requests go back to it. A failure
+   * costs the WebRTC viewers their picture, never the event.
+   */
+  async #sendOwnMedia(session: PublishSession, inputs: EdgeRtpInputs): Promise<void> {
+    try {
+      const { audio } = await session.passthrough!.send({ videoPort: inputs.videoPorts[0]!, audioPort: inputs.audioPort });
+      if (this.#publisher !== session || this.#closing) return;
+      this.#ownMedia = { audio };
+      await this.#edge?.setProducers(this.streamId, {
+        layers: [{ ssrc: inputs.videoSsrcs[0]!, kbps: OWN_MEDIA_KBPS }],
+        audio,
+        keyFrameRequest: () => this.#publisher?.passthrough?.requestKeyFrame(),
+      });
+    } catch (error) {
+      this.#log.warn({ err: (error as Error).message }, 'the publisher\'s own media cannot reach the WebRTC viewers');
+    }
+  }
+
+  /**
+   * The WebRTC feed's shape while viewers get the publisher's own media: one layer at its picture size, for an ad
+   * break's ffmpeg to encode the ads to (undefined without a known source).
+   */
+  #ownMediaFeed(): RtpFeed | undefined {
+    const inputs = this.#rtpInputs;
+    const source = this.#publisher?.source;
+    if (!this.#ownMedia || !inputs || !source) return undefined;
+    const fps = Math.min(30, Math.max(1, Math.round(source.fps)));
+    const kbps = Math.min(OWN_MEDIA_KBPS, Math.max(300, Math.round((source.width * source.height * fps * 0.1) / 1000)));
+    return {
+      video: [{ layer: { name: 'whip', width: source.width, height: source.height, fps, kbps }, port: inputs.videoPorts[0]!, ssrc: inputs.videoSsrcs[0]!, payloadType: inputs.videoPayloadType }],
+      audio: this.#ownMedia.audio
+        ? { audio: { codec: 'opus', sampleRate: 48000, channels: 2, kbps: 96, frameMs: 20 }, port: inputs.audioPort, ssrc: inputs.audioSsrc, payloadType: inputs.audioPayloadType }
+        : undefined,
+      gopMs: 1000,
+    };
   }
 
   /**

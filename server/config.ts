@@ -183,6 +183,7 @@ const schema = {
   ONAIR_TLS_KEY: optionalString,
   ONAIR_LADDER: heights,
   ONAIR_PASSTHROUGH: boolean(false),
+  ONAIR_WHIP_PASSTHROUGH: boolean(true),
   ONAIR_AUDIENCE: boolean(true),
   ONAIR_WEBHOOK_ATTEMPTS: integer(10, 1, 100),
   ONAIR_WEBHOOK_BACKOFF_MS: integer(2000, 10, 3_600_000),
@@ -298,6 +299,8 @@ export interface Config {
   tls: { certFile: string; keyFile: string } | undefined;
   ladderHeights: number[];
   passthrough: boolean;
+  /** WebRTC viewers of a WHIP publish get the publisher's own H.264 and opus, one layer, no re-encode (issue #20). */
+  whipPassthrough: boolean;
   /** Count viewers (server/Audience.ts); false: no counting, no `stats.audience`, no video views (issue #19). */
   audience: boolean;
   /** Webhook deliveries: tries each, and the first retry delay (doubling). */
@@ -414,6 +417,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tls: r.ONAIR_TLS_CERT !== undefined && r.ONAIR_TLS_KEY !== undefined ? { certFile: r.ONAIR_TLS_CERT, keyFile: r.ONAIR_TLS_KEY } : undefined,
     ladderHeights: r.ONAIR_LADDER,
     passthrough: r.ONAIR_PASSTHROUGH,
+    whipPassthrough: r.ONAIR_WHIP_PASSTHROUGH,
     audience: r.ONAIR_AUDIENCE,
     webhooks: { attempts: r.ONAIR_WEBHOOK_ATTEMPTS, backoffMs: r.ONAIR_WEBHOOK_BACKOFF_MS },
     webrtcLayers: r.ONAIR_WEBRTC_LAYERS,

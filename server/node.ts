@@ -239,6 +239,7 @@ export class OnAirNode extends TypedEmitter<OnAirNodeEvents> {
       ffmpegPath: config.ffmpegPath,
       log: log.child({ component: 'whip' }),
       onBridgeRestart: () => this.#metrics.childRestarts.inc({ child: 'whip-bridge' }),
+      passthrough: config.whipPassthrough,
     });
     this.#srt = config.srt && config.role !== 'edge' ? new SrtIngest({
       ingest: this.#ingest,

@@ -248,3 +248,51 @@ describe('RtpRelay: an explicit switch between the live feed and an ad feed, on 
     assert.deepEqual(await relay.adInputs(), ad, 'one set of ad inputs, whatever the calls');
   });
 });
+
+describe('RtpRelay.stamp: a sender that cannot choose its SSRC (a WHIP publisher\'s own media, issue #20)', () => {
+  test('each input\'s RTP takes its SSRC and payload type (marker kept), its sender reports the SSRC; renumbering as for ffmpeg', async () => {
+    const { relay, inputs } = await RtpRelay.create(2);
+    const sink = dgram.createSocket('udp4');
+    const sender = dgram.createSocket('udp4');
+    try {
+      relay.track([{ ssrc: VIDEO_SSRC, clockRate: 90000 }, { ssrc: AUDIO_SSRC, clockRate: 48000 }]);
+      relay.stamp([{ ssrc: VIDEO_SSRC, payloadType: 101 }, { ssrc: AUDIO_SSRC, payloadType: 100 }]);
+      await new Promise<void>((resolve) => sink.bind(0, '127.0.0.1', resolve));
+      await new Promise<void>((resolve) => sender.bind(0, '127.0.0.1', resolve));
+      const got: Buffer[] = [];
+      sink.on('message', (m) => got.push(m));
+      relay.connect({ address: '127.0.0.1', port: sink.address().port });
+      const send = async (port: number, packet: Buffer, expect: number): Promise<void> => {
+        await new Promise<void>((resolve, reject) => sender.send(packet, port, '127.0.0.1', (e) => (e ? reject(e) : resolve())));
+        const deadline = Date.now() + 2000;
+        while (got.length < expect) {
+          if (Date.now() > deadline) throw new Error('nothing came through the relay');
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      };
+      // A mediasoup consumer's numbering: its own SSRC and payload type, the marker bit on the frame's last packet.
+      const video = rtp(0x5eed0001, 100, 1000, SPS);
+      video.writeUInt8(0x80 | 125, 1);
+      await send(inputs[0]!.port, video, 1);
+      assert.equal(got[0]!.readUInt32BE(8), VIDEO_SSRC);
+      assert.equal(got[0]!.readUInt8(1), 0x80 | 101, 'payload type 101, marker kept');
+      await send(inputs[1]!.port, rtp(0x5eed0002, 7, 960, OPUS), 2);
+      assert.equal(got[1]!.readUInt32BE(8), AUDIO_SSRC);
+      assert.equal(got[1]!.readUInt8(1) & 0x7f, 100);
+      const sr = Buffer.alloc(28);
+      sr[0] = 0x80; sr[1] = 200; sr.writeUInt16BE(6, 2); sr.writeUInt32BE(0x5eed0001, 4); sr.writeUInt32BE(1000, 16);
+      await send(inputs[0]!.port + 1, sr, 3);
+      assert.equal(got[2]!.readUInt32BE(4), VIDEO_SSRC, 'the report speaks of the stamped SSRC (kept: it maps the clocks)');
+      assert.equal(relay.restarts(VIDEO_SSRC), 0);
+      // A new consumer (the publisher came back): other numbers on the same input, a new run renumbered to follow on.
+      await send(inputs[0]!.port, rtp(0x5eed0003, 40_000, 9_000_000, SPS), 4);
+      assert.equal(got[3]!.readUInt32BE(8), VIDEO_SSRC);
+      assert.equal(got[3]!.readUInt16BE(2), 101);
+      assert.equal(relay.restarts(VIDEO_SSRC), 1);
+    } finally {
+      relay.close();
+      sink.close();
+      sender.close();
+    }
+  });
+});

@@ -83,6 +83,8 @@ export class RtpRelay {
   #closed = false;
   /** Keyed by the SSRCs given to `track` only: bounded by the streams the edge hands ffmpeg. */
   readonly #streams = new Map<number, StreamState | Tracked>();
+  /** By input index (`stamp`). */
+  #stamps: { ssrc: number; payloadType: number }[] = [];
   packetsIn = 0;
   /** Switches done from one feed to the other (counted once per switch, on its first video SSRC, or audio alone). */
   switches = 0;
@@ -103,8 +105,8 @@ export class RtpRelay {
     const result: RelayInput[] = [];
     for (let i = 0; i < this.#inputCount; i++) {
       const [rtp, rtcp] = await bindPair();
-      rtp.on('message', (message) => this.#forward(message, 'rtp', source));
-      rtcp.on('message', (message) => this.#forward(message, 'rtcp', source));
+      rtp.on('message', (message) => this.#forward(message, 'rtp', source, i));
+      rtcp.on('message', (message) => this.#forward(message, 'rtcp', source, i));
       this.#inputs.push(rtp, rtcp);
       if (this.#closed) {
         rtp.close();
@@ -147,6 +149,15 @@ export class RtpRelay {
     this.#target = target;
   }
 
+  /**
+   * What each input's packets are sent on, input i (live or ad) taking `stamps[i]`: RTP gets that SSRC and payload
+   * type, a sender report that SSRC. ffmpeg sends them already; a sender that cannot choose its own (a mediasoup
+   * consumer: a WHIP publisher's own media, issue #20) is numbered as the producer expects here.
+   */
+  stamp(stamps: readonly { ssrc: number; payloadType: number }[]): void {
+    this.#stamps = stamps.map(({ ssrc, payloadType }) => ({ ssrc: ssrc >>> 0, payloadType: payloadType & 0x7f }));
+  }
+
   /** The SSRCs to keep continuous across ffmpeg runs (others are forwarded as they come). */
   track(streams: RelayStream[]): void {
     for (const { ssrc, clockRate } of streams) this.#streams.set(ssrc >>> 0, { clockRate });
@@ -163,9 +174,18 @@ export class RtpRelay {
     for (const socket of [...this.#inputs, this.#out]) socket.close();
   }
 
-  #forward(message: Buffer, kind: 'rtp' | 'rtcp', from: RelaySource): void {
+  #forward(message: Buffer, kind: 'rtp' | 'rtcp', from: RelaySource, input: number): void {
     if (!this.#target || this.#closed) return;
     this.packetsIn += 1;
+    const stamp = this.#stamps[input];
+    if (stamp && message.length >= 12 && message[0]! >> 6 === 2) {
+      if (kind === 'rtp') {
+        message[1] = (message[1]! & 0x80) | stamp.payloadType;
+        message.writeUInt32BE(stamp.ssrc, 8);
+      } else if (message[1] === 200) {
+        message.writeUInt32BE(stamp.ssrc, 4);
+      }
+    }
     // Version 2 only; anything else from the live feed goes on untouched (mediasoup drops what it cannot parse).
     const ok = message.length >= 12 && message[0]! >> 6 === 2
       ? (kind === 'rtp' ? this.#rtp(message, from) : this.#rtcp(message, from))

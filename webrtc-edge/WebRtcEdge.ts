@@ -47,10 +47,18 @@ export interface EdgeRtpInputs {
   audioPayloadType: number;
 }
 
-/** The simulcast layers (low → high) and audio that ffmpeg sends for the current run. */
+/**
+ * The simulcast layers (low → high) and audio sent for the current run: by the ladder's ffmpeg, or (one layer) by a
+ * WHIP publisher whose own media the viewers get (issue #20).
+ */
 export interface EdgeProducerShape {
   layers: { ssrc: number; kbps: number }[];
   audio: boolean;
+  /**
+   * The sender can make a keyframe when asked (a WHIP publisher; ffmpeg cannot): a viewer's PLI (a new viewer, a
+   * loss) reaches it through this, instead of waiting for a scheduled keyframe.
+   */
+  keyFrameRequest?: (() => void) | undefined;
 }
 
 export interface ViewerStats {
@@ -384,6 +392,8 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     };
     // Each ffmpeg run restarts its numbering on the same SSRCs: the relay keeps them continuous for the viewers.
     relay.track([...rtpInputs.videoSsrcs.map((ssrc) => ({ ssrc, clockRate: 90000 })), { ssrc: rtpInputs.audioSsrc, clockRate: 48000 }]);
+    // What arrives on an input is that input's stream, whoever sends it (a WHIP publisher's consumer numbers its own).
+    relay.stamp([...rtpInputs.videoSsrcs.map((ssrc) => ({ ssrc, payloadType: VIDEO_PAYLOAD_TYPE })), { ssrc: rtpInputs.audioSsrc, payloadType: AUDIO_PAYLOAD_TYPE }]);
     this.#streams.set(streamId, new EdgeStream({ streamId, relay, inputs: rtpInputs, origin, plain }));
     return rtpInputs;
   }
@@ -405,7 +415,10 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
    * feed's next keyframe, audio with it (`RtpRelay.use`); producers, pipes and viewers stay as they are.
    */
   useFeed(streamId: string, feed: RelaySource): void {
-    this.#streams.get(streamId)?.relay?.use(feed);
+    const stream = this.#streams.get(streamId);
+    stream?.relay?.use(feed);
+    // A sender that makes keyframes when asked (WHIP) makes the one the switch back waits for.
+    if (feed === 'live') stream?.shape?.keyFrameRequest?.();
   }
 
   /**
@@ -415,7 +428,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
   setProducers(streamId: string, shape: EdgeProducerShape): Promise<void> {
     const stream = this.#streams.get(streamId);
     if (!stream?.plain) return Promise.resolve();
-    const key = `${shape.layers.map((l) => `${l.ssrc}:${l.kbps}`).join(',')}|${shape.audio}`;
+    const key = `${shape.layers.map((l) => `${l.ssrc}:${l.kbps}`).join(',')}|${shape.audio}|${shape.keyFrameRequest ? 'pli' : ''}`;
     stream.chain = stream.chain.then(async () => {
       if (stream.shapeKey === key) return;
       stream.shapeKey = key;
@@ -432,14 +445,26 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     // A new shape closes the old producers (and with them their consumers and pipes, local and to edges).
     stream.video?.close();
     stream.audio?.close();
+    const { keyFrameRequest } = shape;
     stream.video = await plain.produce({
       kind: 'video',
       rtpParameters: {
-        codecs: [{ mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters! }],
+        codecs: [{
+          mimeType: 'video/H264', payloadType: VIDEO_PAYLOAD_TYPE, clockRate: 90000, parameters: MEDIA_CODECS[1]!.parameters!,
+          // A sender that answers PLIs: mediasoup then asks (the relay drops the RTCP; the trace below carries it on).
+          ...(keyFrameRequest ? { rtcpFeedback: [{ type: 'nack', parameter: 'pli' }] } : {}),
+        }],
         encodings: shape.layers.map((layer) => ({ ssrc: layer.ssrc, maxBitrate: layer.kbps * 1000 })),
         rtcp: { cname: `onair-${streamId}` },
       },
     });
+    if (keyFrameRequest) {
+      // mediasoup already spaces the requests of many viewers (its keyframe request manager).
+      stream.video.on('trace', (trace) => {
+        if (trace.type === 'pli' || trace.type === 'fir') keyFrameRequest();
+      });
+      await stream.video.enableTraceEvent(['pli', 'fir']);
+    }
     stream.audio = shape.audio
       ? await plain.produce({
         kind: 'audio',
@@ -1027,6 +1052,9 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     });
     transport.on('dtlsstatechange', (state) => {
       if (state === 'failed' || state === 'closed') this.#drop(stream, session, `DTLS ${state}`);
+      // A sender that makes keyframes when asked (WHIP) is asked now that the viewer can take one: the request its
+      // consumer made when it was created is answered before, and mediasoup holds a second one back for a second.
+      if (state === 'connected') stream.shape?.keyFrameRequest?.();
     });
     // Its worker died (the router and WebRtcServer close with it), also while the session was being set up.
     transport.on('routerclose', () => this.#drop(stream, session, 'router closed'));

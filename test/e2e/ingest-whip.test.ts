@@ -9,7 +9,7 @@ import type { OnAirNode } from '../../server/node.js';
 import { launchChromium, signInStudio } from '../support/browser.js';
 import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
 import { whipDrop, whipPublish, whipState } from '../support/whip.js';
-import { whepPlays } from '../support/whepClient.js';
+import { connectWhep, whepPlays } from '../support/whepClient.js';
 
 const run = promisify(execFile);
 
@@ -162,6 +162,39 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     assert.match(probe.stdout, /h264,video,360/);
     assert.match(probe.stdout, /aac,audio/, 'opus became AAC');
     await whepPlays(node.httpUrl, streamId);
+  });
+
+  test('WebRTC viewers get the publisher\'s own media, no re-encode: its 640x360 (the ladder\'s layer is 180p), a keyframe on joining', { timeout: 60_000 }, async () => {
+    // The ladder's ffmpeg encodes no WebRTC layer for a WHIP publisher: it sends no RTP (its HLS rungs go on).
+    const ladders = descendantProcesses(process.pid).filter((p) => p.comm === 'ffmpeg').map((p) => {
+      try {
+        return readFileSync(`/proc/${p.pid}/cmdline`, 'utf8');
+      } catch {
+        return '';
+      }
+    }).filter((cmdline) => cmdline !== '' && !cmdline.includes('data:application/sdp'));
+    assert.ok(ladders.length > 0, 'the ladder\'s ffmpeg runs');
+    assert.ok(ladders.every((cmdline) => !cmdline.includes('rtp://')), 'no RTP output in the ladder');
+    // Each viewer: the publisher's picture size in the SPS, one video SSRC, and its first keyframe soon after it
+    // connects (~0.2 s: its keyframe request reaches the publisher; the bridge's own schedule is 2 s, and mediasoup holds a second
+    // request back for 1 s).
+    const firstKeyframeMs: number[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      const viewer = await connectWhep(`${node.httpUrl}/live/${streamId}/whep`, { congestionControl: false });
+      try {
+        assert.equal(viewer.status, 201, viewer.answer);
+        await viewer.waitFor('the connection', (s) => s.videoPackets > 0 || s.audioPackets > 0, 15_000);
+        const connected = Date.now();
+        await viewer.waitFor('a keyframe', (s) => s.keyframes > 0, 15_000);
+        firstKeyframeMs.push(Date.now() - connected);
+        await viewer.waitFor('the publisher\'s picture and sound', (s) => s.lastSpsSize !== undefined && s.audioPackets > 0, 15_000);
+        assert.deepEqual(viewer.stats().lastSpsSize, { width: 640, height: 360 });
+        assert.equal(viewer.stats().videoSsrcs.size, 1, 'one layer');
+      } finally {
+        await viewer.close();
+      }
+    }
+    assert.ok(Math.max(...firstKeyframeMs) < 600, `first keyframe after the first packet: ${firstKeyframeMs.join(', ')} ms`);
   });
 
   test('while it publishes, a second WHIP publisher and an RTMP publisher on the key are refused as busy (409)', { timeout: 30_000 }, async () => {
