@@ -238,9 +238,13 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     assert.equal(await metric(node, 'onair_whip_publishers'), 1);
   });
 
-  test('a publisher whose network goes comes back within the grace: the same event goes on', { timeout: 60_000 }, async () => {
+  test('a publisher whose network goes comes back within the grace: the same event goes on, WebRTC viewers stay', { timeout: 60_000 }, async () => {
     const event = (await view(node, streamId)).stats?.eventId;
     assert.ok(event);
+    // A WebRTC viewer watching through it keeps its session: the publisher's new media reaches it on the same producers.
+    const viewer = await connectWhep(`${node.httpUrl}/live/${streamId}/whep`, { congestionControl: false });
+    assert.equal(viewer.status, 201, viewer.answer);
+    await viewer.waitFor('a keyframe', (s) => s.keyframes > 0, 15_000);
     await whipDrop(page);
     // No DELETE: the media server sees ICE go quiet (consent, RFC 7675) and lets the publisher go.
     await waitFor('the publisher seen gone', async () => (await view(node, streamId)).stats?.publishing === false, 20_000);
@@ -249,6 +253,13 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     location = again.location!;
     await waitFor('media again', async () => (await view(node, streamId)).stats?.input.width === 640, 20_000);
     assert.equal((await view(node, streamId)).stats?.eventId, event, 'the same event');
+    try {
+      const { keyframes } = viewer.stats();
+      await viewer.waitFor('the returned publisher\'s keyframe, on the same session', (s) => s.keyframes > keyframes && s.lastSpsSize?.height === 360, 10_000);
+      assert.equal(viewer.stats().videoSsrcs.size, 1, 'the same stream, renumbered to follow on');
+    } finally {
+      await viewer.close();
+    }
   });
 
   test('DELETE ends the publish; after the grace the event ends and its replay is published', { timeout: 60_000 }, async () => {
