@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { descendantProcesses } from '../../bench/support/procfs.js';
 import type { OnAirNode } from '../../server/node.js';
-import { launchChromium, signInStudio } from '../support/browser.js';
+import { launchChromium, plays, signInStudio, watchMode } from '../support/browser.js';
 import { api, metric, publish, startTestNode, waitFor } from '../support/harness.js';
 import { whipDrop, whipPublish, whipState } from '../support/whip.js';
 import { connectWhep, whepPlays } from '../support/whepClient.js';
@@ -145,7 +145,7 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     assert.equal(node.packager(target.id), undefined, 'no event started');
   });
 
-  test('Chromium publishes H.264 + opus: the stream goes live, its LL-HLS has the ladder\'s video and AAC, a WHEP viewer gets video', { timeout: 90_000 }, async () => {
+  test('Chromium publishes H.264 + opus: the stream goes live, its LL-HLS has the ladder\'s video and AAC, hls.js and a WHEP viewer play it', { timeout: 90_000 }, async () => {
     const result = await whipPublish(page, whipUrl, { key: streamKey });
     assert.equal(result.status, 201, result.body);
     assert.match(result.location ?? '', new RegExp(`^/live/${streamId}/whip/[0-9a-f-]{36}$`));
@@ -162,6 +162,15 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     assert.match(probe.stdout, /h264,video,360/);
     assert.match(probe.stdout, /aac,audio/, 'opus became AAC');
     await whepPlays(node.httpUrl, streamId);
+    // hls.js on the watch page plays it too.
+    const watch = await chromium.browser.newPage();
+    try {
+      await watch.goto(`${node.httpUrl}/watch/${streamId}`);
+      await plays(watch, 'hls.js on the watch page');
+      assert.equal(await watchMode(watch), 'live');
+    } finally {
+      await watch.close();
+    }
   });
 
   test('WebRTC viewers get the publisher\'s own media, no re-encode: its 640x360 (the ladder\'s layer is 180p), a keyframe on joining', { timeout: 60_000 }, async () => {
@@ -276,6 +285,14 @@ describe('WHIP ingest', { timeout: 240_000 }, () => {
     const [{ videoId }] = await archived;
     const replay = (await api(node, 'GET', `/api/videos/${videoId}`, { token: null })).body;
     assert.ok(replay.durationSec > 3, `the replay lasts ${replay.durationSec} s`);
+    const watch = await chromium.browser.newPage();
+    try {
+      await watch.goto(`${node.httpUrl}/watch/${streamId}`);
+      await waitFor('the page to offer the replay', async () => (await watchMode(watch)) === 'replay', 20_000, 250);
+      await plays(watch, 'the replay');
+    } finally {
+      await watch.close();
+    }
   });
 });
 
