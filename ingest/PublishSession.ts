@@ -29,8 +29,12 @@ export interface PublishStats {
 export interface RtpPassthrough {
   /** Sends to these ports (RTCP on port + 1), or goes on when it sends there already; resolves with what it sends. */
   send(target: { videoPort: number; audioPort: number | undefined }): Promise<{ audio: boolean }>;
-  /** A WebRTC viewer asked for a keyframe (it joined, or lost one). */
-  requestKeyFrame(): void;
+  /**
+   * A keyframe for the WebRTC viewers: one joined (or they switch back from an ad), or one lost a picture (its PLI).
+   * Losses are answered at most once a second: a viewer on a bad link, or one that sends PLIs on purpose, must not
+   * make the publisher spend its bitrate on keyframes for everyone.
+   */
+  requestKeyFrame(cause: 'join' | 'loss'): void;
 }
 
 export type PublishSessionEvents = {

@@ -85,6 +85,8 @@ const DISCONNECTED_MS = 5_000;
 const KEYFRAME_INTERVAL_MS = 2_000;
 /** Until the source is known, keyframes are asked for this often (ffmpeg needs one to learn the picture size). */
 const START_KEYFRAME_INTERVAL_MS = 500;
+/** Keyframes for viewers' losses (their PLIs) are asked for at most this often. */
+const LOSS_KEYFRAME_GAP_MS = 1_000;
 /**
  * Keyframe requests reach the publisher at most this often: libwebrtc ignores a PLI that comes within 300 ms of the
  * one before (its minimum keyframe interval), and mediasoup asks again only a second later.
@@ -152,7 +154,7 @@ export class WhipIngest {
         offer, iceParameters: transport.iceParameters, iceCandidates: transport.iceCandidates, dtlsParameters: transport.dtlsParameters,
       });
       const askKeyFrame = keyFrameAsker();
-      const passthrough = this.#options.passthrough === false ? undefined : rtpPassthrough(router, producers, askKeyFrame);
+      const passthrough = this.#options.passthrough === false || !baselineVideo(offer) ? undefined : rtpPassthrough(router, producers, askKeyFrame);
       const taken = this.#options.ingest.publishFrom(streamId, remoteAddress, { passthrough });
       if (!('id' in taken)) throw new WhipRefusal(REFUSAL_CODES[(taken as Refusal).reason], (taken as Refusal).detail);
       const publish: Publish = {
@@ -322,6 +324,7 @@ function plainRtpCapabilities(router: ms.Router): ms.RtpCapabilities {
  */
 function rtpPassthrough(router: ms.Router, producers: readonly { track: WhipTrack; producer: ms.Producer }[], askKeyFrame: (through: ms.Consumer) => void): RtpPassthrough {
   let legs: { key: string; sending: Promise<{ audio: boolean }>; transports: ms.PlainTransport[]; video: ms.Consumer | undefined } | undefined;
+  let lossAskedAt = 0;
   const open = async (current: NonNullable<typeof legs>, target: { videoPort: number; audioPort: number | undefined }): Promise<{ audio: boolean }> => {
     let audio = false;
     for (const { track, producer } of producers) {
@@ -348,11 +351,22 @@ function rtpPassthrough(router: ms.Router, producers: readonly { track: WhipTrac
       for (const transport of legs?.transports ?? []) transport.close();
       const current: NonNullable<typeof legs> = { key, sending: Promise.resolve({ audio: false }), transports: [], video: undefined };
       legs = current;
-      current.sending = open(current, target);
+      current.sending = open(current, target).catch((error: unknown) => {
+        // Not sending: the next `send` (a bridge's new session, the same target) tries again.
+        for (const transport of current.transports) transport.close();
+        if (legs === current) legs = undefined;
+        throw error;
+      });
       return current.sending;
     },
-    requestKeyFrame() {
-      if (legs?.video) askKeyFrame(legs.video);
+    requestKeyFrame(cause) {
+      if (!legs?.video) return;
+      if (cause === 'loss') {
+        const now = Date.now();
+        if (now - lossAskedAt < LOSS_KEYFRAME_GAP_MS) return;
+        lossAskedAt = now;
+      }
+      askKeyFrame(legs.video);
     },
   };
 }
@@ -364,26 +378,41 @@ function rtpPassthrough(router: ms.Router, producers: readonly { track: WhipTrac
  */
 function keyFrameAsker(): (through: ms.Consumer) => void {
   let askedAt = 0;
-  let deferred: { timer: NodeJS.Timeout; through: ms.Consumer } | undefined;
-  const ask = (through: ms.Consumer): void => {
+  /** The consumers a deferred request may go through (any open one reaches the same producer). */
+  let deferred: Set<ms.Consumer> | undefined;
+  const ask = (through: Iterable<ms.Consumer>): void => {
     deferred = undefined;
     askedAt = Date.now();
-    if (!through.closed) void through.requestKeyFrame().catch(() => undefined);
+    for (const consumer of through) {
+      if (consumer.closed) continue;
+      void consumer.requestKeyFrame().catch(() => undefined);
+      return;
+    }
   };
   return (through) => {
     if (deferred) {
-      deferred.through = through;
+      deferred.add(through);
       return;
     }
     const wait = askedAt + KEYFRAME_REQUEST_GAP_MS - Date.now();
     if (wait <= 0) {
-      ask(through);
+      ask([through]);
       return;
     }
-    const timer = setTimeout(() => ask(deferred!.through), wait);
-    timer.unref();
-    deferred = { timer, through };
+    const waiting = new Set([through]);
+    deferred = waiting;
+    setTimeout(() => ask(waiting), wait).unref();
   };
+}
+
+/**
+ * Whether the offer's video is H.264 Baseline (`profile-level-id` 42xx: constrained baseline as browsers send it), the
+ * profile every WebRTC viewer decodes and the one the viewers' producers declare. Main or High goes through the
+ * ladder's layers instead.
+ */
+export function baselineVideo(offer: WhipOffer): boolean {
+  const codec = offer.video?.rtpParameters.codecs.find((c) => c.mimeType.toLowerCase() === 'video/h264');
+  return String(codec?.parameters?.['profile-level-id'] ?? '').toLowerCase().startsWith('42');
 }
 
 function closeBridge(bridge: Bridge): void {

@@ -261,6 +261,18 @@ export class LiveTranscoder extends TypedEmitter<LiveTranscoderEvents> {
     return input ? applicableSteps(planLadder(input.source, this.#options.ladder), this.#options.encoder, this.#options.x264Preset).length : 0;
   }
 
+  /**
+   * Starts the run again from the publisher's last keyframe (a discontinuity), e.g. to ask `rtp` again for its targets
+   * (a WHIP publisher's own media could not reach the WebRTC viewers: the ladder's layers serve them).
+   */
+  rerun(reason: string): void {
+    if (this.#closed || !this.#input || !this.#run) return;
+    this.#log.warn({ reason }, 'ffmpeg restarted');
+    clearTimeout(this.#restartTimer);
+    this.#stopRun('SIGKILL');
+    this.#startRun('degrade');
+  }
+
   /** Drops what waits in ffmpeg's input: a restart from the publisher's last keyframe, back at live (a discontinuity). */
   catchUp(): void {
     if (this.#closed || !this.#input || !this.#run) return;

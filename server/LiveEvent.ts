@@ -69,6 +69,8 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
   readonly #log: Logger;
   /** Set while the WebRTC viewers get the publisher's own media (a WHIP publisher, issue #20): whether it has audio. */
   #ownMedia: { audio: boolean } | undefined;
+  /** Publishers whose own media could not be sent to the WebRTC viewers: the ladder's layers serve them. */
+  readonly #ownMediaFailed = new WeakSet<PublishSession>();
   #closing: Promise<void> | undefined;
 
   constructor(options: LiveEventOptions) {
@@ -87,8 +89,9 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
     const transcoder = new LiveTranscoder({
       streamId,
       ...(tickerFile ? { tickerFile } : {}),
-      // A publisher whose own media the WebRTC viewers get (WHIP): the ladder encodes no WebRTC layers.
-      ...(rtpInputs ? { rtp: () => (this.#publisher?.passthrough ? undefined : rtpInputs) } : {}),
+      // A publisher whose own media the WebRTC viewers get (WHIP): the ladder encodes no WebRTC layers (unless that
+      // media could not be sent: then the ladder's layers serve them).
+      ...(rtpInputs ? { rtp: () => (this.#publisher?.passthrough && !this.#ownMediaFailed.has(this.#publisher) ? undefined : rtpInputs) } : {}),
       ffmpegPath: config.ffmpegPath,
       encoder: options.encoder,
       x264Preset: config.x264Preset,
@@ -219,10 +222,12 @@ export class LiveEvent extends TypedEmitter<LiveEventEvents> {
       await this.#edge?.setProducers(this.streamId, {
         layers: [{ ssrc: inputs.videoSsrcs[0]!, kbps: OWN_MEDIA_KBPS }],
         audio,
-        keyFrameRequest: () => this.#publisher?.passthrough?.requestKeyFrame(),
+        keyFrameRequest: (cause) => this.#publisher?.passthrough?.requestKeyFrame(cause),
       });
     } catch (error) {
-      this.#log.warn({ err: (error as Error).message }, 'the publisher\'s own media cannot reach the WebRTC viewers');
+      this.#log.warn({ err: (error as Error).message }, 'the publisher\'s own media cannot reach the WebRTC viewers: the ladder\'s layers serve them');
+      this.#ownMediaFailed.add(session);
+      if (this.#publisher === session && !this.#closing) this.transcoder.rerun('WebRTC layers from the ladder');
     }
   }
 

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import type { types as ms } from 'mediasoup';
 import * as ortc from 'mediasoup/node/lib/ortc.js';
 import sdpTransform from 'sdp-transform';
-import { ffmpegSdp, whipFfmpegArgs } from '../ingest/WhipIngest.js';
+import { baselineVideo, ffmpegSdp, whipFfmpegArgs } from '../ingest/WhipIngest.js';
 import { buildWhipAnswer, parseWhipOffer, whipRouterCodecs, type WhipAnswerInput } from '../webrtc-edge/whipSdp.js';
 import { WhepSdpError } from '../webrtc-edge/whepSdp.js';
 
@@ -305,6 +305,14 @@ describe('the bridge\'s ffmpeg', () => {
     assert.deepEqual(parsed.media.map((m) => [m.type, m.port, m.rtp[0]?.codec]), [['video', 20000, 'H264'], ['audio', 20002, 'opus']]);
     assert.match(sdp, /a=rtpmap:100 opus\/48000\/2/);
     assert.match(sdp, /a=fmtp:125 packetization-mode=1/);
+  });
+
+  test('WebRTC viewers get the publisher\'s own video only when it is Baseline (what the viewers\' producers declare)', () => {
+    assert.equal(baselineVideo(parseWhipOffer(OBS_OFFER)), true, 'constrained baseline (42e01f), as OBS and browsers offer');
+    assert.equal(baselineVideo(parseWhipOffer(OBS_OFFER.replace('profile-level-id=42e01f', 'profile-level-id=42001f'))), true, 'baseline');
+    // Main or High: the ladder's constrained-baseline layers serve the WebRTC viewers.
+    assert.equal(baselineVideo(parseWhipOffer(OBS_OFFER.replace('profile-level-id=42e01f', 'profile-level-id=640c1f'))), false, 'high');
+    assert.equal(baselineVideo(parseWhipOffer(OBS_OFFER.replace('profile-level-id=42e01f', 'profile-level-id=4d001f'))), false, 'main');
   });
 
   test('H.264 is copied (no re-encode before the ladder), opus becomes AAC, FLV on stdout; no audio options without audio', () => {

@@ -58,7 +58,7 @@ export interface EdgeProducerShape {
    * The sender can make a keyframe when asked (a WHIP publisher; ffmpeg cannot): a viewer's PLI (a new viewer, a
    * loss) reaches it through this, instead of waiting for a scheduled keyframe.
    */
-  keyFrameRequest?: (() => void) | undefined;
+  keyFrameRequest?: ((cause: 'join' | 'loss') => void) | undefined;
 }
 
 export interface ViewerStats {
@@ -418,7 +418,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     const stream = this.#streams.get(streamId);
     stream?.relay?.use(feed);
     // A sender that makes keyframes when asked (WHIP) makes the one the switch back waits for.
-    if (feed === 'live') stream?.shape?.keyFrameRequest?.();
+    if (feed === 'live') stream?.shape?.keyFrameRequest?.('join');
   }
 
   /**
@@ -434,7 +434,11 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
       stream.shapeKey = key;
       stream.shape = shape;
       await this.#produce(stream, shape);
-    }).catch((error: unknown) => this.#log.error({ err: error, streamId }, 'could not create producers'));
+    }).catch((error: unknown) => {
+      // Not made as asked: the same shape asked again is tried again.
+      stream.shapeKey = '';
+      this.#log.error({ err: error, streamId }, 'could not create producers');
+    });
     return stream.chain;
   }
 
@@ -461,7 +465,7 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     if (keyFrameRequest) {
       // mediasoup already spaces the requests of many viewers (its keyframe request manager).
       stream.video.on('trace', (trace) => {
-        if (trace.type === 'pli' || trace.type === 'fir') keyFrameRequest();
+        if (trace.type === 'pli' || trace.type === 'fir') keyFrameRequest('loss');
       });
       await stream.video.enableTraceEvent(['pli', 'fir']);
     }
@@ -1052,9 +1056,10 @@ export class WebRtcEdge extends TypedEmitter<WebRtcEdgeEvents> {
     });
     transport.on('dtlsstatechange', (state) => {
       if (state === 'failed' || state === 'closed') this.#drop(stream, session, `DTLS ${state}`);
-      // A sender that makes keyframes when asked (WHIP) is asked now that the viewer can take one: the request its
-      // consumer made when it was created is answered before, and mediasoup holds a second one back for a second.
-      if (state === 'connected') stream.shape?.keyFrameRequest?.();
+      // A sender that makes keyframes when asked (WHIP) is asked now that the viewer can take one: its consumer asked
+      // when it was made (answered before the viewer could take it), and mediasoup holds the one it makes now back
+      // for up to a second while that first one is pending.
+      if (state === 'connected') stream.shape?.keyFrameRequest?.('join');
     });
     // Its worker died (the router and WebRtcServer close with it), also while the session was being set up.
     transport.on('routerclose', () => this.#drop(stream, session, 'router closed'));
