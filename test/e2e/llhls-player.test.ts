@@ -55,10 +55,16 @@ describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { t
     await waitFor('playback to start', async () => (await sample(page)).currentTime > 1, 30_000);
     // The player joins up to a segment behind (it starts where a part can be decoded from) and catches up at up to
     // 1.25x (web/common.js liveCatchUp): it must reach its target within 20 s.
+    const joining: string[] = [];
     await waitFor(`hls.js to reach its target (${holdBack} s + 0.25 s)`, async () => {
-      const { latency } = await sample(page);
-      return latency > 0 && latency <= holdBack + 0.25;
-    }, 20_000, 250);
+      const s = await sample(page);
+      joining.push(`${s.latency.toFixed(2)}@${s.currentTime.toFixed(1)}/${s.stalls}`);
+      return s.latency > 0 && s.latency <= holdBack + 0.25;
+    }, 20_000, 250).catch(async (error: Error) => {
+      // What the join did (a stall makes hls.js hold back a second more for good): for whoever reads a failure.
+      const { stallLog } = await sample(page);
+      throw new Error(`${error.message}: hls.latency@currentTime/stalls every 250 ms: ${joining.join(' ')}; stalls: ${stallLog.join('; ')}`);
+    });
     const start = await sample(page);
     const latencies: number[] = [];
     const stallsAt: number[] = [];
