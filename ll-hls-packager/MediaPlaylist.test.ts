@@ -298,23 +298,23 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
 
   test('§6.2.5.2 a blocking reload for a future part or segment resolves when it arrives, not before', async () => {
     const playlist = newPlaylist();
-    const feed = new Feed(playlist).start().parts(6); // segment 0 complete, segment 1 has two parts
-    assert.deepEqual(playlist.last, { msn: 1, part: 1 });
+    const feed = new Feed(playlist).start().parts(6); // segment 1 (the first) complete, segment 2 has two parts
+    assert.deepEqual(playlist.last, { msn: 2, part: 1 });
     const arrived: string[] = [];
     const wait = (msn: number, part?: number): Promise<unknown> =>
       playlist.waitUntil(() => playlist.has(msn, part), 60_000).then((ok) => arrived.push(`${msn}.${part ?? '-'}:${ok}`));
-    const waits = [wait(1, 2), wait(1), wait(2, 0), wait(1, 4)];
+    const waits = [wait(2, 2), wait(2), wait(3, 0), wait(2, 4)];
     await settled();
     assert.deepEqual(arrived, []);
-    feed.parts(1); // part 1.2
+    feed.parts(1); // part 2.2
     await settled();
-    assert.deepEqual(arrived, ['1.2:true']);
-    feed.parts(1); // part 1.3: segment 1 still open (no keyframe yet)
+    assert.deepEqual(arrived, ['2.2:true']);
+    feed.parts(1); // part 2.3: segment 2 still open (no keyframe yet)
     await settled();
-    assert.deepEqual(arrived, ['1.2:true']);
-    feed.parts(1); // a keyframe: segment 1 completes, 2.0 arrives; 1.4 is past segment 1's last part, so it is 2.0
+    assert.deepEqual(arrived, ['2.2:true']);
+    feed.parts(1); // a keyframe: segment 2 completes, 3.0 arrives; 2.4 is past segment 2's last part, so it is 3.0
     await settled();
-    assert.deepEqual(arrived.sort(), ['1.-:true', '1.2:true', '1.4:true', '2.0:true']);
+    assert.deepEqual(arrived.sort(), ['2.-:true', '2.2:true', '2.4:true', '3.0:true']);
     await Promise.all(waits);
     assert.equal(playlist.waiting, 0);
   });
@@ -367,13 +367,13 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
     await app.ready();
     try {
       const url = (query: string): string => `/live/${packager.streamId}/240p/index.m3u8?${query}`;
-      const tooFar = await app.inject(url('_HLS_msn=4'));
+      const tooFar = await app.inject(url('_HLS_msn=5')); // the last segment is 2 (an event starts at 1)
       assert.equal(tooFar.statusCode, 400);
       assert.equal(tooFar.json().error.code, 'ONAIR_ERR_HLS_DIRECTIVE');
       // Two past the last segment blocks (the next part would answer it) and times out after 3 × TD.
       mock.timers.enable({ apis: ['setTimeout'] });
       try {
-        const pending = app.inject(url('_HLS_msn=3'));
+        const pending = app.inject(url('_HLS_msn=4'));
         while (playlist.waiting === 0) await settled();
         mock.timers.tick(3 * playlist.targetDuration * 1000 - 1);
         await settled();
@@ -457,9 +457,9 @@ describe('MediaPlaylist: the LL-HLS core fed parsed fragments (rfc8216bis)', () 
     endDate = breakStart! + 3000;
     feed.parts(16);
     const { tag, segments } = parse(render(playlist));
-    assert.equal(tag('EXT-X-MEDIA-SEQUENCE'), '0');
-    segments.forEach((s, k) => assert.equal(s.msn, k));
-    assert.ok(segments.every((s, k) => s.uri === undefined || s.uri === `u-s${k}.m4s`), 'one numbering through the break');
+    assert.equal(tag('EXT-X-MEDIA-SEQUENCE'), '1', 'an event\'s first segment is 1 (hls.js loses a segment 0: PlaylistWindow)');
+    segments.forEach((s, k) => assert.equal(s.msn, k + 1));
+    assert.ok(segments.every((s, k) => s.uri === undefined || s.uri === `u-s${k + 1}.m4s`), 'one numbering through the break');
     const kinds = segments.map((s) => `${s.discontinuity ? '|' : ''}${s.map === 'u-init0.mp4' ? 'c' : s.map?.startsWith('u-ainit') ? 'a' : '?'}`).join('');
     // Content, then two 1.5 s ads (3 s of break), then content again.
     assert.match(kinds, /^c+\|a+\|a+\|c+$/, kinds);

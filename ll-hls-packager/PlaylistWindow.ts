@@ -74,7 +74,10 @@ export class PlaylistWindow {
   /** The content's current init URI (ads have their own; the content comes back to this one). */
   #mapUri: string | undefined;
   #pendingDiscontinuity = false;
-  #nextMediaSequence = 0;
+  // An event's first segment is 1, not 0 (rfc8216bis lets a playlist start anywhere). hls.js (to 1.7 at least) loses a
+  // segment numbered 0 as its parts are appended (`appendedPart.fragment.sn || -1`) and loads its parts again, ~60 times
+  // a second, until the next segment completes: every viewer joining as a stream starts (e2e/llhls-player).
+  #nextMediaSequence = 1;
   #nextPartSequence = 0;
   #discontinuitySequence = 0;
   #ended = false;

@@ -77,7 +77,7 @@ export function parseDirectives(query: Record<string, unknown>): { msn?: number;
 
 /** §6.2.5.2: more than two segments ahead, or more parts ahead than the Advance Part Limit, is a Bad Request. */
 function beyondAdvanceLimits(playlist: MediaPlaylist, msn: number, part: number | undefined): boolean {
-  // No segment yet: the one before the first to come (an event continued from another origin starts past 0).
+  // No segment yet: the one before the first to come (an event starts at 1; one continued from another origin, later).
   const lastMsn = playlist.lastMediaSequence ?? playlist.mediaSequence - 1;
   if (msn > lastMsn + 2) return true;
   if (part === undefined) return false;

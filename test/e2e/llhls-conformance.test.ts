@@ -417,7 +417,7 @@ describe('LL-HLS server conformance (rfc8216bis §6.2) of a live stream', { time
       }
     }
     // §6.2.4: every rendition maps dates to media the same way: a segment has the same date in each of them.
-    await load(renditions[0]!, '?_HLS_msn=1'); // at least two complete segments to compare
+    await load(renditions[0]!, '?_HLS_msn=2'); // at least two complete segments to compare (an event's first is 1)
     const docs = await Promise.all(renditions.map(async (name) => (await load(name)).doc));
     const [first, ...others] = docs;
     for (const [i, other] of others.entries()) {

@@ -91,6 +91,41 @@ describe('hls.js in headless Chromium plays /watch/:id in low-latency mode', { t
     assert.match(end.latencyText, /^\d+\.\d\d s$/, 'the page shows the latency');
   });
 
+  test('a viewer joining as a stream starts loads each part once and plays without a stall', async () => {
+    // The first join a waiting audience makes: the stream's first segment complete, the second open. hls.js (1.7) lost
+    // track of a segment numbered 0 as its parts were appended (`appendedPart.fragment.sn || -1`), so it loaded that
+    // segment's parts again and again, 10 parts every ~30 ms, until the next segment was complete: ~600 requests per
+    // viewer, and a stall when the playhead got there first (e2e runs: 1 join in 6).
+    const created = await api(node, 'POST', '/api/streams', { body: { title: 'Starting now' } });
+    const id: string = created.body.id;
+    const starting = publish(`${node.rtmpUrl}/${created.body.streamKey}`, { width: 640, height: 360 });
+    const viewer = await chromium.browser.newPage();
+    try {
+      await waitFor('the new stream to have its first part', () => node.packager(id)?.ready, 30_000, 20);
+      await waitFor('its first segment to be complete', async () => {
+        const text = await (await fetch(`${node.httpUrl}/live/${id}/360p/index.m3u8`)).text();
+        return text.includes('#EXTINF');
+      }, 10_000, 20);
+      const parts = new Map<string, number>();
+      viewer.on('request', (r) => {
+        const part = /\/live\/[^/]+\/(\w+\/[^/?]+-p\d+\.m4s)/.exec(r.url())?.[1];
+        if (part) parts.set(part, (parts.get(part) ?? 0) + 1);
+      });
+      await viewer.goto(`${node.httpUrl}/watch/${id}`);
+      const first = await sample(viewer);
+      await waitFor('playback to pass the first segment', async () => (await sample(viewer)).currentTime > 3, 30_000, 250);
+      const end = await sample(viewer);
+      const again = [...parts].filter(([, n]) => n > 1);
+      assert.ok(parts.size >= 10, `hls.js loaded the stream's parts (${parts.size})`);
+      assert.deepEqual(again.map(([part, n]) => `${part} x${n}`), [], 'no part loaded twice');
+      assert.equal(end.stalls - first.stalls, 0, `no stall (${end.stallLog.join('; ')})`);
+    } finally {
+      await viewer.close();
+      starting.stop();
+      await starting.exited;
+    }
+  });
+
   test('an ffmpeg restart keeps hls.js playing across the discontinuity', async () => {
     const transcoder = node.transcoder(streamId)!;
     const before = await sample(page);
