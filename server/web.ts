@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import { selfRequestHeaders } from '../lib/selfRequest.js';
 import { PLAYBACK_TOKEN } from '../lib/signing.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -33,26 +34,85 @@ interface WatchTarget {
   item: { status?: unknown; replay?: { hls?: unknown } };
 }
 
+/** At most this much playlist text goes into a watch page; past it, the rest loads as before (a long video's). */
+const MAX_PAGE_PLAYLIST_BYTES = 64 * 1024;
+
+/**
+ * An on-demand video's playlists as its player loads them first, for the page to carry: the multivariant playlist and
+ * the media playlists of its renditions and audio, in that order while they fit MAX_PAGE_PLAYLIST_BYTES. Subtitles'
+ * are not carried: no first frame waits for them, and a carried one showed no cue in hls.js 1.7.4 (e2e/subtitles).
+ * Asked of the node's own routes (`app.inject`), with the viewer's token, so the answers are what the player would get;
+ * marked as the node's own requests, so that putting the page together counts no view. Keyed by path and query, as the
+ * player asks for them. Undefined when the multivariant playlist cannot be had (the player then asks and is answered).
+ */
+async function onDemandPlaylists(app: FastifyInstance, master: string): Promise<Record<string, string> | undefined> {
+  const text = async (url: string): Promise<string | undefined> => {
+    const response = await app.inject({ method: 'GET', url, headers: selfRequestHeaders }).catch(() => undefined);
+    return response?.statusCode === 200 && response.body.startsWith('#EXTM3U') ? response.body : undefined;
+  };
+  const multivariant = await text(master);
+  if (multivariant === undefined) return undefined;
+  const base = new URL(master, 'http://onair.invalid');
+  // Only the video's own playlists: no URI the playlist lists can make the node ask for anything else.
+  const scope = base.pathname.slice(0, base.pathname.lastIndexOf('/') + 1);
+  const listed = new Set<string>();
+  const lines = multivariant.split('\n');
+  lines.forEach((line, index) => {
+    let uri: string | undefined;
+    if (line.startsWith('#EXT-X-MEDIA:') && /[:,]TYPE=AUDIO(,|$)/.test(line)) uri = /URI="([^"]+)"/.exec(line)?.[1];
+    else if (line.startsWith('#EXT-X-STREAM-INF:')) uri = lines[index + 1]?.trim();
+    if (!uri || uri.startsWith('#')) return;
+    const url = new URL(uri, base);
+    if (url.origin === base.origin && url.pathname.startsWith(scope) && url.pathname.endsWith('.m3u8')) listed.add(url.pathname + url.search);
+  });
+  const bodies = await Promise.all([...listed].map(text));
+  const playlists: Record<string, string> = { [master]: multivariant };
+  let bytes = multivariant.length;
+  [...listed].forEach((url, index) => {
+    const body = bodies[index];
+    if (body === undefined || bytes + body.length > MAX_PAGE_PLAYLIST_BYTES) return;
+    playlists[url] = body;
+    bytes += body.length;
+  });
+  return playlists;
+}
+
+/** What the watch page carries besides its shell, for the player to start without a round trip (see watchPage). */
+interface WatchStart {
+  /** The playlist the player loads first: preloaded while the scripts load, unless it is in `playlists`. */
+  playlist?: string;
+  /** On demand: the playlists themselves, by path and query (onDemandPlaylists). */
+  playlists?: Record<string, string>;
+}
+
+/** The playlist the page's player loads first for what `target` is (none in real-time mode), with the viewer's token. */
+function firstPlaylist(target: WatchTarget, id: string, token: string | undefined, webrtc: boolean): string | undefined {
+  const query = token === undefined ? '' : `?token=${encodeURIComponent(token)}`;
+  const { kind, item } = target;
+  const replay = typeof item.replay?.hls === 'string' ? item.replay.hls.replace(/^https?:\/\/[^/]+/, '') : undefined;
+  return kind === 'video' ? `/vod/${id}/index.m3u8${query}`
+    : item.status === 'live' ? (webrtc ? undefined : `/live/${id}/index.m3u8${query}`)
+      : replay?.startsWith('/vod/') ? replay : undefined;
+}
+
 /**
  * The watch page for one id, marked so that playback starts without a round trip:
  * - `<body data-kind="…">` says which the id is; with no kind (no such stream or video) the page says there is none;
  * - `<script type="application/json" id="onair-item">`: the API's public answer for it, as the page would fetch it
  *   (data, never run: the CSP allows no inline script); `<` is escaped so no title can close the element;
- * - `<link rel="preload">` of the playlist the player will load first (not for real-time mode), fetched while the
- *   scripts load.
+ * - on demand (a video, a replay), `<script type="application/json" id="onair-playlists">`: the playlists the player
+ *   loads first (onDemandPlaylists); it takes each from there once instead of asking (web/common.js);
+ * - otherwise `<link rel="preload">` of the playlist the player will load first (live, not real-time mode), fetched
+ *   while the scripts load.
  */
-function watchPage(shell: string, target: WatchTarget | undefined, id: string, token: string | undefined, webrtc: boolean): Buffer {
+function watchPage(shell: string, target: WatchTarget | undefined, start: WatchStart): Buffer {
   if (!target) return Buffer.from(shell);
-  const query = token === undefined ? '' : `?token=${encodeURIComponent(token)}`;
-  const { kind, item } = target;
-  const replay = typeof item.replay?.hls === 'string' ? item.replay.hls.replace(/^https?:\/\/[^/]+/, '') : undefined;
-  const playlist = kind === 'video' ? `/vod/${id}/index.m3u8${query}`
-    : item.status === 'live' ? (webrtc ? undefined : `/live/${id}/index.m3u8${query}`)
-      : replay?.startsWith('/vod/') ? replay : undefined;
   const attribute = (value: string): string => value.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
-  const json = JSON.stringify(item).replace(/</g, '\\u003c');
-  let html = shell.replace('<body>', `<body data-kind="${kind}">\n  <script type="application/json" id="onair-item">${json}</script>`);
-  if (playlist) html = html.replace('</head>', `  <link rel="preload" href="${attribute(playlist)}" as="fetch" crossorigin="anonymous">\n</head>`);
+  const data = (value: unknown): string => JSON.stringify(value).replace(/</g, '\\u003c');
+  let marks = `\n  <script type="application/json" id="onair-item">${data(target.item)}</script>`;
+  if (start.playlists) marks += `\n  <script type="application/json" id="onair-playlists">${data(start.playlists)}</script>`;
+  let html = shell.replace('<body>', `<body data-kind="${target.kind}">${marks}`);
+  if (start.playlist && !start.playlists) html = html.replace('</head>', `  <link rel="preload" href="${attribute(start.playlist)}" as="fetch" crossorigin="anonymous">\n</head>`);
   return Buffer.from(html);
 }
 
@@ -103,7 +163,10 @@ export function registerWebRoutes(app: FastifyInstance): void {
     if (!/^([a-z0-9]{12}|[a-z0-9]{16})$/.test(id)) return reply.callNotFound();
     const { token, mode } = request.query as { token?: unknown; mode?: unknown };
     const signed = typeof token === 'string' && PLAYBACK_TOKEN.test(token) ? token : undefined;
-    return page(reply, 'watch', watchPage(watchShell, await watchTarget(app, id, signed), id, signed, mode === 'webrtc'));
+    const target = await watchTarget(app, id, signed);
+    const playlist = target && firstPlaylist(target, id, signed, mode === 'webrtc');
+    const playlists = playlist?.startsWith('/vod/') ? await onDemandPlaylists(app, playlist) : undefined;
+    return page(reply, 'watch', watchPage(watchShell, target, { playlist, playlists }));
   });
 
   app.get('/favicon.ico', async (_request, reply) => reply.code(204).header('cache-control', 'public, max-age=86400').send());

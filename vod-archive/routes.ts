@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OnAirError } from '../lib/errors.js';
+import { isSelfRequest } from '../lib/selfRequest.js';
 import { playbackTokenExpiry, verifyPlaybackToken } from '../lib/signing.js';
 import { isValidCursor, VIDEO_ID_RE, type Video } from './catalog.js';
 import { checkKey, contentTypeFor, type ByteRange, type Storage } from './storage.js';
@@ -371,7 +372,9 @@ export function registerVodRoutes(app: FastifyInstance, options: VodRoutesOption
     if (range === 'invalid') return sendError(reply, new OnAirError('ONAIR_ERR_RANGE_NOT_SATISFIABLE'));
     const object = await options.storage.get(storageKey, range);
     if (!object) return sendError(reply, new OnAirError('ONAIR_ERR_NOT_FOUND'));
-    if ((ext === '.m3u8' && rest !== 'index.m3u8') || ext === '.mpd') options.viewed?.(id, request);
+    // A view: a player asked for a media playlist (or the DASH manifest). The watch page's own requests, which put the
+    // playlists into the page (server/web.ts), are no view: its player sends the view once it plays.
+    if (((ext === '.m3u8' && rest !== 'index.m3u8') || ext === '.mpd') && !isSelfRequest(request.headers)) options.viewed?.(id, request);
     reply.header('access-control-allow-origin', '*');
     // The current version's entry points change when the archive replaces the replay; a version's files never do.
     reply.header('cache-control', pointed ? 'public, max-age=5' : 'public, max-age=31536000, immutable');

@@ -319,6 +319,102 @@ export function captionsTimeline(Hls) {
 }
 
 /**
+ * hls.js's audio stream controller (for separate audio renditions: OnAir's on-demand videos), mended so that audio that
+ * arrives first starts as soon as the video's does. hls.js 1.7.4 holds an audio fragment until the video's first
+ * timestamp is known (WAITING_INIT_PTS), and when that becomes known it moves on only at its next 100 ms tick (it
+ * ticks at once only when the discontinuity differs): the first frame waited 0–100 ms more, ~50 ms on average, about a
+ * quarter of a cold start (BENCHMARKS.md, ttff). It now ticks at once.
+ * @param {any} Hls
+ * @returns {any} the class, or undefined where hls.js has none to extend
+ */
+export function promptAudioStreamController(Hls) {
+  var Base = Hls && Hls.DefaultConfig && Hls.DefaultConfig.audioStreamController;
+  if (!Base) return undefined;
+  return class extends Base {
+    /** @param {string} event @param {any} data */
+    onInitPtsFound(event, data) {
+      super.onInitPtsFound(event, data);
+      if (this.state === 'WAITING_INIT_PTS' && this.waitingData && typeof this.tickImmediate === 'function') this.tickImmediate();
+    }
+  };
+}
+
+/**
+ * An hls.js playlist loader (`pLoader`) that takes a playlist the page came with instead of asking for it: the watch
+ * page of an on-demand video carries the playlists its player loads first (`#onair-playlists`, server/web.ts), two
+ * round trips (multivariant, then media playlists) that no longer stand between the page and its first frame. Each is
+ * taken once: a reload after an error asks the server as before, and so does every playlist the page did not carry.
+ * Only the public loader API is used (load, abort, destroy, context, stats); anything not carried goes to hls.js's own.
+ * @param {any} Hls
+ * @param {Record<string, string>} playlists by path and query, as the page's player asks for them
+ * @param {(url: string) => void} taken told of each playlist taken from the page (its path and query)
+ * @returns {any} the loader class, or undefined where hls.js has none to wrap
+ */
+export function pagePlaylistLoader(Hls, playlists, taken) {
+  var Base = Hls && Hls.DefaultConfig && Hls.DefaultConfig.loader;
+  if (!Base) return undefined;
+  /** @param {string} url */
+  function take(url) {
+    var parsed = new URL(url, location.href);
+    var key = parsed.pathname + parsed.search;
+    if (parsed.origin !== location.origin || !Object.prototype.hasOwnProperty.call(playlists, key)) return undefined;
+    var text = playlists[key];
+    delete playlists[key];
+    taken(key);
+    return text;
+  }
+  return class {
+    /** @param {any} config */
+    constructor(config) {
+      /** @type {any} */
+      this.inner = new Base(config);
+      this.stats = this.inner.stats;
+      /** @type {any} the context of a playlist taken from the page */
+      this.own = null;
+      /** @type {any} its callbacks, until it is answered */
+      this.pending = null;
+    }
+
+    get context() { return this.own || this.inner.context; }
+
+    /** @param {any} context @param {any} config @param {any} callbacks */
+    load(context, config, callbacks) {
+      var text = typeof context.url === 'string' ? take(context.url) : undefined;
+      if (text === undefined) { this.inner.load(context, config, callbacks); return; }
+      var stats = this.stats;
+      stats.loading.start = stats.loading.first = stats.loading.end = performance.now();
+      stats.loaded = stats.total = text.length;
+      this.own = context;
+      this.pending = callbacks;
+      var self = this;
+      // Answered as a request is: later, never from inside load().
+      Promise.resolve().then(function () {
+        if (self.pending !== callbacks) return;
+        self.pending = null;
+        callbacks.onSuccess({ url: context.url, data: text, code: 200 }, stats, context, null);
+      });
+    }
+
+    abort() {
+      if (!this.own) { this.inner.abort(); return; }
+      var callbacks = this.pending;
+      this.pending = null;
+      if (callbacks && callbacks.onAbort) callbacks.onAbort(this.stats, this.own, null);
+    }
+
+    destroy() {
+      this.pending = null;
+      this.inner.destroy();
+    }
+
+    getCacheAge() { return this.own ? null : this.inner.getCacheAge ? this.inner.getCacheAge() : null; }
+
+    /** @param {string} name */
+    getResponseHeader(name) { return this.own ? null : this.inner.getResponseHeader ? this.inner.getResponseHeader(name) : null; }
+  };
+}
+
+/**
  * The hls.js settings of a low-latency live player (the watch page, the studio's preview), with `liveCatchUp`:
  * - `startOnSegmentBoundary`: start where the first loaded part begins. A start position PART-HOLD-BACK behind the
  *   edge often lies in parts that cannot be decoded alone (only a segment's first part is INDEPENDENT); hls.js then

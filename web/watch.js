@@ -8,7 +8,7 @@
 // included; there is no test hook): the <video>'s `data-mode` (live, offline, ended, replay, vod), the latency
 // readout's `data-seconds` (hls.js's estimate, unrounded), the chat's `data-joined-as` (the name the server
 // accepted), the replayed chat's `data-total` (comments kept for the replay). Fatal playback errors go to the console.
-import { byId, captionsTimeline, clock, duration, el, liveCatchUp, liveHlsConfig } from './common.js';
+import { byId, captionsTimeline, clock, duration, el, liveCatchUp, liveHlsConfig, pagePlaylistLoader, promptAudioStreamController } from './common.js';
 
 var parts = location.pathname.split('/');
 var id = parts[parts.length - 1];
@@ -45,6 +45,12 @@ var playbackSession = (function () {
   return Array.from(bytes, function (b) { return (b < 16 ? '0' : '') + b.toString(16); }).join('');
 })();
 setMode(isVideo ? 'vod' : 'live');
+// The browser's own controls come with the first frame (or when the browser will not start by itself, or after a
+// second): on a cold start, drawing them (their icons are SVG documents) cost ~20 ms of style and layout before the
+// first frame (BENCHMARKS.md, ttff).
+function showControls() { video.controls = true; }
+video.addEventListener('loadeddata', showControls, { once: true });
+setTimeout(showControls, 1000);
 
 /** @param {'live' | 'offline' | 'ended' | 'replay' | 'vod'} mode */
 function setMode(mode) {
@@ -126,6 +132,26 @@ var embedded = (function () {
   var element = document.getElementById('onair-item');
   try { return element ? JSON.parse(element.textContent || 'null') : null; } catch (_) { return null; }
 })();
+/**
+ * On demand, the playlists the page came with (`#onair-playlists`, server/web.ts): the player takes each once instead
+ * of asking (pagePlaylistLoader). The server counts a view when a player asks for a media playlist; a page that plays
+ * from the ones it carries asks for one once it plays (`countView`), with this playback's session.
+ * @type {Record<string, string> | null}
+ */
+var pagePlaylists = (function () {
+  var element = document.getElementById('onair-playlists');
+  try {
+    var value = element ? JSON.parse(element.textContent || 'null') : null;
+    return value && typeof value === 'object' ? value : null;
+  } catch (_) { return null; }
+})();
+/** The first media playlist the player took from the page: asked for once playback starts, as the view. */
+var viewPlaylist = '';
+video.addEventListener('playing', function countView() {
+  video.removeEventListener('playing', countView);
+  if (!viewPlaylist) return;
+  fetch(viewPlaylist, { headers: { 'X-Playback-Session-Id': playbackSession, 'Cache-Control': 'no-cache' } }).catch(function () {});
+});
 
 function load() {
   if (embedded) {
@@ -269,7 +295,7 @@ function playWhep() {
   pc.ontrack = function (event) {
     media.addTrack(event.track);
     video.srcObject = media;
-    video.play().catch(function () {});
+    video.play().catch(showControls);
   };
   pc.onconnectionstatechange = function () {
     if (pc.connectionState === 'failed') qoe.errors += 1;
@@ -316,9 +342,22 @@ function playHls() {
     // Not live: there hls.js would prefetch a whole segment and start ~0.5 s further behind.
     // enableWorker (live only): on demand the segments are fMP4 (no transmuxing), and the worker would parse hls.js's
     // 624 kB again before the first append (~60 ms of the time to first frame, BENCHMARKS.md).
-    // On demand too: a replay is the live event's muxed segments, and its captions need the mended timeline.
+    // On demand:
+    // - the playlists the page came with are taken from it, not asked for (pagePlaylistLoader);
+    // - audio in its own rendition (an upload's) starts as soon as the video does (promptAudioStreamController);
+    // - a replay is the live event's muxed segments, and its captions need the mended timeline.
     var timeline = captionsTimeline(Hls);
-    var hls = new Hls(Object.assign(onair.mode === 'live' ? liveHlsConfig(Hls) : timeline ? { timelineController: timeline } : {}, {
+    /** @type {Record<string, unknown>} */
+    var onDemand = {};
+    if (timeline) onDemand.timelineController = timeline;
+    var audio = promptAudioStreamController(Hls);
+    if (audio) onDemand.audioStreamController = audio;
+    var carried = pagePlaylists && onair.mode !== 'live' ? pagePlaylistLoader(Hls, pagePlaylists, function (url) {
+      var path = new URL(url, location.href).pathname;
+      if (!viewPlaylist && path !== new URL(src, location.href).pathname && path.indexOf('/subtitles/') < 0) viewPlaylist = url;
+    }) : undefined;
+    if (carried) onDemand.pLoader = carried;
+    var hls = new Hls(Object.assign(onair.mode === 'live' ? liveHlsConfig(Hls) : onDemand, {
       backBufferLength: 30, startFragPrefetch: onair.mode !== 'live', enableWorker: onair.mode === 'live',
       xhrSetup: function (xhr, url) {
         xhr.open('GET', url, true);
@@ -375,7 +414,7 @@ function playHls() {
   } else {
     state.textContent = 'this browser cannot play HLS';
   }
-  video.play().catch(function () {});
+  video.play().catch(showControls);
 }
 
 // ---- Resume (issue #19) ---------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ describe('the audience: every viewer counted, whatever the protocol (issue #19)'
     assert.equal(last.stats, undefined);
   });
 
-  test('the replay counts views, one per playback session', async () => {
+  test('the replay counts views, one per playback session that plays', async () => {
     const replay = await waitFor('the replay', async () => (await api(node, 'GET', `/api/streams/${streamId}`)).body.replay, 30_000, 500);
     const videoId = String(replay.videoId);
     assert.equal((await api(node, 'GET', `/api/videos/${videoId}`)).body.views, 0);
@@ -110,5 +110,14 @@ describe('the audience: every viewer counted, whatever the protocol (issue #19)'
     await plays(await open(`${node.httpUrl}/watch/${videoId}`), 'another replay page');
     await waitFor('2 views', async () => (await api(node, 'GET', `/api/videos/${videoId}`)).body.views === 2, 15_000, 500)
       .catch(async (error: Error) => { throw new Error(`${error.message}: ${(await api(node, 'GET', `/api/videos/${videoId}`)).body.views}`); });
+    // A watch page carries the video's playlists, asked of the node itself as the page is put together: a page that
+    // is loaded and never plays (a link preview, a crawler) is no view. Three of them; two audience flushes later
+    // (one a second), still 2.
+    for (let i = 0; i < 3; i += 1) {
+      const html = await (await fetch(`${node.httpUrl}/watch/${videoId}`)).text();
+      assert.ok(html.includes('id="onair-playlists"'), 'the page carries the playlists');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    assert.equal((await api(node, 'GET', `/api/videos/${videoId}`)).body.views, 2, 'pages that never played counted no view');
   });
 });

@@ -186,4 +186,29 @@ describe('signed playback end to end: with ONAIR_PLAYBACK_SIGNING_KEY the studio
       assert.ok(!JSON.stringify(view).includes('token='), 'a view asked without the video\'s token carries none');
     }
   });
+
+  test('the replay\'s watch page carries its playlists for the replay\'s token only, and plays from them', async () => {
+    const token = encodeURIComponent(tokenOf(replayHls));
+    const carries = async (query: string): Promise<boolean> =>
+      (await (await fetch(`${node.httpUrl}/watch/${videoId}${query}`)).text()).includes('id="onair-playlists"');
+    assert.equal(await carries(''), false, 'no token: the page carries no playlist');
+    assert.equal(await carries(`?token=${encodeURIComponent(otherToken)}`), false, 'another stream\'s token: none either');
+    assert.equal(await carries(`?token=${token}`), true, 'the replay\'s token: its playlists');
+    const viewer = await chromium.browser.newPage();
+    const refusedHere: string[] = [];
+    const multivariant: string[] = [];
+    viewer.on('response', (response) => {
+      const { pathname } = new URL(response.url());
+      if (response.status() >= 400) refusedHere.push(`${response.status()} ${pathname}`);
+      if (pathname.endsWith('/index.m3u8')) multivariant.push(pathname);
+    });
+    try {
+      await viewer.goto(`${node.httpUrl}/watch/${videoId}?token=${token}`);
+      await plays(viewer, 'the replay, from the playlists its page carries');
+      assert.deepEqual(refusedHere, [], 'every URI the carried playlists list has the token');
+      assert.deepEqual(multivariant, [], 'the multivariant playlist came with the page');
+    } finally {
+      await viewer.close();
+    }
+  });
 });
