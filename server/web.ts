@@ -44,6 +44,7 @@ const MAX_PAGE_PLAYLIST_BYTES = 64 * 1024;
  * Asked of the node's own routes (`app.inject`), with the viewer's token, so the answers are what the player would get;
  * marked as the node's own requests, so that putting the page together counts no view. Keyed by path and query, as the
  * player asks for them. Undefined when the multivariant playlist cannot be had (the player then asks and is answered).
+ * Bounded in time by onDemandPlaylistsInTime.
  */
 async function onDemandPlaylists(app: FastifyInstance, master: string): Promise<Record<string, string> | undefined> {
   const text = async (url: string): Promise<string | undefined> => {
@@ -55,7 +56,7 @@ async function onDemandPlaylists(app: FastifyInstance, master: string): Promise<
   const base = new URL(master, 'http://onair.invalid');
   // Only the video's own playlists: no URI the playlist lists can make the node ask for anything else.
   const scope = base.pathname.slice(0, base.pathname.lastIndexOf('/') + 1);
-  const listed = new Set<string>();
+  const unique = new Set<string>();
   const lines = multivariant.split('\n');
   lines.forEach((line, index) => {
     let uri: string | undefined;
@@ -63,18 +64,42 @@ async function onDemandPlaylists(app: FastifyInstance, master: string): Promise<
     else if (line.startsWith('#EXT-X-STREAM-INF:')) uri = lines[index + 1]?.trim();
     if (!uri || uri.startsWith('#')) return;
     const url = new URL(uri, base);
-    if (url.origin === base.origin && url.pathname.startsWith(scope) && url.pathname.endsWith('.m3u8')) listed.add(url.pathname + url.search);
+    if (url.origin === base.origin && url.pathname.startsWith(scope) && url.pathname.endsWith('.m3u8')) unique.add(url.pathname + url.search);
   });
-  const bodies = await Promise.all([...listed].map(text));
+  const listed = [...unique];
   const playlists: Record<string, string> = { [master]: multivariant };
   let bytes = multivariant.length;
-  [...listed].forEach((url, index) => {
-    const body = bodies[index];
+  const carry = (url: string, body: string | undefined): void => {
     if (body === undefined || bytes + body.length > MAX_PAGE_PLAYLIST_BYTES) return;
     playlists[url] = body;
     bytes += body.length;
-  });
+  };
+  // The first one alone, then the others together: a video's media playlists are about as long as each other (the
+  // same segments), so a long video's, past the bound from the first, are not all read for nothing on every page.
+  const [first, ...others] = listed;
+  if (first === undefined) return playlists;
+  carry(first, await text(first));
+  if (playlists[first] === undefined) return playlists;
+  const bodies = await Promise.all(others.map(text));
+  others.forEach((url, index) => carry(url, bodies[index]));
   return playlists;
+}
+
+/**
+ * How long the watch page waits for the playlists it would carry: past it (storage slow or away), the page goes
+ * without them, and its player asks as it did before.
+ */
+const PAGE_PLAYLISTS_WAIT_MS = 500;
+
+/** onDemandPlaylists, or undefined once PAGE_PLAYLISTS_WAIT_MS have gone by. */
+async function onDemandPlaylistsInTime(app: FastifyInstance, master: string): Promise<Record<string, string> | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => { timer = setTimeout(resolve, PAGE_PLAYLISTS_WAIT_MS, undefined); });
+  try {
+    return await Promise.race([onDemandPlaylists(app, master), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** What the watch page carries besides its shell, for the player to start without a round trip (see watchPage). */
@@ -165,7 +190,7 @@ export function registerWebRoutes(app: FastifyInstance): void {
     const signed = typeof token === 'string' && PLAYBACK_TOKEN.test(token) ? token : undefined;
     const target = await watchTarget(app, id, signed);
     const playlist = target && firstPlaylist(target, id, signed, mode === 'webrtc');
-    const playlists = playlist?.startsWith('/vod/') ? await onDemandPlaylists(app, playlist) : undefined;
+    const playlists = playlist?.startsWith('/vod/') ? await onDemandPlaylistsInTime(app, playlist) : undefined;
     return page(reply, 'watch', watchPage(watchShell, target, { playlist, playlists }));
   });
 

@@ -107,8 +107,12 @@ describe('S3 outages delay VOD work and lose nothing (Swift s3api SIGKILLed, the
     ({ node, dataDir, close } = await startTestNode({ ...s3.env, ...ENV }));
   });
 
+  let s3Paused = false;
+
   // A test that failed during its outage leaves S3 up for the next one.
   afterEach(async () => {
+    if (s3Paused) s3.resume();
+    s3Paused = false;
     if (s3Down) await s3.restart();
     s3Down = false;
   });
@@ -154,6 +158,34 @@ describe('S3 outages delay VOD work and lose nothing (Swift s3api SIGKILLed, the
     }, 90_000, 250);
     assert.equal(ready.waiting, undefined, 'no waiting reason once ready');
     assert.equal(await sha256((await storedBytes(node, `sources/${id}/source.mp4`))!), await sha256(data), 'the source is intact');
+  });
+
+  test('while S3 hangs, a video\'s watch page still comes at once, without the playlists it carries when S3 answers', async () => {
+    const file = path.join(media, 'hang.mp4');
+    makeVideo(file, { seconds: 3, megabytes: 1, width: 426, height: 240, faststart: true });
+    const id = await upload(node, await readFile(file), { filename: 'hang.mp4', title: 'Watched while S3 hangs' });
+    await waitFor('the video to be ready', async () => {
+      const video = (await api(node, 'GET', `/api/videos/${id}`)).body;
+      assert.notEqual(video.status, 'failed', video.error);
+      return video.status === 'ready';
+    }, 90_000, 250);
+    const watchPage = async (): Promise<{ ms: number; status: number; html: string }> => {
+      const started = Date.now();
+      const response = await fetch(`${node.httpUrl}/watch/${id}`, { signal: AbortSignal.timeout(10_000) });
+      return { status: response.status, html: await response.text(), ms: Date.now() - started };
+    };
+    const before = await watchPage();
+    assert.ok(before.html.includes('id="onair-playlists"'), 'S3 answering: the page carries the playlists');
+    s3.pause();
+    s3Paused = true;
+    const during = await watchPage();
+    assert.equal(during.status, 200);
+    assert.ok(during.ms < 3_000, `the page came in ${during.ms} ms with S3 hanging (it waits at most 0.5 s for the playlists)`);
+    assert.doesNotMatch(during.html, /id="onair-playlists"/, 'no playlists carried');
+    assert.match(during.html, new RegExp(`<link rel="preload" href="/vod/${id}/index\\.m3u8"`), 'the playlist is preloaded instead, as before');
+    s3.resume();
+    s3Paused = false;
+    await waitFor('the page to carry the playlists again', async () => (await watchPage()).html.includes('id="onair-playlists"'), 30_000, 250);
   });
 
   test('an upload whose last byte lands while S3 is down is handed over once S3 is back, then ends ready', async () => {

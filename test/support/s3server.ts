@@ -39,6 +39,12 @@ export interface S3TestServer {
   kill(): Promise<void>;
   /** After `kill` (or a restart that failed): the same servers on the same ports and data again; resolves once the S3 API answers. */
   restart(): Promise<void>;
+  /**
+   * A hang: SIGSTOPs the four Swift servers (one process each, `workers = 0`). Connections are still accepted by the
+   * kernel and never answered. `resume` (SIGCONT) lets them go on where they were.
+   */
+  pause(): void;
+  resume(): void;
   /** Stops the four Swift servers, waits for them to exit and removes the directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -388,6 +394,14 @@ async function stopServers(servers: RunningServer[]): Promise<void> {
   await allExited;
 }
 
+/** A signal to each Python server, by pid (SIGSTOP, SIGCONT). */
+function signalServers(servers: RunningServer[], signal: NodeJS.Signals): void {
+  for (const server of servers) {
+    if (server.pid === undefined || server.exited) throw new Error(`the Swift ${server.name} server is not running`);
+    process.kill(server.pid, signal);
+  }
+}
+
 /** SIGKILL, no grace: the Python servers by pid (they run in their own session), the wrappers by process group. */
 async function killServers(servers: RunningServer[]): Promise<void> {
   for (const server of servers) {
@@ -531,6 +545,12 @@ export async function startS3Server(options: { bucket?: string } = {}): Promise<
       },
       async kill(): Promise<void> {
         await killServers(servers);
+      },
+      pause(): void {
+        signalServers(servers, 'SIGSTOP');
+      },
+      resume(): void {
+        signalServers(servers, 'SIGCONT');
       },
       async restart(): Promise<void> {
         await killServers(servers); // what a failed restart left
