@@ -353,8 +353,7 @@ function playHls() {
     var audio = promptAudioStreamController(Hls);
     if (audio) onDemand.audioStreamController = audio;
     var carried = pagePlaylists && onair.mode !== 'live' ? pagePlaylistLoader(Hls, pagePlaylists, function (url) {
-      var path = new URL(url, location.href).pathname;
-      if (!viewPlaylist && path !== new URL(src, location.href).pathname && path.indexOf('/subtitles/') < 0) viewPlaylist = url;
+      if (!viewPlaylist && new URL(url, location.href).pathname !== new URL(src, location.href).pathname) viewPlaylist = url;
     }) : undefined;
     if (carried) onDemand.pLoader = carried;
     var hls = new Hls(Object.assign(onair.mode === 'live' ? liveHlsConfig(Hls) : onDemand, {
