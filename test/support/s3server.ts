@@ -378,7 +378,10 @@ async function stopServers(servers: RunningServer[]): Promise<void> {
     }),
   ]);
   clearTimeout(timer);
-  if (!timedOut) return;
+  if (!timedOut) {
+    await groupsGone(servers);
+    return;
+  }
   for (const server of servers) {
     if (server.exited) continue;
     // The Python server has its own session (setsid): by pid. The wrapper and its watcher: by process group.
@@ -392,6 +395,19 @@ async function stopServers(servers: RunningServer[]): Promise<void> {
     }
   }
   await allExited;
+}
+
+/**
+ * Once the wrappers have exited: waits (at most STOP_TIMEOUT_MS) until nothing is left in their process groups. The
+ * wrapper's stdin watcher (a subshell in its group) may still be going, or not yet reaped, for a moment after the
+ * wrapper itself exits; a check right after stop() saw it once (s3server.test, CI).
+ */
+async function groupsGone(servers: RunningServer[]): Promise<void> {
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  for (const server of servers) {
+    const group = server.child.pid;
+    while (group !== undefined && Date.now() < deadline && pidAlive(-group)) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /** A signal to each Python server, by pid (SIGSTOP, SIGCONT). */
