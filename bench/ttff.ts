@@ -92,14 +92,10 @@ async function navigate(page: Page, url: string): Promise<Navigation> {
   const firstFrame = new Promise<void>((resolve) => { shown = resolve; });
   const onConsole = (message: { text(): string }): void => { if (message.text() === FIRST_FRAME) shown(); };
   page.on('console', onConsole);
-  let timer: NodeJS.Timeout | undefined;
   try {
     await page.goto(url, { timeout: 30_000, waitUntil: 'commit' });
-    await Promise.race([firstFrame, new Promise((_resolve, reject) => {
-      timer = setTimeout(() => reject(new BenchError(`${url}: no frame within 30 s`)), 30_000);
-    })]);
+    await within(`${url}: the first frame`, firstFrame, 30_000, NO_ABORT);
   } finally {
-    clearTimeout(timer);
     page.off('console', onConsole);
   }
   // The figures once the page has loaded (its own load event is the baseline).

@@ -125,26 +125,30 @@ function sendQoe() {
 
 // ---- What to play --------------------------------------------------------------------------------------------
 /**
+ * The object the server put into the page as data (`<script type="application/json" id>`), or null (absent, not JSON,
+ * not an object).
+ * @param {string} id
+ * @returns {any}
+ */
+function pageData(id) {
+  var element = document.getElementById(id);
+  try {
+    var value = element ? JSON.parse(element.textContent || 'null') : null;
+    return value && typeof value === 'object' ? value : null;
+  } catch (_) { return null; }
+}
+/**
  * The server puts its API's answer for this id into the page (`#onair-item`, data only): the first look needs no
  * round trip, so the player starts as soon as the scripts run. Later looks (is it live yet? over?) ask the API.
  */
-var embedded = (function () {
-  var element = document.getElementById('onair-item');
-  try { return element ? JSON.parse(element.textContent || 'null') : null; } catch (_) { return null; }
-})();
+var embedded = pageData('onair-item');
 /**
  * On demand, the playlists the page came with (`#onair-playlists`, server/web.ts): the player takes each once instead
  * of asking (pagePlaylistLoader). The server counts a view when a player asks for a media playlist; a page that plays
  * from the ones it carries asks for one once it plays (`countView`), with this playback's session.
  * @type {Record<string, string> | null}
  */
-var pagePlaylists = (function () {
-  var element = document.getElementById('onair-playlists');
-  try {
-    var value = element ? JSON.parse(element.textContent || 'null') : null;
-    return value && typeof value === 'object' ? value : null;
-  } catch (_) { return null; }
-})();
+var pagePlaylists = pageData('onair-playlists');
 /** The first media playlist the player took from the page: asked for once playback starts, as the view. */
 var viewPlaylist = '';
 video.addEventListener('playing', function countView() {
